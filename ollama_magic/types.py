@@ -1,0 +1,101 @@
+"""Wire types shared by every front end, with Ollama's field names and shapes.
+
+They are pydantic models (so the HTTP server can serve them as they are) and subscriptable like the
+official ``ollama`` client's types (``resp["models"]`` and ``resp.models`` both work), so code written
+against ``ollama.Client`` reads our results unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return getattr(self, key, None) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ModelDetails(WireModel):
+    parent_model: str = ""
+    format: str = ""
+    family: str = ""
+    families: Optional[list[str]] = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListedModel(WireModel):
+    name: str
+    model: str
+    modified_at: datetime
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class ListResponse(WireModel):
+    models: list[ListedModel]
+
+
+class Message(WireModel):
+    role: str
+    content: str = ""
+
+
+class ShowResponse(WireModel):
+    modelfile: str
+    parameters: str = ""
+    template: str = ""
+    system: str = ""
+    license: str = ""
+    details: ModelDetails
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[str] = Field(default_factory=list)
+    messages: Optional[list[Message]] = None
+    modified_at: datetime
+
+    @property
+    def modelinfo(self) -> dict[str, Any]:
+        """The ``ollama`` client's attribute name for ``model_info``."""
+        return self.model_info
+
+
+class ProgressResponse(WireModel):
+    status: str
+    digest: Optional[str] = None
+    total: Optional[int] = None
+    completed: Optional[int] = None
+
+
+class CreateRequest(WireModel):
+    """Both forms of /api/create: the current structured one and the legacy ``modelfile`` text."""
+
+    model: Optional[str] = None
+    name: Optional[str] = None  # legacy alias of ``model``
+    from_: Optional[str] = Field(default=None, alias="from")
+    files: Optional[dict[str, str]] = None
+    adapters: Optional[dict[str, str]] = None
+    template: Optional[str] = None
+    system: Optional[str] = None
+    license: Optional[Union[str, list[str]]] = None
+    parameters: Optional[dict[str, Any]] = None
+    messages: Optional[list[Message]] = None
+    modelfile: Optional[str] = None
+    path: Optional[str] = None
+    quantize: Optional[str] = None
+    quantization: Optional[str] = None
+    stream: Optional[bool] = None
