@@ -9,6 +9,7 @@ from .names import ModelName, normalize  # noqa: E402
 from .store import Modelfile, ModelStore, parse_modelfile  # noqa: E402
 
 __all__ = [
+    "Engine",
     "InvalidRequest",
     "ModelName",
     "ModelNotFound",
@@ -19,3 +20,11 @@ __all__ = [
     "normalize",
     "parse_modelfile",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy: importing llama.cpp is not needed to list models
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
+    raise AttributeError(name)

@@ -1,0 +1,515 @@
+"""``Engine``: Ollama's API as a Python object, served in-process on llama.cpp.
+
+The method names, arguments and result types are those of the official ``ollama.Client``, so code
+written for ``ollama.Client()`` runs unchanged against ``Engine()``. Every front end (magics,
+widgets, the HTTP server) calls these methods; none of them talks to llama.cpp directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import llama_cpp
+import ollama
+
+from ..errors import InvalidRequest
+from ..names import ModelName
+from ..options import OPTION_DEFAULTS, check_options
+from ..store import ModelRecord, ModelStore
+from ..store import manifests as mt
+from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
+from .prompt import GoPrompt, PromptTemplate, prompt_template
+from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
+from .scheduler import Loaded, Scheduler, parse_keep_alive
+
+log = logging.getLogger("ollama_magic")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(exclude_none=True, by_alias=True)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise InvalidRequest(f"expected an object, got {type(value).__name__}")
+
+
+def _tool_dict(tool: Any) -> dict[str, Any]:
+    if callable(tool) and not hasattr(tool, "model_dump"):
+        from ollama._utils import convert_function_to_tool
+
+        tool = convert_function_to_tool(tool)
+    return _as_dict(tool)
+
+
+class Engine:
+    """The in-kernel engine: a model store plus a scheduler of loaded llama.cpp models."""
+
+    def __init__(self, store: ModelStore | None = None, *, max_loaded: int | None = None) -> None:
+        self.store = store or ModelStore()
+        self.scheduler = Scheduler(max_loaded)
+        self._templates: dict[tuple[str, str | None], PromptTemplate] = {}
+
+    def close(self) -> None:
+        """Unload every model and stop the keep-alive thread."""
+        self.scheduler.shutdown()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- model management (the store) --------------------------------------------------------
+
+    def list(self) -> ListResponse:
+        return self.store.list()
+
+    def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
+        return self.store.show(model, verbose=verbose)
+
+    def copy(self, source: str, destination: str) -> ollama.StatusResponse:
+        self.store.copy(source, destination)
+        return ollama.StatusResponse(status="success")
+
+    def delete(self, model: str) -> ollama.StatusResponse:
+        record = self.store.resolve(model, register_defaults=False)
+        self.scheduler.unload(record.name.short)
+        self.store.delete(model)
+        return ollama.StatusResponse(status="success")
+
+    def create(
+        self,
+        model: str,
+        quantize: str | None = None,
+        from_: str | None = None,
+        files: dict[str, str] | None = None,
+        adapters: dict[str, str] | None = None,
+        template: str | None = None,
+        license: str | list[str] | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        messages: Sequence[Any] | None = None,
+        *,
+        stream: bool = False,
+        modelfile: str | None = None,
+    ) -> ProgressResponse | Iterator[ProgressResponse]:
+        """Create a model; ``from_`` may also be a local GGUF path here (the trusted, in-kernel side)."""
+        request = CreateRequest(
+            model=model, quantize=quantize, from_=from_, files=files, adapters=adapters, template=template,
+            license=license, system=system, parameters=dict(parameters) if parameters else None,
+            messages=[_as_dict(m) for m in messages] if messages else None, modelfile=modelfile,
+        )
+        statuses = self.store.create(model, request, trusted=True, base_dir=os.getcwd())
+        if stream:
+            return statuses
+        last = ProgressResponse(status="success")
+        for last in statuses:
+            pass
+        return last
+
+    def pull(self, model: str, **_: Any) -> ollama.ProgressResponse:
+        raise InvalidRequest(
+            f"cannot pull {model!r}: no model registry is reachable from here. Import a model instead: "
+            "create it from a local GGUF file (ollama-magic create NAME --from ./model.gguf)"
+        )
+
+    # ---- what is loaded ----------------------------------------------------------------------
+
+    def ps(self) -> ollama.ProcessResponse:
+        entries = sorted(self.scheduler.loaded(), key=lambda e: e.expires_at or datetime.max.replace(tzinfo=timezone.utc), reverse=True)
+        far = datetime(2318, 1, 1, tzinfo=timezone.utc)
+        return ollama.ProcessResponse(
+            models=[
+                ollama.ProcessResponse.Model(
+                    name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
+                    size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
+                )
+                for e in entries
+            ]
+        )
+
+    def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
+        """Load a model now (Ollama: a generate request with an empty prompt)."""
+        return self.generate(model, keep_alive=keep_alive)  # type: ignore[return-value]
+
+    def unload(self, model: str) -> bool:
+        """Unload a model now; False if it was not loaded."""
+        return self.scheduler.unload(self.store.resolve(model).name.short)
+
+    # ---- inference ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        suffix: str | None = None,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        context: Sequence[int] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        raw: bool | None = None,
+        format: str | Mapping[str, Any] | None = None,
+        images: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        **_: Any,
+    ) -> ollama.GenerateResponse | Iterator[ollama.GenerateResponse]:
+        record = self._record(model)
+        keep = parse_keep_alive(keep_alive)
+        opts = self._options(record, options)
+        if not prompt and not suffix and not context:
+            return self._load_only(record, model, keep, opts, stream, lambda **kw: ollama.GenerateResponse(**kw))
+        self._check_images(record, images)
+        self._require(record, "completion", "generate")
+        if raw:
+            text = prompt or ""
+        else:
+            tmpl = self._template(record, template)
+            text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""), suffix or "")
+        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None)
+
+        def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.GenerateResponse:
+            if fin is None:
+                return ollama.GenerateResponse(model=model, created_at=now_rfc3339(), response=piece, done=False)
+            return ollama.GenerateResponse(
+                model=model, created_at=now_rfc3339(), response=piece or "", done=True, done_reason=fin.done_reason,
+                context=fin.context, **_stats(fin, load_ns, total_ns),
+            )
+
+        return self._deliver(chunks, wrap, stream, lambda parts, last: last.model_copy(update={"response": "".join(parts)}))
+
+    def chat(
+        self,
+        model: str = "",
+        messages: Sequence[Any] | None = None,
+        *,
+        tools: Sequence[Any] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        format: str | Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        **_: Any,
+    ) -> ollama.ChatResponse | Iterator[ollama.ChatResponse]:
+        record = self._record(model)
+        keep = parse_keep_alive(keep_alive)
+        opts = self._options(record, options)
+        msgs = [self._message(m) for m in (messages or [])]
+        if not msgs:
+            return self._load_only(
+                record, model, keep, opts, stream,
+                lambda **kw: ollama.ChatResponse(message=ollama.Message(role="assistant", content=""), **kw),
+            )
+        self._require(record, "completion", "chat")
+        for m in msgs:
+            self._check_images(record, m.get("images"))
+        tool_dicts = [_tool_dict(t) for t in tools] if tools else None
+        if record.system and not any(m["role"] == "system" for m in msgs):
+            msgs.insert(0, {"role": "system", "content": record.system})
+        msgs = [*record.messages, *msgs]
+        tmpl = self._template(record, None)
+        text = tmpl.render_chat(msgs, tool_dicts if tmpl.supports_tools else None)
+        chunks = self._run(record, text, opts, keep, format)
+
+        def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.ChatResponse:
+            message = ollama.Message(role="assistant", content=piece or "")
+            if fin is None:
+                return ollama.ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False)
+            return ollama.ChatResponse(
+                model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
+                **_stats(fin, load_ns, total_ns),
+            )
+
+        def join(parts: list[str], last: ollama.ChatResponse) -> ollama.ChatResponse:
+            content = "".join(parts)
+            calls = parse_tool_calls(content, tool_dicts) if tool_dicts else []
+            message = ollama.Message(role="assistant", content="" if calls else content, tool_calls=calls or None)
+            return last.model_copy(update={"message": message})
+
+        return self._deliver(chunks, wrap, stream, join)
+
+    def embed(
+        self,
+        model: str = "",
+        input: str | Sequence[str] = "",
+        truncate: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+    ) -> ollama.EmbedResponse:
+        start = time.perf_counter_ns()
+        record = self._record(model)
+        keep = parse_keep_alive(keep_alive)
+        texts = [input] if isinstance(input, str) else list(input)
+        if any(not isinstance(t, str) for t in texts):
+            raise InvalidRequest("invalid input type: input must be a string or a list of strings")
+        texts = [t for t in texts if t != ""] if isinstance(input, str) else texts
+        opts = self._options(record, options)
+        entry, load_ns = self._acquire(record, opts, embedding=True)
+        try:
+            vectors, count = (entry.runner.embed(texts, truncate is not False) if texts else ([], 0))
+        finally:
+            self.scheduler.release(entry, keep)
+        if dimensions:
+            if dimensions < 1:
+                raise InvalidRequest("dimensions must be a positive number")
+            vectors = [_normalize(v[:dimensions]) for v in vectors]
+        return ollama.EmbedResponse(
+            model=model, embeddings=vectors, total_duration=time.perf_counter_ns() - start,
+            load_duration=load_ns, prompt_eval_count=count,
+        )
+
+    def embeddings(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+    ) -> ollama.EmbeddingsResponse:
+        """The legacy endpoint: one vector, not normalised (as Ollama's /api/embeddings)."""
+        record = self._record(model)
+        keep = parse_keep_alive(keep_alive)
+        entry, _ = self._acquire(record, self._options(record, options), embedding=True)
+        try:
+            if not prompt:
+                return ollama.EmbeddingsResponse(embedding=[])
+            vectors, _ = entry.runner.embed([prompt], True, normalize=False)
+        finally:
+            self.scheduler.release(entry, keep)
+        return ollama.EmbeddingsResponse(embedding=vectors[0])
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _record(self, model: str) -> ModelRecord:
+        if not model:
+            raise InvalidRequest("model is required")
+        ModelName.parse(model)
+        return self.store.resolve(model)
+
+    def _require(self, record: ModelRecord, capability: str, verb: str) -> None:
+        info = record.gguf_info()
+        if capability == "completion" and info.is_embedding_model:
+            raise InvalidRequest(f'"{record.name.short}" does not support {verb}: it is an embedding model')
+
+    def _check_images(self, record: ModelRecord, images: Sequence[Any] | None) -> None:
+        if not images:
+            return
+        for image in images:
+            if isinstance(image, str) and not _looks_like_base64(image):
+                raise InvalidRequest("images must be base64-encoded")
+        if not record.manifest.layers_of(mt.PROJECTOR):
+            raise InvalidRequest(f'"{record.name.short}" does not support images: it has no vision projector')
+        raise InvalidRequest("images are not supported by the in-kernel engine yet")
+
+    def _message(self, message: Any) -> dict[str, Any]:
+        m = _as_dict(message)
+        role = m.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InvalidRequest(f"invalid message role {role!r}: use system, user, assistant or tool")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise InvalidRequest("message content must be a string")
+        m["content"] = content or ""
+        return m
+
+    def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
+        key = (record.manifest_digest, override)
+        if key not in self._templates:
+            if override:
+                self._templates[key] = GoPrompt(override)
+            else:
+                info = record.gguf_info()
+                self._templates[key] = prompt_template(record.template, info.metadata.get("tokenizer.chat_template"))
+        return self._templates[key]
+
+    def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:
+        if request is not None and hasattr(request, "model_dump"):
+            request = request.model_dump(exclude_none=True)  # ollama.Options
+        merged = dict(OPTION_DEFAULTS)
+        if os.environ.get("OLLAMA_CONTEXT_LENGTH"):
+            merged["num_ctx"] = int(os.environ["OLLAMA_CONTEXT_LENGTH"])
+        merged.update(check_options(record.parameters, strict=False))
+        merged.update(check_options(request, strict=False))
+        return merged
+
+    def _load_options(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool) -> LoadOptions:
+        info = record.gguf_info()
+        trained = info.context_length or opts["num_ctx"]
+        num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
+        num_gpu = opts.get("num_gpu", -1)
+        if not llama_cpp.llama_supports_gpu_offload():
+            num_gpu = 0
+        num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
+        return LoadOptions(
+            num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
+            use_mmap=opts.get("use_mmap", True), embedding=embedding,
+        )
+
+    def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
+        load = self._load_options(record, opts, embedding)
+
+        def describe(runner: Runner) -> dict[str, Any]:
+            info = record.gguf_info()
+            kv = _kv_bytes(info, load.num_ctx)
+            size = record.model_path.stat().st_size + kv
+            details = record.details.model_copy(update={"parent_model": ""})
+            return dict(
+                name=record.name.short, digest=record.manifest_digest, size=size,
+                size_vram=size if load.num_gpu != 0 else 0, details=details.model_dump(),
+                context_length=load.num_ctx,
+            )
+
+        return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
+
+    def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
+        start = time.perf_counter_ns()
+        if keep == 0:
+            self.scheduler.unload(record.name.short)
+            response = make(model=model, created_at=now_rfc3339(), done=True, done_reason="unload")
+        else:
+            self._require(record, "completion", "generate")
+            entry, load_ns = self._acquire(record, opts, embedding=False)
+            self.scheduler.release(entry, keep)
+            response = make(
+                model=model, created_at=now_rfc3339(), done=True, done_reason="load",
+                load_duration=load_ns, total_duration=time.perf_counter_ns() - start,
+            )
+        if hasattr(response, "response"):
+            response.response = ""
+        return iter([response]) if stream else response
+
+    def _run(
+        self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
+        format: str | Mapping[str, Any] | None, context: list[int] | None = None,
+    ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
+        """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
+        start = time.perf_counter_ns()
+        grammar = _grammar(format)
+        sampling = Sampling(
+            temperature=float(opts["temperature"]), top_k=int(opts["top_k"]), top_p=float(opts["top_p"]),
+            min_p=float(opts["min_p"]), typical_p=float(opts["typical_p"]),
+            repeat_penalty=float(opts["repeat_penalty"]), repeat_last_n=int(opts["repeat_last_n"]),
+            presence_penalty=float(opts["presence_penalty"]), frequency_penalty=float(opts["frequency_penalty"]),
+            seed=int(opts["seed"]),
+        )
+        entry, load_ns = self._acquire(record, opts, embedding=False)
+        try:
+            runner = entry.runner
+            if grammar:
+                runner.check_grammar(grammar)
+            tokens = (context or []) + runner.tokenize(text, add_bos=not context)
+            job = GenerationJob(
+                tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
+                num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
+            )
+            stream = runner.stream(job)
+            try:
+                for item in stream:
+                    if isinstance(item, Token):
+                        yield item.text, None, load_ns, 0
+                    else:
+                        yield None, item, load_ns, time.perf_counter_ns() - start
+            finally:
+                stream.close()  # stops decoding at once if our consumer went away
+        finally:
+            self.scheduler.release(entry, keep)
+
+    @staticmethod
+    def _deliver(chunks, wrap, stream, join):  # noqa: ANN001, ANN205
+        if stream:
+            def iterate():  # noqa: ANN202
+                try:
+                    for piece, fin, load_ns, total_ns in chunks:
+                        yield wrap(piece, fin, load_ns, total_ns)
+                finally:
+                    chunks.close()
+
+            return iterate()
+        parts: list[str] = []
+        last = None
+        for piece, fin, load_ns, total_ns in chunks:
+            if fin is None:
+                parts.append(piece)
+            else:
+                last = wrap("", fin, load_ns, total_ns)
+        return join(parts, last)
+
+
+def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:
+    return dict(
+        total_duration=total_ns, load_duration=load_ns, prompt_eval_count=fin.prompt_eval_count,
+        prompt_eval_duration=fin.prompt_eval_duration, eval_count=fin.eval_count, eval_duration=fin.eval_duration,
+    )
+
+
+def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
+    if format in (None, ""):
+        return None
+    if format == "json":
+        return JSON_GRAMMAR
+    if isinstance(format, Mapping):
+        return schema_grammar(dict(format))
+    raise InvalidRequest(f'invalid format {format!r}: use "json" or a JSON schema object')
+
+
+def _normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
+
+
+def _looks_like_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+        return True
+    except ValueError:
+        return False
+
+
+def _kv_bytes(info: Any, n_ctx: int) -> int:
+    """KV cache size (f16): n_ctx x layers x (k + v widths) x 2 bytes."""
+    layers = int(info.arch_value("block_count") or 0)
+    heads = int(info.arch_value("attention.head_count") or 1)
+    kv_heads = int(info.arch_value("attention.head_count_kv") or heads)
+    width = int(info.arch_value("embedding_length") or 0)
+    k = int(info.arch_value("attention.key_length") or (width // heads if heads else 0))
+    v = int(info.arch_value("attention.value_length") or k)
+    return n_ctx * layers * kv_heads * (k + v) * 2
+
+
+_JSON_OBJECT = re.compile(r"\{")
+
+
+def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> list[ollama.Message.ToolCall]:
+    """Find ``{"name": ..., "arguments"|"parameters": {...}}`` objects naming one of ``tools``."""
+    names = {(t.get("function") or {}).get("name") for t in tools}
+    decoder = json.JSONDecoder()
+    calls = []
+    for match in _JSON_OBJECT.finditer(text):
+        try:
+            obj, _ = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("name") in names:
+            args = obj.get("arguments", obj.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    continue
+            if isinstance(args, dict):
+                calls.append(ollama.Message.ToolCall(function=ollama.Message.ToolCall.Function(name=obj["name"], arguments=args)))
+    return calls

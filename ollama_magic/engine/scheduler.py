@@ -1,0 +1,199 @@
+"""Which models are loaded, for how long, and which one goes when room is needed.
+
+Ollama's rules: ``keep_alive`` per request (default 5m or ``OLLAMA_KEEP_ALIVE``; 0 unloads after the
+request, negative keeps the model forever); at most ``OLLAMA_MAX_LOADED_MODELS`` (default 3) models
+and a memory budget; when a load would exceed either, the least recently used idle model is unloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import InvalidRequest
+from .runner import LoadOptions, Runner
+
+log = logging.getLogger("ollama_magic")
+
+FOREVER = None  # expires_at of a model kept with a negative keep_alive
+DEFAULT_KEEP_ALIVE = 300.0
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: Any, default: float | None = None) -> float | None:
+    """Seconds to keep a model after a request; None means forever. Accepts Go durations or numbers."""
+    if value is None or value == "":
+        return default if default is not None else env_keep_alive()
+    if isinstance(value, bool):
+        raise InvalidRequest(f"invalid keep_alive {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        if re.fullmatch(r"\d+(\.\d+)?", body):
+            seconds = sign * float(body)  # bare numbers: seconds (more lenient than Go, as the env var is)
+        else:
+            parts = _DURATION.findall(body)
+            if not parts or "".join(n + u for n, u in parts) != body:
+                raise InvalidRequest(f'invalid keep_alive duration "{value}" (use e.g. "5m", "1h30m", 300, -1)')
+            seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise InvalidRequest(f"invalid keep_alive {value!r}")
+    return None if seconds < 0 else seconds
+
+
+def env_keep_alive() -> float | None:
+    raw = os.environ.get("OLLAMA_KEEP_ALIVE")
+    if not raw:
+        return DEFAULT_KEEP_ALIVE
+    return parse_keep_alive(raw, DEFAULT_KEEP_ALIVE)
+
+
+def memory_budget() -> int:
+    """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.9)
+    except (ValueError, OSError):
+        return 1 << 62
+
+
+@dataclass
+class Loaded:
+    key: tuple[str, bool]
+    name: str
+    digest: str
+    runner: Runner
+    size: int
+    size_vram: int
+    details: Any
+    context_length: int
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: datetime | None = None
+    active: int = 0
+
+
+class Scheduler:
+    def __init__(self, max_loaded: int | None = None, budget: int | None = None) -> None:
+        self.max_loaded = max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 3)
+        self.budget = budget or memory_budget()
+        self._loaded: dict[tuple[str, bool], Loaded] = {}
+        self._key_locks: dict[tuple[str, bool], threading.Lock] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._reaper = threading.Thread(target=self._reap, name="ollama-magic-keepalive", daemon=True)
+        self._stopped = False
+        self._reaper.start()
+
+    # ---- acquiring ---------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        key: tuple[str, bool],
+        load: LoadOptions,
+        model_path: Path,
+        describe: Callable[[Runner], dict[str, Any]],
+    ) -> tuple[Loaded, int]:
+        """The loaded model for ``key`` (loading it, or reloading on new load options); marks it busy.
+
+        Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
+        """
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # one load per model at a time; other models keep serving meanwhile
+            with self._lock:
+                entry = self._loaded.get(key)
+                if entry is not None and entry.runner.load_options == load and entry.runner.model_path == model_path:
+                    entry.active += 1
+                    entry.last_used = time.monotonic()
+                    return entry, 0
+                if entry is not None:
+                    self._unload_locked(entry)  # new load options: reload (waits for running jobs)
+                self._make_room_locked(model_path.stat().st_size)
+            runner = Runner(model_path, load, name=key[0])  # slow: outside the scheduler lock
+            entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
+            with self._lock:
+                self._loaded[key] = entry
+            return entry, runner.load_duration
+
+    def release(self, entry: Loaded, keep_alive: float | None) -> None:
+        """A request finished: start the keep_alive clock (0 unloads now)."""
+        with self._lock:
+            entry.active = max(0, entry.active - 1)
+            entry.last_used = time.monotonic()
+            if keep_alive is None:
+                entry.expires_at = FOREVER
+            else:
+                entry.expires_at = datetime.now(timezone.utc) + timedelta(seconds=keep_alive)
+            if keep_alive == 0 and entry.active == 0:
+                self._unload_locked(entry)
+            self._wake.notify_all()
+
+    def _make_room_locked(self, needed: int) -> None:
+        while self._loaded:
+            used = sum(e.size for e in self._loaded.values())
+            if len(self._loaded) < self.max_loaded and used + needed <= self.budget:
+                return
+            idle = [e for e in self._loaded.values() if e.active == 0]
+            if not idle:
+                log.warning("no idle model to unload: loading beyond the limit")
+                return
+            victim = min(idle, key=lambda e: e.last_used)
+            log.info("unloading %s to make room", victim.name)
+            self._unload_locked(victim)
+
+    # ---- unloading ---------------------------------------------------------------------------
+
+    def _unload_locked(self, entry: Loaded) -> None:
+        if self._loaded.get(entry.key) is entry:
+            del self._loaded[entry.key]
+        entry.runner.close()
+
+    def unload(self, name: str) -> bool:
+        """Unload every instance of ``name``; False if it was not loaded."""
+        with self._lock:
+            entries = [e for e in self._loaded.values() if e.name == name]
+            for entry in entries:
+                self._unload_locked(entry)
+            return bool(entries)
+
+    def unload_all(self) -> None:
+        with self._lock:
+            for entry in list(self._loaded.values()):
+                self._unload_locked(entry)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._wake.notify_all()
+        self.unload_all()
+
+    def _reap(self) -> None:
+        with self._lock:
+            while not self._stopped:
+                now = datetime.now(timezone.utc)
+                for entry in list(self._loaded.values()):
+                    if entry.active == 0 and entry.expires_at is not None and entry.expires_at <= now:
+                        log.info("keep_alive expired: unloading %s", entry.name)
+                        self._unload_locked(entry)
+                upcoming = [e.expires_at for e in self._loaded.values() if e.expires_at is not None and e.active == 0]
+                timeout = min(((t - now).total_seconds() for t in upcoming), default=60.0)
+                self._wake.wait(timeout=max(0.05, min(timeout, 60.0)))
+
+    # ---- reporting ---------------------------------------------------------------------------
+
+    def loaded(self) -> list[Loaded]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    def __iter__(self) -> Iterator[Loaded]:
+        return iter(self.loaded())
