@@ -252,6 +252,11 @@ class Runner:
             log.warning("prompt of %d tokens exceeds num_ctx %d; truncating its middle", len(tokens), n_ctx)
             tokens = tokens[:keep] + tokens[len(tokens) - (n_ctx - 1 - keep) :]
         s = job.sampling
+        if s.seed >= 0:
+            # Reusing a cached prefix changes how the prompt is batched, and llama.cpp's float results
+            # depend on batching: same seed, different text. A seeded request is evaluated from scratch
+            # so it gives the same text every time, across unload/reload. Unseeded ones reuse the cache.
+            llm.reset()
         llm.set_seed(s.seed if s.seed >= 0 else random.getrandbits(32))
         llm.last_n_tokens_size = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
         grammar = LlamaGrammar.from_string(job.grammar, verbose=False) if job.grammar else None
