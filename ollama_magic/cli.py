@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -117,6 +118,93 @@ def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
         print(f"{name}: {'registered' if created else 'already installed'}")
 
 
+def _server_client():  # noqa: ANN202 - an ollama.Client
+    import ollama
+
+    return ollama.Client(host=os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434", timeout=10)
+
+
+def _server_unreachable(exc: Exception) -> OllamaMagicError:
+    host = os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
+    return OllamaMagicError(
+        f"no Ollama-compatible server answers at {host} ({type(exc).__name__}); set OLLAMA_HOST to one. "
+        "('ollama-magic run' loads its model in its own process and unloads it when it exits.)"
+    )
+
+
+def cmd_ps(store: ModelStore, args: argparse.Namespace) -> None:
+    import httpx
+
+    try:
+        models = _server_client().ps().models
+    except (httpx.HTTPError, ConnectionError) as exc:
+        raise _server_unreachable(exc) from None
+    rows = []
+    for m in models:
+        where = "100% GPU" if m.size and m.size_vram == m.size else ("100% CPU" if not m.size_vram else
+                f"{100 - round(100 * m.size_vram / m.size)}%/{round(100 * m.size_vram / m.size)}% CPU/GPU")
+        until = "Forever" if m.expires_at and m.expires_at.year > 2300 else (human_age(m.expires_at).replace(" ago", " from now") if m.expires_at else "")
+        rows.append([m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), where, str(m.context_length or ""), until])
+    print(table(rows, ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]))
+
+
+def cmd_stop(store: ModelStore, args: argparse.Namespace) -> None:
+    import httpx
+
+    try:
+        _server_client().generate(model=args.name, keep_alive=0)
+    except (httpx.HTTPError, ConnectionError) as exc:
+        raise _server_unreachable(exc) from None
+
+
+def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
+    from .engine import Engine
+
+    options = {k: v for k, v in (("seed", args.seed), ("temperature", args.temperature),
+                                 ("num_predict", args.num_predict)) if v is not None}
+    prompt = " ".join(args.prompt) if args.prompt else None
+    interactive = prompt is None and sys.stdin.isatty()
+    if prompt is None and not interactive:
+        prompt = sys.stdin.read()
+    with Engine(store) as engine:
+        store.resolve(args.name)  # a clear "not found" before anything loads
+        history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+        while True:
+            if interactive:
+                try:
+                    prompt = input(">>> ")
+                except EOFError:
+                    print()
+                    return
+                if prompt.strip() in ("/bye", "/exit"):
+                    return
+                if not prompt.strip():
+                    continue
+            history.append({"role": "user", "content": prompt or ""})
+            reply, final = [], None
+            for chunk in engine.chat(args.name, history, stream=True, options=options, format=args.format):
+                print(chunk.message.content, end="", flush=True)
+                reply.append(chunk.message.content)
+                final = chunk
+            print("\n" if interactive else "")
+            history.append({"role": "assistant", "content": "".join(reply)})
+            if args.verbose and final is not None:
+                _print_stats(final)
+            if not interactive:
+                return
+
+
+def _print_stats(r) -> None:  # noqa: ANN001
+    rate = r.eval_count / (r.eval_duration / 1e9) if r.eval_duration else 0.0
+    prompt_rate = r.prompt_eval_count / (r.prompt_eval_duration / 1e9) if r.prompt_eval_duration else 0.0
+    print(f"total duration:       {r.total_duration / 1e9:.3f}s", file=sys.stderr)
+    print(f"load duration:        {r.load_duration / 1e9:.3f}s", file=sys.stderr)
+    print(f"prompt eval count:    {r.prompt_eval_count} token(s)", file=sys.stderr)
+    print(f"prompt eval rate:     {prompt_rate:.2f} tokens/s", file=sys.stderr)
+    print(f"eval count:           {r.eval_count} token(s)", file=sys.stderr)
+    print(f"eval rate:            {rate:.2f} tokens/s", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollama-magic", description="Local LLM models in Ollama's layout.")
     parser.add_argument("--version", action="version", version=f"ollama-magic {__version__}")
@@ -149,6 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("rm", aliases=["delete"], help="remove models")
     rm.add_argument("names", nargs="+")
     rm.set_defaults(func=cmd_rm)
+
+    run = sub.add_parser("run", help="chat with a model in this process (interactive without PROMPT)")
+    run.add_argument("name")
+    run.add_argument("prompt", nargs="*", help="the message; read from stdin when omitted and not a terminal")
+    run.add_argument("--system", help="a system message")
+    run.add_argument("--seed", type=int, help="make the answer reproducible")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--num-predict", dest="num_predict", type=int, help="at most this many tokens")
+    run.add_argument("--format", choices=["json"], help="constrain the answer to JSON")
+    run.add_argument("--verbose", action="store_true", help="print timings and token rates")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("ps", help="models loaded by the server at $OLLAMA_HOST").set_defaults(func=cmd_ps)
+    stop = sub.add_parser("stop", help="unload a model from the server at $OLLAMA_HOST")
+    stop.add_argument("name")
+    stop.set_defaults(func=cmd_stop)
 
     setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
     setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}")

@@ -180,7 +180,7 @@ class Engine:
         else:
             tmpl = self._template(record, template)
             text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""), suffix or "")
-        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None)
+        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None, stream=stream)
 
         def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.GenerateResponse:
             if fin is None:
@@ -223,7 +223,7 @@ class Engine:
         msgs = [*record.messages, *msgs]
         tmpl = self._template(record, None)
         text = tmpl.render_chat(msgs, tool_dicts if tmpl.supports_tools else None)
-        chunks = self._run(record, text, opts, keep, format)
+        chunks = self._run(record, text, opts, keep, format, stream=stream)
 
         def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.ChatResponse:
             message = ollama.Message(role="assistant", content=piece or "")
@@ -394,7 +394,7 @@ class Engine:
 
     def _run(
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
-        format: str | Mapping[str, Any] | None, context: list[int] | None = None,
+        format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
     ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
         """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
         start = time.perf_counter_ns()
@@ -415,16 +415,17 @@ class Engine:
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
                 num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
+                stream=stream,
             )
-            stream = runner.stream(job)
+            items = runner.stream(job)
             try:
-                for item in stream:
+                for item in items:
                     if isinstance(item, Token):
                         yield item.text, None, load_ns, 0
                     else:
                         yield None, item, load_ns, time.perf_counter_ns() - start
             finally:
-                stream.close()  # stops decoding at once if our consumer went away
+                items.close()  # stops decoding at once if our consumer went away
         finally:
             self.scheduler.release(entry, keep)
 

@@ -27,7 +27,23 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from ..errors import InvalidRequest, OllamaMagicError
 
 log = logging.getLogger("ollama_magic")
+llama_log = logging.getLogger("ollama_magic.llama_cpp")
 T = TypeVar("T")
+
+
+@llama_cpp.llama_log_callback
+def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's own chatter goes to logging, not into notebook cells.
+
+    ggml levels: 1 debug, 2 info, 3 warn, 4 error. llama.cpp's warnings are notices about its own
+    choices (e.g. the full-size SWA cache), so they are logged at INFO; errors stay errors.
+    """
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        llama_log.log({4: logging.ERROR, 3: logging.INFO}.get(level, logging.DEBUG), message)
+
+
+llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
 
 
 class EngineError(OllamaMagicError):
@@ -70,6 +86,9 @@ class GenerationJob:
     num_predict: int
     num_keep: int = 4
     grammar: str | None = None
+    #: False for non-streaming calls: text is handed over once at the end, so the caller's thread is
+    #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)
+    stream: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -266,6 +285,8 @@ class Runner:
         stops = [x for x in job.stop if x]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
+        held: list[str] = []
+        emit_text: Callable[[str], None] = (lambda t: out.put(Token(t))) if job.stream else held.append
         generated: list[int] = []
         done_reason = "stop"
         start = time.perf_counter_ns()
@@ -286,20 +307,20 @@ class Runner:
             pending += decoder.decode(self._piece(token))
             emit, pending, hit = _split_at_stop(pending, stops)
             if emit:
-                out.put(Token(emit))
+                emit_text(emit)
             if hit:
                 break
             if len(generated) >= limit or len(tokens) + len(generated) >= n_ctx:
                 done_reason = "length"
                 break
-        else:
-            pass
         pending += decoder.decode(b"", final=True)
         if pending and not job.cancel.is_set():
             emit, _, _ = _split_at_stop(pending, stops, final=True)
             if emit:
-                out.put(Token(emit))
+                emit_text(emit)
         end = time.perf_counter_ns()
+        if held:
+            out.put(Token("".join(held)))
         if not generated:
             first = end
         out.put(

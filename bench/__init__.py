@@ -1,0 +1,1 @@
+"""Benchmarks that print ratios against anchors. Run all: python -m bench"""

@@ -1,0 +1,15 @@
+"""Run every benchmark in bench/ and print its table."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+SCRIPTS = ["engine_decode.py"]
+
+if __name__ == "__main__":
+    for name in SCRIPTS:
+        print(f"== {name}", flush=True)
+        sys.argv = [name]
+        runpy.run_path(str(Path(__file__).parent / name), run_name="__main__")
