@@ -22,6 +22,7 @@ demo: venv
 	$(BIN)/ollama-magic setup
 	$(BIN)/ollama-magic list
 	$(BIN)/ollama-magic show gemma3:270m
+	$(BIN)/ollama-magic run gemma3:270m "Why is the sky blue?" --seed 42 --num-predict 64 --verbose
 
 test: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'

@@ -170,6 +170,7 @@ class Runner:
             self._jobs.put(None)
             if threading.current_thread() is not self._thread:
                 self._thread.join(timeout=30)
+            _return_freed_memory()
 
     # ---- owner-thread work --------------------------------------------------------------------
 
@@ -351,6 +352,19 @@ class Runner:
             return [list(map(float, v)) for v in vectors], sum(counts)
 
         return self.call(run)
+
+
+def _return_freed_memory() -> None:
+    """Give freed heap back to the OS after an unload.
+
+    Each runner thread gets its own glibc malloc arena; without a trim, the few hundred MB a model
+    used stay mapped in the process after it is freed (measured: RSS wandering +80..+190 MB over 40
+    load/unload cycles, flat with the trim).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _split_at_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
