@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .defaults import EMBEDDED_MODELS, register
 from .errors import OllamaMagicError
-from .formatting import human_age, human_bytes, table
+from .formatting import human_age, human_bytes, human_until, table
 from .store import ModelStore
 from .store.blobs import Progress
 
@@ -143,7 +143,7 @@ def cmd_ps(store: ModelStore, args: argparse.Namespace) -> None:
     for m in models:
         where = "100% GPU" if m.size and m.size_vram == m.size else ("100% CPU" if not m.size_vram else
                 f"{100 - round(100 * m.size_vram / m.size)}%/{round(100 * m.size_vram / m.size)}% CPU/GPU")
-        until = "Forever" if m.expires_at and m.expires_at.year > 2300 else (human_age(m.expires_at).replace(" ago", " from now") if m.expires_at else "")
+        until = human_until(m.expires_at) if m.expires_at else ""
         rows.append([m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), where, str(m.context_length or ""), until])
     print(table(rows, ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]))
 
@@ -205,6 +205,19 @@ def _print_stats(r) -> None:  # noqa: ANN001
     print(f"eval rate:            {rate:.2f} tokens/s", file=sys.stderr)
 
 
+def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
+    from .engine import Engine
+    from .server.background import bind, make_server, parse_host
+
+    host, port = parse_host(os.environ.get("OLLAMA_HOST"))
+    sock = bind(host, port)  # a busy port is one clear line, before anything loads
+    with Engine(store) as engine:
+        server = make_server(engine)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"ollama-magic {__version__} serving models from {store.root} on http://{shown}:{port}", file=sys.stderr)
+        server.run(sockets=[sock])  # uvicorn stops gracefully on SIGINT / SIGTERM
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollama-magic", description="Local LLM models in Ollama's layout.")
     parser.add_argument("--version", action="version", version=f"ollama-magic {__version__}")
@@ -249,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="print timings and token rates")
     run.set_defaults(func=cmd_run)
 
+    sub.add_parser("serve", help="serve Ollama's REST API (and /v1) at $OLLAMA_HOST").set_defaults(func=cmd_serve)
     sub.add_parser("ps", help="models loaded by the server at $OLLAMA_HOST").set_defaults(func=cmd_ps)
     stop = sub.add_parser("stop", help="unload a model from the server at $OLLAMA_HOST")
     stop.add_argument("name")

@@ -32,6 +32,16 @@ def human_age(when: datetime, now: datetime | None = None) -> str:
     return "Less than a second ago"
 
 
+def human_until(when: datetime, now: datetime | None = None) -> str:
+    """``4 minutes from now``, ``Forever`` for Ollama's year-2318 "keep forever" expiry."""
+    now = now or datetime.now(timezone.utc)
+    if when.year >= 2300:
+        return "Forever"
+    if when <= now:
+        return "Now"
+    return human_age(now, when).replace(" ago", " from now")
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """A plain left-aligned table with the column widths of its widest cell."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -51,6 +52,31 @@ def _tool_dict(tool: Any) -> dict[str, Any]:
 
         tool = convert_function_to_tool(tool)
     return _as_dict(tool)
+
+
+class ChunkStream:
+    """The iterator a streaming call returns. ``close()`` (or ``cancel()``, safe from any thread,
+    even while another thread waits in ``next()``) stops decoding after the current token."""
+
+    def __init__(self, chunks: Iterator[Any], cancel: threading.Event) -> None:
+        self._chunks = chunks
+        self._cancel = cancel
+
+    def __iter__(self) -> "ChunkStream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        self._cancel.set()
+        try:
+            self._chunks.close()  # type: ignore[attr-defined]
+        except ValueError:  # "generator already executing" in another thread: the flag stops it
+            pass
 
 
 class Engine:
@@ -104,14 +130,16 @@ class Engine:
         *,
         stream: bool = False,
         modelfile: str | None = None,
+        local_paths: bool = True,
     ) -> ProgressResponse | Iterator[ProgressResponse]:
-        """Create a model; ``from_`` may also be a local GGUF path here (the trusted, in-kernel side)."""
+        """Create a model. ``from_`` and a Modelfile's FROM may name a local GGUF file or safetensors
+        directory only with ``local_paths`` (the in-kernel side); the HTTP server passes False."""
         request = CreateRequest(
             model=model, quantize=quantize, from_=from_, files=files, adapters=adapters, template=template,
             license=license, system=system, parameters=dict(parameters) if parameters else None,
             messages=[_as_dict(m) for m in messages] if messages else None, modelfile=modelfile,
         )
-        statuses = self.store.create(model, request, trusted=True, base_dir=os.getcwd())
+        statuses = self.store.create(model, request, trusted=local_paths, base_dir=os.getcwd() if local_paths else None)
         if stream:
             return statuses
         last = ProgressResponse(status="success")
@@ -180,7 +208,9 @@ class Engine:
         else:
             tmpl = self._template(record, template)
             text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""), suffix or "")
-        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None, stream=stream)
+        cancel = threading.Event()
+        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
+                           stream=stream, cancel=cancel)
 
         def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.GenerateResponse:
             if fin is None:
@@ -190,7 +220,7 @@ class Engine:
                 context=fin.context, **_stats(fin, load_ns, total_ns),
             )
 
-        return self._deliver(chunks, wrap, stream, lambda parts, last: last.model_copy(update={"response": "".join(parts)}))
+        return self._deliver(chunks, wrap, stream, lambda parts, last: last.model_copy(update={"response": "".join(parts)}), cancel)
 
     def chat(
         self,
@@ -222,8 +252,12 @@ class Engine:
             msgs.insert(0, {"role": "system", "content": record.system})
         msgs = [*record.messages, *msgs]
         tmpl = self._template(record, None)
-        text = tmpl.render_chat(msgs, tool_dicts if tmpl.supports_tools else None)
-        chunks = self._run(record, text, opts, keep, format, stream=stream)
+        if tool_dicts and not tmpl.supports_tools:
+            n = record.name
+            raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support tools")
+        text = tmpl.render_chat(msgs, tool_dicts)
+        cancel = threading.Event()
+        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel)
 
         def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.ChatResponse:
             message = ollama.Message(role="assistant", content=piece or "")
@@ -240,7 +274,7 @@ class Engine:
             message = ollama.Message(role="assistant", content="" if calls else content, tool_calls=calls or None)
             return last.model_copy(update={"message": message})
 
-        return self._deliver(chunks, wrap, stream, join)
+        return self._deliver(chunks, wrap, stream, join, cancel)
 
     def embed(
         self,
@@ -390,11 +424,12 @@ class Engine:
             )
         if hasattr(response, "response"):
             response.response = ""
-        return iter([response]) if stream else response
+        return ChunkStream(iter([response]), threading.Event()) if stream else response
 
     def _run(
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
         format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
         """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
         start = time.perf_counter_ns()
@@ -415,7 +450,7 @@ class Engine:
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
                 num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
-                stream=stream,
+                stream=stream, cancel=cancel or threading.Event(),
             )
             items = runner.stream(job)
             try:
@@ -430,7 +465,7 @@ class Engine:
             self.scheduler.release(entry, keep)
 
     @staticmethod
-    def _deliver(chunks, wrap, stream, join):  # noqa: ANN001, ANN205
+    def _deliver(chunks, wrap, stream, join, cancel):  # noqa: ANN001, ANN205
         if stream:
             def iterate():  # noqa: ANN202
                 try:
@@ -439,7 +474,7 @@ class Engine:
                 finally:
                     chunks.close()
 
-            return iterate()
+            return ChunkStream(iterate(), cancel)
         parts: list[str] = []
         last = None
         for piece, fin, load_ns, total_ns in chunks:

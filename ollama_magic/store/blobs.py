@@ -88,20 +88,16 @@ class BlobStore:
 
         With ``expected``, data whose sha256 differs raises DigestMismatch and nothing is kept.
         """
-        expected = parse_digest(expected) if expected else None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.sha256()
-        with StagedFile(self.directory) as staged:
+        with self.writer(expected) as writer:
             for chunk in chunks:
-                hasher.update(chunk)
-                staged.file.write(chunk)
+                writer.write(chunk)
                 if progress:
                     progress(len(chunk), total)
-            got = "sha256:" + hasher.hexdigest()
-            if expected and got != expected:
-                raise DigestMismatch(f'digest mismatch, expected "{expected}", got "{got}"')
-            staged.commit(self.path(got))
-        return got
+            return writer.commit()
+
+    def writer(self, expected: str | None = None) -> "BlobWriter":
+        """A verified blob filled piece by piece (e.g. from an HTTP upload): ``with``, ``write``, ``commit``."""
+        return BlobWriter(self, parse_digest(expected) if expected else None)
 
     def import_file(self, source: Path, expected: str | None = None, progress: Progress | None = None) -> str:
         """Copy a local file in (verified); a blob that already exists is not copied again."""
@@ -123,6 +119,36 @@ class BlobStore:
             self.path(digest).unlink()
         except FileNotFoundError:
             pass
+
+
+class BlobWriter:
+    """Hashes while it writes to a temp file; ``commit`` names the blob only if the digest is right.
+
+    Leaving the ``with`` block without a successful commit deletes everything written.
+    """
+
+    def __init__(self, blobs: BlobStore, expected: str | None) -> None:
+        self.blobs = blobs
+        self.expected = expected
+        self._hasher = hashlib.sha256()
+        self._staged = StagedFile(blobs.directory)
+
+    def write(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        self._staged.file.write(chunk)
+
+    def commit(self) -> str:
+        got = "sha256:" + self._hasher.hexdigest()
+        if self.expected and got != self.expected:
+            raise DigestMismatch(f'digest mismatch, expected "{self.expected}", got "{got}"')
+        self._staged.commit(self.blobs.path(got))
+        return got
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._staged.__exit__(*exc)
 
 
 def _read_chunks(fh: BinaryIO) -> Iterable[bytes]:

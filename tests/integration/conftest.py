@@ -26,3 +26,12 @@ def registered(registered_root: Path) -> ModelStore:
 @pytest.fixture(scope="session")
 def gemma_blob(registered: ModelStore) -> Path:
     return registered.find("gemma3:270m").model_path
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path, gemma_blob: Path) -> ModelStore:
+    """An empty store whose blobs dir already holds Gemma's weights (hard-linked, not copied)."""
+    store = ModelStore(tmp_path / "models")
+    store.blobs.directory.mkdir(parents=True)
+    (store.blobs.directory / gemma_blob.name).hardlink_to(gemma_blob)
+    return store

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_magic.defaults import register
 from ollama_magic.store import ModelStore
 from ollama_magic.types import CreateRequest
 
@@ -13,15 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(tmp_path: Path, gemma_blob: Path) -> ModelStore:
-    """A fresh store holding gemma3:270m; the 250 MB blob is hard-linked, not copied."""
-    store = ModelStore(tmp_path / "models")
-    store.blobs.directory.mkdir(parents=True)
-    (store.blobs.directory / gemma_blob.name).hardlink_to(gemma_blob)
-    from ollama_magic.defaults import register
-
-    register(store, "gemma3:270m")
-    return store
+def store(fresh_store: ModelStore) -> ModelStore:
+    """A fresh store holding gemma3:270m (its weights hard-linked, not copied)."""
+    register(fresh_store, "gemma3:270m")
+    return fresh_store
 
 
 def details(store: ModelStore, name: str):

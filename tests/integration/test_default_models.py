@@ -69,13 +69,10 @@ def test_registration_is_idempotent_and_never_recopies(registered: ModelStore, g
     assert (manifest.read_bytes(), manifest.stat().st_mtime_ns, gemma_blob.stat().st_mtime_ns) == before
 
 
-def test_reregistering_after_delete_reuses_an_existing_blob(tmp_path: Path, gemma_blob: Path) -> None:
-    store = ModelStore(tmp_path / "models")
-    store.blobs.directory.mkdir(parents=True)
-    (store.blobs.directory / gemma_blob.name).hardlink_to(gemma_blob)
-    inode = (store.blobs.directory / gemma_blob.name).stat().st_ino
-    assert register(store, "gemma3:270m") is True
-    assert store.find("gemma3:270m").model_path.stat().st_ino == inode  # the blob was not copied again
+def test_registering_reuses_an_existing_blob(fresh_store: ModelStore, gemma_blob: Path) -> None:
+    inode = (fresh_store.blobs.directory / gemma_blob.name).stat().st_ino
+    assert register(fresh_store, "gemma3:270m") is True
+    assert fresh_store.find("gemma3:270m").model_path.stat().st_ino == inode  # the blob was not copied again
 
 
 def test_default_model_registers_on_first_use(tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""Serving the kernel's Engine over HTTP from a daemon thread (and, for the CLI, in the foreground).
+
+The listening socket is bound by us before uvicorn starts, so a busy port is a clear error at
+``start()`` instead of a log line in a thread nobody watches; port 0 picks a free port.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+
+from ..engine import Engine
+from ..errors import OllamaMagicError
+from .app import create_app
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11434
+
+
+class ServerError(OllamaMagicError):
+    status_code = 500
+
+
+def parse_host(value: str | None) -> tuple[str, int]:
+    """``OLLAMA_HOST`` forms: ``host``, ``host:port``, ``:port``, ``http://host:port``."""
+    if not value:
+        return DEFAULT_HOST, DEFAULT_PORT
+    value = value.strip().split("://", 1)[-1].rstrip("/")
+    host, port = value, DEFAULT_PORT
+    if value.startswith("["):  # [::1]:port
+        host, _, rest = value[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+        port = int(port_text) if port_text else DEFAULT_PORT
+    return host or DEFAULT_HOST, port
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using it?)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(engine: Engine, *, api_key: str | None = None, origins: str | None = None) -> uvicorn.Server:
+    config = uvicorn.Config(create_app(engine, api_key=api_key, origins=origins), log_level="warning",
+                            timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
+
+
+@dataclass
+class ServerStatus:
+    running: bool
+    url: str | None
+
+
+class BackgroundServer:
+    """``start()`` / ``stop()`` an HTTP server sharing ``engine`` (same models, same loaded weights)."""
+
+    def __init__(self, engine: Engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                 api_key: str | None = None, origins: str | None = None) -> None:
+        self.engine = engine
+        self.host, self.port = host, port
+        self.api_key, self.origins = api_key, origins
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def url(self) -> str | None:
+        if not self.running or self._socket is None:
+            return None
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def status(self) -> ServerStatus:
+        return ServerStatus(self.running, self.url)
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start serving; return the URL. Raises ServerError if the port is taken."""
+        if self.running:
+            return self.url or ""
+        self._socket = bind(self.host, self.port)
+        self._server = make_server(self.engine, api_key=self.api_key, origins=self.origins)
+        server, sock = self._server, self._socket
+        self._thread = threading.Thread(target=lambda: server.run(sockets=[sock]), name="ollama-magic-http", daemon=True)
+        # uvicorn installs signal handlers only from the main thread, so a kernel's Ctrl-C stays the kernel's
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ServerError("the HTTP server did not start")
+            time.sleep(0.02)
+        return self.url or ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and free the port (open streams are cancelled)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
