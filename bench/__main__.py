@@ -6,7 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
-SCRIPTS = ["engine_decode.py"]
+SCRIPTS = ["engine_decode.py", "http_stream.py"]
 
 if __name__ == "__main__":
     for name in SCRIPTS:

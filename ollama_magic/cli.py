@@ -10,32 +10,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 from . import __version__
 from .defaults import EMBEDDED_MODELS, register
 from .errors import OllamaMagicError
-from .formatting import human_age, human_bytes, human_until, table
+from .formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections, table
 from .store import ModelStore
-from .store.blobs import Progress
-
-
-def _progress_bar(description: str) -> tuple[Progress, Callable[[], None]]:
-    """A tqdm byte bar for long copies; returns (callback, close)."""
-    from tqdm.auto import tqdm
-
-    bar: list[tqdm] = []
-
-    def update(advance: int, total: Optional[int]) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=description, file=sys.stderr))
-        bar[0].update(advance)
-
-    def close() -> None:
-        if bar:
-            bar[0].close()
-
-    return update, close
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
@@ -49,27 +30,7 @@ def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
         if getattr(args, flag):
             print(getattr(resp, flag))
             return
-    info = resp.model_info
-    arch = info.get("general.architecture", "")
-    sections: list[tuple[str, list[tuple[str, str]]]] = [
-        (
-            "Model",
-            [
-                ("architecture", arch),
-                ("parameters", resp.details.parameter_size),
-                ("context length", str(info.get(f"{arch}.context_length", ""))),
-                ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
-                ("quantization", resp.details.quantization_level),
-            ],
-        ),
-        ("Capabilities", [(c, "") for c in resp.capabilities]),
-    ]
-    if resp.parameters:
-        sections.append(("Parameters", [tuple(line.split(None, 1)) for line in resp.parameters.splitlines()]))  # type: ignore[misc]
-    if resp.system:
-        sections.append(("System", [(line, "") for line in resp.system.strip().splitlines()[:8]]))
-    if resp.license:
-        sections.append(("License", [(line, "") for line in resp.license.strip().splitlines()[:4]]))
+    sections = show_sections(resp)
     for title, rows in sections:
         print(f"  {title}")
         width = max((len(k) for k, _ in rows), default=0)
@@ -88,7 +49,7 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
         base_dir = path.resolve().parent
     else:
         text, base_dir = f"FROM {args.from_}", Path.cwd()
-    update, close = _progress_bar("importing")
+    update, close = byte_progress("importing")
     try:
         for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update):
             close()
@@ -110,7 +71,7 @@ def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
 
 def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
     for name in args.names or list(EMBEDDED_MODELS):
-        update, close = _progress_bar(f"importing {name}")
+        update, close = byte_progress(f"importing {name}")
         try:
             created = register(store, name, on_bytes=update)
         finally:
@@ -139,13 +100,7 @@ def cmd_ps(store: ModelStore, args: argparse.Namespace) -> None:
         models = _server_client().ps().models
     except (httpx.HTTPError, ConnectionError) as exc:
         raise _server_unreachable(exc) from None
-    rows = []
-    for m in models:
-        where = "100% GPU" if m.size and m.size_vram == m.size else ("100% CPU" if not m.size_vram else
-                f"{100 - round(100 * m.size_vram / m.size)}%/{round(100 * m.size_vram / m.size)}% CPU/GPU")
-        until = human_until(m.expires_at) if m.expires_at else ""
-        rows.append([m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), where, str(m.context_length or ""), until])
-    print(table(rows, ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]))
+    print(table(ps_rows(models), PS_HEADER))
 
 
 def cmd_stop(store: ModelStore, args: argparse.Namespace) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Optional
 
 
 def human_bytes(count: int) -> str:
@@ -47,3 +49,67 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["    ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     return "\n".join(lines)
+
+
+def byte_progress(description: str) -> tuple[Callable[[int, Optional[int]], None], Callable[[], None]]:
+    """A tqdm byte bar for long copies; returns (callback, close)."""
+    from tqdm.auto import tqdm
+
+    bar: list[tqdm] = []
+
+    def update(advance: int, total: Optional[int]) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=description, file=sys.stderr))
+        bar[0].update(advance)
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+def processor(size: int, size_vram: int) -> str:
+    """Where a loaded model runs, as ``ollama ps`` says it: ``100% CPU``, ``100% GPU``, ``48%/52% CPU/GPU``."""
+    if size and size_vram >= size:
+        return "100% GPU"
+    if not size_vram:
+        return "100% CPU"
+    gpu = round(100 * size_vram / size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+
+
+def ps_rows(models: Iterable[Any]) -> list[list[str]]:
+    """``ollama ps`` rows for ``ProcessResponse.models``."""
+    return [
+        [m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), processor(m.size or 0, m.size_vram or 0),
+         str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else ""]
+        for m in models
+    ]
+
+
+def show_sections(resp: Any) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The titled key/value sections ``ollama show NAME`` prints for a ``ShowResponse``."""
+    info = resp.modelinfo or {}
+    arch = info.get("general.architecture", "")
+    details = resp.details
+    sections: list[tuple[str, list[tuple[str, str]]]] = [
+        ("Model", [
+            ("architecture", arch),
+            ("parameters", details.parameter_size if details else ""),
+            ("context length", str(info.get(f"{arch}.context_length", ""))),
+            ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
+            ("quantization", details.quantization_level if details else ""),
+        ]),
+        ("Capabilities", [(c, "") for c in resp.capabilities or []]),
+    ]
+    if resp.parameters:
+        sections.append(("Parameters", [(*line.split(None, 1), "")[:2] for line in resp.parameters.splitlines()]))  # type: ignore[misc]
+    if resp.system:
+        sections.append(("System", [(line, "") for line in resp.system.strip().splitlines()[:8]]))
+    if resp.license:
+        sections.append(("License", [(line, "") for line in resp.license.strip().splitlines()[:4]]))
+    return sections

@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping
 
 from .errors import InvalidRequest
+from .gofmt import go_float, go_quote
 
 log = logging.getLogger("ollama_magic")
 
@@ -68,6 +69,7 @@ DEPRECATED_OPTIONS = frozenset(
     }
 )
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean (true/false)", list: "a string"}
@@ -117,13 +119,17 @@ def check_option_value(name: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise bad
     if kind is int:
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:  # Go decodes into an int64
+            return value
         raise bad
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return value
+    if isinstance(value, (int, float)):
+        try:
+            if math.isfinite(float(value)):
+                return value
+        except OverflowError:  # an integer with hundreds of digits
+            pass
     raise bad
 
 
@@ -159,8 +165,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
+        return go_float(value)
     return str(value)
 
 
@@ -170,6 +175,6 @@ def format_parameters(params: Mapping[str, Any]) -> str:
     for name in sorted(params):
         values = params[name] if isinstance(params[name], list) else [params[name]]
         for value in values:
-            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else format_value(value)
+            shown = go_quote(value) if isinstance(value, str) else format_value(value)
             lines.append(f"{name:<30} {shown}")
     return "\n".join(lines)

@@ -55,28 +55,34 @@ def _tool_dict(tool: Any) -> dict[str, Any]:
 
 
 class ChunkStream:
-    """The iterator a streaming call returns. ``close()`` (or ``cancel()``, safe from any thread,
-    even while another thread waits in ``next()``) stops decoding after the current token."""
+    """The iterator a streaming call returns. ``cancel()`` (safe from any thread, even while another
+    thread waits in ``next()``) stops decoding after the current token; ``close()`` also ends the
+    stream and hands the model back, waiting for a ``next()`` running elsewhere to return first."""
 
     def __init__(self, chunks: Iterator[Any], cancel: threading.Event) -> None:
         self._chunks = chunks
         self._cancel = cancel
+        self._lock = threading.RLock()
+        self._closed = False
 
     def __iter__(self) -> "ChunkStream":
         return self
 
     def __next__(self) -> Any:
-        return next(self._chunks)
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            return next(self._chunks)
 
     def cancel(self) -> None:
         self._cancel.set()
 
     def close(self) -> None:
-        self._cancel.set()
-        try:
-            self._chunks.close()  # type: ignore[attr-defined]
-        except ValueError:  # "generator already executing" in another thread: the flag stops it
-            pass
+        self._cancel.set()  # a next() in another thread now returns within a token
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._chunks.close()  # type: ignore[attr-defined]
 
 
 class Engine:
@@ -131,15 +137,20 @@ class Engine:
         stream: bool = False,
         modelfile: str | None = None,
         local_paths: bool = True,
+        base_dir: str | os.PathLike[str] | None = None,
+        on_bytes: Callable[[int, int | None], None] | None = None,
     ) -> ProgressResponse | Iterator[ProgressResponse]:
         """Create a model. ``from_`` and a Modelfile's FROM may name a local GGUF file or safetensors
-        directory only with ``local_paths`` (the in-kernel side); the HTTP server passes False."""
+        directory only with ``local_paths`` (the in-kernel side); the HTTP server passes False.
+        Relative paths are read from ``base_dir`` (default: the current directory); ``on_bytes`` is
+        told (bytes just written, total) while files are imported, for progress bars."""
         request = CreateRequest(
             model=model, quantize=quantize, from_=from_, files=files, adapters=adapters, template=template,
             license=license, system=system, parameters=dict(parameters) if parameters else None,
             messages=[_as_dict(m) for m in messages] if messages else None, modelfile=modelfile,
         )
-        statuses = self.store.create(model, request, trusted=local_paths, base_dir=os.getcwd() if local_paths else None)
+        base = (base_dir or os.getcwd()) if local_paths else None
+        statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes)
         if stream:
             return statuses
         last = ProgressResponse(status="success")

@@ -9,6 +9,7 @@ import secrets
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -63,9 +64,16 @@ class JSONBodies:
         await self.app(scope, receive, send)
 
 
+def _operation_id(route: APIRoute) -> str:
+    """FastAPI's default (name, path, method), with every method of the route in it."""
+    methods = "_".join(sorted(m.lower() for m in route.methods or ()))
+    return re.sub(r"\W", "_", f"{route.name}{route.path_format}") + f"_{methods}"
+
+
 def create_app(engine: Engine, *, api_key: str | None = None, origins: str | None = None) -> FastAPI:
     """Build the app. ``api_key`` defaults to $OLLAMA_MAGIC_API_KEY, ``origins`` to $OLLAMA_ORIGINS."""
     app = FastAPI(
+        generate_unique_id_function=_operation_id,
         title="ollama-magic",
         version=__version__,
         description="Ollama's REST API and its OpenAI-compatible endpoints, served by an in-process llama.cpp engine.",

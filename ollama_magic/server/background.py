@@ -6,10 +6,12 @@ The listening socket is bound by us before uvicorn starts, so a busy port is a c
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import uvicorn
 
@@ -54,10 +56,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a SIGINT/SIGTERM after its graceful shutdown, so ``serve`` would end in a
+    KeyboardInterrupt or a kill by signal before the engine is closed. A signal here means "stop
+    serving", which has happened: the process then exits normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                getattr(self, "_captured_signals", []).clear()
+
+
 def make_server(engine: Engine, *, api_key: str | None = None, origins: str | None = None) -> uvicorn.Server:
     config = uvicorn.Config(create_app(engine, api_key=api_key, origins=origins), log_level="warning",
                             timeout_graceful_shutdown=5)
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 @dataclass

@@ -29,7 +29,8 @@ def engine_of(request: Request) -> Engine:
     return request.app.state.engine
 
 
-@router.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse, tags=["ollama"])
+@router.get("/", response_class=PlainTextResponse, tags=["ollama"])
+@router.head("/", response_class=PlainTextResponse, tags=["ollama"])
 async def root() -> str:
     return "Ollama is running"
 
@@ -72,7 +73,7 @@ async def create(body: CreateRequest, request: Request) -> Response:
     fields = body.model_dump(exclude={"model", "name", "stream", "path"}, exclude_none=True)
     if body.path is not None:
         return native_error(InvalidRequest("'path' is not accepted over HTTP: send the Modelfile text as 'modelfile'"))
-    fields["from_"] = fields.pop("from", None)
+    fields["from_"] = fields.pop("from_", None)
     fields.pop("quantization", None)
     if body.quantization and not body.quantize:
         fields["quantize"] = body.quantization
@@ -106,7 +107,8 @@ async def upload_blob(digest: str, request: Request) -> Response:
     return Response(status_code=201)
 
 
-@router.api_route("/api/tags", methods=["GET", "HEAD"], tags=["ollama"])
+@router.get("/api/tags", tags=["ollama"])
+@router.head("/api/tags", tags=["ollama"])
 async def tags(request: Request) -> JSONResponse:
     return JSONResponse(to_json(await in_thread(engine_of(request).list)))
 

@@ -67,7 +67,11 @@ async def relay(
     finally:
         cancel = getattr(iterator, "cancel", None)
         if cancel is not None:
-            cancel()
+            cancel()  # decoding stops after the current token, even while a worker waits in next()
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):  # runs even when the client's disconnect cancelled us
+                await anyio.to_thread.run_sync(close)  # hands the model back (keep_alive starts)
 
 
 async def ndjson(call: Callable[[], Any], stream: bool) -> Response:

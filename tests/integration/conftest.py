@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -35,3 +38,18 @@ def fresh_store(tmp_path: Path, gemma_blob: Path) -> ModelStore:
     store.blobs.directory.mkdir(parents=True)
     (store.blobs.directory / gemma_blob.name).hardlink_to(gemma_blob)
     return store
+
+
+@pytest.fixture(scope="session")
+def clone_registered(registered: ModelStore) -> Callable[[Path], ModelStore]:
+    """Make a writable store holding both default models at a new root, in milliseconds: manifests are
+    copied and blobs hard-linked, so deleting or creating models there leaves ``registered`` alone."""
+
+    def clone(root: Path) -> ModelStore:
+        shutil.copytree(registered.root / "manifests", root / "manifests")
+        (root / "blobs").mkdir(parents=True)
+        for blob in registered.blobs.directory.iterdir():
+            os.link(blob, root / "blobs" / blob.name)
+        return ModelStore(root)
+
+    return clone
