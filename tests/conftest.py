@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test runs against a store in a temp dir, never the user's real one."""
+"""Shared fixtures. Every test runs against a store (and conversations) in temp dirs, never the user's real ones."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from ollama_magic.store import ModelStore
 @pytest.fixture(autouse=True)
 def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path_factory.mktemp("default-root")))
+    monkeypatch.setenv("OLLAMA_MAGIC_CONVERSATIONS", str(tmp_path_factory.mktemp("conversations")))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
 
 
 @pytest.fixture

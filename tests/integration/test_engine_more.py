@@ -116,10 +116,12 @@ def _rss_mb() -> float:
 
 def test_memory_is_freed_across_load_unload_cycles(registered: ModelStore) -> None:
     with Engine(registered) as engine:
-        engine.generate(GEMMA, "", keep_alive=0)
-        engine.generate(GEMMA, "hi", keep_alive=0, options={"num_predict": 1})
+        for _ in range(5):  # warm-up: allocator arenas and caches settle
+            engine.generate(GEMMA, "hi", keep_alive=0, options={"num_predict": 1})
         baseline = _rss_mb()
         for _ in range(25):
             engine.generate(GEMMA, "hi", keep_alive=0, options={"num_predict": 1})
         assert engine.ps().models == []
-        assert _rss_mb() - baseline < 60  # one loaded model is ~330 MB: no per-cycle leak
+        # Leaking the weights (~250 MB) or the KV cache (~75 MB) once per cycle would add 1.9 GB or
+        # more; allocator noise after a long test session stays well under this bound.
+        assert _rss_mb() - baseline < 150
