@@ -18,11 +18,11 @@ venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 
 demo: venv
-	$(BIN)/pip install --quiet --progress-bar off -e '.[models]'
+	$(BIN)/pip install --quiet --progress-bar off -e '.[models,notebook]'
 	$(BIN)/ollama-magic setup
 	$(BIN)/ollama-magic list
 	$(BIN)/ollama-magic show gemma3:270m
-	$(BIN)/ollama-magic run gemma3:270m "Why is the sky blue?" --seed 42 --num-predict 64 --verbose
+	$(BIN)/python -m ollama_magic.notebook.run notebooks/01-quickstart.ipynb
 
 test: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'

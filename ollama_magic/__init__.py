@@ -17,9 +17,24 @@ __all__ = [
     "Modelfile",
     "OllamaMagicError",
     "__version__",
+    "load_ipython_extension",
     "normalize",
     "parse_modelfile",
+    "unload_ipython_extension",
 ]
+
+
+def load_ipython_extension(shell) -> None:  # noqa: ANN001 - an IPython InteractiveShell
+    """``%load_ext ollama_magic``: registers %%chat, %embed and %ollama (nothing happens at import)."""
+    from .notebook.extension import load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell) -> None:  # noqa: ANN001
+    from .notebook.extension import unload
+
+    unload(shell)
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy: importing llama.cpp is not needed to list models

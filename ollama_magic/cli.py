@@ -17,6 +17,7 @@ from .defaults import EMBEDDED_MODELS, register
 from .errors import OllamaMagicError
 from .formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections, table
 from .store import ModelStore
+from .store.modelfile import read as read_modelfile
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
@@ -41,12 +42,7 @@ def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
 
 def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
     if args.file:
-        path = Path(args.file).expanduser()
-        try:
-            text = path.read_text("utf-8")
-        except OSError as exc:
-            raise OllamaMagicError(f"cannot read Modelfile {path}: {exc.strerror}") from None
-        base_dir = path.resolve().parent
+        text, base_dir = read_modelfile(args.file)
     else:
         text, base_dir = f"FROM {args.from_}", Path.cwd()
     update, close = byte_progress("importing")

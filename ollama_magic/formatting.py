@@ -7,6 +7,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Optional
 
 
+def now_rfc3339() -> str:
+    """The current UTC time as Ollama writes ``created_at``."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def human_bytes(count: int) -> str:
     """Ollama's ``format.HumanBytes`` (powers of 1000): 291 MB, 1.5 GB, 812 B."""
     for scale, unit in ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "KB")):

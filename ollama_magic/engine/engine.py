@@ -22,6 +22,7 @@ import llama_cpp
 import ollama
 
 from ..errors import InvalidRequest
+from ..formatting import now_rfc3339
 from ..names import ModelName
 from ..options import OPTION_DEFAULTS, check_options
 from ..store import ModelRecord, ModelStore
@@ -32,10 +33,6 @@ from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, 
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 
 log = logging.getLogger("ollama_magic")
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ live writer is still filling.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -97,3 +99,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, lock_name: str, thread_lock: threading.Lock | threading.RLock) -> Iterator[None]:
+    """Hold ``thread_lock`` and an ``flock`` on ``directory/lock_name``: one writer at a time across
+    threads and processes (a kernel, the CLI and a server sharing one directory)."""
+    with thread_lock:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / lock_name, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

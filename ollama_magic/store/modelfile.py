@@ -8,6 +8,7 @@ edits by hand.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,16 @@ def quote(value: str) -> str:
             raise InvalidRequest(f"value {value[:40]!r}... cannot be written in a Modelfile (it holds '\"\"\"')")
         return f'"""{value}"""'
     return value
+
+
+def read(path: str | Path) -> tuple[str, Path]:
+    """A Modelfile's text and the directory its relative FROM/ADAPTER paths are read from."""
+    file = Path(path).expanduser()
+    try:
+        return file.read_text("utf-8"), file.resolve().parent
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidRequest(f"cannot read Modelfile {file}: {reason}") from None
 
 
 def parse(text: str) -> Modelfile:

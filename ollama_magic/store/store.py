@@ -8,7 +8,6 @@ each program reads what the other wrote.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -17,14 +16,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
 from ..names import ModelName
 from ..options import check_options, format_parameters
 from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
 from . import manifests as mt
-from .atomic import atomic_write_bytes, fsync_dir, remove_stale_temp_files, temp_path_in
+from .atomic import atomic_write_bytes, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
 from .blobs import BlobStore, Progress, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, human_number, is_gguf, read_gguf
@@ -38,13 +37,18 @@ LOCK_FILE = ".ollama-magic.lock"
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 
 
+def data_dir() -> Path:
+    """Our per-user data directory: ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "ollama-magic"
+
+
 def default_root() -> Path:
     """``$OLLAMA_MODELS``, else our own per-user directory (never Ollama's ``~/.ollama``)."""
     env = os.environ.get("OLLAMA_MODELS")
     if env:
         return Path(env).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "ollama-magic" / "models"
+    return data_dir() / "models"
 
 
 @dataclass
@@ -150,15 +154,9 @@ class ModelStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise writers across threads and processes (kernel, CLI, server on one store)."""
-        with self._thread_lock:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / LOCK_FILE, "a+b") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-                try:
-                    remove_stale_temp_files(self.blobs.directory)
-                    yield
-                finally:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with exclusive_lock(self.root, LOCK_FILE, self._thread_lock):
+            remove_stale_temp_files(self.blobs.directory)
+            yield
 
     # ---- reading -------------------------------------------------------------------------------
 

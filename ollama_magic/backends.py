@@ -1,0 +1,170 @@
+"""One interface for the notebook front ends, whether the models run in this kernel or on a server.
+
+``Backend`` is the shape of the official ``ollama.Client`` (which ``Engine`` already has) plus
+``load``/``unload``. The in-kernel backend is the ``Engine`` itself; ``RemoteBackend`` puts any
+Ollama-compatible server (real Ollama, or ``ollama-magic serve`` on a bigger machine) behind the same
+calls and turns the client's errors into ours, so the magics and widgets never care which one they have.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import httpx
+import ollama
+
+from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the magics and widgets call. Streaming calls return iterators with ``close()``: closing
+    one stops the generation (in-kernel at once; remote by dropping the connection)."""
+
+    def list(self) -> Any: ...
+    def show(self, model: str) -> Any: ...
+    def create(self, model: str, *, stream: bool = False, **fields: Any) -> Any: ...
+    def copy(self, source: str, destination: str) -> Any: ...
+    def delete(self, model: str) -> Any: ...
+    def ps(self) -> Any: ...
+    def load(self, model: str, keep_alive: float | str | None = None) -> Any: ...
+    def unload(self, model: str) -> bool: ...
+    def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any: ...
+    def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any: ...
+    def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
+
+
+class RemoteError(OllamaMagicError):
+    """The server could not be reached, or answered with an error we have no better type for."""
+
+
+def _translate(exc: Exception, host: str) -> OllamaMagicError:
+    if isinstance(exc, ollama.ResponseError):
+        message = exc.error or str(exc)
+        if exc.status_code == 404:
+            if message.startswith('model "') and message.endswith('" not found'):
+                return ModelNotFound(message[len('model "'):-len('" not found')])
+            error: OllamaMagicError = NotFound(message)
+        elif exc.status_code == 400:
+            error = InvalidRequest(message)
+        else:
+            error = RemoteError(f"{host} answered {exc.status_code}: {message}")
+        error.status_code = exc.status_code
+        return error
+    return RemoteError(f"cannot reach the server at {host}: {exc}")
+
+
+class _RemoteStream:
+    """A remote stream with the in-kernel stream's ``close()``/``cancel()`` and our error types."""
+
+    def __init__(self, chunks: Iterator[Any], host: str) -> None:
+        self._chunks, self._host = chunks, host
+
+    def __iter__(self) -> "_RemoteStream":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
+            raise _translate(exc, self._host) from None
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()  # the client's generator leaves its `with` block: the connection drops
+
+    cancel = close
+
+
+class RemoteBackend:
+    """Every Backend call sent to an Ollama-compatible server with the official ``ollama`` client."""
+
+    def __init__(self, host: str, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.host = host
+        key = os.environ.get("OLLAMA_MAGIC_API_KEY")
+        all_headers = {"Authorization": f"Bearer {key}"} if key else {}
+        all_headers.update(headers or {})
+        self.client = ollama.Client(host=host, timeout=timeout, headers=all_headers)
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.host!r})"
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = getattr(self.client, method)(*args, **kwargs)
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
+            raise _translate(exc, self.host) from None
+        if kwargs.get("stream"):
+            return _RemoteStream(result, self.host)
+        return result
+
+    def check(self) -> str:
+        """The server's version; raises RemoteError when nothing Ollama-like answers."""
+        try:
+            resp = self.client._client.get("/api/version")
+            resp.raise_for_status()
+            return str(resp.json().get("version", "unknown"))
+        except (httpx.HTTPError, ValueError, ConnectionError) as exc:
+            raise RemoteError(f"no Ollama-compatible server answers at {self.host}: {exc}") from None
+
+    def list(self) -> Any:
+        return self._call("list")
+
+    def show(self, model: str) -> Any:
+        return self._call("show", model)
+
+    def create(self, model: str, *, stream: bool = False, **fields: Any) -> Any:
+        """Local GGUF files named by ``from_`` or ``adapters`` are uploaded first (the server cannot
+        read our disk). ``on_bytes`` (a local progress hook) is accepted and not used."""
+        for key in ("local_paths", "on_bytes", "base_dir"):
+            fields.pop(key, None)
+        if fields.pop("modelfile", None):
+            raise InvalidRequest("a remote server takes the current create form: from_/files/system/... "
+                                 "(%ollama create -f turns a Modelfile into those fields)")
+        source = fields.get("from_")
+        if source and Path(source).expanduser().is_file():
+            path = Path(source).expanduser()
+            fields["from_"] = None
+            fields["files"] = {path.name: self._call("create_blob", path)}
+        adapters = fields.get("adapters") or {}
+        for name, value in list(adapters.items()):
+            if Path(value).expanduser().is_file():
+                adapters[name] = self._call("create_blob", Path(value).expanduser())
+        return self._call("create", model, stream=stream, **fields)
+
+    def pull(self, model: str) -> Any:
+        return self._call("pull", model)
+
+    def copy(self, source: str, destination: str) -> Any:
+        return self._call("copy", source, destination)
+
+    def delete(self, model: str) -> Any:
+        return self._call("delete", model)
+
+    def ps(self) -> Any:
+        return self._call("ps")
+
+    def load(self, model: str, keep_alive: float | str | None = None) -> Any:
+        return self._call("generate", model, keep_alive=keep_alive)
+
+    def unload(self, model: str) -> bool:
+        loaded = {m.model for m in self.ps().models} | {m.name for m in self.ps().models}
+        self._call("generate", model, keep_alive=0)
+        return bool(loaded & {model, f"{model}:latest"})
+
+    def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any:
+        return self._call("generate", model, prompt or "", **kwargs)
+
+    def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+        return self._call("chat", model, messages, **kwargs)
+
+    def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any:
+        return self._call("embed", model, input, **kwargs)
+
+
+__all__ = ["Backend", "RemoteBackend", "RemoteError"]

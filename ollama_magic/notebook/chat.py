@@ -1,0 +1,126 @@
+"""One ``%%chat`` turn: fill in notebook variables, send the thread's history with the new message,
+stream the reply, record both in the notebook's thread. Ctrl-C keeps what was generated so far.
+
+The magic only parses flags and the widgets only collect fields: both call ``chat_turn``.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import InvalidRequest
+from .conversations import fit_to_context, now_rfc3339
+from .display import ChatReply, StreamDisplay, strip_fence
+
+FORMATS = ("markdown", "text", "code", "json")
+DEFAULT_CONTEXT = 4096
+#: A deliberately pessimistic guess of characters per token (English averages ~4; code and other
+#: languages less). Used only to decide which old turns to leave out; the engine counts exactly.
+CHARS_PER_TOKEN = 3
+
+
+class _Namespace(dict):
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.namespace = namespace
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.namespace:
+            return self.namespace[key]
+        raise InvalidRequest(f"{{{key}}} in the message: no variable named {key!r} in the notebook "
+                             "(write {{ and }} for literal braces)")
+
+
+def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
+    """``{name}`` (with attribute, index and format spec: ``{df.shape}``, ``{x:.2f}``) becomes the
+    variable's value; ``{{``/``}}`` are literal braces. Anything wrong is one clear error, before
+    anything is sent."""
+    try:
+        return string.Formatter().vformat(text, (), _Namespace(namespace))
+    except InvalidRequest:
+        raise
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+        raise InvalidRequest(f"cannot fill in the message's {{...}} fields: {exc} "
+                             "(write {{ and }} for literal braces)") from None
+
+
+@dataclass
+class ChatTurn:
+    """What one turn asks for; ``options`` are Ollama's model options."""
+
+    text: str
+    model: str
+    thread: str = "main"
+    system: str | None = None
+    fmt: str = "markdown"
+    history: bool = True
+    new: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages)
+
+
+def context_budget(options: Mapping[str, Any]) -> int:
+    """Tokens the history may fill: the context, less room for the answer."""
+    n_ctx = int(options.get("num_ctx") or DEFAULT_CONTEXT)
+    answer = int(options.get("num_predict") or 0)
+    reserve = answer if 0 < answer < n_ctx // 2 else n_ctx // 4
+    return n_ctx - reserve
+
+
+def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True,
+              notice: Callable[[str], None] | None = None) -> ChatReply | Any:
+    """Run one turn and return the reply (``fmt="json"``: the parsed object)."""
+    if turn.fmt not in FORMATS:
+        raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
+    store, identity = session.conversations, session.identity
+    if turn.new:
+        store.reset(identity, turn.thread)
+    if turn.history and turn.system is not None:
+        store.set_system(identity, turn.thread, turn.system)
+    earlier = store.thread(identity, turn.thread) if turn.history else []
+    if not turn.history and turn.system is not None:
+        earlier = [{"role": "system", "content": turn.system}]
+    user = {"role": "user", "content": turn.text}
+    sent, dropped = fit_to_context(
+        [{"role": m["role"], "content": m["content"]} for m in earlier] + [user],
+        estimate_tokens, context_budget(turn.options),
+    )
+    if dropped and notice is not None:
+        notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
+               f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
+
+    view = StreamDisplay(session.shell, live=live)
+    stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
+                                  format="json" if turn.fmt == "json" else None)
+    final, interrupted = None, False
+    try:
+        for chunk in stream:
+            view.append(chunk.message.content or "")
+            if chunk.done:
+                final = chunk
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stream.close()  # stops decoding now if we left early (Ctrl-C, an error)
+        view.finish()
+
+    stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
+    reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
+                      stats=stats)
+    if turn.history:
+        store.append(identity, turn.thread,
+                     {**user, "model": turn.model, "created_at": now_rfc3339()},
+                     {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
+                      "interrupted": interrupted, **stats})
+    if turn.fmt == "json" and not interrupted:
+        try:
+            return json.loads(strip_fence(view.text))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
+    return reply

@@ -1,0 +1,112 @@
+"""Showing a reply while it is being generated, and what the cell holds once it is done.
+
+In a kernel, tokens go into one display that is updated in place, at most every ``interval`` seconds
+(each update resends the whole text; too many trip Jupyter's IOPub rate limits). When the reply is
+complete the live display is emptied and the reply becomes the cell's value: saved notebooks, static
+viewers and nbval then see one ordinary result ("placeholder, then final"). In a terminal IPython the
+tokens are printed as they come.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+FENCE = "```"
+
+
+def renders_rich(shell: Any) -> bool:
+    """A Jupyter kernel, or output being captured (``%%capture``, tests): displays, not prints."""
+    return type(shell).__name__ == "ZMQInteractiveShell" or \
+        type(getattr(shell, "display_pub", None)).__name__ == "CapturingDisplayPublisher"
+
+
+class _Markdown:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text or " "  # some front ends reject empty Markdown
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class StreamDisplay:
+    """A live view of text that grows; ``finish()`` clears it so the final render appears once."""
+
+    def __init__(self, shell: Any, *, interval: float = 0.1, live: bool = True) -> None:
+        self.rich = live and renders_rich(shell)
+        self.printing = live and not self.rich
+        self.interval = interval
+        self.text = ""
+        self._handle = None
+        self._last = 0.0
+
+    def append(self, piece: str) -> None:
+        if not piece:
+            return
+        self.text += piece
+        if self.printing:
+            print(piece, end="", flush=True)
+            return
+        if not self.rich:
+            return
+        now = time.monotonic()
+        if self._handle is None:
+            from IPython.display import display
+
+            self._handle = display(_Markdown(self.text), display_id=True)
+            self._last = now
+        elif now - self._last >= self.interval:
+            self._handle.update(_Markdown(self.text))
+            self._last = now
+
+    def finish(self) -> None:
+        if self._handle is not None:
+            self._handle.update(_Markdown(""))
+        if self.printing and self.text:
+            print(flush=True)
+
+
+class ChatReply(str):
+    """The reply text (a ``str``, so ``reply.upper()`` and ``f"{reply}"`` work) that renders as
+    Markdown, carrying what produced it."""
+
+    model: str
+    thread: str
+    fmt: str
+    interrupted: bool
+    stats: dict[str, int]
+
+    def __new__(cls, text: str, *, model: str, thread: str, fmt: str = "markdown", interrupted: bool = False,
+                stats: dict[str, int] | None = None) -> "ChatReply":
+        reply = super().__new__(cls, text)
+        reply.model, reply.thread, reply.fmt, reply.interrupted = model, thread, fmt, interrupted
+        reply.stats = stats or {}
+        return reply
+
+    def _repr_markdown_(self) -> str:
+        if self.fmt == "code":
+            body = f"{FENCE}\n{strip_fence(str(self))}\n{FENCE}"
+        elif self.fmt == "text":
+            return None  # type: ignore[return-value] - plain text only
+        else:
+            body = str(self) or " "
+        if self.interrupted:
+            body += "\n\n*[interrupted]*"
+        return body
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self) + ("\n[interrupted]" if self.interrupted else ""))
+
+
+def strip_fence(text: str) -> str:
+    """The code inside a reply that wrapped it in a Markdown fence (models often do)."""
+    stripped = text.strip()
+    if stripped.startswith(FENCE):
+        first_newline = stripped.find("\n")
+        stripped = stripped[first_newline + 1:] if first_newline >= 0 else ""
+        if stripped.rstrip().endswith(FENCE):
+            stripped = stripped.rstrip()[: -len(FENCE)]
+    return stripped.strip("\n")

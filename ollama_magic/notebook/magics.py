@@ -1,0 +1,197 @@
+"""``%%chat``, ``%embed`` and ``%ollama``: flags in, calls on the session's backend, results out.
+
+Nothing here decides how a model is run or a conversation kept; that lives in chat.py,
+conversations.py, embeddings.py and the backend. User mistakes become one ``UsageError`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from typing import Any, Callable, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
+from traitlets import Bool, Float
+
+from ..errors import OllamaMagicError
+from . import manage
+from .chat import FORMATS, ChatTurn, chat_turn, interpolate
+from .session import NotebookSession
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one UsageError line instead of exiting the kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:  # --help
+        if message:
+            print(message, file=sys.stderr)
+        raise UsageError(self.format_help()) if status else _HelpShown()
+
+
+class _HelpShown(Exception):
+    """--help was printed; nothing else to do."""
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the arguments: {exc}") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('expected a JSON object such as \'{"top_k": 20}\'')
+    return value
+
+
+def chat_parser() -> _Parser:
+    p = _Parser(prog="%%chat", description="Talk to a model; the cell (or the rest of the line) is your message. "
+                "{name} fills in a notebook variable; {{ and }} are literal braces.", add_help=True)
+    p.add_argument("-m", "--model", help="model (default: %%ollama use, else gemma3:270m)")
+    p.add_argument("-t", "--thread", default="main", help="conversation thread of this notebook (default: main)")
+    p.add_argument("-s", "--system", help="system message for the thread")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
+    p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
+                   help="markdown (default), text, code (a code block), json (the parsed object)")
+    p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
+    p.add_argument("--new", action="store_true", help="start the thread afresh")
+    p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
+    p.add_argument("--options", type=_json_object, default={}, help='model options as JSON: \'{"top_k": 20}\'')
+    p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
+    return p
+
+
+def embed_parser() -> _Parser:
+    p = _Parser(prog="%embed", description="Embed texts into a DataFrame: EXPR is a str, a list of str, a "
+                "Series or DataFrame[column]; %%embed takes one text per non-empty line.")
+    p.add_argument("-m", "--model", help="embedding model (default: all-minilm)")
+    p.add_argument("-o", "--output", metavar="VAR", help="also store the DataFrame in this variable")
+    p.add_argument("-c", "--column", help="the text column when EXPR is a DataFrame")
+    p.add_argument("--wide", action="store_true", help="one column per dimension instead of an array column")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("expr", nargs="?", help="a Python expression (everything after the flags, as written)")
+    return p
+
+
+def _flag_pattern(valued: str, switches: str) -> re.Pattern[str]:
+    return re.compile(rf"""\s*((?:{switches})|(?:{valued})(?:=|\s+)(?:"[^"]*"|'[^']*'|\S+))(?=\s|$)""")
+
+
+_EMBED_FLAGS = _flag_pattern("-m|--model|-o|--output|-c|--column|--batch-size", "--wide|-h|--help")
+_CHAT_FLAGS = _flag_pattern("-m|--model|-t|--thread|-s|--system|--temperature|--seed|--num-predict|-f|--format|"
+                            "-o|--output|--options", "--no-history|--new|-h|--help")
+
+
+def _leading_flags(line: str, pattern: re.Pattern[str] = _EMBED_FLAGS) -> tuple[str, str]:
+    """Split the flags at the start of a line from the text after them, which keeps its own quotes
+    and apostrophes (a Python expression for %embed, a message for %chat)."""
+    position = 0
+    while match := pattern.match(line, position):
+        position = match.end()
+    return line[:position], line[position:].strip()
+
+
+@magics_class
+class OllamaMagics(Magics):
+    stream = Bool(True, help="Show tokens as they arrive (False: only the finished reply).").tag(config=True)
+    update_interval = Float(0.1, help="Seconds between live updates of a streaming reply.").tag(config=True)
+
+    def __init__(self, shell: Any, session: NotebookSession | None = None) -> None:
+        super().__init__(shell)
+        self.session = session or NotebookSession(shell)
+
+    # ---- %%chat ------------------------------------------------------------------------------------
+
+    @no_var_expand
+    @needs_local_scope
+    @line_cell_magic
+    def chat(self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None) -> Any:
+        """Talk to a local model. See ``%%chat --help``."""
+        return self._guard(lambda: self._chat(line, cell, local_ns))
+
+    def _chat(self, line: str, cell: str | None, local_ns: dict[str, Any] | None) -> Any:
+        flags, message = _leading_flags(line, _CHAT_FLAGS)
+        args = chat_parser().parse_args(_split(flags))
+        text = cell if cell is not None else message
+        if cell is not None and message:
+            raise UsageError("%%chat takes its message from the cell; put nothing after the flags")
+        if not text.strip():
+            raise UsageError("nothing to say: write the message in the cell (or after %chat)")
+        namespace = {**self.shell.user_ns, **(local_ns or {})}
+        options = dict(args.options)
+        for key, value in (("temperature", args.temperature), ("seed", args.seed), ("num_predict", args.num_predict)):
+            if value is not None:
+                options[key] = value
+        turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
+                        thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
+                        new=args.new, options=options)
+        reply = chat_turn(self.session, turn, live=self.stream, notice=lambda msg: print(msg, file=sys.stderr))
+        if args.output:
+            self.shell.user_ns[args.output] = reply
+        return reply
+
+    # ---- %embed ------------------------------------------------------------------------------------
+
+    @no_var_expand
+    @needs_local_scope
+    @line_cell_magic
+    def embed(self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None) -> Any:
+        """Embed texts into a pandas DataFrame. See ``%embed --help``."""
+        return self._guard(lambda: self._embed(line, cell, local_ns))
+
+    def _embed(self, line: str, cell: str | None, local_ns: dict[str, Any] | None) -> Any:
+        from .embeddings import embed_frame
+
+        flags, expr = _leading_flags(line)
+        args = embed_parser().parse_args(_split(flags))
+        if cell is not None:
+            if expr:
+                raise UsageError("%%embed takes its texts from the cell, one per line; put no expression after the flags")
+            value: Any = [text for text in (t.strip() for t in cell.splitlines()) if text]
+        elif not expr:
+            raise UsageError("what should be embedded? %embed EXPR (a str, a list of str, a Series or a DataFrame column)")
+        else:
+            try:
+                value = eval(expr, self.shell.user_ns, local_ns)  # noqa: S307 - the user's own expression
+            except Exception as exc:  # noqa: BLE001 - shown as one line
+                raise UsageError(f"cannot evaluate {expr!r}: {type(exc).__name__}: {exc}") from None
+        frame = embed_frame(self.session.backend, value, model=args.model or self.session.embed_model,
+                            column=args.column, wide=args.wide, batch_size=args.batch_size)
+        if args.output:
+            self.shell.user_ns[args.output] = frame
+        return frame
+
+    # ---- %ollama -----------------------------------------------------------------------------------
+
+    @no_var_expand
+    @line_magic
+    def ollama(self, line: str) -> Any:
+        """Manage models, threads, the backend and the HTTP server. ``%ollama help`` lists the verbs."""
+        return self._guard(lambda: manage.run(self.session, _split(line), self.shell))
+
+    # ---- errors ------------------------------------------------------------------------------------
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except _HelpShown:
+            return None
+        except OllamaMagicError as exc:
+            raise UsageError(str(exc)) from None
+
+
+__all__ = ["OllamaMagics", "chat_parser", "embed_parser"]

@@ -1,0 +1,323 @@
+"""``%ollama VERB ...``: model management, threads, backend and server, one small function per verb.
+
+Tables come back as DataFrames (Jupyter renders them; code can filter them); texts as plain strings
+printed once. Every verb goes through the session's backend, in-kernel or remote alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from IPython.core.error import UsageError
+
+from ..errors import InvalidRequest, OllamaMagicError
+from ..formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections
+from ..store.modelfile import parse as parse_modelfile
+from ..store.modelfile import read as read_modelfile
+
+VERBS: dict[str, tuple[str, Callable[..., Any]]] = {}
+
+
+def verb(name: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        VERBS[name] = (summary, fn)
+        return fn
+
+    return register
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+
+def _parse(prog: str, argv: list[str], setup: Callable[[argparse.ArgumentParser], None]) -> argparse.Namespace:
+    parser = _Parser(prog=f"%ollama {prog}", add_help=False)
+    setup(parser)
+    return parser.parse_args(argv)
+
+
+def run(session: Any, argv: list[str], shell: Any = None) -> Any:
+    if not argv or argv[0] in ("help", "-h", "--help"):
+        return help_text()
+    name, rest = argv[0], argv[1:]
+    if name not in VERBS:
+        raise UsageError(f"unknown verb {name!r}. {help_text()}")
+    return VERBS[name][1](session, rest, shell)
+
+
+class _Text(str):
+    """A text result that shows as itself (no quotes) when it is the cell's value."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+class _Url(_Text):
+    """The server's URL as a value (``url = %ollama serve``), shown as a sentence."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"Ollama API served at {self} (stop it with %ollama stop-server)")
+
+
+def help_text() -> _Text:
+    width = max(len(v) for v in VERBS)
+    lines = ["%ollama VERB [ARGS]:"] + [f"  {name.ljust(width)}  {summary}" for name, (summary, _) in VERBS.items()]
+    return _Text("\n".join(lines))
+
+
+# ---- models ----------------------------------------------------------------------------------------
+
+@verb("list", "installed models (a DataFrame)")
+def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
+    _parse("list", argv, lambda p: None)
+    rows = []
+    for m in session.backend.list().models:
+        d = m.details
+        rows.append({"name": m.model, "id": (m.digest or "")[:12], "size": human_bytes(m.size or 0),
+                     "family": d.family if d else None, "parameters": d.parameter_size if d else None,
+                     "quantization": d.quantization_level if d else None,
+                     "modified": human_age(m.modified_at) if m.modified_at else None})
+    return pd.DataFrame(rows, columns=["name", "id", "size", "family", "parameters", "quantization", "modified"])
+
+
+@verb("setup", "register the embedded default models (gemma3:270m, all-minilm) if missing")
+def setup(session: Any, argv: list[str], shell: Any) -> _Text:
+    _parse("setup", argv, lambda p: None)
+    from ..defaults import EMBEDDED_MODELS, register
+
+    lines = []
+    for name in EMBEDDED_MODELS:
+        if session.remote is not None:
+            session.remote.pull(name)  # our server registers it; a real Ollama downloads it
+            lines.append(f"{name}: ready on {session.remote.host}")
+            continue
+        update, close = byte_progress(f"registering {name}")
+        try:
+            added = register(session.engine.store, name, on_bytes=update)
+        finally:
+            close()
+        lines.append(f"{name}: {'registered' if added else 'already installed'}")
+    return _Text("\n".join(lines))
+
+
+@verb("ps", "models loaded now, where they run and until when")
+def ps(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
+    _parse("ps", argv, lambda p: None)
+    return pd.DataFrame(ps_rows(session.backend.ps().models), columns=[h.lower() for h in PS_HEADER])
+
+
+@verb("show", "NAME [--modelfile|--parameters|--template|--system|--license]")
+def show(session: Any, argv: list[str], shell: Any) -> Any:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        for flag in ("modelfile", "parameters", "template", "system", "license"):
+            p.add_argument(f"--{flag}", action="store_true")
+
+    args = _parse("show", argv, setup)
+    resp = session.backend.show(args.name)
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        if getattr(args, flag):
+            return _Text(getattr(resp, flag) or "")
+    rows = [(title, key, value) for title, pairs in show_sections(resp) for key, value in pairs]
+    return pd.DataFrame(rows, columns=["section", "key", "value"]).set_index(["section", "key"])
+
+
+@verb("create", "NAME (-f MODELFILE | --from GGUF_OR_MODEL) [--system S] [--template T]")
+def create(session: Any, argv: list[str], shell: Any) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("-f", "--file", help="a Modelfile")
+        source.add_argument("--from", dest="source", help="a GGUF file, a safetensors directory or a model")
+        p.add_argument("--system")
+        p.add_argument("--template")
+
+    args = _parse("create", argv, setup)
+    fields: dict[str, Any] = {}
+    if args.file:
+        fields.update(modelfile_fields(*read_modelfile(args.file)))
+    else:
+        fields["from_"] = args.source
+    if args.system is not None:
+        fields["system"] = args.system
+    if args.template is not None:
+        fields["template"] = args.template
+    update, close = byte_progress("importing")
+    try:
+        for _status in session.backend.create(args.name, stream=True, on_bytes=update, **fields):
+            pass
+    finally:
+        close()
+    return _Text(f"created {args.name}")
+
+
+def modelfile_fields(text: str, base_dir: Path) -> dict[str, Any]:
+    """A Modelfile as create() fields, with relative FROM/ADAPTER paths read from ``base_dir``."""
+    mf = parse_modelfile(text)
+    if not mf.froms:
+        raise InvalidRequest("the Modelfile has no FROM line")
+
+    def local(value: str) -> str:
+        candidate = (base_dir / value).expanduser()
+        return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
+
+    fields: dict[str, Any] = {"from_": local(mf.froms[0])}
+    if mf.adapters:
+        fields["adapters"] = {Path(a).name: local(a) for a in mf.adapters}
+    for key in ("template", "system"):
+        if getattr(mf, key) is not None:
+            fields[key] = getattr(mf, key)
+    if mf.parameters:
+        fields["parameters"] = mf.parameters
+    if mf.licenses:
+        fields["license"] = mf.licenses
+    if mf.messages:
+        fields["messages"] = mf.messages
+    return fields
+
+
+@verb("cp", "SOURCE DESTINATION")
+def copy(session: Any, argv: list[str], shell: Any) -> _Text:
+    args = _parse("cp", argv, lambda p: (p.add_argument("source"), p.add_argument("destination")))
+    session.backend.copy(args.source, args.destination)
+    return _Text(f"copied {args.source} to {args.destination}")
+
+
+@verb("rm", "NAME [NAME...]")
+def remove(session: Any, argv: list[str], shell: Any) -> _Text:
+    args = _parse("rm", argv, lambda p: p.add_argument("names", nargs="+"))
+    for name in args.names:
+        session.backend.delete(name)
+    return _Text("deleted " + ", ".join(args.names))
+
+
+@verb("load", "NAME [--keep-alive DURATION]")
+def load(session: Any, argv: list[str], shell: Any) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        p.add_argument("--keep-alive", default=None, help="e.g. 10m, 1h, -1 (forever)")
+
+    args = _parse("load", argv, setup)
+    keep: Any = args.keep_alive
+    if keep is not None and keep.lstrip("-").isdigit():
+        keep = int(keep)
+    session.backend.load(args.name, keep_alive=keep)
+    return _Text(f"loaded {args.name}")
+
+
+@verb("unload", "NAME")
+def unload(session: Any, argv: list[str], shell: Any) -> _Text:
+    args = _parse("unload", argv, lambda p: p.add_argument("name"))
+    was_loaded = session.backend.unload(args.name)
+    return _Text(f"unloaded {args.name}" if was_loaded else f"{args.name} was not loaded")
+
+
+@verb("use", "NAME [--embed]: the default model of %%chat (or of %embed)")
+def use(session: Any, argv: list[str], shell: Any) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        p.add_argument("--embed", action="store_true")
+
+    args = _parse("use", argv, setup)
+    name = session.use(args.name, embedding=args.embed)
+    return _Text(f"{'%embed' if args.embed else '%%chat'} now uses {name}")
+
+
+# ---- backend and server --------------------------------------------------------------------------
+
+@verb("status", "backend, default models, notebook, server")
+def status(session: Any, argv: list[str], shell: Any) -> _Text:
+    _parse("status", argv, lambda p: None)
+    s = session.status()
+    return _Text("\n".join([
+        f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
+        f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
+    ]))
+
+
+@verb("connect", "URL: send every call to an Ollama-compatible server")
+def connect(session: Any, argv: list[str], shell: Any) -> _Text:
+    args = _parse("connect", argv, lambda p: p.add_argument("url"))
+    version = session.connect(args.url)
+    return _Text(f"connected to {args.url} (version {version})")
+
+
+@verb("disconnect", "back to the in-kernel engine")
+def disconnect(session: Any, argv: list[str], shell: Any) -> _Text:
+    _parse("disconnect", argv, lambda p: None)
+    return _Text("back to the in-kernel engine" if session.disconnect() else "already on the in-kernel engine")
+
+
+@verb("serve", "[--port N] [--host H]: serve the in-kernel engine over HTTP (Ollama's API)")
+def serve(session: Any, argv: list[str], shell: Any) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--port", type=int, default=11434)
+        p.add_argument("--host", default="127.0.0.1")
+
+    args = _parse("serve", argv, setup)
+    return _Url(session.serve(args.port, args.host))
+
+
+@verb("stop-server", "stop the HTTP server")
+def stop_server(session: Any, argv: list[str], shell: Any) -> _Text:
+    _parse("stop-server", argv, lambda p: None)
+    return _Text("server stopped" if session.stop_server() else "no server was running")
+
+
+# ---- conversations -------------------------------------------------------------------------------
+
+@verb("threads", "this notebook's conversation threads")
+def threads(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
+    _parse("threads", argv, lambda p: None)
+    counts = session.conversations.threads(session.identity)
+    return pd.DataFrame({"thread": list(counts), "messages": list(counts.values())}, columns=["thread", "messages"])
+
+
+@verb("history", "[-t THREAD] [--df] [--export PATH.md|PATH.json]")
+def history(session: Any, argv: list[str], shell: Any) -> Any:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-t", "--thread", default="main")
+        p.add_argument("--df", action="store_true", help="a DataFrame instead of a transcript")
+        p.add_argument("--export", metavar="PATH")
+
+    args = _parse("history", argv, setup)
+    store, identity = session.conversations, session.identity
+    if args.export:
+        path = store.export(identity, args.thread, Path(args.export).expanduser())
+        return _Text(f"exported thread {args.thread!r} to {path}")
+    if args.df:
+        return store.history_frame(identity, args.thread)
+    from .conversations import to_markdown
+    from IPython.display import Markdown
+
+    messages = store.thread(identity, args.thread)
+    return Markdown(to_markdown(messages)) if messages else _Text(f"thread {args.thread!r} is empty")
+
+
+@verb("reset", "[-t THREAD | --all]: forget a thread (or all of this notebook's)")
+def reset(session: Any, argv: list[str], shell: Any) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-t", "--thread", default="main")
+        p.add_argument("--all", action="store_true")
+
+    args = _parse("reset", argv, setup)
+    if args.all:
+        session.conversations.reset_all(session.identity)
+        return _Text("all threads of this notebook reset")
+    session.conversations.reset(session.identity, args.thread)
+    return _Text(f"thread {args.thread!r} reset")
+
+
+def model_names(session: Any) -> list[str]:
+    """For tab completion: installed model names (nothing if the backend cannot answer)."""
+    try:
+        return [m.model for m in session.backend.list().models]
+    except (OllamaMagicError, OSError):
+        return []
+
+
+__all__ = ["VERBS", "help_text", "model_names", "modelfile_fields", "run"]

@@ -1,0 +1,125 @@
+"""What one kernel holds for its notebook: which backend answers, the default models, the notebook's
+conversations and the HTTP server, shared by the magics and the widget panels.
+
+The in-kernel Engine is created on first use (loading llama.cpp is not free) and kept while a remote
+server is connected, so ``disconnect`` returns to the same loaded models.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends import Backend, RemoteBackend
+from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
+from ..errors import InvalidRequest
+from ..names import ModelName
+from .conversations import ConversationStore, NotebookIdentity, default_conversations_root, notebook_identity
+
+
+@dataclass
+class SessionStatus:
+    backend: str
+    chat_model: str
+    embed_model: str
+    notebook: str
+    server_url: str | None
+
+
+class NotebookSession:
+    def __init__(self, shell: Any = None, *, conversations: ConversationStore | None = None,
+                 engine: Any = None) -> None:
+        self.shell = shell
+        self.chat_model = DEFAULT_CHAT_MODEL
+        self.embed_model = DEFAULT_EMBED_MODEL
+        self.conversations = conversations or ConversationStore(default_conversations_root())
+        self.remote: RemoteBackend | None = None
+        self.server: Any = None  # BackgroundServer, created by serve()
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._lock = threading.Lock()
+
+    # ---- backends --------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Any:
+        """The in-kernel Engine (created on first use)."""
+        with self._lock:
+            if self._engine is None:
+                from ..engine import Engine
+
+                self._engine = Engine()
+            return self._engine
+
+    @property
+    def backend(self) -> Backend:
+        return self.remote if self.remote is not None else self.engine
+
+    @property
+    def backend_label(self) -> str:
+        return f"remote {self.remote.host}" if self.remote is not None else "in-kernel engine"
+
+    def connect(self, url: str) -> str:
+        """Send every call to the server at ``url``; returns its version. Fails (and changes nothing)
+        when no Ollama-compatible server answers there."""
+        remote = RemoteBackend(url)
+        version = remote.check()
+        self.remote = remote
+        return version
+
+    def disconnect(self) -> bool:
+        was_remote = self.remote is not None
+        self.remote = None
+        return was_remote
+
+    # ---- defaults ----------------------------------------------------------------------------------
+
+    def use(self, model: str, *, embedding: bool = False) -> str:
+        self.backend.show(model)  # a clear "not found" now rather than at the first chat
+        name = ModelName.parse(model).short
+        if embedding:
+            self.embed_model = name
+        else:
+            self.chat_model = name
+        return name
+
+    # ---- this notebook ---------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> NotebookIdentity:
+        # Looked up on every call: VS Code and JupyterLab set the notebook path after the kernel starts,
+        # and a renamed notebook follows its new name.
+        return notebook_identity(self.shell)
+
+    # ---- the HTTP server -------------------------------------------------------------------------
+
+    def serve(self, port: int = 11434, host: str = "127.0.0.1") -> str:
+        """Serve the in-kernel engine over HTTP from a daemon thread; returns the URL."""
+        if self.remote is not None:
+            raise InvalidRequest(f"connected to {self.remote.host}: the server shares the in-kernel engine, "
+                                 "so run %ollama disconnect first")
+        from ..server import BackgroundServer
+
+        if self.server is not None and self.server.running:
+            if self.server.port in (port, 0):
+                return self.server.url
+            self.server.stop()
+        self.server = BackgroundServer(self.engine, host=host, port=port)
+        return self.server.start()
+
+    def stop_server(self) -> bool:
+        if self.server is None or not self.server.running:
+            return False
+        self.server.stop()
+        return True
+
+    def status(self) -> SessionStatus:
+        url = self.server.url if self.server is not None else None
+        return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url)
+
+    def close(self) -> None:
+        self.stop_server()
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
