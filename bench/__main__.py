@@ -6,7 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
-SCRIPTS = ["engine_decode.py", "http_stream.py"]
+SCRIPTS = ["engine_decode.py", "http_stream.py", "embed_frame.py", "concurrency.py", "memory.py"]
 
 if __name__ == "__main__":
     for name in SCRIPTS:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ..errors import InvalidRequest, OllamaMagicError
@@ -189,7 +190,8 @@ class Runner:
             verbose=False,
         )
         if opts.embedding:
-            kwargs.update(embedding=True)
+            # Flash attention: measured 1.6x more texts/s on all-MiniLM (2 CPU threads), same vectors.
+            kwargs.update(embedding=True, flash_attn=True)
             if self._pooling_from_gguf() is None:
                 kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
         try:
@@ -341,17 +343,70 @@ class Runner:
         def run() -> tuple[list[list[float]], int]:
             llm = self.llm
             assert llm is not None
-            limit = llm.n_ctx()
-            counts = []
+            limit = min(llm.n_ctx(), llm.n_batch)  # a sequence must fit one decode
+            token_lists = []
             for text in texts:
-                n = len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-                if n > limit and not truncate:
-                    raise InvalidRequest("the input length exceeds the context length")
-                counts.append(min(n, limit))
-            vectors = llm.embed(texts, normalize=normalize, truncate=True)
-            return [list(map(float, v)) for v in vectors], sum(counts)
+                tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+                if len(tokens) > limit:
+                    if not truncate:
+                        raise InvalidRequest("the input length exceeds the context length")
+                    tokens = tokens[:limit]
+                token_lists.append(tokens)
+            if llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):
+                vectors = llm.embed(texts, normalize=normalize, truncate=True)
+                return [list(map(float, v)) for v in vectors], sum(map(len, token_lists))
+            matrix = _embed_packed(llm, token_lists)
+            if normalize:
+                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+                matrix = matrix / np.where(norms > 0, norms, 1.0)
+            return matrix.tolist(), sum(map(len, token_lists))
 
         return self.call(run)
+
+
+#: Tokens per llama_decode when embedding. Sequences in one micro-batch attend over all of it
+#: (masked), so cost grows with its square: on all-MiniLM (2 CPU threads) packing 512 tokens
+#: without flash attention gave 116 texts/s; with flash attention, packs of 64-256 tokens all gave
+#: 310-330 texts/s (within noise). A text longer than the pack goes alone.
+EMBED_PACK_TOKENS = 256
+
+
+def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> "np.ndarray":
+    """Pooled vectors for many texts: shortest first, several sequences per decode.
+
+    ``Llama.embed`` packs up to n_batch tokens (512) per decode and truncates inputs to n_batch;
+    here the pack is smaller (faster, see above) while n_batch stays at n_ctx, so any single text
+    that fits the context is embedded whole.
+    """
+    n_embd = llm.n_embd()
+    out = np.zeros((len(token_lists), n_embd), dtype=np.float32)
+    n_seq_max = llm.context_params.n_seq_max
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    batch: list[int] = []
+    used = 0
+
+    def decode() -> None:
+        llm._ctx.kv_cache_clear()
+        llm._ctx.decode(llm._batch)
+        llm._batch.reset()
+        for seq, index in enumerate(batch):
+            pointer = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq)
+            out[index] = np.ctypeslib.as_array(pointer, shape=(n_embd,))
+
+    llm._batch.reset()
+    for index in order:
+        tokens = token_lists[index]
+        if batch and (used + len(tokens) > EMBED_PACK_TOKENS or len(batch) >= n_seq_max):
+            decode()
+            batch, used = [], 0
+        llm._batch.add_sequence(tokens, len(batch), True)  # every token an output, as llama.cpp requires
+        batch.append(index)
+        used += len(tokens)
+    if batch:
+        decode()
+    llm._ctx.kv_cache_clear()
+    llm.reset()
+    return out
 
 
 def _return_freed_memory() -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import string
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
 from .conversations import fit_to_context, now_rfc3339
@@ -73,9 +74,21 @@ def context_budget(options: Mapping[str, Any]) -> int:
     return n_ctx - reserve
 
 
-def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True,
-              notice: Callable[[str], None] | None = None) -> ChatReply | Any:
-    """Run one turn and return the reply (``fmt="json"``: the parsed object)."""
+class ReplyView(Protocol):
+    """Where a reply is shown while it grows: the cell's output (StreamDisplay) or a widget."""
+
+    text: str
+
+    def append(self, piece: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
+              view: ReplyView | None = None, stop: threading.Event | None = None) -> ChatReply | Any:
+    """Run one turn and return the reply (``fmt="json"``: the parsed object).
+
+    ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
+    another thread ends the turn after the current token, like Ctrl-C does in a cell."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
     store, identity = session.conversations, session.identity
@@ -95,7 +108,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True,
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
 
-    view = StreamDisplay(session.shell, live=live)
+    view = view if view is not None else StreamDisplay(session.shell, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format="json" if turn.fmt == "json" else None)
     final, interrupted = None, False
@@ -104,6 +117,9 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True,
             view.append(chunk.message.content or "")
             if chunk.done:
                 final = chunk
+            elif stop is not None and stop.is_set():
+                interrupted = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -467,6 +467,7 @@ class ModelStore:
         return self.blobs.import_file(path, progress=on_bytes)
 
     def _import_converted(self, model_dir: Path) -> str:
+        self.blobs.directory.mkdir(parents=True, exist_ok=True)  # a new store's first model may be this one
         staged = temp_path_in(self.blobs.directory)
         try:
             convert_safetensors_dir(model_dir, staged)

@@ -87,3 +87,13 @@ def test_registered_manifest_matches_across_stores(registered: ModelStore, tmp_p
     other = ModelStore(tmp_path / "models")
     register(other, "gemma3:270m")
     assert other.find("gemma3:270m").manifest_digest == registered.find("gemma3:270m").manifest_digest
+
+
+def test_all_minilm_alone_registers_in_a_new_store(tmp_path) -> None:
+    """The converter writes into blobs/: a store whose first model is all-minilm must create it."""
+    from ollama_magic.defaults import register
+    from ollama_magic.store import ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    assert register(store, "all-minilm")
+    assert store.show("all-minilm").details.family == "bert"
