@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: demo test venv
+.PHONY: demo test venv browser-test
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,11 @@ demo: venv
 test: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
 	$(BIN)/python -m pytest
+
+# The widget panels in a real browser: JupyterLab on 127.0.0.1 driven by Playwright with Debian's
+# chromium (Playwright's own browser download cannot work here). Needs root for apt-get; not part of
+# `make test` (see README "Tests"). Screenshots go to /tmp/ollama-magic-browser/.
+browser-test: venv
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]' playwright jupyterlab
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	OLLAMA_MAGIC_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s

@@ -227,6 +227,14 @@ def use(session: Any, argv: list[str], shell: Any) -> _Text:
     return _Text(f"{'%embed' if args.embed else '%%chat'} now uses {name}")
 
 
+@verb("panel", "ipywidgets panels: models, running, create, chat, embeddings")
+def panel(session: Any, argv: list[str], shell: Any) -> Any:
+    _parse("panel", argv, lambda p: None)
+    from .widgets import OllamaPanel
+
+    return OllamaPanel(session)
+
+
 # ---- backend and server --------------------------------------------------------------------------
 
 @verb("status", "backend, default models, notebook, server")

@@ -320,3 +320,16 @@ def test_text_format_and_help(ip, capsys) -> None:
     assert reply._repr_markdown_() is None and reply.fmt == "text"  # shown as plain text
     assert chat(ip, "--help") is None
     assert "--no-history" in capsys.readouterr().out
+
+
+def test_panel_verb_opens_the_widget_panels_on_the_same_session(ip) -> None:
+    from ollama_magic.notebook.widgets import OllamaPanel
+
+    shown = ip.run_line_magic("ollama", "panel")
+    try:
+        assert isinstance(shown, OllamaPanel)
+        assert shown.session is ip.magics_manager.registry["OllamaMagics"].session
+        titles = [shown.widget.get_title(i) for i in range(len(shown.widget.children))]
+        assert titles == ["Models", "Running", "Create", "Chat", "Embeddings"]
+    finally:
+        shown.close()
