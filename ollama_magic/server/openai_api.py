@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from ..engine import Engine
 from ..errors import InvalidRequest, NotFound, OllamaMagicError
 from ..names import ModelName
-from .streaming import dumps, in_thread, relay, start_stream
+from .streaming import dumps, in_thread, open_stream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -188,7 +188,6 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             return JSONResponse({**base, "object": "chat.completion",
                                  "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
                                  "usage": _usage(result)})
-        first = await start_stream(result)
     except OllamaMagicError as exc:
         return openai_error(exc)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -217,7 +216,11 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             out += _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": _usage(state["final"])})
         return out + "data: [DONE]\n\n"
 
-    return StreamingResponse(relay(result, first, encode, _sse_error, closing), media_type="text/event-stream")
+    try:
+        stream, first = await open_stream(result, encode, _sse_error)
+    except OllamaMagicError as exc:
+        return openai_error(exc)
+    return StreamingResponse(stream.body(first, closing), media_type="text/event-stream")
 
 
 @router.post("/completions")
@@ -233,7 +236,6 @@ async def completions(body: CompletionBody, request: Request) -> Response:
         if not body.stream:
             return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
                                                       "finish_reason": result.done_reason}], "usage": _usage(result)})
-        first = await start_stream(result)
     except OllamaMagicError as exc:
         return openai_error(exc)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -252,7 +254,11 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             out += _sse({**base, "choices": [], "usage": _usage(state["final"])})
         return out + "data: [DONE]\n\n"
 
-    return StreamingResponse(relay(result, first, encode, _sse_error, closing), media_type="text/event-stream")
+    try:
+        stream, first = await open_stream(result, encode, _sse_error)
+    except OllamaMagicError as exc:
+        return openai_error(exc)
+    return StreamingResponse(stream.body(first, closing), media_type="text/event-stream")
 
 
 @router.post("/embeddings")
