@@ -153,7 +153,8 @@ class RemoteBackend:
         return self._call("generate", model, keep_alive=keep_alive)
 
     def unload(self, model: str) -> bool:
-        loaded = {m.model for m in self.ps().models} | {m.name for m in self.ps().models}
+        running = self.ps().models
+        loaded = {m.model for m in running} | {m.name for m in running}
         self._call("generate", model, keep_alive=0)
         return bool(loaded & {model, f"{model}:latest"})
 
