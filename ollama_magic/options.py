@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from typing import Any, Mapping
 
 from .errors import InvalidRequest
@@ -70,6 +71,9 @@ DEPRECATED_OPTIONS = frozenset(
 )
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: What Go's strconv.ParseInt(s, 10, 64) / ParseFloat(s, 64) read (decimal forms), in ASCII only.
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+_GO_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean (true/false)", list: "a string"}
@@ -87,8 +91,15 @@ def parse_parameter_text(name: str, text: str) -> Any:
         return text
     try:
         if kind is int:
-            return int(text, 10)
+            if not _GO_INT.fullmatch(text):  # Python's int() also takes "1_000", " 5 " and non-ASCII digits
+                raise ValueError(text)
+            value = int(text, 10)
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ValueError(text)
+            return value
         if kind is float:
+            if not _GO_FLOAT.fullmatch(text):
+                raise ValueError(text)
             value = float(text)
             if not math.isfinite(value):
                 raise ValueError(text)

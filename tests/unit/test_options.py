@@ -269,3 +269,20 @@ def test_format_parameters_go_quotes_control_characters() -> None:
 
 def test_format_parameters_of_nothing_is_empty() -> None:
     assert format_parameters({}) == ""
+
+
+@pytest.mark.parametrize("name, text", [
+    ("num_ctx", "1_000"), ("num_ctx", " 5"), ("num_ctx", "٣"), ("num_ctx", "9" * 30),
+    ("temperature", "1_0.5"), ("temperature", "0.5 "), ("temperature", "١.٥"), ("temperature", "inf"),
+])
+def test_parameter_text_is_read_as_go_reads_it(name: str, text: str) -> None:
+    with pytest.raises(InvalidRequest, match=f"parameter '{name}'"):
+        parse_parameter_text(name, text)
+
+
+@pytest.mark.parametrize("name, text, value", [
+    ("num_ctx", "+8", 8), ("num_ctx", "-1", -1), ("temperature", ".5", 0.5), ("temperature", "1e-3", 0.001),
+    ("temperature", "2.", 2.0),
+])
+def test_parameter_text_accepts_go_number_forms(name: str, text: str, value: object) -> None:
+    assert parse_parameter_text(name, text) == value
