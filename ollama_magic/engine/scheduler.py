@@ -121,6 +121,10 @@ class Scheduler:
                 self._make_room_locked(model_path.stat().st_size)
             runner = Runner(model_path, load, name=key[0])  # slow: outside the scheduler lock
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
+            # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
+            # from now, as Ollama does for a freshly loaded model, not "forever".
+            default = env_keep_alive()
+            entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
             with self._lock:
                 self._loaded[key] = entry
             return entry, runner.load_duration

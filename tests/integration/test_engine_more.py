@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import resource
+from datetime import datetime, timedelta, timezone
 import threading
 
 import pytest
@@ -125,3 +126,13 @@ def test_memory_is_freed_across_load_unload_cycles(registered: ModelStore) -> No
         # Leaking the weights (~250 MB) or the KV cache (~75 MB) once per cycle would add 1.9 GB or
         # more; allocator noise after a long test session stays well under this bound.
         assert _rss_mb() - baseline < 150
+
+
+def test_ps_shows_the_default_keep_alive_while_the_first_request_runs(registered: ModelStore) -> None:
+    with Engine(registered) as engine:
+        stream = engine.generate(GEMMA, "Tell me a story.", stream=True, options={"num_predict": 64})
+        next(stream)  # loaded and generating: the request has not ended yet
+        [running] = engine.ps().models
+        left = running.expires_at - datetime.now(timezone.utc)
+        assert timedelta(minutes=4) < left <= timedelta(minutes=5)  # not "forever"
+        stream.close()
