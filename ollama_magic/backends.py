@@ -68,8 +68,6 @@ class _RemoteStream:
     def __next__(self) -> Any:
         try:
             return next(self._chunks)
-        except StopIteration:
-            raise
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             raise _translate(exc, self._host) from None
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
@@ -19,31 +18,9 @@ from traitlets import Bool, Float
 
 from ..errors import OllamaMagicError
 from . import manage
+from .arguments import HelpShown, UsageParser, split_line
 from .chat import FORMATS, ChatTurn, chat_turn, interpolate
 from .session import NotebookSession
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one UsageError line instead of exiting the kernel."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:  # --help
-        if message:
-            print(message, file=sys.stderr)
-        raise UsageError(self.format_help()) if status else _HelpShown()
-
-
-class _HelpShown(Exception):
-    """--help was printed; nothing else to do."""
-
-
-def _split(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"cannot parse the arguments: {exc}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -56,8 +33,8 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def chat_parser() -> _Parser:
-    p = _Parser(prog="%%chat", description="Talk to a model; the cell (or the rest of the line) is your message. "
+def chat_parser() -> UsageParser:
+    p = UsageParser(prog="%%chat", description="Talk to a model; the cell (or the rest of the line) is your message. "
                 "{name} fills in a notebook variable; {{ and }} are literal braces.", add_help=True)
     p.add_argument("-m", "--model", help="model (default: %%ollama use, else gemma3:270m)")
     p.add_argument("-t", "--thread", default="main", help="conversation thread of this notebook (default: main)")
@@ -75,8 +52,8 @@ def chat_parser() -> _Parser:
     return p
 
 
-def embed_parser() -> _Parser:
-    p = _Parser(prog="%embed", description="Embed texts into a DataFrame: EXPR is a str, a list of str, a "
+def embed_parser() -> UsageParser:
+    p = UsageParser(prog="%embed", description="Embed texts into a DataFrame: EXPR is a str, a list of str, a "
                 "Series or DataFrame[column]; %%embed takes one text per non-empty line.")
     p.add_argument("-m", "--model", help="embedding model (default: all-minilm)")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the DataFrame in this variable")
@@ -125,7 +102,7 @@ class OllamaMagics(Magics):
 
     def _chat(self, line: str, cell: str | None, local_ns: dict[str, Any] | None) -> Any:
         flags, message = _leading_flags(line, _CHAT_FLAGS)
-        args = chat_parser().parse_args(_split(flags))
+        args = chat_parser().parse_args(split_line(flags))
         text = cell if cell is not None else message
         if cell is not None and message:
             raise UsageError("%%chat takes its message from the cell; put nothing after the flags")
@@ -157,7 +134,7 @@ class OllamaMagics(Magics):
         from .embeddings import embed_frame
 
         flags, expr = _leading_flags(line)
-        args = embed_parser().parse_args(_split(flags))
+        args = embed_parser().parse_args(split_line(flags))
         if cell is not None:
             if expr:
                 raise UsageError("%%embed takes its texts from the cell, one per line; put no expression after the flags")
@@ -181,14 +158,14 @@ class OllamaMagics(Magics):
     @line_magic
     def ollama(self, line: str) -> Any:
         """Manage models, threads, the backend and the HTTP server. ``%ollama help`` lists the verbs."""
-        return self._guard(lambda: manage.run(self.session, _split(line), self.shell))
+        return self._guard(lambda: manage.run(self.session, split_line(line), self.shell))
 
     # ---- errors ------------------------------------------------------------------------------------
 
     def _guard(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except _HelpShown:
+        except HelpShown:
             return None
         except OllamaMagicError as exc:
             raise UsageError(str(exc)) from None

@@ -17,6 +17,7 @@ from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections
 from ..store.modelfile import parse as parse_modelfile
 from ..store.modelfile import read as read_modelfile
+from .arguments import UsageParser
 
 VERBS: dict[str, tuple[str, Callable[..., Any]]] = {}
 
@@ -29,13 +30,8 @@ def verb(name: str, summary: str) -> Callable[[Callable[..., Any]], Callable[...
     return register
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
-
-
 def _parse(prog: str, argv: list[str], setup: Callable[[argparse.ArgumentParser], None]) -> argparse.Namespace:
-    parser = _Parser(prog=f"%ollama {prog}", add_help=False)
+    parser = UsageParser(prog=f"%ollama {prog}", add_help=False)
     setup(parser)
     return parser.parse_args(argv)
 
