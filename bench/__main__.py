@@ -9,6 +9,7 @@ from pathlib import Path
 SCRIPTS = ["engine_decode.py", "http_stream.py", "embed_frame.py", "concurrency.py", "memory.py"]
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))  # the scripts import their sibling _models.py
     for name in SCRIPTS:
         print(f"== {name}", flush=True)
         sys.argv = [name]

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import threading
 import time
 
 import ollama
 
-from ollama_magic import Engine
-from ollama_magic.defaults import register
 from ollama_magic.server import BackgroundServer
-from ollama_magic.store import ModelStore
+
+from _models import engine_with
 
 MODEL = "gemma3:270m"
 
@@ -59,17 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root:
-        store = ModelStore(root)
-        register(store, MODEL)
-        with Engine(store) as engine:
-            server = BackgroundServer(engine, port=0)
-            url = server.start()
-            try:
-                engine.generate(MODEL, "warm up", options={"num_predict": 2})
-                rows = [(n, *run(url, n, args.tokens)) for n in (1, 2, 4, 8)]
-            finally:
-                server.stop()
+    with engine_with(MODEL) as engine:
+        with BackgroundServer(engine, port=0) as server:
+            engine.generate(MODEL, "warm up", options={"num_predict": 2})
+            rows = [(n, *run(server.url, n, args.tokens)) for n in (1, 2, 4, 8)]
     single = rows[0][1]
     print(f"model {MODEL}, {args.tokens} tokens per stream, HTTP + ollama client, CPU")
     print(f"{'benchmark':<44}{'ours':>12}{'anchor':>12}{'ratio':>9}  target")

