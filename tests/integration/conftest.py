@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
+import requests
 
 from ollama_magic.defaults import register_all
 from ollama_magic.store import ModelStore
@@ -53,3 +59,49 @@ def clone_registered(registered: ModelStore) -> Callable[[Path], ModelStore]:
         return ModelStore(root)
 
     return clone
+
+
+@dataclass
+class ServedProcess:
+    """An ``ollama-magic serve`` process, its URL and port, and the environment it was given."""
+
+    proc: subprocess.Popen
+    url: str
+    port: int
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_process() -> Iterator[Callable[..., ServedProcess]]:
+    """Start ``python -m ollama_magic serve`` on a free 127.0.0.1 port over ``models_root`` (extra
+    environment as keywords) and wait until it answers. Any still running at the end are killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(models_root: Path, **extra_env: str) -> ServedProcess:
+        port = _free_port()
+        env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models_root), **extra_env}
+        proc = subprocess.Popen([sys.executable, "-m", "ollama_magic", "serve"], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        served = ServedProcess(proc, f"http://127.0.0.1:{port}", port, env)
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if requests.get(served.url, timeout=1).text == "Ollama is running":
+                    return served
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

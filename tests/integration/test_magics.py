@@ -254,32 +254,12 @@ def test_serve_from_the_kernel_and_connect_to_it(ip) -> None:
 
 
 @pytest.fixture(scope="module")
-def remote_url(tmp_path_factory: pytest.TempPathFactory, clone_registered):
+def remote_url(tmp_path_factory: pytest.TempPathFactory, clone_registered, serve_process):
     """``ollama-magic serve`` in its own process, on its own store: the "bigger machine"."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    root = clone_registered(tmp_path_factory.mktemp("remote") / "models").root
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "ollama_magic", "serve"], env=env, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    served = serve_process(clone_registered(tmp_path_factory.mktemp("remote") / "models").root)
+    yield served.url
+    served.proc.terminate()
+    served.proc.wait(timeout=30)
 
 
 def test_every_magic_drives_a_remote_server(ip, remote_url: str, gemma_blob: Path, tmp_path: Path) -> None:

@@ -8,39 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import ollama
 import pytest
-import requests
 
 pytestmark = pytest.mark.integration
 GEMMA = "gemma3:270m"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ollama_magic", "serve"], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            if requests.get(url, timeout=1).text == "Ollama is running":
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("server did not come up")
 
 
 @pytest.fixture
@@ -49,13 +24,10 @@ def models(tmp_path: Path, clone_registered) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_honours_the_environment_and_stops_cleanly(models: Path, sig: signal.Signals) -> None:
-    port = free_port()
-    env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models), "OLLAMA_KEEP_ALIVE": "1h"}
-    proc = serve(env)
+def test_serve_honours_the_environment_and_stops_cleanly(models: Path, sig: signal.Signals, serve_process) -> None:
+    served = serve_process(models, OLLAMA_KEEP_ALIVE="1h")
+    proc, url, port, env = served.proc, served.url, served.port, served.env
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(url, proc)
         client = ollama.Client(host=url)
         assert {m.model for m in client.list().models} >= {GEMMA, "all-minilm:latest"}
         assert client.generate(GEMMA, "Hi", options={"num_predict": 2}).eval_count == 2
