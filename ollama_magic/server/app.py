@@ -16,7 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from .. import __version__
 from ..engine import Engine
-from . import ollama_api, openai_api
+from . import ollama_api, openai_api, responses_api
 
 #: Ollama's default CORS allow-list: local pages, apps and editor webviews.
 DEFAULT_ORIGINS = (
@@ -81,6 +81,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     app.state.engine = engine
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
+    app.include_router(responses_api.router)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:

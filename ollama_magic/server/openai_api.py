@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..engine import Engine
+from ..engine.toolcalls import tool_call_id
 from ..errors import InvalidRequest, NotFound, OllamaMagicError
 from ..names import ModelName
 from .streaming import dumps, in_thread, open_stream
@@ -45,6 +46,9 @@ class ChatCompletionBody(_Body):
     presence_penalty: Optional[float] = None
     response_format: Optional[dict[str, Any]] = None
     tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    reasoning_effort: Optional[str] = None
+    reasoning: Optional[dict[str, Any]] = None
 
 
 class CompletionBody(_Body):
@@ -105,6 +109,18 @@ def _format(response_format: dict[str, Any] | None) -> Any:
     raise InvalidRequest(f"unknown response_format type {kind!r}")
 
 
+def think_from_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's reasoning effort as Ollama's ``think`` (its clamping: minimal -> low, xhigh -> max)."""
+    mapping: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                                      "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+    if effort in (None, ""):
+        return None
+    if effort not in mapping:
+        raise InvalidRequest(f'invalid reasoning value: {effort!r} (must be "minimal", "low", "medium", "high", '
+                             '"xhigh", "ultra", "max", or "none")')
+    return mapping[effort]
+
+
 def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not messages:
         raise InvalidRequest("[] is too short - 'messages'")
@@ -114,16 +130,22 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         content = m.get("content")
         extra: dict[str, Any] = {}
         if role == "tool":
-            extra["tool_name"] = m.get("name") or m.get("tool_call_id") or ""
+            if m.get("name"):
+                extra["tool_name"] = m["name"]
+            if m.get("tool_call_id"):
+                extra["tool_call_id"] = m["tool_call_id"]  # the engine finds the call's name from it
+        if m.get("reasoning") or m.get("reasoning_content"):
+            extra["thinking"] = m.get("reasoning") or m.get("reasoning_content")
         if m.get("tool_calls"):
             calls = []
-            for call in m["tool_calls"]:
+            for index, call in enumerate(m["tool_calls"]):
                 fn = call.get("function") or {}
                 try:
                     args = json.loads(fn.get("arguments") or "{}")
                 except ValueError:
                     raise InvalidRequest("invalid tool call arguments") from None
-                calls.append({"function": {"name": fn.get("name", ""), "arguments": args}})
+                calls.append({"id": call.get("id") or "", "function": {"index": index, "name": fn.get("name", ""),
+                                                                      "arguments": args}})
             extra["tool_calls"] = calls
         if isinstance(content, list):
             for part in content:
@@ -148,9 +170,9 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     if not getattr(message, "tool_calls", None):
         return None
     return [
-        {"id": f"call_{random.randrange(16**8):08x}", "index": i, "type": "function",
+        {"id": c.id or tool_call_id(), "index": c.function.index, "type": "function",
          "function": {"name": c.function.name, "arguments": json.dumps(dict(c.function.arguments))}}
-        for i, c in enumerate(message.tool_calls)
+        for c in message.tool_calls
     ]
 
 
@@ -175,40 +197,51 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     base = {"id": ident, "created": created, "model": body.model, "system_fingerprint": "fp_ollama"}
     try:
         messages, fmt, options = _messages(body.messages), _format(body.response_format), _options(body)
+        think = think_from_effort((body.reasoning or {}).get("effort") or body.reasoning_effort)
         call = lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,  # noqa: E731
-                                   options=options, stream=body.stream)
+                                   options=options, stream=body.stream, think=think, tool_choice=body.tool_choice)
         result = await in_thread(call)
         if not body.stream:
             message = result.message
             calls = _tool_calls(message)
             reply: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
+            if message.thinking:
+                reply["reasoning"] = message.thinking
             if calls:
                 reply["tool_calls"] = calls
-            reason = "tool_calls" if calls else result.done_reason
+            reason = "tool_calls" if calls and result.done_reason == "stop" else result.done_reason
             return JSONResponse({**base, "object": "chat.completion",
                                  "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
                                  "usage": _usage(result)})
     except OllamaMagicError as exc:
         return openai_error(exc)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    state = {"first": True, "final": None}
+    state: dict[str, Any] = {"first": True, "final": None, "called": False}
 
-    def encode(chunk: Any) -> str:
-        if chunk.done:
-            state["final"] = chunk
-            calls = _tool_calls(chunk.message)
-            out = ""
-            if calls:
-                out += _sse({**base, "object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]})
-            reason = "tool_calls" if calls else chunk.done_reason
-            return out + _sse({**base, "object": "chat.completion.chunk",
-                               "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
-        delta: dict[str, Any] = {"content": chunk.message.content}
+    def chunk_of(delta: dict[str, Any], reason: str | None = None) -> str:
         if state["first"]:
             delta = {"role": "assistant", **delta}
             state["first"] = False
-        return _sse({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        return _sse({**base, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+
+    def encode(chunk: Any) -> str:
+        """Ollama's split: the trace, then content or tool calls, each in a chunk of its own."""
+        out = ""
+        message = chunk.message
+        if message.thinking:
+            out += chunk_of({"content": "", "reasoning": message.thinking})
+        calls = _tool_calls(message)
+        if calls:
+            state["called"] = True
+            out += chunk_of({"content": "", "tool_calls": calls})
+        if message.content or (not out and not chunk.done):
+            out += chunk_of({"content": message.content})
+        if chunk.done:
+            state["final"] = chunk
+            reason = "tool_calls" if state["called"] and chunk.done_reason == "stop" else chunk.done_reason
+            out += chunk_of({}, reason)
+        return out
 
     def closing() -> str:
         out = ""

@@ -32,17 +32,35 @@ class GenerateBody(Body):
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Optional[Union[bool, str]] = None
+    debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
 
 
 class ChatBody(Body):
     model: str = ""
     messages: Optional[list[dict[str, Any]]] = None
     tools: Optional[list[dict[str, Any]]] = None
+    #: not in Ollama (which ignores it); OpenAI's values, honoured with a grammar
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
     stream: bool = True
     format: Format = None
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Optional[Union[bool, str]] = None
+    debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+
+
+class TokenizeBody(Body):
+    model: str = ""
+    content: str = ""
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
+
+
+class DetokenizeBody(Body):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
 
 
 class EmbedBody(Body):

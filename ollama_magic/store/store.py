@@ -18,10 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
+from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..names import ModelName
 from ..options import check_options, format_parameters
-from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
+from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
+                     ShowResponse)
 from . import manifests as mt
 from .atomic import atomic_write_bytes, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
 from .blobs import BlobStore, Progress, digest_bytes, parse_digest
@@ -217,17 +218,7 @@ class ModelStore:
         return self.find(name) is not None
 
     def list(self) -> ListResponse:
-        models = [
-            ListedModel(
-                name=r.name.short,
-                model=r.name.short,
-                modified_at=r.modified_at,
-                size=r.manifest.size,
-                digest=r.manifest_digest,
-                details=r.details,
-            )
-            for r in self.records()
-        ]
+        models = [_listed(r) for r in self.records()]
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return ListResponse(models=models)
 
@@ -260,7 +251,7 @@ class ModelStore:
             license="\n".join(record.licenses),
             details=record.details,
             model_info=_model_info(info),
-            capabilities=_capabilities(info, template, bool(record.manifest.layers_of(mt.PROJECTOR))),
+            capabilities=record_capabilities(record, info),
             messages=[Message(role=m.get("role", ""), content=m.get("content", "")) for m in messages] or None,
             modified_at=record.modified_at,
         )
@@ -562,7 +553,32 @@ def _model_info(info: GGUFInfo) -> dict[str, Any]:
     return dict(sorted(model_info.items()))
 
 
+def record_capabilities(record: ModelRecord, info: GGUFInfo | None = None) -> list[str]:
+    """What a model can do, as show and tags report it."""
+    info = info or record.gguf_info()
+    template = record.template or info.metadata.get("tokenizer.chat_template") or DEFAULT_TEMPLATE
+    return _capabilities(info, template, bool(record.manifest.layers_of(mt.PROJECTOR)))
+
+
+def _listed(record: ModelRecord) -> ListedModel:
+    """A /api/tags entry; a model whose weights cannot be read is still listed, without the extras."""
+    details = ListedModelDetails(**record.details.model_dump())
+    capabilities = None
+    try:
+        info = record.gguf_info()
+    except (OSError, ValueError, OllamaMagicError) as exc:
+        log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
+    else:
+        details.context_length, details.embedding_length = info.context_length, info.embedding_length
+        capabilities = record_capabilities(record, info)
+    return ListedModel(name=record.name.short, model=record.name.short, modified_at=record.modified_at,
+                       size=record.manifest.size, digest=record.manifest_digest, details=details,
+                       capabilities=capabilities)
+
+
 def _capabilities(info: GGUFInfo, template: str, has_projector: bool) -> list[str]:
+    from ..engine.thinking import template_supports_thinking
+
     caps = ["embedding"] if info.is_embedding_model else ["completion"]
     if not info.is_embedding_model:
         lowered = template.lower()
@@ -570,6 +586,8 @@ def _capabilities(info: GGUFInfo, template: str, has_projector: bool) -> list[st
             caps.append("tools")
         if ".suffix" in lowered:
             caps.append("insert")
+        if template_supports_thinking(template):
+            caps.append("thinking")
     if has_projector or info.arch_value("vision.block_count") is not None:
         caps.append("vision")
     return caps
