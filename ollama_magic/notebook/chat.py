@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
 from .conversations import fit_to_context, now_rfc3339
-from .display import ChatReply, StreamDisplay, strip_fence
+from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 
 FORMATS = ("markdown", "text", "code", "json")
 DEFAULT_CONTEXT = 4096
@@ -60,6 +60,10 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: Ollama's ``think``: None (the model's default), True/False or a level ("low" ... "max")
+    think: bool | str | None = None
+    #: only render the prompt the model would see (Ollama's ``_debug_render_only``); nothing is recorded
+    dry_run: bool = False
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -101,19 +105,32 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         earlier = [{"role": "system", "content": turn.system}]
     user = {"role": "user", "content": turn.text}
     sent, dropped = fit_to_context(
-        [{"role": m["role"], "content": m["content"]} for m in earlier] + [user],
+        [{"role": m["role"], "content": m["content"], **({"thinking": m["thinking"]} if m.get("thinking") else {})}
+         for m in earlier] + [user],
         estimate_tokens, context_budget(turn.options),
     )
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
 
+    extra = {"think": turn.think} if turn.think is not None else {}
+    if turn.dry_run:
+        rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
+                                        format="json" if turn.fmt == "json" else None, **extra)
+        return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format="json" if turn.fmt == "json" else None)
+                                  format="json" if turn.fmt == "json" else None, **extra)
     final, interrupted = None, False
+    trace: list[str] = []
+    show_trace = getattr(view, "append_thinking", None)
     try:
         for chunk in stream:
+            thinking = getattr(chunk.message, "thinking", None) or ""
+            if thinking:
+                trace.append(thinking)
+                if show_trace is not None:
+                    show_trace(thinking)
             view.append(chunk.message.content or "")
             if chunk.done:
                 final = chunk
@@ -127,13 +144,14 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         view.finish()
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
+    thinking = "".join(trace)
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
-                      stats=stats)
+                      stats=stats, thinking=thinking)
     if turn.history:
         store.append(identity, turn.thread,
                      {**user, "model": turn.model, "created_at": now_rfc3339()},
                      {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
-                      "interrupted": interrupted, **stats})
+                      "interrupted": interrupted, **stats, **({"thinking": thinking} if thinking else {})})
     if turn.fmt == "json" and not interrupted:
         try:
             return json.loads(strip_fence(view.text))

@@ -207,8 +207,11 @@ def check_thread_name(name: str) -> str:
     return name
 
 
-def to_markdown(messages: list[dict[str, Any]]) -> str:
-    """A readable transcript: a bold heading per message (``**assistant** (model)``), content as-is."""
+def to_markdown(messages: list[dict[str, Any]], *, thinking: bool = False) -> str:
+    """A readable transcript: a bold heading per message (``**assistant** (model)``), content as-is;
+    with ``thinking``, each trace collapsed above its answer."""
+    from .display import thinking_block
+
     blocks = []
     for message in messages:
         heading = f"**{message['role']}**"
@@ -216,7 +219,8 @@ def to_markdown(messages: list[dict[str, Any]]) -> str:
             heading += f" ({message['model']})"
         if message.get("interrupted"):
             heading += " *(interrupted)*"
-        blocks.append(f"{heading}\n\n{message['content']}")
+        trace = thinking_block(message.get("thinking") or "") if thinking else ""
+        blocks.append(f"{heading}\n\n{trace}{message['content']}")
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
