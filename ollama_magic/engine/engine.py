@@ -30,8 +30,7 @@ from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, Detoke
                      ListResponse, ProgressResponse, ShowResponse, TokenizeResponse)
 from .prompt import GoPrompt, PromptTemplate, prompt_template
 from .reply import ReplyParser, ReplyPart, join_parts
-from .json_grammar import JSON_GRAMMAR
-from .runner import Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
+from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 from .thinking import check_think, think_enabled
 from .toolcalls import forced_call_grammar, resolve_tool_choice

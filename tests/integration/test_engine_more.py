@@ -106,7 +106,7 @@ def test_tool_calls_are_parsed_from_the_reply() -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     calls, content = parse_tool_calls(' {"name": "get_weather", "parameters": {"city": "Paris"}}', tools)
     assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
-    assert content == ""
+    assert content.strip() == ""  # the blank before the call is content, as in Ollama
     # as Ollama: with no tag in the template, a reply is a call only if it starts with one
     prose = 'Sure. {"name": "get_weather", "parameters": {"city": "Paris"}}'
     assert parse_tool_calls(prose, tools) == ([], prose)
