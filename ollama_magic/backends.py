@@ -124,11 +124,17 @@ class RemoteBackend:
         if fields.pop("modelfile", None):
             raise InvalidRequest("a remote server takes the current create form: from_/files/system/... "
                                  "(%ollama create -f turns a Modelfile into those fields)")
+        files = dict(fields.get("files") or {})
+        for name, value in files.items():
+            if Path(value).expanduser().is_file():
+                files[name] = self._call("create_blob", Path(value).expanduser())
         source = fields.get("from_")
         if source and Path(source).expanduser().is_file():
             path = Path(source).expanduser()
             fields["from_"] = None
-            fields["files"] = {path.name: self._call("create_blob", path)}
+            files = {path.name: self._call("create_blob", path), **files}
+        if files:
+            fields["files"] = files
         adapters = fields.get("adapters") or {}
         for name, value in list(adapters.items()):
             if Path(value).expanduser().is_file():

@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 
 from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections
+from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
 from ..store.modelfile import read as read_modelfile
 from .arguments import UsageParser
@@ -135,7 +136,8 @@ def create(session: Any, argv: list[str], shell: Any) -> _Text:
     args = _parse("create", argv, setup)
     fields: dict[str, Any] = {}
     if args.file:
-        fields.update(modelfile_fields(*read_modelfile(args.file)))
+        text, base_dir = read_modelfile(args.file)
+        fields.update(create_fields(parse_modelfile(text), base_dir))
     else:
         fields["from_"] = args.source
     if args.system is not None:
@@ -149,31 +151,6 @@ def create(session: Any, argv: list[str], shell: Any) -> _Text:
     finally:
         close()
     return _Text(f"created {args.name}")
-
-
-def modelfile_fields(text: str, base_dir: Path) -> dict[str, Any]:
-    """A Modelfile as create() fields, with relative FROM/ADAPTER paths read from ``base_dir``."""
-    mf = parse_modelfile(text)
-    if not mf.froms:
-        raise InvalidRequest("the Modelfile has no FROM line")
-
-    def local(value: str) -> str:
-        candidate = (base_dir / value).expanduser()
-        return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
-
-    fields: dict[str, Any] = {"from_": local(mf.froms[0])}
-    if mf.adapters:
-        fields["adapters"] = {Path(a).name: local(a) for a in mf.adapters}
-    for key in ("template", "system"):
-        if getattr(mf, key) is not None:
-            fields[key] = getattr(mf, key)
-    if mf.parameters:
-        fields["parameters"] = mf.parameters
-    if mf.licenses:
-        fields["license"] = mf.licenses
-    if mf.messages:
-        fields["messages"] = mf.messages
-    return fields
 
 
 @verb("cp", "SOURCE DESTINATION")
@@ -324,4 +301,4 @@ def model_names(session: Any) -> list[str]:
         return []
 
 
-__all__ = ["VERBS", "help_text", "model_names", "modelfile_fields", "run"]
+__all__ = ["VERBS", "help_text", "model_names", "run"]

@@ -28,7 +28,7 @@ from .blobs import BlobStore, Progress, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
-from .modelfile import Modelfile
+from .modelfile import Modelfile, create_fields
 from .modelfile import parse as parse_modelfile
 
 log = logging.getLogger("ollama_magic")
@@ -292,11 +292,16 @@ class ModelStore:
     ) -> Iterator[ProgressResponse]:
         layers: list[Layer] = []
         params: dict[str, Any] = {}
-        if spec.files:
-            model_digest = self._model_from_files(spec.files)
-            source = _Source(digest=model_digest)
-        elif spec.from_:
+        from_files = self._layers_from_files(spec.files or {}, trusted, base_dir, on_bytes)
+        models = from_files.get(mt.MODEL, [])
+        if spec.from_:
+            if models:
+                raise InvalidRequest("'files' holds a model GGUF beside 'from': name the model once")
             source = self._resolve_source(spec.from_, trusted, base_dir, on_bytes)
+        elif len(models) == 1:
+            source = _Source(digest=models[0])
+        elif spec.files:
+            raise InvalidRequest("'files' must hold exactly one GGUF model file")
         else:
             raise InvalidRequest("neither 'from' or 'files' was specified")
 
@@ -315,11 +320,13 @@ class ModelStore:
             layers.append(self._blob_layer(mt.MODEL, source.digest))
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
-        for media_type, values in ((mt.PROJECTOR, spec.projectors), (mt.ADAPTER, spec.adapters)):
-            if values:
+        adapters = from_files.get(mt.ADAPTER, []) + [
+            self._resolve_file_ref(value, trusted, base_dir, on_bytes) for value in spec.adapters
+        ]
+        for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
+            if digests:
                 layers = [x for x in layers if x.media_type != media_type]
-                for value in values:
-                    digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+                for digest in digests:
                     layers.append(self._blob_layer(media_type, digest))
                     yield ProgressResponse(status=f"using existing layer {digest}")
 
@@ -417,18 +424,21 @@ class ModelStore:
         verb = "using existing" if existed else "creating new"
         return Layer(media_type, digest, len(data)), ProgressResponse(status=f"{verb} layer {digest}")
 
-    def _model_from_files(self, files: dict[str, str]) -> str:
-        gguf_digests = []
-        for filename, digest in files.items():
+    def _layers_from_files(
+        self, files: dict[str, str], trusted: bool, base_dir: Path | None, on_bytes: Progress | None
+    ) -> dict[str, list[str]]:
+        """``files`` (name -> digest, blob path or, trusted, a local file) sorted by what each GGUF
+        holds: a model, a projector or an adapter, read from its header as Ollama's ``ggufLayers``."""
+        by_kind: dict[str, list[str]] = {}
+        for filename, value in files.items():
             if filename.startswith("/") or ".." in Path(filename).parts:
                 raise InvalidRequest("file path must be relative")
-            digest = parse_digest(digest)
-            if not is_gguf(self.blobs.require(digest)):
+            digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+            path = self.blobs.require(digest)
+            if not is_gguf(path):
                 raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
-            gguf_digests.append(digest)
-        if len(gguf_digests) != 1:
-            raise InvalidRequest("'files' must hold exactly one GGUF file")
-        return gguf_digests[0]
+            by_kind.setdefault(gguf_layer_type(read_gguf(path)), []).append(digest)
+        return by_kind
 
     def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> _Source:
         if _is_file_ref(value, trusted, base_dir):
@@ -484,7 +494,6 @@ class ModelStore:
 class _Spec:
     from_: str | None = None
     files: dict[str, str] | None = None
-    projectors: list[str] = field(default_factory=list)
     adapters: list[str] = field(default_factory=list)
     template: str | None = None
     system: str | None = None
@@ -497,18 +506,10 @@ def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_di
     if isinstance(request, str):
         request = parse_modelfile(request)
     if isinstance(request, Modelfile):
-        return _Spec(
-            from_=request.froms[0],
-            projectors=request.froms[1:],
-            adapters=list(request.adapters),
-            template=request.template,
-            system=request.system,
-            licenses=list(request.licenses) or None,
-            parameters=check_options(request.parameters, strict=True),
-            messages=list(request.messages),
-        )
+        request = CreateRequest(**create_fields(request))
     if request.quantize or request.quantization:
         raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
+    spec = _Spec()
     if request.modelfile is not None or request.path is not None:
         if request.modelfile is None:
             if not trusted:
@@ -516,11 +517,8 @@ def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_di
             text = Path(request.path).expanduser().read_text("utf-8")  # type: ignore[arg-type]
         else:
             text = request.modelfile
-        spec = _to_spec(parse_modelfile(text), trusted=trusted, base_dir=base_dir)
-        # fields sent beside a legacy modelfile override it, as the seed document describes
-        _apply_structured(spec, request)
-        return spec
-    spec = _Spec()
+        _apply_structured(spec, CreateRequest(**create_fields(parse_modelfile(text))))
+    # fields sent beside a legacy modelfile override it, as the seed document describes
     _apply_structured(spec, request)
     return spec
 
@@ -552,6 +550,19 @@ def _is_file_ref(value: str, trusted: bool, base_dir: Path | None) -> bool:
         candidate = (base_dir / ref) if base_dir is not None else Path(ref)
         return candidate.exists()
     return False
+
+
+def gguf_layer_type(info: GGUFInfo) -> str:
+    """The layer a GGUF file becomes, by Ollama's ``ggufLayers`` rule: an adapter or a projector by
+    its ``general.type`` (llama.cpp writes ``mmproj``), a standalone vision model (vision blocks and
+    no text blocks, or llama.cpp's ``clip`` architecture) as a projector, anything else as the model."""
+    kind = str(info.metadata.get("general.type", ""))
+    if kind == "adapter":
+        return mt.ADAPTER
+    vision_only = info.arch_value("vision.block_count") is not None and info.arch_value("block_count") is None
+    if kind in ("projector", "mmproj") or info.architecture == "clip" or vision_only:
+        return mt.PROJECTOR
+    return mt.MODEL
 
 
 def _model_info(info: GGUFInfo) -> dict[str, Any]:

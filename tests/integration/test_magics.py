@@ -13,6 +13,7 @@ from IPython.core.getipython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
+from conftest import write_tiny_gguf
 from ollama_magic.notebook import display as display_module
 from ollama_magic.notebook.display import ChatReply
 
@@ -208,6 +209,11 @@ def test_ollama_model_management(ip, tmp_path: Path) -> None:
     modelfile.write_text("FROM gemma3:270m\nSYSTEM You are terse.\nPARAMETER temperature 0.2\n")
     assert ip.run_line_magic("ollama", f"create terse -f {modelfile}") == "created terse"
     assert ip.run_line_magic("ollama", "show terse --system") == "You are terse."
+    write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip")  # a projector FROM line, relative to the Modelfile
+    modelfile.write_text("FROM gemma3:270m\nFROM ./mmproj.gguf\n")
+    ip.run_line_magic("ollama", f"create seeing -f {modelfile}")
+    assert ip.run_line_magic("ollama", "show seeing --modelfile").count("\nFROM ") == 2
+    ip.run_line_magic("ollama", "rm seeing")
     ip.run_line_magic("ollama", "cp terse terse2")
     ip.run_line_magic("ollama", "create terse3 --from terse2 --system 'Be kind.'")
     assert {"terse:latest", "terse2:latest", "terse3:latest"} <= set(ip.run_line_magic("ollama", "list").name)

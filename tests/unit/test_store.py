@@ -134,6 +134,28 @@ def test_structured_create_with_files_and_overrides(store: ModelStore, tiny_gguf
     assert record.licenses == ["L1", "L2"]
 
 
+def test_projector_from_line_becomes_a_projector_layer_and_shows_in_the_modelfile(
+    store: ModelStore, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    projector = write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip")
+    create(store, "vision", f"FROM {tiny_gguf}\nFROM {projector}")
+    record = store.find("vision")
+    assert [p.name for p in record.projector_paths] == [store.blobs.path(store.blobs.import_file(projector)).name]
+    assert store.show("vision").modelfile.count("\nFROM ") == 2
+
+
+def test_structured_files_are_sorted_into_model_and_projector_by_their_header(
+    store: ModelStore, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    model = store.blobs.import_file(tiny_gguf)
+    projector = store.blobs.import_file(write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip"))
+    create(store, "v", CreateRequest(files={"mmproj.gguf": projector, "model.gguf": model}), trusted=False)
+    layers = {layer.media_type.rsplit(".", 1)[-1]: layer.digest for layer in store.find("v").manifest.layers}
+    assert layers == {"model": model, "projector": projector}
+    with pytest.raises(InvalidRequest, match="exactly one GGUF model"):
+        create(store, "w", CreateRequest(files={"mmproj.gguf": projector}), trusted=False)
+
+
 def test_files_must_be_relative(store: ModelStore, tiny_gguf: Path) -> None:
     digest = store.blobs.import_file(tiny_gguf)
     with pytest.raises(InvalidRequest, match="relative"):
