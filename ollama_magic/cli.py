@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .defaults import EMBEDDED_MODELS, register
+from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
 from .formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections, table
 from .store import ModelStore
@@ -26,7 +27,9 @@ def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
 
 
 def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
-    resp = store.show(args.name, verbose=args.verbose)
+    record = store.resolve(args.name)
+    resp = store.show_record(record, verbose=args.verbose)
+    resp.capabilities = capabilities(record)
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         if getattr(args, flag):
             print(getattr(resp, flag))

@@ -360,6 +360,9 @@ def _split(src: str) -> list[tuple[str, str]]:
     return pieces
 
 
+_STRING_LITERAL = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`')
+
+
 class Template:
     """A parsed Go template. ``Template(src).render(data)`` -> str."""
 
@@ -368,7 +371,9 @@ class Template:
         self._pieces = _split(source)
         self._pos = 0
         self.root = self._parse_list(top=True)
-        self.identifiers = {m.lower() for m in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", source)}
+        # Ollama's Template.Vars(): fields named in actions, not words in the text, comments or strings
+        actions = " ".join(_STRING_LITERAL.sub("", body) for kind, body in self._pieces if kind == "action")
+        self.identifiers = {m.lower() for m in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", actions)}
 
     def uses(self, field_name: str) -> bool:
         """Whether the template references ``.Name`` (case-insensitive, as Ollama checks)."""

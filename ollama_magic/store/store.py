@@ -232,7 +232,11 @@ class ModelStore:
         return ListResponse(models=models)
 
     def show(self, name: str, *, verbose: bool = False) -> ShowResponse:
-        record = self.resolve(name)
+        """``/api/show`` but for ``capabilities``, which are the engine's to decide
+        (``engine.capabilities``): ``Engine.show`` and the CLI fill them in."""
+        return self.show_record(self.resolve(name), verbose=verbose)
+
+    def show_record(self, record: ModelRecord, *, verbose: bool = False) -> ShowResponse:
         info = record.gguf_info(full_arrays=verbose)
         template_layer = record.template
         template = template_layer or info.metadata.get("tokenizer.chat_template") or DEFAULT_TEMPLATE
@@ -260,7 +264,6 @@ class ModelStore:
             license="\n".join(record.licenses),
             details=record.details,
             model_info=_model_info(info),
-            capabilities=_capabilities(info, template, bool(record.manifest.layers_of(mt.PROJECTOR))),
             messages=[Message(role=m.get("role", ""), content=m.get("content", "")) for m in messages] or None,
             modified_at=record.modified_at,
         )
@@ -571,16 +574,3 @@ def _model_info(info: GGUFInfo) -> dict[str, Any]:
         model_info[key] = []  # Ollama's non-verbose form: long arrays left out
     model_info["general.parameter_count"] = info.parameter_count
     return dict(sorted(model_info.items()))
-
-
-def _capabilities(info: GGUFInfo, template: str, has_projector: bool) -> list[str]:
-    caps = ["embedding"] if info.is_embedding_model else ["completion"]
-    if not info.is_embedding_model:
-        lowered = template.lower()
-        if ".tools" in lowered or "tools" in lowered and "{%" in template:
-            caps.append("tools")
-        if ".suffix" in lowered:
-            caps.append("insert")
-    if has_projector or info.arch_value("vision.block_count") is not None:
-        caps.append("vision")
-    return caps

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tiny_gguf
+from ollama_magic.engine.capabilities import capabilities
 from ollama_magic.errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidModelName, InvalidRequest, ModelNotFound
 from ollama_magic.store import ModelStore
 from ollama_magic.store.blobs import parse_digest
@@ -255,7 +256,7 @@ def test_show_reports_modelfile_parameters_template_and_model_info(store: ModelS
     ]
     assert show.system == "Be kind."
     assert show.template == "{% for m in messages %}{{ m.content }}{% endfor %}"  # the GGUF's own
-    assert show.capabilities == ["completion"]
+    assert capabilities(store.find("tiny")) == ["completion"]
     assert show.model_info["general.architecture"] == "llama"
     assert show.model_info["llama.context_length"] == 256
     assert show.model_info["general.parameter_count"] == 104
@@ -268,7 +269,7 @@ def test_show_reports_modelfile_parameters_template_and_model_info(store: ModelS
 def test_show_of_an_embedding_model_says_embedding(store: ModelStore, tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "emb.gguf", arch="bert", embedding=True)
     create(store, "emb", f"FROM {path}")
-    assert store.show("emb").capabilities == ["embedding"]
+    assert capabilities(store.find("emb")) == ["embedding"]
 
 
 def test_show_modelfile_can_recreate_the_model(store: ModelStore, tiny_gguf: Path) -> None:
