@@ -202,7 +202,7 @@ class Runner:
         self._piece_buffer = ctypes.create_string_buffer(256)
 
     def _pooling_from_gguf(self) -> int | None:
-        from ..store.gguf_meta import read_gguf
+        from ..store.gguf_meta import gguf_header as read_gguf
 
         return read_gguf(self.model_path).arch_value("pooling_type")
 

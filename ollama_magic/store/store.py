@@ -24,9 +24,9 @@ from ..options import check_options, format_parameters
 from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
 from . import manifests as mt
 from .atomic import atomic_write_bytes, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
-from .blobs import BlobStore, Progress, digest_bytes, parse_digest
+from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
-from .gguf_meta import GGUFInfo, human_number, is_gguf, read_gguf
+from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
 from .modelfile import Modelfile, create_fields
 from .modelfile import parse as parse_modelfile
@@ -81,7 +81,7 @@ class ModelRecord:
         for media_type in media_types:
             layer = self.manifest.layer(media_type)
             if layer is not None:
-                return self.store.blobs.require(layer.digest).read_text("utf-8")
+                return blob_text(self.store.blobs.require(layer.digest))
         return None
 
     @property
@@ -94,7 +94,7 @@ class ModelRecord:
 
     @property
     def licenses(self) -> list[str]:
-        return [self.store.blobs.require(x.digest).read_text("utf-8") for x in self.manifest.layers_of(mt.LICENSE)]
+        return [blob_text(self.store.blobs.require(x.digest)) for x in self.manifest.layers_of(mt.LICENSE)]
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -128,7 +128,11 @@ class ModelRecord:
         )
 
     def gguf_info(self, *, full_arrays: bool = False) -> GGUFInfo:
-        return read_gguf(self.model_path, full_arrays=full_arrays)
+        """The model's GGUF header; shared and cached by blob digest (do not mutate it), except the
+        ``full_arrays`` form (``show --verbose``), which is too big to keep."""
+        if full_arrays:
+            return read_gguf(self.model_path, full_arrays=True)
+        return gguf_header(self.model_path)
 
 
 @dataclass
@@ -336,7 +340,7 @@ class ModelStore:
         model_layer = next((x for x in layers if x.media_type == mt.MODEL), None)
         if model_layer is None:
             raise InvalidRequest("the model has no weights: FROM must name a GGUF file, a blob or a model")
-        info = read_gguf(self.blobs.require(model_layer.digest))
+        info = gguf_header(self.blobs.require(model_layer.digest))
 
         text_layers = (
             ((mt.TEMPLATE, mt.LEGACY_PROMPT), [spec.template] if spec.template is not None else None),
@@ -440,7 +444,7 @@ class ModelStore:
             path = self.blobs.require(digest)
             if not is_gguf(path):
                 raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
-            by_kind.setdefault(gguf_layer_type(read_gguf(path)), []).append(digest)
+            by_kind.setdefault(gguf_layer_type(gguf_header(path)), []).append(digest)
         return by_kind
 
     def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> _Source:

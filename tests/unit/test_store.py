@@ -347,3 +347,19 @@ def test_default_root_honours_ollama_models(monkeypatch: pytest.MonkeyPatch, tmp
 def test_blob_files_are_world_readable(store: ModelStore, tiny_gguf: Path) -> None:
     digest = store.blobs.import_file(tiny_gguf)
     assert os.stat(store.blobs.path(digest)).st_mode & 0o777 == 0o644
+
+
+def test_gguf_header_and_text_blobs_are_read_once_per_blob(store: ModelStore, tiny_gguf: Path) -> None:
+    from ollama_magic.store import blobs, gguf_meta
+
+    create(store, "a", f"FROM {tiny_gguf}\nSYSTEM be brief")
+    create(store, "b", "FROM a")  # the same weights blob under another name
+    gguf_meta.gguf_header.cache_clear()
+    blobs.blob_text.cache_clear()
+    infos = [store.find(name).gguf_info() for name in ("a", "b", "a")]
+    assert infos[0] is infos[1] is infos[2]  # one parse of the header for the three lookups
+    assert gguf_meta.gguf_header.cache_info().misses == 1
+    assert [store.find("a").system, store.find("b").system] == ["be brief", "be brief"]
+    assert blobs.blob_text.cache_info().misses == 1
+    verbose = store.find("a").gguf_info(full_arrays=True)  # show --verbose: its own full parse, not kept
+    assert verbose is not infos[0] and len(verbose.metadata["tokenizer.ggml.tokens"]) == 12
