@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import httpx
 import ollama
 
-from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
+from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError, RemoteError
 
 
 @runtime_checkable
@@ -34,10 +34,6 @@ class Backend(Protocol):
     def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any: ...
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any: ...
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
-
-
-class RemoteError(OllamaMagicError):
-    """The server could not be reached, or answered with an error we have no better type for."""
 
 
 def _translate(exc: Exception, host: str) -> OllamaMagicError:

@@ -239,11 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    except (KeyError, OSError) as exc:
+    except OSError as exc:
         if args.debug:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) else f"{exc.strerror}: {exc.filename or ''}".rstrip(": ")
-        print(f"Error: {message}", file=sys.stderr)
+        print(f"Error: {exc.strerror}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,15 +19,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, TemplateError
 from ..gofmt import go_json, go_quote, go_sprint
-
-
-class TemplateError(InvalidRequest):
-    """A template that cannot be parsed or executed. Ollama answers these with 400 ``template error``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"template error: {message}")
 
 
 # ---- values --------------------------------------------------------------------------------------

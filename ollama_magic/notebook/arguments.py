@@ -9,9 +9,7 @@ from typing import NoReturn
 
 from IPython.core.error import UsageError
 
-
-class HelpShown(Exception):
-    """--help was printed; nothing else to do."""
+from ..errors import HelpShown
 
 
 class UsageParser(argparse.ArgumentParser):

@@ -62,3 +62,37 @@ def test_create_from_gguf_shows_import_progress(capsys, tmp_path: Path, tiny_ggu
     code, _, err = run(capsys, "--models", str(tmp_path / "m"), "create", "t", "--from", str(tiny_gguf))
     assert code == 0
     assert "importing" in err and "100%" in err
+
+
+def test_setup_of_an_unknown_model_is_one_not_found_line(capsys, tmp_path: Path) -> None:
+    import ollama_magic
+    from ollama_magic.defaults import register
+    from ollama_magic.store import ModelStore
+
+    code, _, err = run(capsys, "--models", str(tmp_path / "m"), "setup", "nosuch")
+    assert code == 1 and err.strip().startswith("Error: 'nosuch' is not an embedded model")
+    with pytest.raises(ollama_magic.NotFound):  # our type (404 over HTTP), no longer a KeyError
+        register(ModelStore(tmp_path / "m"), "nosuch")
+
+
+def test_a_bug_raising_keyerror_is_not_disguised_as_an_error_line(capsys, monkeypatch, tmp_path: Path) -> None:
+    from ollama_magic import cli
+
+    def broken(store, args) -> None:  # noqa: ANN001
+        raise KeyError("details")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    with pytest.raises(KeyError):
+        main(["--models", str(tmp_path / "m"), "list"])
+
+
+def test_every_exception_is_defined_in_errors_and_exported_by_the_package() -> None:
+    import inspect
+
+    import ollama_magic
+    from ollama_magic import errors
+
+    defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
+    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown"} <= defined
+    assert defined <= set(ollama_magic.__all__)
+    assert all(getattr(ollama_magic, name) is getattr(errors, name) for name in defined)
