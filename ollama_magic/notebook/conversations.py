@@ -4,7 +4,7 @@ Every notebook gets a :class:`NotebookIdentity` (its path when the front end tel
 kernel session, else this process) and one JSON file under the conversations root, holding its
 named threads of messages. The file survives a kernel restart; two notebooks never share one.
 
-Writes go through :func:`ollama_magic.store.atomic.atomic_writer` (temp file, fsync, rename), so a
+Writes go through :func:`ollama_magic.files.atomic_writer` (temp file, fsync, rename), so a
 crash leaves the old conversation or the new one. A file we cannot parse is moved aside, never
 overwritten: the user can still read what was in it.
 
@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 
 from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import now_rfc3339
-from ..store.atomic import atomic_writer, exclusive_lock, remove_stale_temp_files
-from ..store.store import data_dir
+from ..files import atomic_writer, data_dir, exclusive_lock, remove_stale_temp_files
 
 if TYPE_CHECKING:
     import pandas as pd

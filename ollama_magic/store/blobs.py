@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Optional
 
 from ..errors import BlobNotFound, DigestMismatch, InvalidDigest
-from .atomic import StagedFile, atomic_writer, fsync_dir
+from ..files import StagedFile, atomic_writer, fsync_dir
 
 _DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 CHUNK = 1 << 20

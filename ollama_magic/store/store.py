@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
+from ..files import atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
 from ..names import ModelName
 from ..options import check_options, format_parameters
 from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
 from . import manifests as mt
-from .atomic import atomic_write_bytes, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
 from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
@@ -35,12 +35,6 @@ log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
-
-
-def data_dir() -> Path:
-    """Our per-user data directory: ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``)."""
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "ollama-magic"
 
 
 def default_root() -> Path:

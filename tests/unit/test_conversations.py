@@ -24,7 +24,7 @@ from ollama_magic.notebook.conversations import (
     notebook_identity,
     to_markdown,
 )
-from ollama_magic.store.atomic import TMP_PREFIX
+from ollama_magic.files import TMP_PREFIX
 
 
 class FakeShell:
@@ -268,7 +268,7 @@ def test_a_failed_write_keeps_the_old_file(
 ) -> None:
     convs.append(nb, "main", user("kept"))
     before = convs.path_for(nb).read_bytes()
-    import ollama_magic.store.atomic as atomic
+    import ollama_magic.files as atomic
 
     def crash(src: str, dst: str) -> None:
         raise OSError("disk full")
