@@ -15,7 +15,8 @@ from ..backends import Backend, RemoteBackend
 from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
 from ..errors import InvalidRequest
 from ..names import ModelName
-from .conversations import ConversationStore, NotebookIdentity, default_conversations_root, notebook_identity
+from .conversations import ConversationStore, default_conversations_root
+from .identity import NotebookIdentity, notebook_identity
 
 
 @dataclass

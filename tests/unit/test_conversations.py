@@ -15,15 +15,9 @@ import pandas as pd
 import pytest
 
 from ollama_magic.errors import InvalidRequest
-from ollama_magic.notebook.conversations import (
-    ConversationStore,
-    NotebookIdentity,
-    default_conversations_root,
-    fit_to_context,
-    new_message,
-    notebook_identity,
-    to_markdown,
-)
+from ollama_magic.notebook.context_fit import fit_to_context
+from ollama_magic.notebook.conversations import ConversationStore, default_conversations_root, new_message, to_markdown
+from ollama_magic.notebook.identity import NotebookIdentity, notebook_identity
 from ollama_magic.files import TMP_PREFIX
 
 
