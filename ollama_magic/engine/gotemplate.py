@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import InvalidRequest, TemplateError
+from ..errors import TemplateError
 from ..gofmt import go_json, go_quote, go_sprint
 
 

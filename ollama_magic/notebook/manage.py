@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ..errors import InvalidRequest, OllamaMagicError
+from ..errors import OllamaMagicError
 from ..formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections
 from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
