@@ -14,7 +14,8 @@ import pandas as pd
 from IPython.core.error import UsageError
 
 from ..errors import OllamaMagicError
-from ..formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections
+from ..formatting import MODEL_COLUMNS, PS_HEADER, byte_progress, model_rows, ps_rows, show_sections
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
 from ..store.modelfile import read as read_modelfile
@@ -71,14 +72,7 @@ def help_text() -> _Text:
 @verb("list", "installed models (a DataFrame)")
 def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     _parse("list", argv, lambda p: None)
-    rows = []
-    for m in session.backend.list().models:
-        d = m.details
-        rows.append({"name": m.model, "id": (m.digest or "")[:12], "size": human_bytes(m.size or 0),
-                     "family": d.family if d else None, "parameters": d.parameter_size if d else None,
-                     "quantization": d.quantization_level if d else None,
-                     "modified": human_age(m.modified_at) if m.modified_at else None})
-    return pd.DataFrame(rows, columns=["name", "id", "size", "family", "parameters", "quantization", "modified"])
+    return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
 
 
 @verb("setup", "register the embedded default models (gemma3:270m, all-minilm) if missing")
@@ -236,8 +230,8 @@ def disconnect(session: Any, argv: list[str], shell: Any) -> _Text:
 @verb("serve", "[--port N] [--host H]: serve the in-kernel engine over HTTP (Ollama's API)")
 def serve(session: Any, argv: list[str], shell: Any) -> _Text:
     def setup(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--port", type=int, default=11434)
-        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=DEFAULT_PORT)
+        p.add_argument("--host", default=DEFAULT_HOST)
 
     args = _parse("serve", argv, setup)
     return _Url(session.serve(args.port, args.host))

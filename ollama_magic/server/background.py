@@ -17,10 +17,8 @@ import uvicorn
 
 from ..engine import Engine
 from ..errors import ServerError
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 11434
 
 
 def parse_host(value: str | None) -> tuple[str, int]:

@@ -15,6 +15,8 @@ from typing import Any
 from ..errors import InvalidRequest, ModelfileError
 from ..options import DEPRECATED_OPTIONS, format_value, parse_parameter_text, log
 
+#: Ollama's template for a model with none of its own (``template.DefaultTemplate``)
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
 INSTRUCTIONS = ("from", "parameter", "template", "system", "adapter", "license", "message")
 MESSAGE_ROLES = ("system", "user", "assistant")
 _WORD = re.compile(r"[A-Za-z]+")

@@ -28,13 +28,12 @@ from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
-from .modelfile import Modelfile, create_fields
+from .modelfile import DEFAULT_TEMPLATE, Modelfile, create_fields
 from .modelfile import parse as parse_modelfile
 
 log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
-DEFAULT_TEMPLATE = "{{ .Prompt }}"
 
 
 def default_root() -> Path:
