@@ -185,8 +185,9 @@ class Engine:
         return self.generate(model, keep_alive=keep_alive)  # type: ignore[return-value]
 
     def unload(self, model: str) -> bool:
-        """Unload a model now; False if it was not loaded."""
-        return self.scheduler.unload(self.store.resolve(model).name.short)
+        """Unload a model now; False if it was not loaded. An embedded default that is not installed
+        is not registered just to say so (that would convert MiniLM): it is not found."""
+        return self.scheduler.unload(self.store.resolve(model, register_defaults=False).name.short)
 
     # ---- inference ---------------------------------------------------------------------------
 

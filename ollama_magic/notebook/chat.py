@@ -69,11 +69,13 @@ class ReplyView(Protocol):
 
 
 def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
-              view: ReplyView | None = None, stop: threading.Event | None = None) -> ChatReply | Any:
+              view: ReplyView | None = None, stop: threading.Event | None = None,
+              interval: float = 0.1) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
 
     ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
-    another thread ends the turn after the current token, like Ctrl-C does in a cell."""
+    another thread ends the turn after the current token, like Ctrl-C does in a cell. ``interval``:
+    seconds between live updates of the cell-output display."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
     store, identity = session.conversations, session.identity
@@ -87,7 +89,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{context_length(turn.options)}-token context (they stay in the history)")
 
-    view = view if view is not None else StreamDisplay(session.shell, live=live)
+    view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format="json" if turn.fmt == "json" else None)
     final, interrupted = None, False

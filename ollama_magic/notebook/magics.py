@@ -98,7 +98,8 @@ class OllamaMagics(Magics):
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
                         new=args.new, options=options)
-        reply = chat_turn(self.session, turn, live=self.stream, notice=lambda msg: print(msg, file=sys.stderr))
+        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
+                          notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:
             self.shell.user_ns[args.output] = reply
         return reply

@@ -66,6 +66,20 @@ def test_chat_streams_into_one_display_and_returns_the_reply(ip) -> None:
     assert h.model[1] == GEMMA and h.eval_count[1] == 8
 
 
+def test_update_interval_sets_how_often_the_live_reply_is_redrawn(ip) -> None:
+    try:
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 0")
+        with capture_output() as every_piece:
+            reply = chat(ip, f"{SHORT} --no-history", "Count from one to ten.")
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 3600")
+        with capture_output() as first_only:
+            chat(ip, f"{SHORT} --no-history", "Count from one to ten.")
+    finally:
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 0.1")
+    assert len(first_only.outputs) == 2  # the first piece, then the emptied view: nothing in between
+    assert len(every_piece.outputs) >= 6 and reply.stats["eval_count"] == 8  # a redraw per piece
+
+
 def test_follow_up_sends_the_history_and_output_variable(ip) -> None:
     first = chat(ip, SHORT, "My name is Ada.")
     second = chat(ip, f"{SHORT} -o answer", "What is my name?")
