@@ -59,11 +59,6 @@ class GGUFInfo:
         value = self.arch_value("context_length")
         return int(value) if value is not None else None
 
-    @property
-    def embedding_length(self) -> int | None:
-        value = self.arch_value("embedding_length")
-        return int(value) if value is not None else None
-
 
 def file_type_name(value: Any) -> str:
     """``15`` -> ``Q4_K_M``, the way Ollama names quantization levels."""
