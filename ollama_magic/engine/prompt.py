@@ -16,11 +16,11 @@ from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import InvalidRequest
+from ..store.modelfile import DEFAULT_TEMPLATE
 from .gotemplate import JSONText, Template, TemplateError
 from .thinking import JINJA_TAGS, infer_tags, think_enabled, think_level
 from .toolcalls import tool_call_tag
 
-DEFAULT_TEMPLATE = "{{ .Prompt }}"
 _CUT = "\x00\x01response\x01\x00"
 
 

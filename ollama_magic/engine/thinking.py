@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import InvalidRequest
-from .gotemplate import Action, Branch, Node, Operand, Pipeline, Template, TemplateError, Text
+from .gotemplate import Action, Branch, Node, Operand, Pipeline, Template, Text
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 JINJA_TAGS = ("<think>", "</think>")
@@ -84,26 +84,6 @@ def infer_tags(template: Template) -> tuple[str, str]:
 
     visit(template.root, False)
     return tags[0], tags[1]
-
-
-def thinking_tags(source: str | None, jinja_source: str | None = None) -> tuple[str, str]:
-    """("<think>", "</think>") or ("", "") for a model's Go template, else its Jinja one."""
-    if source:
-        try:
-            return infer_tags(Template(source))
-        except TemplateError:
-            return "", ""
-    if jinja_source and all(tag in jinja_source for tag in JINJA_TAGS):
-        return JINJA_TAGS
-    return "", ""
-
-
-def template_supports_thinking(template: str) -> bool:
-    """For show/tags capabilities, given the template text a model uses (Go or Jinja)."""
-    if "{%" in template:
-        return all(tag in template for tag in JINJA_TAGS)
-    opening, closing = thinking_tags(template)
-    return bool(opening and closing)
 
 
 # ---- splitting a reply ---------------------------------------------------------------------------

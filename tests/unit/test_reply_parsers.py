@@ -8,7 +8,8 @@ import pytest
 
 from ollama_magic.engine.gotemplate import Template
 from ollama_magic.engine.reply import ReplyParser, join_parts
-from ollama_magic.engine.thinking import ThinkingParser, check_think, infer_tags, template_supports_thinking
+from ollama_magic.engine.prompt import prompt_template
+from ollama_magic.engine.thinking import ThinkingParser, check_think, infer_tags
 from ollama_magic.engine.toolcalls import (ToolCallParser, forced_call_schema, parse_tool_calls, resolve_tool_choice,
                                            tool_call_tag)
 from ollama_magic.errors import InvalidRequest
@@ -99,11 +100,12 @@ def test_tool_choice_values() -> None:
 
 def test_thinking_tags_come_from_the_template() -> None:
     assert infer_tags(Template(QWEN_LIKE)) == ("<think>", "</think>")
-    assert template_supports_thinking(QWEN_LIKE)
-    assert not template_supports_thinking("{{ range .Messages }}{{ .Content }}{{ end }}")
+    assert prompt_template(QWEN_LIKE, None).thinking_tags == ("<think>", "</think>")
+    assert prompt_template("{{ range .Messages }}{{ .Content }}{{ end }}", None).thinking_tags == ("", "")
     # .Thinking outside range .Messages does not count (Ollama's rule)
-    assert not template_supports_thinking("{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}")
-    assert template_supports_thinking("{% if x %}<think>{{ r }}</think>{% endif %}")
+    assert prompt_template("{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}", None).thinking_tags == ("", "")
+    jinja = "{% for m in messages %}<think>{{ m.thinking }}</think>{% endfor %}"
+    assert prompt_template(None, jinja).thinking_tags == ("<think>", "</think>")
 
 
 def test_thinking_parser_splits_trace_and_answer_piece_by_piece() -> None:
