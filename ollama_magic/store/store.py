@@ -576,7 +576,9 @@ def _listed(record: ModelRecord) -> ListedModel:
     except (OSError, ValueError, OllamaMagicError) as exc:
         log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
     else:
-        details.context_length, details.embedding_length = info.context_length, info.embedding_length
+        width = info.arch_value("embedding_length")
+        details.context_length = info.context_length
+        details.embedding_length = int(width) if isinstance(width, int) and width > 0 else None
     return ListedModel(name=record.name.short, model=record.name.short, modified_at=record.modified_at,
                        size=record.manifest.size, digest=record.manifest_digest, details=details,
                        capabilities=caps)
