@@ -70,7 +70,7 @@ def test_a_gguf_file_becomes_a_model_with_ollama_create(notebook_shell, tmp_path
     assert ip.run_line_magic("ollama", f"create mine --from {downloaded}") == "created mine"
     assert "im_start" in ip.run_line_magic("ollama", "show mine --template")  # the GGUF's own chat template
     reply = ip.run_cell_magic("chat", f"-m mine {SHORT}", "Why is the sky blue?")
-    assert reply.model == "mine:latest" and reply.strip() and "<|im_" not in reply
+    assert reply.model == "mine" and reply.strip() and "<|im_" not in reply
     assert ip.run_line_magic("ollama", "use mine") == "%%chat now uses mine:latest"
 
 

@@ -29,7 +29,7 @@ def test_engine_ps_counts_gpu_layers_on_the_cpu_path(registered: ModelStore) -> 
 
 def test_api_ps_and_the_cli_ps_report_layers_and_offload(clone_registered, serve_process, tmp_path: Path) -> None:
     served = serve_process(clone_registered(tmp_path / "models").root)
-    requests.post(f"{served.url}/api/generate", json={"model": "smollm2:135m"}, timeout=120).raise_for_status()
+    requests.post(f"{served.url}/api/generate", json={"model": "smollm2:135m", "stream": False}, timeout=300).raise_for_status()
     body = requests.get(f"{served.url}/api/ps", timeout=10).json()
     assert body["gpu_offload"] is False
     [model] = body["models"]
