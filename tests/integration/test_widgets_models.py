@@ -75,7 +75,7 @@ def test_filter_narrows_rows_case_insensitively(models: ModelsPanel) -> None:
     models.filter.value = "nothing-like-this"
     assert models.rows() == [] and "No model matches" in models.empty_note.value
     models.filter.value = ""
-    assert len(models.rows()) == 2
+    assert len(models.rows()) == 3
 
 
 def test_selecting_a_row_fills_the_details_accordion(models: ModelsPanel, session: NotebookSession) -> None:
