@@ -18,7 +18,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import llama_cpp
 import ollama
 
 from ..errors import InvalidRequest
@@ -27,8 +26,9 @@ from ..names import ModelName
 from ..options import OPTION_DEFAULTS, check_options
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
-from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
+from ..types import CreateRequest, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse
 from .capabilities import capabilities, model_template
+from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .prompt import GoPrompt, PromptTemplate
 from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
 from .scheduler import Loaded, Scheduler, parse_keep_alive
@@ -167,17 +167,21 @@ class Engine:
 
     # ---- what is loaded ----------------------------------------------------------------------
 
-    def ps(self) -> ollama.ProcessResponse:
+    def ps(self) -> RunningModels:
+        """What is loaded (an ``ollama.ProcessResponse``), with each model's GPU layers and whether
+        this llama.cpp build can offload at all."""
         entries = sorted(self.scheduler.loaded(), key=lambda e: e.expires_at or datetime.max.replace(tzinfo=timezone.utc), reverse=True)
         far = datetime(2318, 1, 1, tzinfo=timezone.utc)
-        return ollama.ProcessResponse(
+        return RunningModels(
             models=[
-                ollama.ProcessResponse.Model(
+                RunningModel(
                     name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
                     size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
+                    gpu_layers=e.gpu_layers, layers=e.layers,
                 )
                 for e in entries
-            ]
+            ],
+            gpu_offload=gpu_offload_supported(),
         )
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
@@ -402,7 +406,7 @@ class Engine:
         trained = info.context_length or opts["num_ctx"]
         num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
         num_gpu = opts.get("num_gpu", -1)
-        if not llama_cpp.llama_supports_gpu_offload():
+        if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
         return LoadOptions(
@@ -418,10 +422,13 @@ class Engine:
             kv = _kv_bytes(info, load.num_ctx)
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
+            blocks = int(info.arch_value("block_count") or 0)
+            layers = total_layers(blocks)
+            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size if load.num_gpu != 0 else 0, details=details.model_dump(),
-                context_length=load.num_ctx,
+                size_vram=size * on_gpu // layers, details=details.model_dump(),
+                context_length=load.num_ctx, gpu_layers=on_gpu, layers=layers,
             )
 
         return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)

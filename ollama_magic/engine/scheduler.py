@@ -77,6 +77,8 @@ class Loaded:
     size_vram: int
     details: Any
     context_length: int
+    gpu_layers: int = 0  # of ``layers`` (blocks + output), as llama.cpp offloads them
+    layers: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     active: int = 0

@@ -89,6 +89,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{context_length(turn.options)}-token context (they stay in the history)")
 
+    session.prepare(turn.model, notice or (lambda _line: None))
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format="json" if turn.fmt == "json" else None)
