@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import InvalidRequest, ModelNotFound, OllamaMagicError  # noqa: E402
-from .names import ModelName, normalize  # noqa: E402
-from .store import Modelfile, ModelStore, parse_modelfile  # noqa: E402
+from ._version import __version__
+from .errors import InvalidRequest, ModelNotFound, OllamaMagicError
+from .names import ModelName, normalize
+from .store import Modelfile, ModelStore, parse_modelfile
 
 __all__ = [
     "Engine",
