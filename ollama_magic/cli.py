@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from ._version import __version__
 from .defaults import EMBEDDED_MODELS, register
 from .errors import OllamaMagicError
 from .formatting import PS_HEADER, byte_progress, human_age, human_bytes, ps_rows, show_sections, table
+from .hosts import env_host
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
+from .store.store import no_prune
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
@@ -75,14 +76,19 @@ def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
         print(f"{name}: {'registered' if created else 'already installed'}")
 
 
+def _server_address() -> str:
+    host, port = env_host()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _server_client():  # noqa: ANN202 - an ollama.Client
     import ollama
 
-    return ollama.Client(host=os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434", timeout=10)
+    return ollama.Client(host=_server_address(), timeout=10)
 
 
 def _server_unreachable(exc: Exception) -> OllamaMagicError:
-    host = os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
+    host = _server_address()
     return OllamaMagicError(
         f"no Ollama-compatible server answers at {host} ({type(exc).__name__}); set OLLAMA_HOST to one. "
         "('ollama-magic run' loads its model in its own process and unloads it when it exits.)"
@@ -158,10 +164,12 @@ def _print_stats(r) -> None:  # noqa: ANN001
 
 def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
-    from .server.background import bind, make_server, parse_host
+    from .server.background import bind, make_server
 
-    host, port = parse_host(os.environ.get("OLLAMA_HOST"))
+    host, port = env_host()
     sock = bind(host, port)  # a busy port is one clear line, before anything loads
+    if not no_prune():
+        store.prune()  # as Ollama's serve does: what a crash (kill -9) left behind goes now
     with Engine(store) as engine:
         server = make_server(engine)
         shown = f"[{host}]" if ":" in host else host
@@ -230,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     store = ModelStore(args.models)
     try:
+        if args.func in (cmd_serve, cmd_ps, cmd_stop):
+            env_host()  # a malformed OLLAMA_HOST is one line, before the ollama client trips on it at import
         args.func(store, args)
     except OllamaMagicError as exc:
         if args.debug:
