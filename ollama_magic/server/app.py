@@ -36,12 +36,17 @@ def _operation_id(route: APIRoute) -> str:
 
 def _openapi_without_422(app: FastAPI) -> dict:
     """FastAPI documents a 422 on every route with a body; ours answers 400 (Ollama's status), which the
-    routes document instead, so the 422s and their schemas would be a promise never kept."""
+    routes document instead, so the 422s and their schemas would be a promise never kept. HEAD
+    answers are documented without a body."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                operation.get("responses", {}).pop("422", None)
+            for method, operation in operations.items():
+                responses = operation.get("responses", {})
+                responses.pop("422", None)
+                if method == "head":  # a HEAD answer never has a body, whatever its status
+                    for response in responses.values():
+                        response.pop("content", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

@@ -12,12 +12,15 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from typing_extensions import Annotated
 
+from ..names import NAME_PATTERN
+
 INT32_MAX = 2**31 - 1
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
 #: A model name as a request field: never empty (a name too long for a file is refused by ModelName).
-ModelNameField = Annotated[str, Field(min_length=1, description="a model name: [host/][namespace/]model[:tag]")]
+ModelNameField = Annotated[str, Field(min_length=1, description="a model name: [host/][namespace/]model[:tag]",
+                                      json_schema_extra={"pattern": NAME_PATTERN})]
 KeepAlive = Optional[Union[StrictInt, StrictFloat, StrictStr]]
 Format = Optional[Union[Literal["json", ""], dict[str, Any]]]
 Think = Optional[Union[StrictBool, Literal["low", "medium", "high"]]]
