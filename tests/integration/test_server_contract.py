@@ -48,7 +48,8 @@ def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
 
 @pytest.mark.skipif(shutil.which("st") is None and not (Path(sys.executable).parent / "st").exists(),
                     reason="schemathesis is not installed (pip install 'ollama-magic[test]')")
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(url: str, capsys: pytest.CaptureFixture) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(url: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     here = Path(__file__).parent
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "contract_hooks",
@@ -60,7 +61,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(url: str, ca
                # push answers 501 by design (no registry is reachable; issue 16 replaces it), which the
                # server-error check would count; test_server_http covers its answer
                "--exclude-path", "/api/push"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=here)
+    # run from tmp_path: schemathesis leaves its .schemathesis/ cache in the working directory
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path)
     start = next((done.stdout.find(m) for m in ("= FAILURES =", "= SUMMARY =") if m in done.stdout), 0)
     summary = done.stdout[start:]
     with capsys.disabled():  # the counts belong in the CI log, pass or fail
