@@ -159,8 +159,6 @@ async def ps(request: Request) -> JSONResponse:
 
 @router.post("/api/embed")
 async def embed(body: EmbedBody, request: Request) -> Response:
-    if not body.model:
-        raise InvalidRequest("model is required")
     engine = engine_of(request)
     args = body.model_dump(exclude_none=True)
     return await ndjson(lambda: engine.embed(**args), stream=False)
