@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .errors import InvalidRequest, ModelNotFound, OllamaMagicError
+from .errors import *  # noqa: F403 - every exception, re-exported as httpx does
+from .errors import __all__ as _error_names
 from .names import ModelName, normalize
 from .store import Modelfile, ModelStore, parse_modelfile
 
 __all__ = [
     "Engine",
-    "InvalidRequest",
     "ModelName",
-    "ModelNotFound",
     "ModelStore",
     "Modelfile",
-    "OllamaMagicError",
     "__version__",
     "load_ipython_extension",
     "normalize",
     "parse_modelfile",
     "unload_ipython_extension",
+    *_error_names,
 ]
 
 

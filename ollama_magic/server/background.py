@@ -16,14 +16,9 @@ from typing import Iterator
 import uvicorn
 
 from ..engine import Engine
-from ..errors import OllamaMagicError
-from ..hosts import DEFAULT_HOST, DEFAULT_PORT
+from ..errors import ServerError
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host  # noqa: F401 - parse_host re-exported
 from .app import create_app
-
-
-
-class ServerError(OllamaMagicError):
-    status_code = 500
 
 
 def bind(host: str, port: int) -> socket.socket:

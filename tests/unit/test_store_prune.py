@@ -11,7 +11,7 @@ import pytest
 
 from conftest import write_tiny_gguf
 from ollama_magic.store import ModelStore
-from ollama_magic.store.atomic import TMP_PREFIX
+from ollama_magic.files import TMP_PREFIX
 from ollama_magic.store.manifests import MODEL
 
 HOUR = 3600
