@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from ._version import __version__
 from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register, register_on_first_use
 from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
 from .formatting import PS_HEADER, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
-from .hosts import ollama_host
+from .hosts import env_host, ollama_host
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
+from .store.store import no_prune
 from .types import RunningModels
 
 
@@ -169,10 +169,12 @@ def _print_stats(r) -> None:  # noqa: ANN001
 
 def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
-    from .server.background import bind, make_server, parse_host
+    from .server.background import bind, make_server
 
-    host, port = parse_host(os.environ.get("OLLAMA_HOST"))
+    host, port = env_host()
     sock = bind(host, port)  # a busy port is one clear line, before anything loads
+    if not no_prune():
+        store.prune()  # as Ollama's serve does: what a crash (kill -9) left behind goes now
     with Engine(store) as engine:
         server = make_server(engine)
         shown = f"[{host}]" if ":" in host else host
@@ -241,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     store = ModelStore(args.models)
     try:
+        if args.func in (cmd_serve, cmd_ps, cmd_stop):
+            env_host()  # a malformed OLLAMA_HOST is one line, before the ollama client trips on it at import
         args.func(store, args)
     except OllamaMagicError as exc:
         if args.debug:

@@ -80,7 +80,9 @@ class ChunkStream:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._chunks.close()  # type: ignore[attr-defined]
+                close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
+                if close is not None:
+                    close()
 
 
 class Engine:
@@ -428,7 +430,8 @@ class Engine:
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
                 size_vram=size * on_gpu // layers, details=details.model_dump(),
-                context_length=load.num_ctx, gpu_layers=on_gpu, layers=layers,
+                context_length=runner.n_ctx,  # what llama.cpp allocated (it rounds num_ctx up)
+                gpu_layers=on_gpu, layers=layers,
             )
 
         return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
@@ -470,6 +473,9 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
+            n_vocab = runner.llm.n_vocab()
+            if context and not all(0 <= t < n_vocab for t in context):
+                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
             tokens = (context or []) + runner.tokenize(text, add_bos=not context)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
