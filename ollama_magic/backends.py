@@ -16,7 +16,7 @@ import httpx
 import ollama
 
 from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError, RemoteError
-from .types import ChatResponse, DetokenizeResponse, TokenizeResponse
+from .types import ChatResponse, DetokenizeResponse, RunningModels, TokenizeResponse
 
 
 @runtime_checkable
@@ -150,7 +150,8 @@ class RemoteBackend:
         return self._call("delete", model)
 
     def ps(self) -> Any:
-        return self._call("ps")
+        """``client.ps()``, read into our RunningModels so GPU layers from our server are kept."""
+        return self._call("_request", RunningModels, "GET", "/api/ps")
 
     def load(self, model: str, keep_alive: float | str | None = None) -> Any:
         return self._call("generate", model, keep_alive=keep_alive)

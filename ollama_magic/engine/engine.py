@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import llama_cpp
 import ollama
 
 from ..errors import InvalidRequest
@@ -27,8 +26,9 @@ from ..options import OPTION_DEFAULTS, check_options
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
 from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, DetokenizeResponse, GenerateResponse,
-                     ListResponse, ProgressResponse, ShowResponse, TokenizeResponse)
+                     ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse, TokenizeResponse)
 from .capabilities import capabilities, model_template
+from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
@@ -83,7 +83,9 @@ class ChunkStream:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._chunks.close()  # type: ignore[attr-defined]
+                close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
+                if close is not None:
+                    close()
 
 
 class Engine:
@@ -175,17 +177,21 @@ class Engine:
 
     # ---- what is loaded ----------------------------------------------------------------------
 
-    def ps(self) -> ollama.ProcessResponse:
+    def ps(self) -> RunningModels:
+        """What is loaded (an ``ollama.ProcessResponse``), with each model's GPU layers and whether
+        this llama.cpp build can offload at all."""
         entries = sorted(self.scheduler.loaded(), key=lambda e: e.expires_at or datetime.max.replace(tzinfo=timezone.utc), reverse=True)
         far = datetime(2318, 1, 1, tzinfo=timezone.utc)
-        return ollama.ProcessResponse(
+        return RunningModels(
             models=[
-                ollama.ProcessResponse.Model(
+                RunningModel(
                     name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
                     size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
+                    gpu_layers=e.gpu_layers, layers=e.layers,
                 )
                 for e in entries
-            ]
+            ],
+            gpu_offload=gpu_offload_supported(),
         )
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
@@ -490,7 +496,7 @@ class Engine:
         trained = info.context_length or opts["num_ctx"]
         num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
         num_gpu = opts.get("num_gpu", -1)
-        if not llama_cpp.llama_supports_gpu_offload():
+        if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
         return LoadOptions(
@@ -506,10 +512,14 @@ class Engine:
             kv = _kv_bytes(info, load.num_ctx)
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
+            blocks = int(info.arch_value("block_count") or 0)
+            layers = total_layers(blocks)
+            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size if load.num_gpu != 0 else 0, details=details.model_dump(),
-                context_length=load.num_ctx,
+                size_vram=size * on_gpu // layers, details=details.model_dump(),
+                context_length=runner.n_ctx,  # what llama.cpp allocated (it rounds num_ctx up)
+                gpu_layers=on_gpu, layers=layers,
             )
 
         return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
@@ -551,6 +561,9 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
+            n_vocab = runner.llm.n_vocab()
+            if context and not all(0 <= t < n_vocab for t in context):
+                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
             tokens = (context or []) + runner.tokenize(text, add_bos=not context)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),

@@ -93,6 +93,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{context_length(turn.options)}-token context (they stay in the history)")
 
+    session.prepare(turn.model, notice or (lambda _line: None))
     extra = {"think": turn.think} if turn.think is not None else {}
     if turn.dry_run:
         rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,

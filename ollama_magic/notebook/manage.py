@@ -13,8 +13,10 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
+from ..defaults import EMBEDDED_MODELS, register
 from ..errors import OllamaMagicError
-from ..formatting import MODEL_COLUMNS, PS_HEADER, byte_progress, model_rows, ps_rows, show_sections
+from ..formatting import (MODEL_COLUMNS, PS_HEADER, byte_progress, gpu_layers, gpu_offload, model_rows, processor, ps_rows,
+                          show_sections)
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
@@ -75,11 +77,9 @@ def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
 
 
-@verb("setup", "register the embedded default models (gemma3:270m, all-minilm) if missing")
+@verb("setup", f"register the embedded models ({', '.join(EMBEDDED_MODELS)}) if missing")
 def setup(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("setup", argv, lambda p: None)
-    from ..defaults import EMBEDDED_MODELS, register
-
     lines = []
     for name in EMBEDDED_MODELS:
         if session.remote is not None:
@@ -204,13 +204,16 @@ def panel(session: Any, argv: list[str], shell: Any) -> Any:
 
 # ---- backend and server --------------------------------------------------------------------------
 
-@verb("status", "backend, default models, notebook, server")
+@verb("status", "backend, default models, notebook, server, GPU offload and what is loaded")
 def status(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("status", argv, lambda p: None)
     s = session.status()
+    loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on the GPU, {processor(m.size or 0, m.size_vram or 0)})"
+              for m in s.loaded]
     return _Text("\n".join([
         f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
         f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
+        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {'; '.join(loaded) or 'nothing'}",
     ]))
 
 

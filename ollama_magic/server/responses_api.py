@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ..engine import Engine
 from ..errors import InvalidRequest, OllamaMagicError
-from .openai_api import openai_error, think_from_effort
+from .openai_api import think_from_effort
+from .sse import SSE_MEDIA_TYPE
 from .streaming import dumps, in_thread, open_stream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -299,19 +300,16 @@ def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
 async def responses(body: ResponsesBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     response = _Response(body)
-    try:
-        if body.previous_response_id:
-            raise InvalidRequest("previous_response_id is not supported: this server stores no responses; "
-                                 "send the whole conversation as input items")
-        messages, tools, fmt = to_messages(body), _tools(body.tools), _format(body.text)
-        think = think_from_effort((body.reasoning or {}).get("effort"))
-        call = lambda: engine.chat(body.model, messages, tools=tools, format=fmt, options=_options(body),  # noqa: E731
-                                   stream=body.stream, think=think, tool_choice=_tool_choice(body.tool_choice))
-        result = await in_thread(call)
-        if not body.stream:
-            return JSONResponse(response.object("completed", _output(response, result), _usage(result)))
-    except OllamaMagicError as exc:
-        return openai_error(exc)
+    if body.previous_response_id:
+        raise InvalidRequest("previous_response_id is not supported: this server stores no responses; "
+                             "send the whole conversation as input items")
+    messages, tools, fmt = to_messages(body), _tools(body.tools), _format(body.text)
+    think = think_from_effort((body.reasoning or {}).get("effort"))
+    call = lambda: engine.chat(body.model, messages, tools=tools, format=fmt, options=_options(body),  # noqa: E731
+                               stream=body.stream, think=think, tool_choice=_tool_choice(body.tool_choice))
+    result = await in_thread(call)  # errors answer in OpenAI's envelope (the app's handlers)
+    if not body.stream:
+        return JSONResponse(response.object("completed", _output(response, result), _usage(result)))
     events = _Events(response)
     state = {"started": False}
 
@@ -325,8 +323,5 @@ async def responses(body: ResponsesBody, request: Request) -> Response:
         failed["error"] = {"code": "server_error", "message": str(exc)}
         return events.event("response.failed", response=failed)
 
-    try:
-        stream, first = await open_stream(result, encode, encode_error)
-    except OllamaMagicError as exc:
-        return openai_error(exc)
-    return StreamingResponse(stream.body(first), media_type="text/event-stream")
+    stream, first = await open_stream(result, encode, encode_error)
+    return StreamingResponse(stream.body(first), media_type=SSE_MEDIA_TYPE)

@@ -202,8 +202,9 @@ def test_think_on_a_model_without_the_capability_is_a_400(client: ollama.Client)
         client.chat(GEMMA, [{"role": "user", "content": "hi"}], think=True)
     assert info.value.status_code == 400 and info.value.error == '"gemma3:270m" does not support thinking'
     assert client.chat(GEMMA, [{"role": "user", "content": "hi"}], think=False, options={"num_predict": 2}).done
-    with pytest.raises(ollama.ResponseError, match="invalid think value"):
+    with pytest.raises(ollama.ResponseError) as bad:
         client.chat(THINKER, [{"role": "user", "content": "hi"}], think="extreme")
+    assert bad.value.status_code == 400
 
 
 def test_history_thinking_and_level_reach_the_template(server: BackgroundServer) -> None:

@@ -56,21 +56,21 @@ def test_chat_think_shows_the_trace_collapsed_and_keeps_it_in_the_thread(ip) -> 
 
 def test_chat_think_on_a_model_that_cannot_think_is_one_line(ip) -> None:
     with pytest.raises(UsageError, match='"gemma3:270m" does not support thinking'):
-        ip.run_line_magic("chat", "--think hello")
+        ip.run_line_magic("chat", "-m gemma3:270m --think hello")
     with pytest.raises(UsageError, match="invalid level"):
-        ip.run_line_magic("chat", "--think=extreme hello")
+        ip.run_line_magic("chat", "-m gemma3:270m --think=extreme hello")
 
 
 def test_dry_run_shows_the_prompt_and_records_nothing(ip) -> None:
-    prompt = ip.run_line_magic("chat", "--dry-run Hello there")
+    prompt = ip.run_line_magic("chat", "-m gemma3:270m --dry-run Hello there")
     assert prompt == "<start_of_turn>user\nHello there<end_of_turn>\n<start_of_turn>model\n"
     assert ip.run_line_magic("ollama", "threads").empty
 
 
 def test_ollama_tokens_counts_text_and_variables(ip) -> None:
-    counted = ip.run_line_magic("ollama", "tokens Hello world")
+    counted = ip.run_line_magic("ollama", "tokens -m gemma3:270m Hello world")
     assert len(counted) == len(counted.ids) >= 2 and "".join(counted.pieces) == "Hello world"
     assert str(counted).startswith(f"{len(counted)} tokens for gemma3:270m: ")
     ip.user_ns["essay"] = "The quick brown fox jumps over the lazy dog."
-    from_var = ip.run_line_magic("ollama", "tokens essay")
+    from_var = ip.run_line_magic("ollama", "tokens -m gemma3:270m essay")
     assert "".join(from_var.pieces) == ip.user_ns["essay"]
