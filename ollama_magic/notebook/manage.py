@@ -14,7 +14,7 @@ import pandas as pd
 from IPython.core.error import UsageError
 
 from ..defaults import EMBEDDED_MODELS, register
-from ..errors import OllamaMagicError
+from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import (MODEL_COLUMNS, PS_HEADER, byte_progress, gpu_layers, gpu_offload, model_rows, processor, ps_rows,
                           show_sections)
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
