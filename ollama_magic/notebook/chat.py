@@ -50,7 +50,8 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
 
 @dataclass
 class ChatTurn:
-    """What one turn asks for; ``options`` are Ollama's model options."""
+    """What one turn asks for; ``options`` are Ollama's model options; ``schema`` (a JSON schema, with
+    ``fmt="json"``) constrains the reply to that shape."""
 
     text: str
     model: str
@@ -60,6 +61,7 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -91,6 +93,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     another thread ends the turn after the current token, like Ctrl-C does in a cell."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
+    if turn.schema is not None and turn.fmt != "json":
+        raise InvalidRequest("a schema shapes a JSON reply: use it with -f json")
     store, identity = session.conversations, session.identity
     if turn.new:
         store.reset(identity, turn.thread)
@@ -110,7 +114,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
 
     view = view if view is not None else StreamDisplay(session.shell, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format="json" if turn.fmt == "json" else None)
+                                  format=(turn.schema or "json") if turn.fmt == "json" else None)
     final, interrupted = None, False
     try:
         for chunk in stream:

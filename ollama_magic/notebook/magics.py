@@ -44,6 +44,7 @@ def chat_parser() -> UsageParser:
     p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
     p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
                    help="markdown (default), text, code (a code block), json (the parsed object)")
+    p.add_argument("--schema", type=_json_object, help="with -f json: a JSON schema the reply must follow")
     p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
@@ -70,7 +71,7 @@ def _flag_pattern(valued: str, switches: str) -> re.Pattern[str]:
 
 _EMBED_FLAGS = _flag_pattern("-m|--model|-o|--output|-c|--column|--batch-size", "--wide|-h|--help")
 _CHAT_FLAGS = _flag_pattern("-m|--model|-t|--thread|-s|--system|--temperature|--seed|--num-predict|-f|--format|"
-                            "-o|--output|--options", "--no-history|--new|-h|--help")
+                            "-o|--output|--options|--schema", "--no-history|--new|-h|--help")
 
 
 def _leading_flags(line: str, pattern: re.Pattern[str] = _EMBED_FLAGS) -> tuple[str, str]:
@@ -115,7 +116,7 @@ class OllamaMagics(Magics):
                 options[key] = value
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options)
+                        new=args.new, options=options, schema=args.schema)
         reply = chat_turn(self.session, turn, live=self.stream, notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:
             self.shell.user_ns[args.output] = reply

@@ -73,7 +73,8 @@ def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     rows = []
     for m in session.backend.list().models:
         d = m.details
-        rows.append({"name": m.model, "id": (m.digest or "")[:12], "size": human_bytes(m.size or 0),
+        rows.append({"name": m.model, "id": (m.digest or "")[:12],
+                     "size": human_bytes(m.size) if m.size else None,  # OpenAI's /v1/models has no sizes
                      "family": d.family if d else None, "parameters": d.parameter_size if d else None,
                      "quantization": d.quantization_level if d else None,
                      "modified": human_age(m.modified_at) if m.modified_at else None})
@@ -243,11 +244,19 @@ def status(session: Any, argv: list[str], shell: Any) -> _Text:
     ]))
 
 
-@verb("connect", "URL: send every call to an Ollama-compatible server")
+@verb("connect", "URL [--openai|--ollama] [--api-key-env VAR]: send every call to a server (Ollama or OpenAI API)")
 def connect(session: Any, argv: list[str], shell: Any) -> _Text:
-    args = _parse("connect", argv, lambda p: p.add_argument("url"))
-    version = session.connect(args.url)
-    return _Text(f"connected to {args.url} (version {version})")
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("url")
+        api = p.add_mutually_exclusive_group()
+        api.add_argument("--openai", dest="api", action="store_const", const="openai",
+                         help="an OpenAI-compatible /v1 server (vLLM, llama-server, LM Studio, OpenAI)")
+        api.add_argument("--ollama", dest="api", action="store_const", const="ollama")
+        p.add_argument("--api-key-env", metavar="VAR", help="the environment variable holding the API key")
+
+    args = _parse("connect", argv, setup)
+    description = session.connect(args.url, api=args.api or "auto", api_key_env=args.api_key_env)
+    return _Text(f"connected to {session.remote.host} ({description})")
 
 
 @verb("disconnect", "back to the in-kernel engine")

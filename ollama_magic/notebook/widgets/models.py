@@ -38,7 +38,7 @@ def model_rows(models: Any) -> list[dict[str, str]]:
         d = m.details
         rows.append({
             "name": m.model or "",
-            "size": human_bytes(m.size or 0),
+            "size": human_bytes(m.size) if m.size else "",
             "family": (d.family if d else None) or "",
             "parameters": (d.parameter_size if d else None) or "",
             "quantization": (d.quantization_level if d else None) or "",
