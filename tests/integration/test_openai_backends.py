@@ -19,6 +19,7 @@ from ollama_magic.notebook import display as display_module
 from ollama_magic.notebook.conversations import ConversationStore
 from ollama_magic.notebook.session import NotebookSession
 from ollama_magic.notebook.widgets import ChatPanel, EmbeddingsPanel
+from ollama_magic.notebook.widgets.create import CreatePanel
 from ollama_magic.notebook.widgets.models import ModelsPanel
 from ollama_magic.notebook.widgets.running import RunningPanel
 
@@ -165,6 +166,17 @@ def test_options_and_a_json_schema_reach_the_server(ip, keyed: OpenAIServer) -> 
         ip.run_line_magic("ollama", "disconnect")
 
 
+def test_raw_completions_go_to_v1_completions(keyed: OpenAIServer, tmp_path: Path) -> None:
+    session = NotebookSession(shell=None, conversations=ConversationStore(tmp_path / "conv"))
+    session.connect(keyed.url, api_key_env=KEY_ENV)
+    whole = session.backend.generate(OPENAI_CHAT_MODEL, "Once upon a time", options={"num_predict": 5, "seed": 1})
+    assert whole.done and whole.eval_count == 5 and whole.response
+    pieces = list(session.backend.generate(OPENAI_CHAT_MODEL, "Once upon a time", stream=True,
+                                           options={"num_predict": 5, "seed": 1}))
+    assert pieces[-1].done and not any(p.done for p in pieces[:-1])
+    assert "".join(p.response for p in pieces) == whole.response  # same seed, same text, streamed
+
+
 def test_ctrl_c_closes_the_stream_and_keeps_the_partial_reply(ip, keyed: OpenAIServer,  # noqa: F811
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     connect(ip, keyed.url, f"--api-key-env {KEY_ENV}")
@@ -181,7 +193,7 @@ def test_ctrl_c_closes_the_stream_and_keeps_the_partial_reply(ip, keyed: OpenAIS
         ip.run_line_magic("ollama", "disconnect")
 
 
-def test_the_panels_drive_an_openai_server_from_python(keyed: OpenAIServer, tmp_path: Path) -> None:
+def test_the_panels_drive_an_openai_server_from_python(keyed: OpenAIServer, tmp_path: Path, gemma_blob: Path) -> None:
     session = NotebookSession(shell=None, conversations=ConversationStore(tmp_path / "conv"))
     session.identity  # see test_widgets_chat.session: look the identity up before making widgets
     said = session.connect(f"{keyed.url}/v1", api="openai", api_key_env=KEY_ENV)
@@ -191,6 +203,19 @@ def test_the_panels_drive_an_openai_server_from_python(keyed: OpenAIServer, tmp_
         models = ModelsPanel(session)
         made.append(models)
         assert [row["name"] for row in models.refresh()] == [OPENAI_CHAT_MODEL, OPENAI_EMBED_MODEL]
+
+        models.select(OPENAI_CHAT_MODEL)
+        models.load_button.click()
+        assert models.wait(WAIT)
+        assert models.status.kind == "error" and "no way to load models" in models.status.text
+
+        create = CreatePanel(session)
+        made.append(create)
+        create.path.value, create.name.value = str(gemma_blob), "mine"
+        create.create()
+        assert create.wait(WAIT)
+        said = " ".join([*create.errors().values(), create.status.text])
+        assert "no way to create models" in said and "Traceback" not in said
 
         running = RunningPanel(session)
         made.append(running)
