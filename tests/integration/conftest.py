@@ -226,7 +226,8 @@ def llama_server(registered: ModelStore, tmp_path_factory: pytest.TempPathFactor
     try:
         chat_port, embed_port = _free_port(), _free_port()
         chat = _start([str(binary), "--model", str(registered.find("gemma3:270m").model_path),
-                       "--alias", OPENAI_CHAT_MODEL, "--chat-template", "gemma",  # none in the GGUF
+                       # the GGUF has no chat template: llama.cpp's built-in Gemma one (not a Jinja text)
+                       "--alias", OPENAI_CHAT_MODEL, "--no-jinja", "--chat-template", "gemma",
                        "--host", "127.0.0.1", "--port", str(chat_port),
                        "--ctx-size", "2048", "--parallel", "1"], directory / "chat.log", None, started)
         embed = _start([str(binary), "--model", str(registered.find("all-minilm").model_path),
