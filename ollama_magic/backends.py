@@ -17,7 +17,8 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import httpx
 import ollama
 
-from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
+from .errors import InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError, RemoteError
+from .types import RunningModels
 
 
 @runtime_checkable
@@ -36,16 +37,6 @@ class Backend(Protocol):
     def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any: ...
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any: ...
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
-
-
-class RemoteError(OllamaMagicError):
-    """The server could not be reached, or answered with an error we have no better type for."""
-
-
-class NotSupported(OllamaMagicError):
-    """The connected server's API has no way to do what was asked (model management on /v1)."""
-
-    status_code = 501
 
 
 def base_url(url: str, default_port: int = 11434) -> str:
@@ -202,11 +193,17 @@ class RemoteBackend:
         if fields.pop("modelfile", None):
             raise InvalidRequest("a remote server takes the current create form: from_/files/system/... "
                                  "(%ollama create -f turns a Modelfile into those fields)")
+        files = dict(fields.get("files") or {})
+        for name, value in files.items():
+            if Path(value).expanduser().is_file():
+                files[name] = self._call("create_blob", Path(value).expanduser())
         source = fields.get("from_")
         if source and Path(source).expanduser().is_file():
             path = Path(source).expanduser()
             fields["from_"] = None
-            fields["files"] = {path.name: self._call("create_blob", path)}
+            files = {path.name: self._call("create_blob", path), **files}
+        if files:
+            fields["files"] = files
         adapters = fields.get("adapters") or {}
         for name, value in list(adapters.items()):
             if Path(value).expanduser().is_file():
@@ -223,7 +220,8 @@ class RemoteBackend:
         return self._call("delete", model)
 
     def ps(self) -> Any:
-        return self._call("ps")
+        """``client.ps()``, read into our RunningModels so GPU layers from our server are kept."""
+        return self._call("_request", RunningModels, "GET", "/api/ps")
 
     def load(self, model: str, keep_alive: float | str | None = None) -> Any:
         return self._call("generate", model, keep_alive=keep_alive)

@@ -19,8 +19,7 @@ import numpy as np
 import ollama
 import openai
 
-from .backends import NotSupported, RemoteError
-from .errors import InvalidRequest, NotFound, OllamaMagicError
+from .errors import InvalidRequest, NotFound, NotSupported, OllamaMagicError, RemoteError
 from .formatting import now_rfc3339
 from .names import normalize
 from .options import check_options

@@ -8,8 +8,9 @@ against ``ollama.Client`` reads our results unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
+import ollama
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,9 +25,6 @@ class WireModel(BaseModel):
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class ModelDetails(WireModel):
@@ -72,6 +70,24 @@ class ShowResponse(WireModel):
     def modelinfo(self) -> dict[str, Any]:
         """The ``ollama`` client's attribute name for ``model_info``."""
         return self.model_info
+
+
+class RunningModel(ollama.ProcessResponse.Model):
+    """One ``/api/ps`` entry, plus where its layers run: ``gpu_layers`` of its ``layers`` are on the GPU.
+
+    The two fields are ours (Ollama's ps shows only ``size_vram``); clients that do not know them
+    ignore them, and a real Ollama server leaves them out (None)."""
+
+    gpu_layers: Optional[int] = None
+    layers: Optional[int] = None
+
+
+class RunningModels(ollama.ProcessResponse):
+    """``/api/ps``, plus ``gpu_offload``: whether the server's llama.cpp build can use a GPU at all
+    (None: the server does not say, as a real Ollama server does not)."""
+
+    models: Sequence[RunningModel]
+    gpu_offload: Optional[bool] = None
 
 
 class ProgressResponse(WireModel):

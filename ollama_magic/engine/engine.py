@@ -18,7 +18,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import llama_cpp
 import ollama
 
 from ..errors import InvalidRequest
@@ -27,8 +26,10 @@ from ..names import ModelName
 from ..options import OPTION_DEFAULTS, check_options
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
-from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
-from .prompt import GoPrompt, PromptTemplate, prompt_template
+from ..types import CreateRequest, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse
+from .capabilities import capabilities, model_template
+from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .prompt import GoPrompt, PromptTemplate
 from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 
@@ -79,7 +80,9 @@ class ChunkStream:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._chunks.close()  # type: ignore[attr-defined]
+                close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
+                if close is not None:
+                    close()
 
 
 class Engine:
@@ -106,7 +109,10 @@ class Engine:
         return self.store.list()
 
     def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
-        return self.store.show(model, verbose=verbose)
+        record = self.store.resolve(model)
+        resp = self.store.show_record(record, verbose=verbose)
+        resp.capabilities = capabilities(record, self._template(record, None))
+        return resp
 
     def copy(self, source: str, destination: str) -> ollama.StatusResponse:
         self.store.copy(source, destination)
@@ -163,17 +169,21 @@ class Engine:
 
     # ---- what is loaded ----------------------------------------------------------------------
 
-    def ps(self) -> ollama.ProcessResponse:
+    def ps(self) -> RunningModels:
+        """What is loaded (an ``ollama.ProcessResponse``), with each model's GPU layers and whether
+        this llama.cpp build can offload at all."""
         entries = sorted(self.scheduler.loaded(), key=lambda e: e.expires_at or datetime.max.replace(tzinfo=timezone.utc), reverse=True)
         far = datetime(2318, 1, 1, tzinfo=timezone.utc)
-        return ollama.ProcessResponse(
+        return RunningModels(
             models=[
-                ollama.ProcessResponse.Model(
+                RunningModel(
                     name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
                     size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
+                    gpu_layers=e.gpu_layers, layers=e.layers,
                 )
                 for e in entries
-            ]
+            ],
+            gpu_offload=gpu_offload_supported(),
         )
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
@@ -181,8 +191,9 @@ class Engine:
         return self.generate(model, keep_alive=keep_alive)  # type: ignore[return-value]
 
     def unload(self, model: str) -> bool:
-        """Unload a model now; False if it was not loaded."""
-        return self.scheduler.unload(self.store.resolve(model).name.short)
+        """Unload a model now; False if it was not loaded. An embedded default that is not installed
+        is not registered just to say so (that would convert MiniLM): it is not found."""
+        return self.scheduler.unload(self.store.resolve(model, register_defaults=False).name.short)
 
     # ---- inference ---------------------------------------------------------------------------
 
@@ -211,6 +222,8 @@ class Engine:
             return self._load_only(record, model, keep, opts, stream, lambda **kw: ollama.GenerateResponse(**kw))
         self._check_images(record, images)
         self._require(record, "completion", "generate")
+        if suffix:
+            self._require(record, "insert", "generate")  # Ollama checks the model's own template too
         if raw:
             text = prompt or ""
         else:
@@ -260,9 +273,8 @@ class Engine:
             msgs.insert(0, {"role": "system", "content": record.system})
         msgs = [*record.messages, *msgs]
         tmpl = self._template(record, None)
-        if tool_dicts and not tmpl.supports_tools:
-            n = record.name
-            raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support tools")
+        if tool_dicts:
+            self._require(record, "tools", "chat")
         text = tmpl.render_chat(msgs, tool_dicts)
         cancel = threading.Event()
         chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel)
@@ -343,9 +355,13 @@ class Engine:
         return self.store.resolve(model)
 
     def _require(self, record: ModelRecord, capability: str, verb: str) -> None:
-        info = record.gguf_info()
-        if capability == "completion" and info.is_embedding_model:
+        """Refuse a request needing a capability the model lacks, by the rule ``show`` lists them with."""
+        if capability in capabilities(record, self._template(record, None)):
+            return
+        if capability == "completion":
             raise InvalidRequest(f'"{record.name.short}" does not support {verb}: it is an embedding model')
+        n = record.name
+        raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support {capability}")
 
     def _check_images(self, record: ModelRecord, images: Sequence[Any] | None) -> None:
         if not images:
@@ -374,8 +390,7 @@ class Engine:
             if override:
                 self._templates[key] = GoPrompt(override)
             else:
-                info = record.gguf_info()
-                self._templates[key] = prompt_template(record.template, info.metadata.get("tokenizer.chat_template"))
+                self._templates[key] = model_template(record)
         return self._templates[key]
 
     def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -393,7 +408,7 @@ class Engine:
         trained = info.context_length or opts["num_ctx"]
         num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
         num_gpu = opts.get("num_gpu", -1)
-        if not llama_cpp.llama_supports_gpu_offload():
+        if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
         return LoadOptions(
@@ -409,10 +424,14 @@ class Engine:
             kv = _kv_bytes(info, load.num_ctx)
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
+            blocks = int(info.arch_value("block_count") or 0)
+            layers = total_layers(blocks)
+            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size if load.num_gpu != 0 else 0, details=details.model_dump(),
-                context_length=load.num_ctx,
+                size_vram=size * on_gpu // layers, details=details.model_dump(),
+                context_length=runner.n_ctx,  # what llama.cpp allocated (it rounds num_ctx up)
+                gpu_layers=on_gpu, layers=layers,
             )
 
         return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
@@ -454,6 +473,9 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
+            n_vocab = runner.llm.n_vocab()
+            if context and not all(0 <= t < n_vocab for t in context):
+                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
             tokens = (context or []) + runner.tokenize(text, add_bos=not context)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
