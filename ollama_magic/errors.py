@@ -124,6 +124,7 @@ __all__ = [
     "ModelNotFound",
     "ModelfileError",
     "NotFound",
+    "NotSupported",
     "OllamaMagicError",
     "RemoteError",
     "ServerError",

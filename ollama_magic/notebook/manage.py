@@ -209,11 +209,12 @@ def status(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("status", argv, lambda p: None)
     s = session.status()
     loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on the GPU, {processor(m.size or 0, m.size_vram or 0)})"
-              for m in s.loaded]
+              for m in s.loaded or []]
+    loaded_text = ("; ".join(loaded) or "nothing") if s.loaded is not None else "not reported by this server"
     return _Text("\n".join([
         f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
         f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
-        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {'; '.join(loaded) or 'nothing'}",
+        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {loaded_text}",
     ]))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..backends import Backend
 from ..backends import connect as connect_backend
 from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotSupported
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..names import ModelName
 from .conversations import ConversationStore, default_conversations_root
@@ -29,7 +29,7 @@ class SessionStatus:
     notebook: str
     server_url: str | None
     gpu_offload: bool | None = None  # whether the backend's llama.cpp build can use a GPU (None: unknown)
-    loaded: list[Any] = field(default_factory=list)  # the backend's ps() entries
+    loaded: list[Any] | None = field(default_factory=list)  # the backend's ps() entries (None: not reported)
 
 
 class NotebookSession:
@@ -141,7 +141,11 @@ class NotebookSession:
 
     def status(self) -> SessionStatus:
         url = self.server.url if self.server is not None else None
-        running = self.backend.ps()
+        try:
+            running = self.backend.ps()
+        except NotSupported:  # an OpenAI-compatible server cannot say what it has loaded
+            return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url,
+                                 None, None)
         return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url,
                              getattr(running, "gpu_offload", None), list(running.models))
 
