@@ -49,8 +49,22 @@ def chat_parser() -> UsageParser:
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
     p.add_argument("--options", type=_json_object, default={}, help='model options as JSON: \'{"top_k": 20}\'')
+    p.add_argument("--think", nargs="?", const=True, type=_think_value, metavar="LEVEL",
+                   choices=[{"true": True, "false": False}.get(c, c) for c in THINK_CHOICES],
+                   help="let a thinking model think (low, medium, high, max; false: don't); the trace is shown "
+                        "collapsed above the answer and kept in the thread")
+    p.add_argument("--dry-run", action="store_true", help="show the prompt the model would read; run nothing")
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
+
+
+THINK_CHOICES = ("true", "false", "low", "medium", "high", "max")
+
+
+def _think_value(text: str) -> bool | str:
+    if text not in THINK_CHOICES:
+        raise argparse.ArgumentTypeError(f"invalid level {text!r}: use one of {', '.join(THINK_CHOICES)}")
+    return {"true": True, "false": False}.get(text, text)
 
 
 def embed_parser() -> UsageParser:
@@ -99,7 +113,8 @@ class OllamaMagics(Magics):
                 options[key] = value
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options, schema=args.schema)
+                        new=args.new, options=options, schema=args.schema, think=args.think,
+                        dry_run=args.dry_run)
         reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
                           notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:

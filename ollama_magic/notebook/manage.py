@@ -264,10 +264,11 @@ def threads(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     return pd.DataFrame({"thread": list(counts), "messages": list(counts.values())}, columns=["thread", "messages"])
 
 
-@verb("history", "[-t THREAD] [--df] [--export PATH.md|PATH.json]")
+@verb("history", "[-t THREAD] [--thinking] [--df] [--export PATH.md|PATH.json]")
 def history(session: Any, argv: list[str], shell: Any) -> Any:
     def setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("-t", "--thread", default="main")
+        p.add_argument("--thinking", action="store_true", help="show the models' thinking traces (hidden by default)")
         p.add_argument("--df", action="store_true", help="a DataFrame instead of a transcript")
         p.add_argument("--export", metavar="PATH")
 
@@ -282,7 +283,43 @@ def history(session: Any, argv: list[str], shell: Any) -> Any:
     from IPython.display import Markdown
 
     messages = store.thread(identity, args.thread)
-    return Markdown(to_markdown(messages)) if messages else _Text(f"thread {args.thread!r} is empty")
+    return Markdown(to_markdown(messages, thinking=args.thinking)) if messages else _Text(f"thread {args.thread!r} is empty")
+
+
+class TokenCount(_Text):
+    """``%ollama tokens``: how many tokens a text is for a model, and the pieces it splits into."""
+
+    ids: list[int]
+    pieces: list[str]
+
+    def __new__(cls, model: str, ids: list[int], pieces: list[str]) -> "TokenCount":
+        shown = "|".join(p.replace("\n", "\\n") for p in pieces)
+        value = super().__new__(cls, f"{len(ids)} tokens for {model}: {shown}")
+        value.ids, value.pieces = ids, pieces
+        return value
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@verb("tokens", "[-m MODEL] TEXT|VAR: count a text's tokens and show its pieces")
+def tokens(session: Any, argv: list[str], shell: Any) -> TokenCount:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-m", "--model")
+        p.add_argument("text", nargs="+")
+
+    args = _parse("tokens", argv, setup)
+    text = " ".join(args.text)
+    namespace = getattr(shell, "user_ns", None) or {}
+    if len(args.text) == 1 and text.isidentifier() and text in namespace:
+        value = namespace[text]
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{text} is a {type(value).__name__}, not a str: %ollama tokens counts text")
+        text = value
+    model = args.model or session.chat_model
+    ids = list(session.backend.tokenize(model, text).tokens)
+    pieces = [session.backend.detokenize(model, [i]).content for i in ids]
+    return TokenCount(model, ids, pieces)
 
 
 @verb("reset", "[-t THREAD | --all]: forget a thread (or all of this notebook's)")

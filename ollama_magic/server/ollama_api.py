@@ -15,7 +15,8 @@ from ..engine import Engine
 from ..errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from ..store.blobs import parse_digest
 from ..types import CreateRequest, ProgressResponse
-from .schemas import ChatBody, CopyBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody, native_responses, ndjson_responses
+from .schemas import (ChatBody, CopyBody, DetokenizeBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody,
+                      TokenizeBody, native_responses, ndjson_responses)
 from .streaming import in_thread, ndjson, to_json
 
 router = APIRouter(tags=["ollama"], responses=native_responses())
@@ -37,9 +38,40 @@ async def root() -> str:
     return "Ollama is running"
 
 
+#: The Ollama release whose API ours follows. Clients gate features on /api/version (thinking, tool
+#: streaming), so it must be an Ollama version; ours is reported beside it.
+OLLAMA_COMPATIBLE_VERSION = "0.12.0"
+
+
 @router.get("/api/version")
 async def version() -> dict[str, str]:
-    return {"version": __version__}
+    return {"version": OLLAMA_COMPATIBLE_VERSION, "ollama_magic_version": __version__}
+
+
+@router.get("/api/status")
+async def status() -> dict[str, Any]:
+    """Ollama's status: no cloud models are served from here."""
+    return {"cloud": {"disabled": True, "source": "ollama-magic"}}
+
+
+@router.post("/api/tokenize")
+async def tokenize(body: TokenizeBody, request: Request) -> Response:
+    """Not in Ollama: the model's token ids for ``content``, to budget a context."""
+    if not body.model:
+        raise InvalidRequest("model is required")
+    engine = engine_of(request)
+    return await ndjson(lambda: engine.tokenize(body.model, body.content, options=body.options,
+                                                keep_alive=body.keep_alive), stream=False)
+
+
+@router.post("/api/detokenize")
+async def detokenize(body: DetokenizeBody, request: Request) -> Response:
+    """Not in Ollama: the text of token ids."""
+    if not body.model:
+        raise InvalidRequest("model is required")
+    engine = engine_of(request)
+    return await ndjson(lambda: engine.detokenize(body.model, body.tokens, options=body.options,
+                                                  keep_alive=body.keep_alive), stream=False)
 
 
 @router.post("/api/generate", responses=ndjson_responses())

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine
+from ..engine.toolcalls import tool_call_id
 from ..errors import InvalidRequest, NotFound
 from ..names import ModelName
 from .schemas import ModelNameField, openai_responses, sse_responses
@@ -63,6 +64,8 @@ class ChatMessage(_Body):
     name: Optional[str] = None
     tool_call_id: Optional[str] = None
     tool_calls: Optional[list[ToolCall]] = None
+    reasoning: Optional[str] = None
+    reasoning_content: Optional[str] = None
 
 
 class JSONSchemaFormat(_Body):
@@ -99,6 +102,9 @@ class ChatCompletionBody(_Body):
     presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
     response_format: Optional[ResponseFormat] = None
     tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    reasoning_effort: Optional[str] = None
+    reasoning: Optional[dict[str, Any]] = None
 
 
 class CompletionBody(_Body):
@@ -148,23 +154,41 @@ def _format(response_format: ResponseFormat | None) -> Any:
     return response_format.json_schema.schema_
 
 
+def think_from_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's reasoning effort as Ollama's ``think`` (its clamping: minimal -> low, xhigh -> max)."""
+    mapping: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                                      "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+    if effort in (None, ""):
+        return None
+    if effort not in mapping:
+        raise InvalidRequest(f'invalid reasoning value: {effort!r} (must be "minimal", "low", "medium", "high", '
+                             '"xhigh", "ultra", "max", or "none")')
+    return mapping[effort]
+
+
 def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     native: list[dict[str, Any]] = []
     for m in messages:
         role = "system" if m.role == "developer" else m.role
         extra: dict[str, Any] = {}
         if role == "tool":
-            extra["tool_name"] = m.name or m.tool_call_id or ""
+            if m.name:
+                extra["tool_name"] = m.name
+            if m.tool_call_id:
+                extra["tool_call_id"] = m.tool_call_id  # the engine finds the call's name from it
+        if m.reasoning or m.reasoning_content:
+            extra["thinking"] = m.reasoning or m.reasoning_content
         if m.tool_calls:
             calls = []
-            for call in m.tool_calls:
+            for index, call in enumerate(m.tool_calls):
                 try:
                     args = json.loads(call.function.arguments or "{}")
                 except ValueError:
                     raise InvalidRequest("invalid tool call arguments: not JSON text") from None
                 if not isinstance(args, dict):
                     raise InvalidRequest("invalid tool call arguments: not a JSON object")
-                calls.append({"function": {"name": call.function.name, "arguments": args}})
+                calls.append({"id": call.id or "", "function": {"index": index, "name": call.function.name,
+                                                                "arguments": args}})
             extra["tool_calls"] = calls
         if isinstance(m.content, list):
             for part in m.content:
@@ -184,9 +208,9 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     if not getattr(message, "tool_calls", None):
         return None
     return [
-        {"id": f"call_{random.randrange(16**8):08x}", "index": i, "type": "function",
+        {"id": c.id or tool_call_id(), "index": c.function.index, "type": "function",
          "function": {"name": c.function.name, "arguments": json.dumps(dict(c.function.arguments))}}
-        for i, c in enumerate(message.tool_calls)
+        for c in message.tool_calls
     ]
 
 
@@ -220,34 +244,47 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     ident, created = f"chatcmpl-{random.randrange(999)}", int(time.time())
     base = {"id": ident, "created": created, "model": body.model, "system_fingerprint": "fp_ollama"}
     messages, fmt, options = _messages(body.messages), _format(body.response_format), _options(body)
+    think = think_from_effort((body.reasoning or {}).get("effort") or body.reasoning_effort)
     result = await in_thread(lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,
-                                                 options=options, stream=body.stream))
+                                                 options=options, stream=body.stream, think=think,
+                                                 tool_choice=body.tool_choice))
     if not body.stream:
         message = result.message
         calls = _tool_calls(message)
         reply: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
+        if message.thinking:
+            reply["reasoning"] = message.thinking
         if calls:
             reply["tool_calls"] = calls
-        reason = "tool_calls" if calls else result.done_reason
+        reason = "tool_calls" if calls and result.done_reason == "stop" else result.done_reason
         return JSONResponse({**base, "object": "chat.completion",
                              "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
                              "usage": _usage(result)})
     chunk_base = {**base, "object": "chat.completion.chunk"}
-    first = [True]
+    state = {"first": True, "called": False}
+
+    def chunk_of(delta: dict[str, Any], reason: str | None = None) -> str:
+        if state["first"]:
+            delta = {"role": "assistant", **delta}
+            state["first"] = False
+        return sse({**chunk_base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
 
     def encode(chunk: Any) -> str:
+        """Ollama's split: the trace, then content or tool calls, each in a chunk of its own."""
+        out = ""
+        message = chunk.message
+        if message.thinking:
+            out += chunk_of({"content": "", "reasoning": message.thinking})
+        calls = _tool_calls(message)
+        if calls:
+            state["called"] = True
+            out += chunk_of({"content": "", "tool_calls": calls})
+        if message.content or (not out and not chunk.done):
+            out += chunk_of({"content": message.content})
         if chunk.done:
-            calls = _tool_calls(chunk.message)
-            out = ""
-            if calls:
-                out += sse({**chunk_base, "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]})
-            reason = "tool_calls" if calls else chunk.done_reason
-            return out + sse({**chunk_base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
-        delta: dict[str, Any] = {"content": chunk.message.content}
-        if first[0]:
-            delta = {"role": "assistant", **delta}
-            first[0] = False
-        return sse({**chunk_base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+            reason = "tool_calls" if state["called"] and chunk.done_reason == "stop" else chunk.done_reason
+            out += chunk_of({}, reason)
+        return out
 
     return await _completion_stream(result, encode, chunk_base, body.stream_options)
 

@@ -23,7 +23,7 @@ ModelNameField = Annotated[str, Field(min_length=1, description="a model name: [
                                       json_schema_extra={"pattern": NAME_PATTERN})]
 KeepAlive = Optional[Union[StrictInt, StrictFloat, StrictStr]]
 Format = Optional[Union[Literal["json", ""], dict[str, Any]]]
-Think = Optional[Union[StrictBool, Literal["low", "medium", "high"]]]
+Think = Optional[Union[StrictBool, Literal["low", "medium", "high", "max"]]]
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
@@ -45,14 +45,17 @@ class GenerateBody(Body):
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Think = None
+    debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
 
 
 class ToolCallFunction(Body):
+    index: Optional[int] = None
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolCall(Body):
+    id: Optional[str] = None
     function: ToolCallFunction
 
 
@@ -63,17 +66,35 @@ class ChatMessage(Body):
     images: Optional[list[str]] = None
     tool_calls: Optional[list[ToolCall]] = None
     tool_name: Optional[str] = None
+    tool_call_id: Optional[str] = None
 
 
 class ChatBody(Body):
     model: ModelNameField
     messages: Optional[list[ChatMessage]] = None
     tools: Optional[list[dict[str, Any]]] = None
+    #: not in Ollama (which ignores it); OpenAI's values, honoured with a grammar
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
     stream: bool = True
     format: Format = None
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Think = None
+    debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+
+
+class TokenizeBody(Body):
+    model: str = ""
+    content: str = ""
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
+
+
+class DetokenizeBody(Body):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
 
 
 class EmbedBody(Body):

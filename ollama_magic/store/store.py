@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
+from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
                      temp_path_in)
 from ..names import ModelName
 from ..options import check_options, format_parameters
-from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
+from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
+                     ShowResponse)
 from . import manifests as mt
 from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
@@ -222,17 +223,7 @@ class ModelStore:
         return self.find(name) is not None
 
     def list(self) -> ListResponse:
-        models = [
-            ListedModel(
-                name=r.name.short,
-                model=r.name.short,
-                modified_at=r.modified_at,
-                size=r.manifest.size,
-                digest=r.manifest_digest,
-                details=r.details,
-            )
-            for r in self.records()
-        ]
+        models = [_listed(r) for r in self.records()]
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return ListResponse(models=models)
 
@@ -631,3 +622,23 @@ def _model_info(info: GGUFInfo) -> dict[str, Any]:
         model_info[key] = []  # Ollama's non-verbose form: long arrays left out
     model_info["general.parameter_count"] = info.parameter_count
     return dict(sorted(model_info.items()))
+
+
+def _listed(record: ModelRecord) -> ListedModel:
+    """A /api/tags entry; a model whose weights cannot be read is still listed, without the extras."""
+    from ..engine.capabilities import capabilities
+
+    details = ListedModelDetails(**record.details.model_dump())
+    caps = None
+    try:
+        info = record.gguf_info()
+        caps = capabilities(record)
+    except (OSError, ValueError, OllamaMagicError) as exc:
+        log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
+    else:
+        width = info.arch_value("embedding_length")
+        details.context_length = info.context_length
+        details.embedding_length = int(width) if isinstance(width, int) and width > 0 else None
+    return ListedModel(name=record.name.short, model=record.name.short, modified_at=record.modified_at,
+                       size=record.manifest.size, digest=record.manifest_digest, details=details,
+                       capabilities=caps)
