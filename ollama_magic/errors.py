@@ -102,6 +102,12 @@ class RemoteError(OllamaMagicError):
     """The server could not be reached, or answered with an error we have no better type for."""
 
 
+class NotSupported(OllamaMagicError):
+    """The connected server's API has no way to do what was asked (model management on OpenAI's /v1)."""
+
+    status_code = 501
+
+
 class HelpShown(Exception):
     """--help was printed; nothing else to do. (Not an OllamaMagicError: nothing went wrong.)"""
 
@@ -118,6 +124,7 @@ __all__ = [
     "ModelNotFound",
     "ModelfileError",
     "NotFound",
+    "NotSupported",
     "OllamaMagicError",
     "RemoteError",
     "ServerError",

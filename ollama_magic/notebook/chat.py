@@ -47,7 +47,8 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
 
 @dataclass
 class ChatTurn:
-    """What one turn asks for; ``options`` are Ollama's model options."""
+    """What one turn asks for; ``options`` are Ollama's model options; ``schema`` (a JSON schema, with
+    ``fmt="json"``) constrains the reply to that shape."""
 
     text: str
     model: str
@@ -57,6 +58,7 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
     #: Ollama's ``think``: None (the model's default), True/False or a level ("low" ... "max")
     think: bool | str | None = None
     #: only render the prompt the model would see (Ollama's ``_debug_render_only``); nothing is recorded
@@ -82,6 +84,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     seconds between live updates of the cell-output display."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
+    if turn.schema is not None and turn.fmt != "json":
+        raise InvalidRequest("a schema shapes a JSON reply: use it with -f json")
     store, identity = session.conversations, session.identity
     # read once; --new and --system are applied in memory here and written with the turn (one write)
     earlier = store.thread(identity, turn.thread) if turn.history and not turn.new else []
@@ -101,7 +105,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format="json" if turn.fmt == "json" else None, **extra)
+                                  format=(turn.schema or "json") if turn.fmt == "json" else None, **extra)
     final, interrupted = None, False
     trace: list[str] = []
     show_trace = getattr(view, "append_thinking", None)

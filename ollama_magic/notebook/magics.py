@@ -44,6 +44,7 @@ def chat_parser() -> UsageParser:
     p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
     p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
                    help="markdown (default), text, code (a code block), json (the parsed object)")
+    p.add_argument("--schema", type=_json_object, help="with -f json: a JSON schema the reply must follow")
     p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
@@ -112,7 +113,8 @@ class OllamaMagics(Magics):
                 options[key] = value
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options, think=args.think, dry_run=args.dry_run)
+                        new=args.new, options=options, schema=args.schema, think=args.think,
+                        dry_run=args.dry_run)
         reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
                           notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:
