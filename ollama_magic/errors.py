@@ -67,3 +67,12 @@ class MissingPackage(OllamaMagicError):
     """An optional package (the embedded models, the GGUF converter) is not installed."""
 
     status_code = 500
+
+
+class ServerBusy(OllamaMagicError):
+    """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded") -> None:
+        super().__init__(message)

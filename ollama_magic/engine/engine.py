@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -29,10 +30,19 @@ from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
 from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
 from .prompt import GoPrompt, PromptTemplate, prompt_template
-from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
+from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
+                     schema_grammar)
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 
 log = logging.getLogger("ollama_magic")
+
+#: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
+#: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
+CANCEL_SCOPE: ContextVar[threading.Event | None] = ContextVar("ollama_magic_cancel", default=None)
+
+
+def request_cancel_event() -> threading.Event:
+    return CANCEL_SCOPE.get() or threading.Event()
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -216,7 +226,7 @@ class Engine:
         else:
             tmpl = self._template(record, template)
             text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""), suffix or "")
-        cancel = threading.Event()
+        cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
                            stream=stream, cancel=cancel)
 
@@ -264,7 +274,7 @@ class Engine:
             n = record.name
             raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support tools")
         text = tmpl.render_chat(msgs, tool_dicts)
-        cancel = threading.Event()
+        cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel)
 
         def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.ChatResponse:
@@ -399,6 +409,7 @@ class Engine:
         return LoadOptions(
             num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
             use_mmap=opts.get("use_mmap", True), embedding=embedding,
+            num_parallel=1 if embedding else num_parallel(),
         )
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
@@ -406,7 +417,7 @@ class Engine:
 
         def describe(runner: Runner) -> dict[str, Any]:
             info = record.gguf_info()
-            kv = _kv_bytes(info, load.num_ctx)
+            kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
             return dict(

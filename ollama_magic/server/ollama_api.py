@@ -49,7 +49,7 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     if not body.model:
         return native_error(ModelNotFound(""))
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
-    return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream)
+    return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/chat", tags=["ollama"])
@@ -59,7 +59,7 @@ async def chat(body: ChatBody, request: Request) -> Response:
     if not body.model:
         return native_error(InvalidRequest("model is required"))
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
-    return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream)
+    return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/create", tags=["ollama"])
@@ -158,7 +158,7 @@ async def embed(body: EmbedBody, request: Request) -> Response:
         return native_error(InvalidRequest("model is required"))
     engine = engine_of(request)
     args = body.model_dump(exclude_none=True)
-    return await ndjson(lambda: engine.embed(**args), stream=False)
+    return await ndjson(lambda: engine.embed(**args), stream=False, request=request)
 
 
 @router.post("/api/embeddings", tags=["ollama"])

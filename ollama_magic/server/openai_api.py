@@ -177,7 +177,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
         messages, fmt, options = _messages(body.messages), _format(body.response_format), _options(body)
         call = lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,  # noqa: E731
                                    options=options, stream=body.stream)
-        result = await in_thread(call)
+        result = await in_thread(call, request)
         if not body.stream:
             message = result.message
             calls = _tool_calls(message)
@@ -232,7 +232,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     try:
         options = _options(body)
         result = await in_thread(lambda: engine.generate(body.model, body.prompt, suffix=body.suffix,
-                                                         options=options, stream=body.stream))
+                                                         options=options, stream=body.stream), request)
         if not body.stream:
             return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
                                                       "finish_reason": result.done_reason}], "usage": _usage(result)})
