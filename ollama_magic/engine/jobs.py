@@ -5,14 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from ..errors import OllamaMagicError
+from ..errors import EngineError
 from .sampling import Sampling
 
-
-class EngineError(OllamaMagicError):
-    """llama.cpp failed at run time (a model that will not load, a decode error)."""
-
-    status_code = 500
+__all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Token"]
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ class Runner:
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
 
     def _pooling_from_gguf(self) -> int | None:
-        from ..store.gguf_meta import read_gguf
+        from ..store.gguf_meta import gguf_header as read_gguf
 
         return read_gguf(self.model_path).arch_value("pooling_type")
 
