@@ -87,12 +87,18 @@ async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> An
                 cancel.set()
                 return
 
+    failure: Exception | None = None
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watch_disconnect)
         try:
-            return await anyio.to_thread.run_sync(call, limiter=_inference_threads())
+            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads())
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
+            failure = exc  # (raised inside it, it would arrive wrapped in an ExceptionGroup)
         finally:
             tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
 
 
 class _Failed:
