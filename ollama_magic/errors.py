@@ -130,3 +130,12 @@ __all__ = [
     "ServerError",
     "TemplateError",
 ]
+
+
+class ServerBusy(OllamaMagicError):
+    """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded") -> None:
+        super().__init__(message)
