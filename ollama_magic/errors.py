@@ -128,6 +128,7 @@ __all__ = [
     "OllamaMagicError",
     "RemoteError",
     "ServerError",
+    "ServerBusy",
     "TemplateError",
 ]
 
