@@ -15,8 +15,9 @@ from typing import Any, Callable, Mapping, Protocol
 from ..errors import InvalidRequest
 from .conversations import fit_to_context, now_rfc3339
 from .display import ChatReply, StreamDisplay, strip_fence
+from .output_forms import with_instruction
 
-FORMATS = ("markdown", "text", "code", "json")
+FORMATS = ("markdown", "text", "code", "json", "html", "math")
 DEFAULT_CONTEXT = 4096
 #: A deliberately pessimistic guess of characters per token (English averages ~4; code and other
 #: languages less). Used only to decide which old turns to leave out; the engine counts exactly.
@@ -60,6 +61,11 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: Send at most this many earlier exchanges of the thread (None: as many as fit the context).
+    max_history: int | None = None
+    #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
+    tools: list[Callable[..., Any]] = field(default_factory=list)
+    tool_choice: str = "auto"
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -74,6 +80,13 @@ def context_budget(options: Mapping[str, Any]) -> int:
     return n_ctx - reserve
 
 
+def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The system messages and the last ``count`` exchanges (a user message and what followed it)."""
+    starts = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    cut = starts[-count] if 0 < count <= len(starts) else (len(messages) if count <= 0 else 0)
+    return [m for i, m in enumerate(messages) if m["role"] == "system" or i >= cut]
+
+
 class ReplyView(Protocol):
     """Where a reply is shown while it grows: the cell's output (StreamDisplay) or a widget."""
 
@@ -84,7 +97,8 @@ class ReplyView(Protocol):
 
 
 def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
-              view: ReplyView | None = None, stop: threading.Event | None = None) -> ChatReply | Any:
+              view: ReplyView | None = None, stop: threading.Event | None = None,
+              confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
 
     ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
@@ -99,7 +113,9 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     earlier = store.thread(identity, turn.thread) if turn.history else []
     if not turn.history and turn.system is not None:
         earlier = [{"role": "system", "content": turn.system}]
-    user = {"role": "user", "content": turn.text}
+    if turn.max_history is not None:
+        earlier = last_exchanges(earlier, turn.max_history)
+    user = {"role": "user", "content": with_instruction(turn.text, turn.fmt)}
     sent, dropped = fit_to_context(
         [{"role": m["role"], "content": m["content"]} for m in earlier] + [user],
         estimate_tokens, context_budget(turn.options),
@@ -109,6 +125,29 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
                f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
 
     view = view if view is not None else StreamDisplay(session.shell, live=live)
+    if turn.tools:
+        final, interrupted = _tool_rounds(session, turn, sent, view, confirm), False
+    else:
+        final, interrupted = _streamed(session, turn, sent, view, stop)
+
+    stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
+    reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
+                      stats=stats)
+    if turn.history:
+        store.append(identity, turn.thread,
+                     {**user, "model": turn.model, "created_at": now_rfc3339()},
+                     {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
+                      "interrupted": interrupted, **stats})
+    if turn.fmt == "json" and not interrupted:
+        try:
+            return json.loads(strip_fence(view.text))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
+    return reply
+
+
+def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+              stop: threading.Event | None) -> tuple[Any, bool]:
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format="json" if turn.fmt == "json" else None)
     final, interrupted = None, False
@@ -125,18 +164,20 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     finally:
         stream.close()  # stops decoding now if we left early (Ctrl-C, an error)
         view.finish()
+    return final, interrupted
 
-    stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
-    reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
-                      stats=stats)
-    if turn.history:
-        store.append(identity, turn.thread,
-                     {**user, "model": turn.model, "created_at": now_rfc3339()},
-                     {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
-                      "interrupted": interrupted, **stats})
-    if turn.fmt == "json" and not interrupted:
-        try:
-            return json.loads(strip_fence(view.text))
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
-    return reply
+
+def _tool_rounds(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+                 confirm: Callable[[str], bool] | None) -> Any:
+    """Tool calls are whole JSON objects, so these rounds are not streamed; each call is shown."""
+    from IPython.display import display
+
+    from .tools import run_with_tools
+
+    try:
+        final, _ = run_with_tools(session.backend, turn.model, sent, turn.tools, options=turn.options or None,
+                                  confirm=confirm, show=display, tool_choice=turn.tool_choice)
+        view.append(final.message.content or "")
+    finally:
+        view.finish()
+    return final

@@ -19,7 +19,11 @@ from traitlets import Bool, Float
 from ..errors import OllamaMagicError
 from . import manage
 from .arguments import HelpShown, UsageParser, split_line
+from . import notebook_features
 from .chat import FORMATS, ChatTurn, chat_turn, interpolate
+from .chat_flags import SWITCHES as EXTRA_SWITCHES
+from .chat_flags import VALUED as EXTRA_VALUED
+from .chat_flags import add_context_flags
 from .session import NotebookSession
 
 
@@ -43,11 +47,13 @@ def chat_parser() -> UsageParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
     p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
-                   help="markdown (default), text, code (a code block), json (the parsed object)")
+                   help="markdown (default), text, code (a code block, also put in a new cell below), "
+                   "json (the parsed object), html, math (LaTeX)")
     p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
     p.add_argument("--options", type=_json_object, default={}, help='model options as JSON: \'{"top_k": 20}\'')
+    add_context_flags(p)
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
 
@@ -70,7 +76,8 @@ def _flag_pattern(valued: str, switches: str) -> re.Pattern[str]:
 
 _EMBED_FLAGS = _flag_pattern("-m|--model|-o|--output|-c|--column|--batch-size", "--wide|-h|--help")
 _CHAT_FLAGS = _flag_pattern("-m|--model|-t|--thread|-s|--system|--temperature|--seed|--num-predict|-f|--format|"
-                            "-o|--output|--options", "--no-history|--new|-h|--help")
+                            "-o|--output|--options|" + "|".join(EXTRA_VALUED),
+                            "--no-history|--new|-h|--help|" + "|".join(EXTRA_SWITCHES))
 
 
 def _leading_flags(line: str, pattern: re.Pattern[str] = _EMBED_FLAGS) -> tuple[str, str]:
@@ -113,10 +120,22 @@ class OllamaMagics(Magics):
         for key, value in (("temperature", args.temperature), ("seed", args.seed), ("num_predict", args.num_predict)):
             if value is not None:
                 options[key] = value
-        turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
+        model = args.model or self.session.chat_model
+        notice = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        if args.over is not None:
+            result = notebook_features.over(self.session, args, text, namespace, local_ns, model, options)
+            if args.output:
+                self.shell.user_ns[args.output] = result
+            return result
+        text = notebook_features.with_context(self.session, args, interpolate(text, namespace), namespace, model,
+                                              options)
+        turn = ChatTurn(text=text, model=model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options)
-        reply = chat_turn(self.session, turn, live=self.stream, notice=lambda msg: print(msg, file=sys.stderr))
+                        new=args.new, options=options, max_history=args.max_history,
+                        tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice)
+        reply = chat_turn(self.session, turn, live=self.stream, notice=notice,
+                          confirm=notebook_features.confirm(args))
+        notebook_features.after_reply(self.shell, reply, args.format, notice)
         if args.output:
             self.shell.user_ns[args.output] = reply
         return reply
