@@ -144,21 +144,27 @@ def build_context(shell: Any, namespace: Mapping[str, Any], *, cells: int = 0, n
 
 
 def token_counter(backend: Any, model: str) -> TokenCounter:
-    """The model's tokenizer through the Backend when it has one (the in-kernel engine), else a guess."""
+    """The model's tokenizer through the Backend: its ``tokenize`` when it has one, else the loaded
+    runner's (the in-kernel engine), else a pessimistic guess (a remote server without /api/tokenize)."""
     tokenize = getattr(backend, "tokenize", None)
     if callable(tokenize):
-        def count(text: str) -> int:
-            result = tokenize(model, text)
-            tokens = getattr(result, "tokens", None)
-            if tokens is None and isinstance(result, Mapping):
-                tokens = result.get("tokens")
-            return len(tokens if tokens is not None else result)
-
-        return count
+        try:
+            _count_with(tokenize, model, "probe")
+            return lambda text: _count_with(tokenize, model, text)
+        except Exception:  # noqa: BLE001 - another signature or a server without it: try the runner
+            pass
     runner = _loaded_runner(backend, model)
     if runner is not None:
         return lambda text: len(runner.tokenize(text, add_bos=False))
     return lambda text: len(text) // CHARS_PER_TOKEN + 1
+
+
+def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
+    result = tokenize(model, text)
+    tokens = getattr(result, "tokens", None)
+    if tokens is None and isinstance(result, Mapping):
+        tokens = result.get("tokens")
+    return len(tokens if tokens is not None else result)
 
 
 def _loaded_runner(backend: Any, model: str) -> Any:

@@ -122,6 +122,7 @@ class OllamaMagics(Magics):
                 options[key] = value
         model = args.model or self.session.chat_model
         notice = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        notebook_features.validate(args)
         if args.over is not None:
             result = notebook_features.over(self.session, args, text, namespace, local_ns, model, options)
             if args.output:

@@ -14,6 +14,14 @@ from .output_forms import insert_code_cell
 _ROW = "\x00row\x00"  # {text} survives interpolation of the notebook's own {names}
 
 
+def validate(args: Any) -> None:
+    """Flags that only mean something together: one clear line instead of being silently ignored."""
+    if args.over is None and (args.schema is not None or args.workers != 4):
+        raise InvalidRequest("--schema and --workers go with --over")
+    if not args.tools and (args.confirm or args.tool_choice != "auto"):
+        raise InvalidRequest("--confirm and --tool-choice go with --tools")
+
+
 def over(session: Any, args: Any, text: str, namespace: Mapping[str, Any], local_ns: Mapping[str, Any] | None,
          model: str, options: dict[str, Any]) -> Any:
     """``--over EXPR``: the message for every row; nothing enters the thread."""
@@ -76,8 +84,6 @@ def with_context(session: Any, args: Any, text: str, namespace: Mapping[str, Any
 
 def tools(args: Any, namespace: Mapping[str, Any]) -> list[Callable[..., Any]]:
     if not args.tools:
-        if args.confirm or args.tool_choice != "auto":
-            raise InvalidRequest("--confirm and --tool-choice go with --tools")
         return []
     from .tools import resolve
 
@@ -98,4 +104,4 @@ def after_reply(shell: Any, reply: Any, fmt: str, notice: Callable[[str], None])
         insert_code_cell(shell, strip_fence(str(reply)), notice)
 
 
-__all__ = ["after_reply", "confirm", "over", "tools", "with_context"]
+__all__ = ["after_reply", "confirm", "over", "tools", "validate", "with_context"]

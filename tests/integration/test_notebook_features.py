@@ -231,8 +231,7 @@ def test_context_and_vars_are_attached_and_shown_collapsed(ip) -> None:
     ip.user_ns["df"] = pd.DataFrame({"city": ["Paris", "Oslo", "Rome"], "temp": [21.5, 9.0, 25.25]})
     with capture_output() as cap:
         chat(ip, f"--context 2 --vars df -t ctx {SHORT}", "What is in my notebook?")
-    line = next(o for o in cap.outputs if "text/html" in o.data and "<details>" in o.data["text/html"])
-    label = line.data["text/plain"]
+    label = next(o.data["text/plain"] for o in cap.outputs if o.data["text/plain"].startswith("sent with:"))
     assert label.startswith(f"sent with: cells {shown - 1}-{shown}; vars df (") and label.endswith(" tokens)")
     sent = history(ip, "ctx").content[0]
     assert "price = 41" in sent and f"[output {shown}]\n42" in sent and sent.endswith("Message:\nWhat is in my notebook?")
@@ -248,7 +247,7 @@ def test_context_is_fitted_to_the_models_context_oldest_cells_first(ip) -> None:
         run(ip, f"# cell {i}\n" + "\n".join(f"row_{i}_{j} = {j} * 1000" for j in range(12)))
     with capture_output() as cap:
         chat(ip, f"--context 6 -t fit {SHORT} --options '{{\"num_ctx\": 512}}'", "Summarize.")
-    label = next(o.data["text/plain"] for o in cap.outputs if "<details>" in o.data.get("text/html", ""))
+    label = next(o.data["text/plain"] for o in cap.outputs if o.data["text/plain"].startswith("sent with:"))
     tokens = int(label.rsplit("(", 1)[1].split()[0])
     assert tokens <= 256
     sent = history(ip, "fit").content[0]
@@ -288,11 +287,10 @@ def test_tools_run_in_the_kernel_and_the_result_goes_back(ip, tools_model: str) 
         reply = chat(ip, f"--tools add --tool-choice required -m {tools_model} -t tools --seed 1 --num-predict 24",
                      "What is 2 plus 3? Use the tool.")
     assert calls and all(isinstance(a, int) and isinstance(b, int) for a, b in calls)
-    shown = [o for o in cap.outputs if "tool call: <code>add(" in o.data.get("text/html", "")]
+    shown = [o for o in cap.outputs if o.data["text/plain"].startswith("tool call: add(")]
     assert len(shown) == len(calls)
     a, b = calls[0]
     assert shown[0].data["text/plain"] == f"tool call: add(a={a}, b={b}) -> {a + b}"
-    assert "<details>" in shown[0].data["text/html"]
     assert isinstance(reply, ChatReply)
     assert list(history(ip, "tools").role) == ["user", "assistant"]
 
@@ -318,3 +316,15 @@ def test_tools_errors_are_one_line(ip) -> None:
     _define_add(ip)
     with pytest.raises(UsageError, match="does not support tools"):
         chat(ip, f"--tools add {SHORT}", "hi")  # gemma3:270m's own template has no .Tools
+
+
+def test_flags_that_only_go_together_are_one_line_errors(ip) -> None:
+    with pytest.raises(UsageError, match="--schema and --workers go with --over"):
+        chat(ip, "--schema '{}' hi")
+    with pytest.raises(UsageError, match="--confirm and --tool-choice go with --tools"):
+        chat(ip, "--confirm hi")
+    ip.user_ns["df"] = REVIEWS
+    with pytest.raises(UsageError, match="cannot be combined with --tools, --context or --vars"):
+        chat(ip, "--over df.review --context 2 hi {text}")
+    with pytest.raises(UsageError, match=r"--over nope\.review: NameError"):
+        chat(ip, "--over nope.review hi")

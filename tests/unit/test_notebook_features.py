@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 from ollama_magic.notebook.chat import last_exchanges
-from ollama_magic.notebook.context import NotebookContext, summarize
+from IPython.core.formatters import DisplayFormatter
+
+from ollama_magic.notebook.context import NotebookContext, SentWith, summarize
 from ollama_magic.notebook.errorhelp import corrected_code, format_error
 from ollama_magic.notebook.output_forms import as_latex, with_instruction
 from ollama_magic.notebook.over import row_prompt
-from ollama_magic.notebook.tools import required_call_format, tool_schemas
+from ollama_magic.notebook.tools import ToolCall, required_call_format, tool_schemas
 
 THREAD = [
     {"role": "system", "content": "be brief"},
@@ -96,3 +98,17 @@ def test_sent_with_label_names_cells_and_vars() -> None:
     context = NotebookContext(cells=[(3, "[cell 3]"), (4, "[cell 4]")], variables=[("df", "df: ...")], tokens=12)
     assert context.label() == "sent with: cells 3-4; vars df (12 tokens)"
     assert context.wrap("hi").endswith("\n\nMessage:\nhi") and NotebookContext().wrap("hi") == "hi"
+
+
+def test_sent_with_is_collapsed_html_that_expands_to_the_text_sent() -> None:
+    context = NotebookContext(cells=[(2, "[cell 2]\nx < 1")], tokens=5)
+    data, _ = DisplayFormatter().format(SentWith(context))
+    assert data["text/plain"] == "sent with: cell 2 (5 tokens)"
+    assert data["text/html"] == ("<details><summary>sent with: cell 2 (5 tokens)</summary>"
+                                 "<pre>Context from the notebook:\n\n[cell 2]\nx &lt; 1</pre></details>")
+
+
+def test_a_tool_call_shows_collapsed() -> None:
+    data, _ = DisplayFormatter().format(ToolCall("add", {"a": 2, "b": 3}, "5"))
+    assert data["text/plain"] == "tool call: add(a=2, b=3) -> 5"
+    assert data["text/html"] == "<details><summary>tool call: <code>add(a=2, b=3)</code></summary><pre>5</pre></details>"
