@@ -103,9 +103,12 @@ def _text_result(shell: Any, value: Any) -> str:
 
 def recent_cells(shell: Any, count: int) -> list[tuple[int, str]]:
     """The last ``count`` cells before the running one: their code, text result and error."""
+    from .errorhelp import error_log
+
     ns = shell.user_ns
     inputs, outputs, errors = ns.get("In", []), ns.get("Out", {}), ns.get("Err", {})
-    current = shell.execution_count
+    running = error_log(shell).running
+    current = running if running is not None else shell.execution_count
     blocks = []
     for n in range(max(1, current - count), current):
         code = inputs[n] if n < len(inputs) else ""

@@ -68,17 +68,26 @@ class ErrorLog:
         self.shell = shell
         self.errors: dict[int, CellError] = {}
         self.last: int | None = None
+        #: The number of the cell running now (None between cells), for --context's "cells before this one".
+        self.running: int | None = None
         self.err: dict[int, str] = shell.user_ns.setdefault("Err", Errors())
 
     def install(self) -> None:
         if self.record not in self.shell.events.callbacks["post_run_cell"]:
+            self.shell.events.register("pre_run_cell", self.starting)
             self.shell.events.register("post_run_cell", self.record)
 
     def uninstall(self) -> None:
         if self.record in self.shell.events.callbacks["post_run_cell"]:
+            self.shell.events.unregister("pre_run_cell", self.starting)
             self.shell.events.unregister("post_run_cell", self.record)
 
+    def starting(self, info: Any) -> None:
+        # IPython 9 counts the cell before pre_run_cell fires: the running cell is the one before.
+        self.running = self.shell.execution_count - 1 if info.store_history and not info.silent else None
+
     def record(self, result: Any) -> None:
+        self.running = None
         error = result.error_before_exec or result.error_in_exec
         if error is None or isinstance(error, (UsageError, KeyboardInterrupt)):
             return  # a magic's usage line is already one clear sentence; an interrupt is not a bug

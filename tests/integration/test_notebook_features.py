@@ -229,12 +229,13 @@ def test_context_and_vars_are_attached_and_shown_collapsed(ip) -> None:
     run(ip, "price = 41")
     shown = run(ip, "price + 1").execution_count
     ip.user_ns["df"] = pd.DataFrame({"city": ["Paris", "Oslo", "Rome"], "temp": [21.5, 9.0, 25.25]})
-    with capture_output() as cap:
-        chat(ip, f"--context 2 --vars df -t ctx {SHORT}", "What is in my notebook?")
+    with capture_output() as cap:  # as a notebook runs it: a cell of its own, which is not part of the context
+        ran = run(ip, f"%%chat --context 2 --vars df -t ctx {SHORT}\nWhat is in my notebook?")
+    assert ran.success and ran.execution_count == shown + 1
     label = next(o.data["text/plain"] for o in cap.outputs if o.data["text/plain"].startswith("sent with:"))
     assert label.startswith(f"sent with: cells {shown - 1}-{shown}; vars df (") and label.endswith(" tokens)")
     sent = history(ip, "ctx").content[0]
-    assert "price = 41" in sent and f"[output {shown}]\n42" in sent and sent.endswith("Message:\nWhat is in my notebook?")
+    assert "price = 41" in sent and f"[output {shown}]\n42" in sent and sent.rstrip().endswith("Message:\nWhat is in my notebook?")
     assert "df: DataFrame, 3 rows x 2 columns" in sent and "city: str, temp: float64" in sent and "Oslo" in sent
     context_text = sent[: sent.index("\n\nMessage:\n")]
     engine = current_session().backend
