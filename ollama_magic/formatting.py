@@ -85,6 +85,26 @@ def processor(size: int, size_vram: int) -> str:
 
 
 PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+#: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
+MODEL_COLUMNS = ["name", "id", "size", "family", "parameters", "quantization", "modified"]
+
+
+def model_rows(models: Iterable[Any]) -> list[dict[str, str]]:
+    """``ListResponse.models`` as rows of display strings, the one models table of the CLI, the
+    magic and the panel (``ollama list``'s ID, size and age, plus the details the notebook shows)."""
+    rows = []
+    for m in models:
+        d = m.details
+        rows.append({
+            "name": m.model or "",
+            "id": (m.digest or "")[:12],
+            "size": human_bytes(m.size or 0),
+            "family": (d.family if d else None) or "",
+            "parameters": (d.parameter_size if d else None) or "",
+            "quantization": (d.quantization_level if d else None) or "",
+            "modified": human_age(m.modified_at) if m.modified_at else "",
+        })
+    return rows
 
 
 def ps_rows(models: Iterable[Any]) -> list[list[str]]:

@@ -13,15 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
-from .conversations import fit_to_context, now_rfc3339
+from .context_fit import context_length, fit_history
+from .conversations import as_chat_messages, new_message
 from .display import ChatReply, StreamDisplay, strip_fence
 from .output_forms import with_instruction
 
 FORMATS = ("markdown", "text", "code", "json", "html", "math")
-DEFAULT_CONTEXT = 4096
-#: A deliberately pessimistic guess of characters per token (English averages ~4; code and other
-#: languages less). Used only to decide which old turns to leave out; the engine counts exactly.
-CHARS_PER_TOKEN = 3
 
 
 class _Namespace(dict):
@@ -68,18 +65,6 @@ class ChatTurn:
     tool_choice: str = "auto"
 
 
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages)
-
-
-def context_budget(options: Mapping[str, Any]) -> int:
-    """Tokens the history may fill: the context, less room for the answer."""
-    n_ctx = int(options.get("num_ctx") or DEFAULT_CONTEXT)
-    answer = int(options.get("num_predict") or 0)
-    reserve = answer if 0 < answer < n_ctx // 2 else n_ctx // 4
-    return n_ctx - reserve
-
-
 def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """The system messages and the last ``count`` exchanges (a user message and what followed it)."""
     starts = [i for i, m in enumerate(messages) if m["role"] == "user"]
@@ -98,33 +83,28 @@ class ReplyView(Protocol):
 
 def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
               view: ReplyView | None = None, stop: threading.Event | None = None,
-              confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
+              interval: float = 0.1, confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
 
     ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
-    another thread ends the turn after the current token, like Ctrl-C does in a cell."""
+    another thread ends the turn after the current token, like Ctrl-C does in a cell. ``interval``:
+    seconds between live updates of the cell-output display."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
     store, identity = session.conversations, session.identity
-    if turn.new:
-        store.reset(identity, turn.thread)
-    if turn.history and turn.system is not None:
-        store.set_system(identity, turn.thread, turn.system)
-    earlier = store.thread(identity, turn.thread) if turn.history else []
-    if not turn.history and turn.system is not None:
-        earlier = [{"role": "system", "content": turn.system}]
+    # read once; --new and --system are applied in memory here and written with the turn (one write)
+    earlier = store.thread(identity, turn.thread) if turn.history and not turn.new else []
+    if turn.system is not None:
+        earlier = [{"role": "system", "content": turn.system}, *(m for m in earlier if m["role"] != "system")]
     if turn.max_history is not None:
         earlier = last_exchanges(earlier, turn.max_history)
-    user = {"role": "user", "content": with_instruction(turn.text, turn.fmt)}
-    sent, dropped = fit_to_context(
-        [{"role": m["role"], "content": m["content"]} for m in earlier] + [user],
-        estimate_tokens, context_budget(turn.options),
-    )
+    user = new_message("user", with_instruction(turn.text, turn.fmt), turn.model)
+    sent, dropped = fit_history(as_chat_messages([*earlier, user]), turn.options)
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
-               f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
+               f"{context_length(turn.options)}-token context (they stay in the history)")
 
-    view = view if view is not None else StreamDisplay(session.shell, live=live)
+    view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     if turn.tools:
         final, interrupted = _tool_rounds(session, turn, sent, view, confirm), False
     else:
@@ -134,10 +114,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
                       stats=stats)
     if turn.history:
-        store.append(identity, turn.thread,
-                     {**user, "model": turn.model, "created_at": now_rfc3339()},
-                     {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
-                      "interrupted": interrupted, **stats})
+        reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
+        store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
     if turn.fmt == "json" and not interrupted:
         try:
             return json.loads(strip_fence(view.text))

@@ -31,8 +31,4 @@ def add_context_flags(p: argparse.ArgumentParser) -> None:
                    help="with --tools: required makes the first answer a tool call (for small models)")
 
 
-#: Flags above that take a value / take none, for the magic's line splitting.
-VALUED = ("--max-history", "--context", "--vars", "--over", "--schema", "--workers", "--tools", "--tool-choice")
-SWITCHES = ("--confirm",)
-
-__all__ = ["SWITCHES", "VALUED", "add_context_flags"]
+__all__ = ["add_context_flags"]

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import InvalidRequest
+from .context_fit import CHARS_PER_TOKEN, context_length
 
 #: The share of the model's context the attached notebook context may fill (the rest is for the
 #: thread, the message and the answer).
 CONTEXT_SHARE = 0.5
 TEXT_LIMIT = 400
 HEAD_ROWS = 5
-DEFAULT_CONTEXT = 4096
-CHARS_PER_TOKEN = 3  # the fallback guess when no tokenizer is reachable (a remote server)
 
 TokenCounter = Callable[[str], int]
 
@@ -184,17 +183,18 @@ def _loaded_runner(backend: Any, model: str) -> Any:
     return None
 
 
-def context_length(backend: Any, model: str, options: Mapping[str, Any]) -> int:
+def model_context_length(backend: Any, model: str, options: Mapping[str, Any]) -> int:
+    """The request's num_ctx, else the loaded model's context, else the default."""
     if options.get("num_ctx"):
-        return int(options["num_ctx"])
+        return context_length(options)
     from ..names import ModelName
 
     name = ModelName.parse(model).short
     for entry in getattr(backend, "scheduler", None) or []:
         if entry.key == (name, False):
             return int(entry.context_length)
-    return DEFAULT_CONTEXT
+    return context_length(options)
 
 
-__all__ = ["NotebookContext", "SentWith", "build_context", "context_length", "recent_cells", "summarize",
+__all__ = ["NotebookContext", "SentWith", "build_context", "model_context_length", "recent_cells", "summarize",
            "token_counter"]

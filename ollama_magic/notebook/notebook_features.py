@@ -70,11 +70,11 @@ def with_context(session: Any, args: Any, text: str, namespace: Mapping[str, Any
         return text
     from IPython.display import display
 
-    from .context import CONTEXT_SHARE, SentWith, build_context, context_length, token_counter
+    from .context import CONTEXT_SHARE, SentWith, build_context, model_context_length, token_counter
 
     backend = session.backend
     counter = token_counter(backend, model)
-    budget = int(context_length(backend, model, options) * CONTEXT_SHARE)
+    budget = int(model_context_length(backend, model, options) * CONTEXT_SHARE)
     context = build_context(session.shell, namespace, cells=args.context, names=args.vars, count_tokens=counter,
                             budget=budget)
     if context:
