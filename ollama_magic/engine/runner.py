@@ -239,6 +239,15 @@ class Runner:
         return self.load_options.num_ctx
 
     @property
+    def n_vocab(self) -> int:
+        """The model's vocabulary size: token ids are 0..n_vocab-1."""
+        if self.lctx is not None:
+            return self.lctx.n_vocab
+        if self.llm is None:
+            raise EngineError(f"model {self.name} was unloaded")
+        return self.llm.n_vocab()
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
