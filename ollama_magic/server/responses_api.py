@@ -21,16 +21,17 @@ from pydantic import BaseModel, ConfigDict
 from ..engine import Engine
 from ..errors import InvalidRequest, OllamaMagicError
 from .openai_api import think_from_effort
+from .schemas import ModelNameField, openai_responses, sse_responses
 from .sse import SSE_MEDIA_TYPE
 from .streaming import dumps, in_thread, open_stream
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=openai_responses())
 
 
 class ResponsesBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: ModelNameField
     input: Union[str, list[dict[str, Any]]] = ""
     instructions: Optional[str] = None
     tools: Optional[list[dict[str, Any]]] = None
@@ -296,7 +297,7 @@ def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
     return output
 
 
-@router.post("/responses")
+@router.post("/responses", responses=sse_responses())
 async def responses(body: ResponsesBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     response = _Response(body)
