@@ -67,3 +67,15 @@ class MissingPackage(OllamaMagicError):
     """An optional package (the embedded models, the GGUF converter) is not installed."""
 
     status_code = 500
+
+
+class Unauthorized(OllamaMagicError):
+    """A registry refused us: no credentials, or wrong ones."""
+
+    status_code = 401
+
+
+class RegistryError(OllamaMagicError):
+    """A registry could not be reached, or answered with something we cannot use."""
+
+    status_code = 500

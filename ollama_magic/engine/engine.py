@@ -8,6 +8,7 @@ widgets, the HTTP server) calls these methods; none of them talks to llama.cpp d
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import math
@@ -21,10 +22,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import llama_cpp
 import ollama
 
-from ..errors import InvalidRequest
+from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
+from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
 from ..names import ModelName
 from ..options import OPTION_DEFAULTS, check_options
+from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
 from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
@@ -148,18 +151,38 @@ class Engine:
         )
         base = (base_dir or os.getcwd()) if local_paths else None
         statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes)
-        if stream:
-            return statuses
-        last = ProgressResponse(status="success")
-        for last in statuses:
-            pass
-        return last
+        return statuses if stream else _last(statuses)
 
-    def pull(self, model: str, **_: Any) -> ollama.ProgressResponse:
-        raise InvalidRequest(
-            f"cannot pull {model!r}: no model registry is reachable from here. Import a model instead: "
-            "create it from a local GGUF file (ollama-magic create NAME --from ./model.gguf)"
-        )
+    def pull(self, model: str, *, insecure: bool = False, stream: bool = False,
+             auth: tuple[str, str] | None = None) -> ProgressResponse | Iterator[ProgressResponse]:
+        """Get a model, with Ollama's progress messages (the last one, unless ``stream``).
+
+        The one pull policy of every front end: an embedded default model (``gemma3:270m``,
+        ``all-minilm``) whose package is installed is registered from it, or reported installed;
+        anything else comes from its registry (registry.ollama.ai, hf.co, or the host in the name;
+        ``insecure`` for plain http), blobs already in the store skipped. ``auth`` is
+        ``(user, password)`` for registries that ask (default: ``$OLLAMA_MAGIC_REGISTRY_AUTH``)."""
+        statuses = self._pull(model, insecure, auth)
+        return statuses if stream else _last(statuses)
+
+    def _pull(self, model: str, insecure: bool, auth: tuple[str, str] | None) -> Iterator[ProgressResponse]:
+        embedded = embedded_model(model)
+        if embedded is not None and importlib.util.find_spec(embedded.package) is not None:
+            yield from register_with_progress(self.store, embedded.name)
+            return
+        try:
+            yield from pull_model(self.store, model, insecure=insecure, auth=auth)
+        except RegistryError as exc:
+            if embedded is None:
+                raise
+            raise RegistryError(f"{exc}; or install its package: {INSTALL_HINT}") from None
+
+    def push(self, model: str, *, insecure: bool = False, stream: bool = False,
+             auth: tuple[str, str] | None = None) -> ProgressResponse | Iterator[ProgressResponse]:
+        """Push an installed model to the registry its name names (``host/namespace/model:tag``;
+        copy it to such a name first), with Ollama's progress messages."""
+        statuses = push_model(self.store, model, insecure=insecure, auth=auth)
+        return statuses if stream else _last(statuses)
 
     # ---- what is loaded ----------------------------------------------------------------------
 
@@ -557,3 +580,11 @@ def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> list[olla
             if isinstance(args, dict):
                 calls.append(ollama.Message.ToolCall(function=ollama.Message.ToolCall.Function(name=obj["name"], arguments=args)))
     return calls
+
+
+def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:
+    """A non-streaming pull/push/create answers with its last progress message (Ollama's ``waitForStream``)."""
+    last = ProgressResponse(status="success")
+    for last in statuses:
+        pass
+    return last
