@@ -212,7 +212,7 @@ class BlobDownload:
             if response.status_code != 206 and start != 0:
                 raise RegistryError(f"{self.client.ref.name.host} ignored a Range request "
                                     f"({response.status_code}); cannot download in parts")
-            position, unsaved = start, 0
+            position, unsaved, untold = start, 0, 0
             for chunk in response.iter_raw():
                 remaining = part.offset + part.size - position
                 if len(chunk) > remaining:
@@ -220,9 +220,12 @@ class BlobDownload:
                 os.pwrite(fd, chunk, position)
                 position += len(chunk)
                 unsaved += len(chunk)
+                untold += len(chunk)
                 with self._cv:
                     part.completed += len(chunk)
-                    self._cv.notify_all()
+                    if untold >= HASH_BLOCK or part.done:  # wake the hasher per block, not per chunk
+                        self._cv.notify_all()
+                        untold = 0
                 if unsaved >= STATE_EVERY:
                     self._save_state()
                     unsaved = 0
@@ -248,7 +251,7 @@ class BlobDownload:
         try:
             while hashed < self.total:
                 with self._cv:
-                    while (limit := self._contiguous()) <= hashed:
+                    while (limit := self._contiguous()) - hashed < min(HASH_BLOCK, self.total - hashed):
                         if cancel.is_set() or self._error is not None:
                             return
                         self._cv.wait(0.2)
@@ -263,7 +266,7 @@ class BlobDownload:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        with self._cv:
+        with self._cv:  # also wakes the hasher, which then stops
             if self._error is None:
                 self._error = exc
             self._cv.notify_all()

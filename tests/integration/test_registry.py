@@ -277,16 +277,39 @@ def test_corrupted_blob_in_the_registry_is_a_digest_error_and_nothing_is_kept(re
         assert engine.push(name, insecure=True).status == "success"
     layer = source.find(name).manifest.layer("application/vnd.ollama.image.model")
     data = registry.blob_data(layer.digest)
-    corrupted = bytearray(data.read_bytes())
+    original = data.read_bytes()
+    corrupted = bytearray(original)
     corrupted[len(corrupted) // 2] ^= 0xFF
     data.write_bytes(bytes(corrupted))
 
     store = ModelStore(tmp_path / "models")
-    with Engine(store) as engine, pytest.raises(DigestMismatch) as err:
-        engine.pull(name, insecure=True)
+    try:
+        with Engine(store) as engine, pytest.raises(DigestMismatch) as err:
+            engine.pull(name, insecure=True)
+    finally:
+        data.write_bytes(original)  # the registry shares blobs between repositories: later tests need it
     got = "sha256:" + hashlib.sha256(corrupted).hexdigest()
     assert str(err.value) == f"digest mismatch, file must be downloaded again: want {layer.digest}, got {got}"
     assert not store.blobs.has(layer.digest) and store.find(name) is None
+    no_stray_files(store)
+
+
+def test_a_newer_version_replaces_the_old_one_and_its_unused_layers_are_removed(registry, tiny_gguf: Path,
+                                                                               tmp_path: Path) -> None:
+    source = ModelStore(tmp_path / "source")
+    name = f"{registry.host}/team/tiny:1"
+    store = ModelStore(tmp_path / "models")
+    systems = {}
+    for version in ("be brief", "be verbose"):
+        list(source.create(name, f"FROM {tiny_gguf}\nSYSTEM {version}"))
+        systems[version] = source.find(name).manifest.layer("application/vnd.ollama.image.system").digest
+        with Engine(source) as engine:
+            assert engine.push(name, insecure=True).status == "success"
+        with Engine(store) as engine:
+            statuses = [s.status for s in engine.pull(name, insecure=True, stream=True)]
+    assert statuses[-3:] == ["writing manifest", "removing unused layers", "success"]
+    assert store.find(name).system == "be verbose"
+    assert not store.blobs.has(systems["be brief"]) and store.blobs.has(systems["be verbose"])
     no_stray_files(store)
 
 
