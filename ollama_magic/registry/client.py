@@ -9,6 +9,7 @@ Credentials come from ``OLLAMA_MAGIC_REGISTRY_AUTH=user:password`` unless passed
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -74,6 +75,10 @@ def credentials_from_env() -> tuple[str, str] | None:
     return user, password
 
 
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="…",service="…",scope="…"`` -> ("bearer", {"realm": …, …})."""
     scheme, _, rest = header.strip().partition(" ")
@@ -137,7 +142,7 @@ class RegistryClient:
             if scheme == "basic":
                 if self.credentials is None or self._auth_header is not None:
                     return False
-                self._auth_header = httpx.BasicAuth(*self.credentials)._auth_header
+                self._auth_header = basic_auth(*self.credentials)
                 return True
             if scheme == "bearer" and params.get("realm"):
                 self._auth_header = f"Bearer {self._token(params)}"
@@ -151,8 +156,8 @@ class RegistryClient:
         for scope in challenge.get("scope", "").split():
             query.append(("scope", scope))
         try:
-            response = self.http.get(challenge["realm"], params=query,
-                                     auth=httpx.BasicAuth(*self.credentials) if self.credentials else None)
+            headers = {"Authorization": basic_auth(*self.credentials)} if self.credentials else None
+            response = self.http.get(challenge["realm"], params=query, headers=headers)
         except httpx.HTTPError as exc:
             raise RegistryError(f"cannot reach the token service {challenge['realm']}: {_reason(exc)}") from None
         if response.status_code in (401, 403):

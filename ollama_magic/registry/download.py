@@ -19,7 +19,6 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import httpx
 
@@ -270,8 +269,3 @@ class BlobDownload:
             if self._error is None:
                 self._error = exc
             self._cv.notify_all()
-
-
-def partial_files(directory: Path) -> list[Path]:
-    """The downloads in progress (or interrupted) in a blobs directory."""
-    return sorted(directory.glob(f"{PARTIAL_PREFIX}*")) if directory.is_dir() else []

@@ -109,7 +109,7 @@ def mount_source(store: ModelStore, ref: RegistryRef, layer: Layer) -> str | Non
     if layer.from_:
         try:
             source = RegistryRef.parse(layer.from_).name
-        except Exception:  # noqa: BLE001 - a from that is not a name: no mount
+        except OllamaMagicError:  # a from that is not a name: no mount
             return None
         if source.host == ref.name.host and (source.namespace, source.model) != (ref.name.namespace, ref.name.model):
             return f"{source.namespace}/{source.model}"
