@@ -158,6 +158,21 @@ def test_official_client_pull_stream_against_our_server(pushed, serve_process, t
                         timeout=120)
     assert one.status_code == 200 and one.text.count("\n") <= 1 and one.json() == {"status": "success"}
     blobs_identical(ModelStore(tmp_path / "models"), pushed["name"], pushed["store"])
+    again = pushed["name"].replace("/library/", "/client/")
+    client.copy(pushed["name"], again)
+    pushes = [s.status for s in client.push(again, insecure=True, stream=True)]
+    assert pushes[0] == "retrieving manifest" and pushes[-2:] == ["pushing manifest", "success"]
+    assert ollama_manifest(again) == pushed["record"].manifest_path.read_bytes()
+
+
+def ollama_manifest(name: str) -> bytes:
+    """What the registry serves for ``host/ns/model:tag``."""
+    host, namespace, rest = name.split("/")
+    model, tag = rest.split(":")
+    resp = httpx.get(f"http://{host}/v2/{namespace}/{model}/manifests/{tag}",
+                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert resp.status_code == 200, resp.text
+    return resp.content
 
 
 def test_http_pull_streams_ndjson_lines_and_a_wrong_tag_is_a_404(pushed, serve_process, registry,
@@ -195,6 +210,13 @@ def test_cli_pull_and_a_wrong_tag(pushed, registry, tmp_path: Path) -> None:
     assert wrong.stderr.splitlines()[-1] == (f"Error: pull model manifest: file does not exist "
                                              f"({registry.host}/library/gemma3:nope is not on {registry.host})")
     assert "Traceback" not in wrong.stderr
+    again = pushed["name"].replace("/library/", "/cli/")
+    assert _cli("--models", str(root), "cp", pushed["name"], again).returncode == 0
+    pushed_again = _cli("--models", str(root), "push", again, "--insecure")
+    assert pushed_again.returncode == 0, pushed_again.stderr
+    assert pushed_again.stderr.splitlines()[0] == "retrieving manifest"
+    assert pushed_again.stderr.rstrip().endswith("pushing manifest\nsuccess")
+    assert ollama_manifest(again) == pushed["record"].manifest_path.read_bytes()
 
 
 @pytest.fixture
@@ -222,6 +244,12 @@ def test_ollama_magic_pull_shows_progress_in_the_cell(ip, pushed, tmp_path: Path
     shown = cap.stdout + cap.stderr
     assert "pulling manifest" in shown and f"pulling {model.digest[7:19]}" in shown and "100%" in shown
     blobs_identical(ModelStore(tmp_path / "kernel-models"), pushed["name"], pushed["store"])
+    again = pushed["name"].replace("/library/", "/kernel/")
+    ip.run_line_magic("ollama", f"cp {pushed['name']} {again}")
+    with capture_output() as cap:
+        assert ip.run_line_magic("ollama", f"push {again} --insecure") == f"pushed {again}"
+    assert "retrieving manifest" in cap.stdout and "success" in cap.stdout
+    assert ollama_manifest(again) == pushed["record"].manifest_path.read_bytes()
 
 
 def test_connect_then_pull_asks_the_server_to_pull(ip, pushed, serve_process, tmp_path: Path) -> None:
