@@ -1,6 +1,9 @@
 # Two entry points, both safe to run on a fresh machine (see README.md):
 #   make demo   installs the package with its default models and runs the main job
-#   make test   installs the package with its test extras and runs the whole test suite
+#   make test   installs the package with its test extras and runs the whole test suite, then lists
+#               the slowest tests
+# and, for development: make test-fast (the unit tests alone, no model: seconds) and make
+# browser-test (the widget panels in a real browser; needs root for apt-get, as .ci/run has).
 #
 # llama-cpp-python has no wheel on PyPI: pip builds it from source (several minutes on 2 cores) and
 # keeps the wheel in its cache (~/.cache/pip), so later installs reuse it. GGML_NATIVE=OFF makes that
@@ -12,7 +15,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: demo test venv browser-test
+.PHONY: demo test test-fast venv browser-deps browser-test
 
 venv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +29,22 @@ demo: venv
 
 test: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
-# The widget panels in a real browser: JupyterLab on 127.0.0.1 driven by Playwright with Debian's
-# chromium (Playwright's own browser download cannot work here). Needs root for apt-get; not part of
-# `make test` (see README "Tests"). Screenshots go to /tmp/ollama-magic-browser/.
-browser-test: venv
-	$(BIN)/pip install --quiet --progress-bar off -e '.[test]' playwright jupyterlab
+# Everything not marked integration (tests/conftest.py marks tests/integration, tests/browser and the
+# notebooks): no model is loaded.
+test-fast: venv
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/python -m pytest -m "not integration" -q
+
+# What the real-browser test needs: playwright and jupyterlab (the [browser] extra) and Debian's
+# chromium (Playwright's own browser download cannot work here), which needs root for apt-get.
+# Without them `make test` skips that test and says which package is missing.
+browser-deps: venv
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test,browser]'
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	OLLAMA_MAGIC_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s
+
+# The widget panels in a real browser: JupyterLab on 127.0.0.1 driven by Playwright. Screenshots go
+# to /tmp/ollama-magic-browser/.
+browser-test: browser-deps
+	$(BIN)/python -m pytest tests/browser -q -s

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import InvalidRequest, ModelNotFound, OllamaMagicError  # noqa: E402
+from .errors import *  # noqa: E402,F403 - every exception, re-exported as httpx does
+from .errors import __all__ as _error_names  # noqa: E402
 from .names import ModelName, normalize  # noqa: E402
 from .store import Modelfile, ModelStore, parse_modelfile  # noqa: E402
 
 __all__ = [
     "Engine",
-    "InvalidRequest",
     "ModelName",
-    "ModelNotFound",
     "ModelStore",
     "Modelfile",
-    "OllamaMagicError",
     "__version__",
     "load_ipython_extension",
     "normalize",
     "parse_modelfile",
     "unload_ipython_extension",
+    *_error_names,
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import httpx
 import ollama
 
-from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
+from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError, RemoteError
 
 
 @runtime_checkable
@@ -36,10 +36,6 @@ class Backend(Protocol):
     def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any: ...
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any: ...
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
-
-
-class RemoteError(OllamaMagicError):
-    """The server could not be reached, or answered with an error we have no better type for."""
 
 
 def _translate(exc: Exception, host: str) -> OllamaMagicError:
@@ -126,11 +122,17 @@ class RemoteBackend:
         if fields.pop("modelfile", None):
             raise InvalidRequest("a remote server takes the current create form: from_/files/system/... "
                                  "(%ollama create -f turns a Modelfile into those fields)")
+        files = dict(fields.get("files") or {})
+        for name, value in files.items():
+            if Path(value).expanduser().is_file():
+                files[name] = self._call("create_blob", Path(value).expanduser())
         source = fields.get("from_")
         if source and Path(source).expanduser().is_file():
             path = Path(source).expanduser()
             fields["from_"] = None
-            fields["files"] = {path.name: self._call("create_blob", path)}
+            files = {path.name: self._call("create_blob", path), **files}
+        if files:
+            fields["files"] = files
         adapters = fields.get("adapters") or {}
         for name, value in list(adapters.items()):
             if Path(value).expanduser().is_file():

@@ -15,19 +15,23 @@ from typing import Sequence
 
 from . import __version__
 from .defaults import EMBEDDED_MODELS
+from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
-from .formatting import PS_HEADER, ProgressBars, byte_progress, human_age, human_bytes, ps_rows, show_sections, table
+from .formatting import PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections, table
+from .hosts import ollama_host
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
-    rows = [[m.name, m.digest[:12], human_bytes(m.size), human_age(m.modified_at)] for m in store.list().models]
+    rows = [[r["name"], r["id"], r["size"], r["modified"]] for r in model_rows(store.list().models)]
     print(table(rows, ["NAME", "ID", "SIZE", "MODIFIED"]))
 
 
 def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
-    resp = store.show(args.name, verbose=args.verbose)
+    record = store.resolve(args.name)
+    resp = store.show_record(record, verbose=args.verbose)
+    resp.capabilities = capabilities(record)
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         if getattr(args, flag):
             print(getattr(resp, flag))
@@ -91,11 +95,11 @@ def cmd_push(store: ModelStore, args: argparse.Namespace) -> None:
 def _server_client():  # noqa: ANN202 - an ollama.Client
     import ollama
 
-    return ollama.Client(host=os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434", timeout=10)
+    return ollama.Client(host=ollama_host(), timeout=10)
 
 
 def _server_unreachable(exc: Exception) -> OllamaMagicError:
-    host = os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
+    host = ollama_host()
     return OllamaMagicError(
         f"no Ollama-compatible server answers at {host} ({type(exc).__name__}); set OLLAMA_HOST to one. "
         "('ollama-magic run' loads its model in its own process and unloads it when it exits.)"
@@ -256,11 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    except (KeyError, OSError) as exc:
+    except OSError as exc:
         if args.debug:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) else f"{exc.strerror}: {exc.filename or ''}".rstrip(": ")
-        print(f"Error: {message}", file=sys.stderr)
+        print(f"Error: {exc.strerror}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

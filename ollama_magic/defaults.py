@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import InvalidModelName, MissingPackage
+from .errors import InvalidModelName, MissingPackage, NotFound
 from .names import ModelName
 from .registry.progress import run_with_progress
 from .store.blobs import CHUNK, Progress
@@ -107,7 +107,7 @@ def register(store: ModelStore, name: str, on_bytes: Progress | None = None) -> 
     """Register one embedded model; False if it was already installed (nothing is touched then)."""
     model = embedded_model(name)
     if model is None:
-        raise KeyError(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+        raise NotFound(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
     if store.exists(model.name):
         return False
     log.info("registering embedded model %s in %s", model.name, store.root)

@@ -1,7 +1,17 @@
-"""One small exception hierarchy for the whole package.
+"""One small exception hierarchy for the whole package, all in this module (as httpx's
+``_exceptions``) and re-exported by the package root.
 
 The core raises these; each front end maps them once (HTTP status codes in the server, one readable
 line in the CLI and the magics), so no front end has to guess what went wrong from a message string.
+
+    OllamaMagicError            every error we raise on purpose
+    ├── InvalidRequest (400)    InvalidModelName, InvalidDigest, DigestMismatch, ModelfileError, TemplateError
+    ├── NotFound (404)          ModelNotFound, BlobNotFound
+    ├── MissingPackage          an optional package is not installed
+    ├── EngineError             llama.cpp failed at run time
+    ├── ServerError             ``ollama-magic serve`` could not start
+    └── RemoteError             a remote server is unreachable or answered an error
+    HelpShown                   not an error: a magic's --help was printed
 """
 
 from __future__ import annotations
@@ -46,6 +56,13 @@ class ModelfileError(InvalidRequest):
         self.line = line
 
 
+class TemplateError(InvalidRequest):
+    """A template that cannot be parsed or executed. Ollama answers these with 400 ``template error``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"template error: {message}")
+
+
 class NotFound(OllamaMagicError):
     status_code = 404
 
@@ -69,6 +86,22 @@ class MissingPackage(OllamaMagicError):
     status_code = 500
 
 
+class EngineError(OllamaMagicError):
+    """llama.cpp failed at run time (a model that will not load, a decode error)."""
+
+    status_code = 500
+
+
+class ServerError(OllamaMagicError):
+    """The HTTP server could not start (a port in use, a bad ``OLLAMA_HOST``)."""
+
+    status_code = 500
+
+
+class RemoteError(OllamaMagicError):
+    """The server could not be reached, or answered with an error we have no better type for."""
+
+
 class Unauthorized(OllamaMagicError):
     """A registry refused us: no credentials, or wrong ones."""
 
@@ -79,3 +112,28 @@ class RegistryError(OllamaMagicError):
     """A registry could not be reached, or answered with something we cannot use."""
 
     status_code = 500
+
+
+class HelpShown(Exception):
+    """--help was printed; nothing else to do. (Not an OllamaMagicError: nothing went wrong.)"""
+
+
+__all__ = [
+    "BlobNotFound",
+    "DigestMismatch",
+    "EngineError",
+    "HelpShown",
+    "InvalidDigest",
+    "InvalidModelName",
+    "InvalidRequest",
+    "MissingPackage",
+    "ModelNotFound",
+    "ModelfileError",
+    "NotFound",
+    "OllamaMagicError",
+    "RegistryError",
+    "RemoteError",
+    "ServerError",
+    "TemplateError",
+    "Unauthorized",
+]

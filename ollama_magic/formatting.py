@@ -79,15 +79,19 @@ class ProgressBars:
     100% |####| 291M``), every other status on a line of its own. Call it with each progress
     message (``total``/``completed``/``digest`` as the API sends them); ``close()`` at the end."""
 
-    def __init__(self, file: Any = None) -> None:
+    def __init__(self, file: Any = None, *, lines: bool = True) -> None:
         self.file = file
+        self.lines = lines  # False: bars only (a caller that sums the statuses up itself)
         self.bars: dict[str, Any] = {}
         self.last_status: str | None = None
+        self.seen: list[str] = []
 
     def __call__(self, progress: Any) -> None:
         from tqdm.auto import tqdm
 
         status, total = progress.status or "", progress.total
+        if status != self.last_status:
+            self.seen.append(status)
         if total:
             key = progress.digest or status
             bar = self.bars.get(key)
@@ -97,7 +101,8 @@ class ProgressBars:
             bar.update(max(0, (progress.completed or 0) - bar.n))
         elif status and status != self.last_status:
             self.close()  # the blobs are done: their bars end before the next line, as in Ollama's CLI
-            print(status, file=self.file or sys.stderr, flush=True)
+            if self.lines:
+                print(status, file=self.file or sys.stderr, flush=True)
         self.last_status = status
 
     def close(self) -> None:
@@ -130,6 +135,26 @@ def processor(size: int, size_vram: int) -> str:
 
 
 PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+#: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
+MODEL_COLUMNS = ["name", "id", "size", "family", "parameters", "quantization", "modified"]
+
+
+def model_rows(models: Iterable[Any]) -> list[dict[str, str]]:
+    """``ListResponse.models`` as rows of display strings, the one models table of the CLI, the
+    magic and the panel (``ollama list``'s ID, size and age, plus the details the notebook shows)."""
+    rows = []
+    for m in models:
+        d = m.details
+        rows.append({
+            "name": m.model or "",
+            "id": (m.digest or "")[:12],
+            "size": human_bytes(m.size or 0),
+            "family": (d.family if d else None) or "",
+            "parameters": (d.parameter_size if d else None) or "",
+            "quantization": (d.quantization_level if d else None) or "",
+            "modified": human_age(m.modified_at) if m.modified_at else "",
+        })
+    return rows
 
 
 def ps_rows(models: Iterable[Any]) -> list[list[str]]:

@@ -25,9 +25,6 @@ class WireModel(BaseModel):
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
 
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 class ModelDetails(WireModel):
     parent_model: str = ""

@@ -9,6 +9,19 @@ import pytest
 
 from ollama_magic.store import ModelStore
 
+_ROOT = Path(__file__).resolve().parents[1]
+#: where the tests that load a real model live: everything here is marked ``integration``
+INTEGRATION_DIRS = (_ROOT / "tests" / "integration", _ROOT / "tests" / "browser", _ROOT / "notebooks")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under INTEGRATION_DIRS (nbval's notebook cells included) ``integration``, so
+    ``-m "not integration"`` (``make test-fast``) runs the unit tests alone."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if any(path.is_relative_to(directory) for directory in INTEGRATION_DIRS):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

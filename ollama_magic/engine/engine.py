@@ -31,7 +31,8 @@ from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
 from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
-from .prompt import GoPrompt, PromptTemplate, prompt_template
+from .capabilities import capabilities, model_template
+from .prompt import GoPrompt, PromptTemplate
 from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 
@@ -109,7 +110,10 @@ class Engine:
         return self.store.list()
 
     def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
-        return self.store.show(model, verbose=verbose)
+        record = self.store.resolve(model)
+        resp = self.store.show_record(record, verbose=verbose)
+        resp.capabilities = capabilities(record, self._template(record, None))
+        return resp
 
     def copy(self, source: str, destination: str) -> ollama.StatusResponse:
         self.store.copy(source, destination)
@@ -204,8 +208,9 @@ class Engine:
         return self.generate(model, keep_alive=keep_alive)  # type: ignore[return-value]
 
     def unload(self, model: str) -> bool:
-        """Unload a model now; False if it was not loaded."""
-        return self.scheduler.unload(self.store.resolve(model).name.short)
+        """Unload a model now; False if it was not loaded. An embedded default that is not installed
+        is not registered just to say so (that would convert MiniLM): it is not found."""
+        return self.scheduler.unload(self.store.resolve(model, register_defaults=False).name.short)
 
     # ---- inference ---------------------------------------------------------------------------
 
@@ -234,6 +239,8 @@ class Engine:
             return self._load_only(record, model, keep, opts, stream, lambda **kw: ollama.GenerateResponse(**kw))
         self._check_images(record, images)
         self._require(record, "completion", "generate")
+        if suffix:
+            self._require(record, "insert", "generate")  # Ollama checks the model's own template too
         if raw:
             text = prompt or ""
         else:
@@ -283,9 +290,8 @@ class Engine:
             msgs.insert(0, {"role": "system", "content": record.system})
         msgs = [*record.messages, *msgs]
         tmpl = self._template(record, None)
-        if tool_dicts and not tmpl.supports_tools:
-            n = record.name
-            raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support tools")
+        if tool_dicts:
+            self._require(record, "tools", "chat")
         text = tmpl.render_chat(msgs, tool_dicts)
         cancel = threading.Event()
         chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel)
@@ -366,9 +372,13 @@ class Engine:
         return self.store.resolve(model)
 
     def _require(self, record: ModelRecord, capability: str, verb: str) -> None:
-        info = record.gguf_info()
-        if capability == "completion" and info.is_embedding_model:
+        """Refuse a request needing a capability the model lacks, by the rule ``show`` lists them with."""
+        if capability in capabilities(record, self._template(record, None)):
+            return
+        if capability == "completion":
             raise InvalidRequest(f'"{record.name.short}" does not support {verb}: it is an embedding model')
+        n = record.name
+        raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support {capability}")
 
     def _check_images(self, record: ModelRecord, images: Sequence[Any] | None) -> None:
         if not images:
@@ -397,8 +407,7 @@ class Engine:
             if override:
                 self._templates[key] = GoPrompt(override)
             else:
-                info = record.gguf_info()
-                self._templates[key] = prompt_template(record.template, info.metadata.get("tokenizer.chat_template"))
+                self._templates[key] = model_template(record)
         return self._templates[key]
 
     def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:

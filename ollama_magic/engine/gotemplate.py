@@ -19,14 +19,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import InvalidRequest
-
-
-class TemplateError(InvalidRequest):
-    """A template that cannot be parsed or executed. Ollama answers these with 400 ``template error``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"template error: {message}")
+from ..errors import TemplateError
+from ..gofmt import go_json, go_quote, go_sprint
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -39,7 +33,7 @@ class JSONText:
         self.value = value
 
     def __str__(self) -> str:
-        return json.dumps(self.value, ensure_ascii=False, separators=(",", ":"))
+        return go_json(self.value)
 
     def __len__(self) -> int:
         return len(self.value)
@@ -78,22 +72,11 @@ def truthy(value: Any) -> bool:
 
 
 def go_format(value: Any) -> str:
-    """Print a value as ``fmt.Sprint`` does."""
-    if isinstance(value, JSONText):
-        return str(value)
+    """Print a value as a template action does: ``fmt.Sprint``, a JSONText by its ``String()`` (as Go
+    calls Stringers), nil as ``<no value>``."""
     if value is None:
         return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + " ".join(go_format(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{go_format(k)}:{go_format(value[k])}" for k in sorted(value)) + "]"
-    return str(value)
+    return str(value) if isinstance(value, JSONText) else go_sprint(value)
 
 
 def _go_printf(fmt: str, *args: Any) -> str:
@@ -123,7 +106,7 @@ def _go_printf(fmt: str, *args: Any) -> str:
         if verb in "sv":
             text = go_format(arg)
         elif verb == "q":
-            text = json.dumps(go_format(arg), ensure_ascii=False)
+            text = go_quote(go_format(arg))
         elif verb == "d":
             text = str(int(arg))
         elif verb in "fFeEgG":
@@ -190,7 +173,7 @@ def _fn_slice(value: Any, *bounds: Any) -> Any:
 
 
 def _fn_json(value: Any) -> str:
-    return json.dumps(_unwrap(value), ensure_ascii=False, separators=(",", ":"))
+    return go_json(_unwrap(value))
 
 
 def _today(days_ago: int = 0) -> str:
@@ -360,6 +343,9 @@ def _split(src: str) -> list[tuple[str, str]]:
     return pieces
 
 
+_STRING_LITERAL = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`')
+
+
 class Template:
     """A parsed Go template. ``Template(src).render(data)`` -> str."""
 
@@ -368,7 +354,9 @@ class Template:
         self._pieces = _split(source)
         self._pos = 0
         self.root = self._parse_list(top=True)
-        self.identifiers = {m.lower() for m in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", source)}
+        # Ollama's Template.Vars(): fields named in actions, not words in the text, comments or strings
+        actions = " ".join(_STRING_LITERAL.sub("", body) for kind, body in self._pieces if kind == "action")
+        self.identifiers = {m.lower() for m in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", actions)}
 
     def uses(self, field_name: str) -> bool:
         """Whether the template references ``.Name`` (case-insensitive, as Ollama checks)."""

@@ -16,9 +16,9 @@ from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import InvalidRequest
+from ..store.modelfile import DEFAULT_TEMPLATE
 from .gotemplate import JSONText, Template, TemplateError
 
-DEFAULT_TEMPLATE = "{{ .Prompt }}"
 _CUT = "\x00\x01response\x01\x00"
 
 

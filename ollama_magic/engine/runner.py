@@ -25,7 +25,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-from ..errors import InvalidRequest, OllamaMagicError
+from ..errors import EngineError, InvalidRequest
 
 log = logging.getLogger("ollama_magic")
 llama_log = logging.getLogger("ollama_magic.llama_cpp")
@@ -45,12 +45,6 @@ def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> No
 
 
 llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
-
-
-class EngineError(OllamaMagicError):
-    """llama.cpp failed at run time (a model that will not load, a decode error)."""
-
-    status_code = 500
 
 
 @dataclass(frozen=True)
@@ -202,7 +196,7 @@ class Runner:
         self._piece_buffer = ctypes.create_string_buffer(256)
 
     def _pooling_from_gguf(self) -> int | None:
-        from ..store.gguf_meta import read_gguf
+        from ..store.gguf_meta import gguf_header as read_gguf
 
         return read_gguf(self.model_path).arch_value("pooling_type")
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from typing import NoReturn
 
 from IPython.core.error import UsageError
 
-
-class HelpShown(Exception):
-    """--help was printed; nothing else to do."""
+from ..errors import HelpShown
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -33,3 +32,25 @@ def split_line(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"cannot parse the arguments: {exc}") from None
+
+
+def leading_flags(line: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    """Split the flags at the start of ``line`` from the text after them, which keeps its own quotes
+    and apostrophes (a Python expression for %embed, a message for %chat). The flags are read from
+    ``parser``, so a flag added there is a flag here too, never the start of the message."""
+    pattern = _flag_pattern(parser)
+    position = 0
+    while match := pattern.match(line, position):
+        position = match.end()
+    return line[:position], line[position:].strip()
+
+
+def _flag_pattern(parser: argparse.ArgumentParser) -> re.Pattern[str]:
+    switches = [o for a in parser._actions if a.nargs == 0 for o in a.option_strings]
+    valued = [o for a in parser._actions if a.nargs != 0 for o in a.option_strings]
+
+    def alternatives(options: list[str]) -> str:
+        return "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) or "(?!)"
+
+    value = r"""(?:"[^"]*"|'[^']*'|\S+)"""
+    return re.compile(rf"\s*((?:{alternatives(switches)})|(?:{alternatives(valued)})(?:=|\s+){value})(?=\s|$)")

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
-from .conversations import fit_to_context, now_rfc3339
+from .context_fit import context_length, fit_history
+from .conversations import as_chat_messages, new_message
 from .display import ChatReply, StreamDisplay, strip_fence
 
 FORMATS = ("markdown", "text", "code", "json")
-DEFAULT_CONTEXT = 4096
-#: A deliberately pessimistic guess of characters per token (English averages ~4; code and other
-#: languages less). Used only to decide which old turns to leave out; the engine counts exactly.
-CHARS_PER_TOKEN = 3
 
 
 class _Namespace(dict):
@@ -62,18 +59,6 @@ class ChatTurn:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages)
-
-
-def context_budget(options: Mapping[str, Any]) -> int:
-    """Tokens the history may fill: the context, less room for the answer."""
-    n_ctx = int(options.get("num_ctx") or DEFAULT_CONTEXT)
-    answer = int(options.get("num_predict") or 0)
-    reserve = answer if 0 < answer < n_ctx // 2 else n_ctx // 4
-    return n_ctx - reserve
-
-
 class ReplyView(Protocol):
     """Where a reply is shown while it grows: the cell's output (StreamDisplay) or a widget."""
 
@@ -84,31 +69,27 @@ class ReplyView(Protocol):
 
 
 def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
-              view: ReplyView | None = None, stop: threading.Event | None = None) -> ChatReply | Any:
+              view: ReplyView | None = None, stop: threading.Event | None = None,
+              interval: float = 0.1) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
 
     ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
-    another thread ends the turn after the current token, like Ctrl-C does in a cell."""
+    another thread ends the turn after the current token, like Ctrl-C does in a cell. ``interval``:
+    seconds between live updates of the cell-output display."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
     store, identity = session.conversations, session.identity
-    if turn.new:
-        store.reset(identity, turn.thread)
-    if turn.history and turn.system is not None:
-        store.set_system(identity, turn.thread, turn.system)
-    earlier = store.thread(identity, turn.thread) if turn.history else []
-    if not turn.history and turn.system is not None:
-        earlier = [{"role": "system", "content": turn.system}]
-    user = {"role": "user", "content": turn.text}
-    sent, dropped = fit_to_context(
-        [{"role": m["role"], "content": m["content"]} for m in earlier] + [user],
-        estimate_tokens, context_budget(turn.options),
-    )
+    # read once; --new and --system are applied in memory here and written with the turn (one write)
+    earlier = store.thread(identity, turn.thread) if turn.history and not turn.new else []
+    if turn.system is not None:
+        earlier = [{"role": "system", "content": turn.system}, *(m for m in earlier if m["role"] != "system")]
+    user = new_message("user", turn.text, turn.model)
+    sent, dropped = fit_history(as_chat_messages([*earlier, user]), turn.options)
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
-               f"{turn.options.get('num_ctx') or DEFAULT_CONTEXT}-token context (they stay in the history)")
+               f"{context_length(turn.options)}-token context (they stay in the history)")
 
-    view = view if view is not None else StreamDisplay(session.shell, live=live)
+    view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format="json" if turn.fmt == "json" else None)
     final, interrupted = None, False
@@ -130,10 +111,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
                       stats=stats)
     if turn.history:
-        store.append(identity, turn.thread,
-                     {**user, "model": turn.model, "created_at": now_rfc3339()},
-                     {"role": "assistant", "content": view.text, "model": turn.model, "created_at": now_rfc3339(),
-                      "interrupted": interrupted, **stats})
+        reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
+        store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
     if turn.fmt == "json" and not interrupted:
         try:
             return json.loads(strip_fence(view.text))

@@ -1,36 +1,33 @@
-"""Per-notebook conversations for ``%%chat``: who the notebook is, and its threads on disk.
+"""Per-notebook conversations for ``%%chat``: the threads of each notebook, on disk.
 
-Every notebook gets a :class:`NotebookIdentity` (its path when the front end tells us, else the
-kernel session, else this process) and one JSON file under the conversations root, holding its
-named threads of messages. The file survives a kernel restart; two notebooks never share one.
+Each notebook (its :class:`~ollama_magic.notebook.identity.NotebookIdentity`) has one JSON file under
+the conversations root, holding its named threads of messages. The file survives a kernel restart.
 
-Writes go through :func:`ollama_magic.store.atomic.atomic_writer` (temp file, fsync, rename), so a
+Writes go through :func:`ollama_magic.files.atomic_writer` (temp file, fsync, rename), so a
 crash leaves the old conversation or the new one. A file we cannot parse is moved aside, never
 overwritten: the user can still read what was in it.
 
-No model is needed here; :func:`fit_to_context` takes the token counter as a function, so the
-caller decides how tokens are counted (the engine's tokenizer, or anything else).
+A turn changes the file once (:meth:`ConversationStore.record_turn`). The DataFrame view lives in
+``frames``, the notebook's identity in ``identity``, the context guard in ``context_fit``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
-import sys
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 from ..errors import InvalidRequest, OllamaMagicError
+from ..files import atomic_writer, data_dir, exclusive_lock, remove_stale_temp_files
 from ..formatting import now_rfc3339
-from ..store.atomic import atomic_writer, exclusive_lock, remove_stale_temp_files
-from ..store.store import data_dir
+from .frames import messages_frame
+from .identity import NotebookIdentity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,88 +37,12 @@ log = logging.getLogger("ollama_magic")
 DEFAULT_THREAD = "main"
 ROLES = ("system", "user", "assistant")
 STAT_FIELDS = ("total_duration", "eval_count", "prompt_eval_count")
-FRAME_COLUMNS = [
-    "role", "content", "model", "created_at", "total_duration", "eval_count", "prompt_eval_count", "interrupted",
-]
 FILE_VERSION = 1
 LOCK_FILE = ".conversations.lock"
 
 _THREAD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 ExportFormat = Literal["markdown", "json"]
-
-
-# ---- notebook identity ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NotebookIdentity:
-    """Which notebook a conversation belongs to.
-
-    ``key`` names its file (stable across kernel restarts when the notebook path is known, and safe on
-    any filesystem); ``label`` is what a person sees; ``source`` says how sure we are: ``"path"`` (the
-    front end told us the notebook), ``"session"`` (the kernel's connection file: lasts as long as the
-    kernel session) or ``"fallback"`` (this process only).
-    """
-
-    key: str
-    label: str
-    source: Literal["path", "session", "fallback"]
-
-
-def notebook_identity(shell: Any = None) -> NotebookIdentity:
-    """The identity of the notebook ``shell`` runs (``shell`` may be None outside IPython).
-
-    Looked up in order: ``__session__`` in the user namespace (ipykernel sets it from
-    ``JPY_SESSION_NAME``, ipykernel PR #1095), ``__vsc_ipynb_file__`` (VS Code), the
-    ``JPY_SESSION_NAME`` environment variable (Jupyter Server), the kernel's connection file
-    (``ipykernel.get_connection_file()``), and last this process id.
-    """
-    path = notebook_path(shell)
-    if path is not None:
-        return NotebookIdentity(_identity_key("path", path, PurePath(path).stem), path, "path")
-    session = kernel_session_id()
-    if session is not None:
-        return NotebookIdentity(_identity_key("session", session, "session"), f"kernel session {session}", "session")
-    pid = f"pid-{os.getpid()}"
-    return NotebookIdentity(_identity_key("fallback", pid, pid), f"python process {os.getpid()}", "fallback")
-
-
-def notebook_path(shell: Any = None) -> str | None:
-    """The notebook's path as the front end reports it, or None when no front end does."""
-    user_ns = getattr(shell, "user_ns", None) or {}
-    candidates = (user_ns.get("__session__"), user_ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"))
-    for candidate in candidates:
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate.strip()
-    return None
-
-
-def kernel_session_id() -> str | None:
-    """The running kernel's id from its connection file name (``kernel-<id>.json``), if in a kernel.
-
-    ipykernel is only asked when it is already imported: in plain Python there is no kernel, and
-    importing ipykernel just to learn that would cost the import time users complain about.
-    """
-    if "ipykernel" not in sys.modules:
-        return None
-    try:
-        from ipykernel import get_connection_file
-
-        connection_file = get_connection_file()
-    except Exception:  # not in a running kernel (RuntimeError), an old or odd ipykernel
-        return None
-    stem = PurePath(str(connection_file)).stem
-    session = stem.removeprefix("kernel-")
-    return session or None
-
-
-def _identity_key(source: str, value: str, readable: str) -> str:
-    """``<readable slug>-<16 hex digits of sha256(source:value)>``: unique, stable, filesystem-safe."""
-    digest = hashlib.sha256(f"{source}:{value}".encode("utf-8")).hexdigest()[:16]
-    slug = _SLUG_UNSAFE.sub("-", readable).strip(".-")[:40] or "notebook"
-    return f"{slug}-{digest}"
 
 
 # ---- where conversations live ---------------------------------------------------------------------
@@ -153,12 +74,13 @@ def new_message(
     """A message stamped now, ready for :meth:`ConversationStore.append`.
 
     ``stats`` are Ollama's ``total_duration`` (ns), ``eval_count`` and ``prompt_eval_count``; a
-    partial reply (the user interrupted the stream) is kept with ``interrupted=True``.
+    partial reply (the user interrupted the stream) is kept with ``interrupted=True``; a reply
+    always carries the flag.
     """
     message: dict[str, Any] = {"role": role, "content": content, "model": model, "created_at": now_rfc3339()}
     message.update({name: value for name, value in stats.items() if value is not None})
-    if interrupted:
-        message["interrupted"] = True
+    if interrupted or role == "assistant":
+        message["interrupted"] = interrupted  # a reply says whether it is whole
     return check_message(message)
 
 
@@ -299,6 +221,29 @@ class ConversationStore:
             thread.extend(checked)
             return len(thread)
 
+    def record_turn(
+        self,
+        identity: NotebookIdentity,
+        name: str,
+        messages: list[Mapping[str, Any]],
+        *,
+        system: str | None = None,
+        reset: bool = False,
+    ) -> int:
+        """One ``%%chat`` turn's changes in one write: forget the thread first (``reset``), make
+        ``system`` its system message (when given), then append ``messages``; return its length."""
+        check_thread_name(name)
+        checked = [check_message(message) for message in messages]
+        if any(message["role"] == "system" for message in checked):
+            raise InvalidRequest("pass the system message as system=: it is kept first, once")
+        with self._changing(identity) as document:
+            thread = [] if reset else document["threads"].get(name, [])
+            if system is not None:
+                thread = [check_message({"role": "system", "content": system}), *(m for m in thread if m["role"] != "system")]
+            thread = [*thread, *checked]
+            _put_thread(document, name, thread)
+            return len(thread)
+
     def set_system(self, identity: NotebookIdentity, name: str, text: str | None) -> None:
         """Make ``text`` the system message of thread ``name`` (replacing any), or remove it (None)."""
         check_thread_name(name)
@@ -410,79 +355,15 @@ def _format_from_suffix(path: Path) -> ExportFormat:
     raise InvalidRequest(f"cannot tell the export format from {path.name!r}: name it .md or .json, or pass fmt")
 
 
-def messages_frame(messages: list[dict[str, Any]]) -> pd.DataFrame:
-    """Messages as a typed DataFrame (pandas is imported here, not when the magics load)."""
-    import pandas as pd
-
-    rows = pd.DataFrame(list(messages), columns=FRAME_COLUMNS)
-    return pd.DataFrame(
-        {
-            "role": rows["role"].astype(object),
-            "content": rows["content"].astype(object),
-            "model": rows["model"].astype(object).where(rows["model"].notna(), None),
-            "created_at": pd.to_datetime(rows["created_at"], utc=True, format="ISO8601"),
-            "total_duration": pd.to_timedelta(rows["total_duration"].astype("Int64").astype("float64"), unit="ns"),
-            "eval_count": rows["eval_count"].astype("Int64"),
-            "prompt_eval_count": rows["prompt_eval_count"].astype("Int64"),
-            "interrupted": rows["interrupted"].astype("boolean").fillna(False).astype(bool),
-        },
-        columns=FRAME_COLUMNS,
-    )
 
 
-# ---- the context-length guard ---------------------------------------------------------------------
-
-
-def fit_to_context(
-    messages: list[dict[str, Any]],
-    count_tokens: Callable[[list[dict[str, Any]]], int],
-    limit: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """Drop the oldest whole turns until ``count_tokens(kept) <= limit``; return (kept, messages dropped).
-
-    A turn is a user message and the replies after it, dropped together so the model never sees an
-    answer without its question. System messages and the last user message (with anything after it)
-    are never dropped: if they alone are over ``limit`` they are returned anyway and the engine
-    truncates. The smallest number of turns to drop is found by bisection, so a slow tokenizer is
-    called O(log turns) times; that relies on fewer messages never counting more tokens.
-    """
-    turns = _droppable_turns(messages)
-
-    def kept_without(turn_count: int) -> list[dict[str, Any]]:
-        dropped = {index for turn in turns[:turn_count] for index in turn}
-        return [message for index, message in enumerate(messages) if index not in dropped]
-
-    if count_tokens(list(messages)) <= limit:
-        return list(messages), 0
-    low, high = 1, len(turns)  # invariant: dropping `high` turns fits, or nothing more can be dropped
-    while low < high:
-        middle = (low + high) // 2
-        if count_tokens(kept_without(middle)) <= limit:
-            high = middle
-        else:
-            low = middle + 1
-    kept = kept_without(high)
-    return kept, len(messages) - len(kept)
-
-
-def _droppable_turns(messages: list[dict[str, Any]]) -> list[list[int]]:
-    """Indices of the droppable messages, grouped in turns, oldest first.
-
-    Everything before the last user message except system messages; a turn starts at each user
-    message (messages before the first user message form a turn of their own).
-    """
-    user_indices = [index for index, message in enumerate(messages) if message.get("role") == "user"]
-    if user_indices:
-        current = user_indices[-1]
-    else:  # no question at all: keep the last non-system message as the "current" one
-        others = [index for index, message in enumerate(messages) if message.get("role") != "system"]
-        current = others[-1] if others else len(messages)
-    turns: list[list[int]] = []
-    for index in range(current):
-        role = messages[index].get("role")
-        if role == "system":
-            continue
-        if role == "user" or not turns:
-            turns.append([])
-        turns[-1].append(index)
-    return turns
+__all__ = [
+    "DEFAULT_THREAD",
+    "ConversationStore",
+    "as_chat_messages",
+    "check_message",
+    "check_thread_name",
+    "default_conversations_root",
+    "new_message",
+    "to_markdown",
+]

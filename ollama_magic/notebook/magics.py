@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ from traitlets import Bool, Float
 
 from ..errors import OllamaMagicError
 from . import manage
-from .arguments import HelpShown, UsageParser, split_line
+from .arguments import HelpShown, UsageParser, leading_flags, split_line
 from .chat import FORMATS, ChatTurn, chat_turn, interpolate
 from .session import NotebookSession
 
@@ -64,24 +63,6 @@ def embed_parser() -> UsageParser:
     return p
 
 
-def _flag_pattern(valued: str, switches: str) -> re.Pattern[str]:
-    return re.compile(rf"""\s*((?:{switches})|(?:{valued})(?:=|\s+)(?:"[^"]*"|'[^']*'|\S+))(?=\s|$)""")
-
-
-_EMBED_FLAGS = _flag_pattern("-m|--model|-o|--output|-c|--column|--batch-size", "--wide|-h|--help")
-_CHAT_FLAGS = _flag_pattern("-m|--model|-t|--thread|-s|--system|--temperature|--seed|--num-predict|-f|--format|"
-                            "-o|--output|--options", "--no-history|--new|-h|--help")
-
-
-def _leading_flags(line: str, pattern: re.Pattern[str] = _EMBED_FLAGS) -> tuple[str, str]:
-    """Split the flags at the start of a line from the text after them, which keeps its own quotes
-    and apostrophes (a Python expression for %embed, a message for %chat)."""
-    position = 0
-    while match := pattern.match(line, position):
-        position = match.end()
-    return line[:position], line[position:].strip()
-
-
 @magics_class
 class OllamaMagics(Magics):
     stream = Bool(True, help="Show tokens as they arrive (False: only the finished reply).").tag(config=True)
@@ -101,8 +82,9 @@ class OllamaMagics(Magics):
         return self._guard(lambda: self._chat(line, cell, local_ns))
 
     def _chat(self, line: str, cell: str | None, local_ns: dict[str, Any] | None) -> Any:
-        flags, message = _leading_flags(line, _CHAT_FLAGS)
-        args = chat_parser().parse_args(split_line(flags))
+        parser = chat_parser()
+        flags, message = leading_flags(line, parser)
+        args = parser.parse_args(split_line(flags))
         text = cell if cell is not None else message
         if cell is not None and message:
             raise UsageError("%%chat takes its message from the cell; put nothing after the flags")
@@ -116,7 +98,8 @@ class OllamaMagics(Magics):
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
                         new=args.new, options=options)
-        reply = chat_turn(self.session, turn, live=self.stream, notice=lambda msg: print(msg, file=sys.stderr))
+        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
+                          notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:
             self.shell.user_ns[args.output] = reply
         return reply
@@ -133,8 +116,9 @@ class OllamaMagics(Magics):
     def _embed(self, line: str, cell: str | None, local_ns: dict[str, Any] | None) -> Any:
         from .embeddings import embed_frame
 
-        flags, expr = _leading_flags(line)
-        args = embed_parser().parse_args(split_line(flags))
+        parser = embed_parser()
+        flags, expr = leading_flags(line, parser)
+        args = parser.parse_args(split_line(flags))
         if cell is not None:
             if expr:
                 raise UsageError("%%embed takes its texts from the cell, one per line; put no expression after the flags")

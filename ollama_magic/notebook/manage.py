@@ -14,8 +14,10 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ..errors import InvalidRequest, OllamaMagicError
-from ..formatting import PS_HEADER, ProgressBars, byte_progress, human_age, human_bytes, ps_rows, show_sections
+from ..errors import OllamaMagicError
+from ..formatting import MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
+from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
 from ..store.modelfile import read as read_modelfile
 from .arguments import UsageParser
@@ -71,14 +73,7 @@ def help_text() -> _Text:
 @verb("list", "installed models (a DataFrame)")
 def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     _parse("list", argv, lambda p: None)
-    rows = []
-    for m in session.backend.list().models:
-        d = m.details
-        rows.append({"name": m.model, "id": (m.digest or "")[:12], "size": human_bytes(m.size or 0),
-                     "family": d.family if d else None, "parameters": d.parameter_size if d else None,
-                     "quantization": d.quantization_level if d else None,
-                     "modified": human_age(m.modified_at) if m.modified_at else None})
-    return pd.DataFrame(rows, columns=["name", "id", "size", "family", "parameters", "quantization", "modified"])
+    return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
 
 
 @verb("setup", "register the embedded default models (gemma3:270m, all-minilm) if missing")
@@ -86,9 +81,17 @@ def setup(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("setup", argv, lambda p: None)
     from ..defaults import EMBEDDED_MODELS
 
+    lines = []
     for name in EMBEDDED_MODELS:  # Engine.pull registers them; a remote Ollama downloads them
-        ProgressBars(sys.stdout).follow(session.backend.pull(name, stream=True))
-    return _Text("\n".join(f"{name}: ready ({session.backend_label})" for name in EMBEDDED_MODELS))
+        bars = ProgressBars(sys.stdout, lines=False)
+        bars.follow(session.backend.pull(name, stream=True))
+        if any(s.startswith("registering ") for s in bars.seen):
+            lines.append(f"{name}: registered")
+        elif any(" is installed" in s for s in bars.seen):
+            lines.append(f"{name}: already installed")
+        else:
+            lines.append(f"{name}: pulled")
+    return _Text("\n".join(lines))
 
 
 @verb("pull", "NAME [--insecure]: get a model from its registry (registry.ollama.ai, hf.co/USER/REPO, host:port/ns/model)")
@@ -147,7 +150,8 @@ def create(session: Any, argv: list[str], shell: Any) -> _Text:
     args = _parse("create", argv, setup)
     fields: dict[str, Any] = {}
     if args.file:
-        fields.update(modelfile_fields(*read_modelfile(args.file)))
+        text, base_dir = read_modelfile(args.file)
+        fields.update(create_fields(parse_modelfile(text), base_dir))
     else:
         fields["from_"] = args.source
     if args.system is not None:
@@ -161,31 +165,6 @@ def create(session: Any, argv: list[str], shell: Any) -> _Text:
     finally:
         close()
     return _Text(f"created {args.name}")
-
-
-def modelfile_fields(text: str, base_dir: Path) -> dict[str, Any]:
-    """A Modelfile as create() fields, with relative FROM/ADAPTER paths read from ``base_dir``."""
-    mf = parse_modelfile(text)
-    if not mf.froms:
-        raise InvalidRequest("the Modelfile has no FROM line")
-
-    def local(value: str) -> str:
-        candidate = (base_dir / value).expanduser()
-        return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
-
-    fields: dict[str, Any] = {"from_": local(mf.froms[0])}
-    if mf.adapters:
-        fields["adapters"] = {Path(a).name: local(a) for a in mf.adapters}
-    for key in ("template", "system"):
-        if getattr(mf, key) is not None:
-            fields[key] = getattr(mf, key)
-    if mf.parameters:
-        fields["parameters"] = mf.parameters
-    if mf.licenses:
-        fields["license"] = mf.licenses
-    if mf.messages:
-        fields["messages"] = mf.messages
-    return fields
 
 
 @verb("cp", "SOURCE DESTINATION")
@@ -271,8 +250,8 @@ def disconnect(session: Any, argv: list[str], shell: Any) -> _Text:
 @verb("serve", "[--port N] [--host H]: serve the in-kernel engine over HTTP (Ollama's API)")
 def serve(session: Any, argv: list[str], shell: Any) -> _Text:
     def setup(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--port", type=int, default=11434)
-        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=DEFAULT_PORT)
+        p.add_argument("--host", default=DEFAULT_HOST)
 
     args = _parse("serve", argv, setup)
     return _Url(session.serve(args.port, args.host))
@@ -336,4 +315,4 @@ def model_names(session: Any) -> list[str]:
         return []
 
 
-__all__ = ["VERBS", "help_text", "model_names", "modelfile_fields", "run"]
+__all__ = ["VERBS", "help_text", "model_names", "run"]

@@ -14,8 +14,10 @@ from typing import Any
 from ..backends import Backend, RemoteBackend
 from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
 from ..errors import InvalidRequest
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..names import ModelName
-from .conversations import ConversationStore, NotebookIdentity, default_conversations_root, notebook_identity
+from .conversations import ConversationStore, default_conversations_root
+from .identity import NotebookIdentity, notebook_identity
 
 
 @dataclass
@@ -94,7 +96,7 @@ class NotebookSession:
 
     # ---- the HTTP server -------------------------------------------------------------------------
 
-    def serve(self, port: int = 11434, host: str = "127.0.0.1") -> str:
+    def serve(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> str:
         """Serve the in-kernel engine over HTTP from a daemon thread; returns the URL."""
         if self.remote is not None:
             raise InvalidRequest(f"connected to {self.remote.host}: the server shares the in-kernel engine, "

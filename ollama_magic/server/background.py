@@ -16,15 +16,9 @@ from typing import Iterator
 import uvicorn
 
 from ..engine import Engine
-from ..errors import OllamaMagicError
+from ..errors import ServerError
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 11434
-
-
-class ServerError(OllamaMagicError):
-    status_code = 500
 
 
 def parse_host(value: str | None) -> tuple[str, int]:

@@ -6,6 +6,7 @@ right, so a wrong or interrupted upload never leaves a file under a digest it do
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Optional
 
 from ..errors import BlobNotFound, DigestMismatch, InvalidDigest
-from .atomic import StagedFile, atomic_writer, fsync_dir
+from ..files import StagedFile, atomic_writer, fsync_dir
 
 _DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 CHUNK = 1 << 20
@@ -27,6 +28,13 @@ def parse_digest(digest: str) -> str:
     if not match:
         raise InvalidDigest(f"invalid digest format: {digest!r} (expected sha256:<64 hex digits>)")
     return "sha256:" + match.group(1).lower()
+
+
+@functools.lru_cache(maxsize=256)
+def blob_text(blob: Path) -> str:
+    """A text blob (template, system, params, messages, license), read once per process: a blob's
+    name is its sha256, so what a blob path holds never changes."""
+    return blob.read_text("utf-8")
 
 
 def digest_bytes(data: bytes) -> str:

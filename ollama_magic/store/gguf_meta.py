@@ -8,6 +8,7 @@ and file-type tables come from the ``gguf`` package, so the numbering stays llam
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -58,11 +59,6 @@ class GGUFInfo:
         value = self.arch_value("context_length")
         return int(value) if value is not None else None
 
-    @property
-    def embedding_length(self) -> int | None:
-        value = self.arch_value("embedding_length")
-        return int(value) if value is not None else None
-
 
 def file_type_name(value: Any) -> str:
     """``15`` -> ``Q4_K_M``, the way Ollama names quantization levels."""
@@ -93,6 +89,14 @@ def read_gguf(path: Path, *, full_arrays: bool = False) -> GGUFInfo:
             return _Reader(mm, full_arrays).read()
     except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"{path.name} is not a valid GGUF file ({exc})") from None
+
+
+@functools.lru_cache(maxsize=32)
+def gguf_header(blob: Path) -> GGUFInfo:
+    """A blob's GGUF header, parsed once per process and shared (do not mutate it): a blob is named
+    by its sha256, so the content behind a blob path never changes, and a parse walks the whole
+    vocabulary in Python (262k entries for Gemma 3), which every request used to do twice."""
+    return read_gguf(blob)
 
 
 def is_gguf(path: Path) -> bool:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .. import gofmt
+
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 _PREFIX = "application/vnd.ollama.image."
@@ -26,23 +28,8 @@ LICENSE = _PREFIX + "license"
 
 
 def go_json(value: Any) -> bytes:
-    """Serialise like Go's ``json.NewEncoder(w).Encode(v)`` (maps with sorted keys)."""
-    text = json.dumps(_go_numbers(value), ensure_ascii=False, separators=(",", ":"), sort_keys=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return (text + "\n").encode("utf-8")
-
-
-def _go_numbers(value: Any) -> Any:
-    """Go prints a whole float as ``1``, not ``1.0``."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _go_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_go_numbers(v) for v in value]
-    return value
+    """Serialise like Go's ``json.NewEncoder(w).Encode(v)``: ``json.Marshal`` plus a newline."""
+    return (gofmt.go_json(value) + "\n").encode("utf-8")
 
 
 def go_json_sorted(value: Any) -> bytes:

@@ -15,6 +15,8 @@ from typing import Any
 from ..errors import InvalidRequest, ModelfileError
 from ..options import DEPRECATED_OPTIONS, format_value, parse_parameter_text, log
 
+#: Ollama's template for a model with none of its own (``template.DefaultTemplate``)
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
 INSTRUCTIONS = ("from", "parameter", "template", "system", "adapter", "license", "message")
 MESSAGE_ROLES = ("system", "user", "assistant")
 _WORD = re.compile(r"[A-Za-z]+")
@@ -64,6 +66,48 @@ def quote(value: str) -> str:
             raise InvalidRequest(f"value {value[:40]!r}... cannot be written in a Modelfile (it holds '\"\"\"')")
         return f'"""{value}"""'
     return value
+
+
+def create_fields(mf: Modelfile, base_dir: Path | None = None) -> dict[str, Any]:
+    """A Modelfile as the fields of a structured create request (``ollama.Client.create``'s names),
+    the one conversion every front end uses, as Ollama's CLI does with ``parser.CreateRequest``.
+
+    The first FROM is ``from_``; further FROM lines (projectors) go into ``files``, where the store
+    tells a projector from a model by its GGUF header, as Ollama's server does. With ``base_dir``,
+    relative FROM/ADAPTER paths that exist there become absolute paths (a remote backend then uploads
+    them); without it, values are passed on as written (digests, blob paths, model names).
+    """
+
+    def local(value: str) -> str:
+        if base_dir is None:
+            return value
+        candidate = (base_dir / value).expanduser()
+        return str(candidate) if not Path(value).expanduser().is_absolute() and candidate.exists() else value
+
+    if not mf.froms:
+        raise InvalidRequest("the Modelfile has no FROM line")
+    fields: dict[str, Any] = {"from_": local(mf.froms[0])}
+    if mf.froms[1:]:
+        fields["files"] = {_file_key(value, i): local(value) for i, value in enumerate(mf.froms[1:])}
+    if mf.adapters:
+        fields["adapters"] = {_file_key(value, i): local(value) for i, value in enumerate(mf.adapters)}
+    if mf.template is not None:
+        fields["template"] = mf.template
+    if mf.system is not None:
+        fields["system"] = mf.system
+    if mf.parameters:
+        fields["parameters"] = dict(mf.parameters)
+    if mf.licenses:
+        fields["license"] = list(mf.licenses)
+    if mf.messages:
+        fields["messages"] = [dict(m) for m in mf.messages]
+    return fields
+
+
+def _file_key(value: str, index: int) -> str:
+    """A relative file name for a ``files``/``adapters`` entry, unique even when two base names match."""
+    name = Path(value.strip().removeprefix("@")).name.replace(":", "-") or "file"
+    return name if index == 0 else f"{index}-{name}"
 
 
 def read(path: str | Path) -> tuple[str, Path]:

@@ -19,28 +19,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
+from ..files import atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
 from ..names import ModelName
 from ..options import check_options, format_parameters
 from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
 from . import manifests as mt
-from .atomic import atomic_write_bytes, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
-from .blobs import BlobStore, Progress, digest_bytes, parse_digest
+from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
-from .gguf_meta import GGUFInfo, human_number, is_gguf, read_gguf
+from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
-from .modelfile import Modelfile
+from .modelfile import DEFAULT_TEMPLATE, Modelfile, create_fields
 from .modelfile import parse as parse_modelfile
 
 log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
-DEFAULT_TEMPLATE = "{{ .Prompt }}"
-
-
-def data_dir() -> Path:
-    """Our per-user data directory: ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``)."""
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "ollama-magic"
 
 
 def default_root() -> Path:
@@ -81,7 +74,7 @@ class ModelRecord:
         for media_type in media_types:
             layer = self.manifest.layer(media_type)
             if layer is not None:
-                return self.store.blobs.require(layer.digest).read_text("utf-8")
+                return blob_text(self.store.blobs.require(layer.digest))
         return None
 
     @property
@@ -94,7 +87,7 @@ class ModelRecord:
 
     @property
     def licenses(self) -> list[str]:
-        return [self.store.blobs.require(x.digest).read_text("utf-8") for x in self.manifest.layers_of(mt.LICENSE)]
+        return [blob_text(self.store.blobs.require(x.digest)) for x in self.manifest.layers_of(mt.LICENSE)]
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -128,7 +121,11 @@ class ModelRecord:
         )
 
     def gguf_info(self, *, full_arrays: bool = False) -> GGUFInfo:
-        return read_gguf(self.model_path, full_arrays=full_arrays)
+        """The model's GGUF header; shared and cached by blob digest (do not mutate it), except the
+        ``full_arrays`` form (``show --verbose``), which is too big to keep."""
+        if full_arrays:
+            return read_gguf(self.model_path, full_arrays=True)
+        return gguf_header(self.model_path)
 
 
 @dataclass
@@ -232,7 +229,11 @@ class ModelStore:
         return ListResponse(models=models)
 
     def show(self, name: str, *, verbose: bool = False) -> ShowResponse:
-        record = self.resolve(name)
+        """``/api/show`` but for ``capabilities``, which are the engine's to decide
+        (``engine.capabilities``): ``Engine.show`` and the CLI fill them in."""
+        return self.show_record(self.resolve(name), verbose=verbose)
+
+    def show_record(self, record: ModelRecord, *, verbose: bool = False) -> ShowResponse:
         info = record.gguf_info(full_arrays=verbose)
         template_layer = record.template
         template = template_layer or info.metadata.get("tokenizer.chat_template") or DEFAULT_TEMPLATE
@@ -260,7 +261,6 @@ class ModelStore:
             license="\n".join(record.licenses),
             details=record.details,
             model_info=_model_info(info),
-            capabilities=_capabilities(info, template, bool(record.manifest.layers_of(mt.PROJECTOR))),
             messages=[Message(role=m.get("role", ""), content=m.get("content", "")) for m in messages] or None,
             modified_at=record.modified_at,
         )
@@ -292,11 +292,16 @@ class ModelStore:
     ) -> Iterator[ProgressResponse]:
         layers: list[Layer] = []
         params: dict[str, Any] = {}
-        if spec.files:
-            model_digest = self._model_from_files(spec.files)
-            source = _Source(digest=model_digest)
-        elif spec.from_:
+        from_files = self._layers_from_files(spec.files or {}, trusted, base_dir, on_bytes)
+        models = from_files.get(mt.MODEL, [])
+        if spec.from_:
+            if models:
+                raise InvalidRequest("'files' holds a model GGUF beside 'from': name the model once")
             source = self._resolve_source(spec.from_, trusted, base_dir, on_bytes)
+        elif len(models) == 1:
+            source = _Source(digest=models[0])
+        elif spec.files:
+            raise InvalidRequest("'files' must hold exactly one GGUF model file")
         else:
             raise InvalidRequest("neither 'from' or 'files' was specified")
 
@@ -315,18 +320,20 @@ class ModelStore:
             layers.append(self._blob_layer(mt.MODEL, source.digest))
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
-        for media_type, values in ((mt.PROJECTOR, spec.projectors), (mt.ADAPTER, spec.adapters)):
-            if values:
+        adapters = from_files.get(mt.ADAPTER, []) + [
+            self._resolve_file_ref(value, trusted, base_dir, on_bytes) for value in spec.adapters
+        ]
+        for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
+            if digests:
                 layers = [x for x in layers if x.media_type != media_type]
-                for value in values:
-                    digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+                for digest in digests:
                     layers.append(self._blob_layer(media_type, digest))
                     yield ProgressResponse(status=f"using existing layer {digest}")
 
         model_layer = next((x for x in layers if x.media_type == mt.MODEL), None)
         if model_layer is None:
             raise InvalidRequest("the model has no weights: FROM must name a GGUF file, a blob or a model")
-        info = read_gguf(self.blobs.require(model_layer.digest))
+        info = gguf_header(self.blobs.require(model_layer.digest))
 
         text_layers = (
             ((mt.TEMPLATE, mt.LEGACY_PROMPT), [spec.template] if spec.template is not None else None),
@@ -433,18 +440,21 @@ class ModelStore:
         verb = "using existing" if existed else "creating new"
         return Layer(media_type, digest, len(data)), ProgressResponse(status=f"{verb} layer {digest}")
 
-    def _model_from_files(self, files: dict[str, str]) -> str:
-        gguf_digests = []
-        for filename, digest in files.items():
+    def _layers_from_files(
+        self, files: dict[str, str], trusted: bool, base_dir: Path | None, on_bytes: Progress | None
+    ) -> dict[str, list[str]]:
+        """``files`` (name -> digest, blob path or, trusted, a local file) sorted by what each GGUF
+        holds: a model, a projector or an adapter, read from its header as Ollama's ``ggufLayers``."""
+        by_kind: dict[str, list[str]] = {}
+        for filename, value in files.items():
             if filename.startswith("/") or ".." in Path(filename).parts:
                 raise InvalidRequest("file path must be relative")
-            digest = parse_digest(digest)
-            if not is_gguf(self.blobs.require(digest)):
+            digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+            path = self.blobs.require(digest)
+            if not is_gguf(path):
                 raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
-            gguf_digests.append(digest)
-        if len(gguf_digests) != 1:
-            raise InvalidRequest("'files' must hold exactly one GGUF file")
-        return gguf_digests[0]
+            by_kind.setdefault(gguf_layer_type(gguf_header(path)), []).append(digest)
+        return by_kind
 
     def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> _Source:
         if _is_file_ref(value, trusted, base_dir):
@@ -500,7 +510,6 @@ class ModelStore:
 class _Spec:
     from_: str | None = None
     files: dict[str, str] | None = None
-    projectors: list[str] = field(default_factory=list)
     adapters: list[str] = field(default_factory=list)
     template: str | None = None
     system: str | None = None
@@ -513,18 +522,10 @@ def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_di
     if isinstance(request, str):
         request = parse_modelfile(request)
     if isinstance(request, Modelfile):
-        return _Spec(
-            from_=request.froms[0],
-            projectors=request.froms[1:],
-            adapters=list(request.adapters),
-            template=request.template,
-            system=request.system,
-            licenses=list(request.licenses) or None,
-            parameters=check_options(request.parameters, strict=True),
-            messages=list(request.messages),
-        )
+        request = CreateRequest(**create_fields(request))
     if request.quantize or request.quantization:
         raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
+    spec = _Spec()
     if request.modelfile is not None or request.path is not None:
         if request.modelfile is None:
             if not trusted:
@@ -532,11 +533,8 @@ def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_di
             text = Path(request.path).expanduser().read_text("utf-8")  # type: ignore[arg-type]
         else:
             text = request.modelfile
-        spec = _to_spec(parse_modelfile(text), trusted=trusted, base_dir=base_dir)
-        # fields sent beside a legacy modelfile override it, as the seed document describes
-        _apply_structured(spec, request)
-        return spec
-    spec = _Spec()
+        _apply_structured(spec, CreateRequest(**create_fields(parse_modelfile(text))))
+    # fields sent beside a legacy modelfile override it, as the seed document describes
     _apply_structured(spec, request)
     return spec
 
@@ -570,22 +568,22 @@ def _is_file_ref(value: str, trusted: bool, base_dir: Path | None) -> bool:
     return False
 
 
+def gguf_layer_type(info: GGUFInfo) -> str:
+    """The layer a GGUF file becomes, by Ollama's ``ggufLayers`` rule: an adapter or a projector by
+    its ``general.type`` (llama.cpp writes ``mmproj``), a standalone vision model (vision blocks and
+    no text blocks, or llama.cpp's ``clip`` architecture) as a projector, anything else as the model."""
+    kind = str(info.metadata.get("general.type", ""))
+    if kind == "adapter":
+        return mt.ADAPTER
+    vision_only = info.arch_value("vision.block_count") is not None and info.arch_value("block_count") is None
+    if kind in ("projector", "mmproj") or info.architecture == "clip" or vision_only:
+        return mt.PROJECTOR
+    return mt.MODEL
+
+
 def _model_info(info: GGUFInfo) -> dict[str, Any]:
     model_info = {k: v for k, v in info.metadata.items() if k not in ("general.name", "tokenizer.chat_template")}
     for key in info.array_lengths:
         model_info[key] = []  # Ollama's non-verbose form: long arrays left out
     model_info["general.parameter_count"] = info.parameter_count
     return dict(sorted(model_info.items()))
-
-
-def _capabilities(info: GGUFInfo, template: str, has_projector: bool) -> list[str]:
-    caps = ["embedding"] if info.is_embedding_model else ["completion"]
-    if not info.is_embedding_model:
-        lowered = template.lower()
-        if ".tools" in lowered or "tools" in lowered and "{%" in template:
-            caps.append("tools")
-        if ".suffix" in lowered:
-            caps.append("insert")
-    if has_projector or info.arch_value("vision.block_count") is not None:
-        caps.append("vision")
-    return caps

@@ -11,14 +11,17 @@ screenshot of each (plus the Chat tab in the dark theme) into ``$OLLAMA_MAGIC_SC
 (default ``/tmp/ollama-magic-browser``), with ``timings.json`` and the server's log. On a failure it
 saves ``failure.png`` and ``failure.html`` there.
 
-It is opt-in, being slow and needing extra software: ``OLLAMA_MAGIC_BROWSER_TEST=1`` plus
-``pip install playwright jupyterlab`` and ``apt-get install chromium`` (or ``$CHROMIUM``)::
+It needs extra software: playwright and jupyterlab (``pip install -e '.[browser]'``) and Debian's
+``chromium`` package (``apt-get install chromium``, as root, or ``$CHROMIUM``). ``make browser-deps``
+installs them, and ``.ci/run`` (root) does so before ``make test``; without them the test is skipped
+with a message naming what is missing. ``OLLAMA_MAGIC_BROWSER_TEST=0`` skips it anyway (it is slow)::
 
-    OLLAMA_MAGIC_BROWSER_TEST=1 .venv/bin/python -m pytest tests/browser -q -s
+    make browser-test
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -35,15 +38,25 @@ from typing import Any, Iterator
 
 import pytest
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.environ.get("OLLAMA_MAGIC_BROWSER_TEST") != "1",
-                       reason="browser test: set OLLAMA_MAGIC_BROWSER_TEST=1 (needs playwright, jupyterlab, chromium)"),
-]
-
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05-widgets.ipynb"
 SCREENSHOTS = Path(os.environ.get("OLLAMA_MAGIC_SCREENSHOTS", "/tmp/ollama-magic-browser"))
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") or ""
+
+
+def missing_software() -> str | None:
+    """Why the browser test cannot run here, naming the package to install; None when it can."""
+    if os.environ.get("OLLAMA_MAGIC_BROWSER_TEST") == "0":
+        return "browser test: skipped by OLLAMA_MAGIC_BROWSER_TEST=0"
+    if not CHROMIUM:
+        return ("browser test: needs Debian's chromium package (as root: apt-get install chromium, which "
+                "make browser-deps and .ci/run do) or $CHROMIUM naming a Chromium binary")
+    missing = [name for name in ("playwright", "jupyterlab") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"browser test: needs the Python package(s) {', '.join(missing)} (pip install -e '.[browser]')"
+    return None
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(missing_software() is not None, reason=str(missing_software()))]
 SERVER_START = 90.0  # seconds for jupyter lab to answer
 CELLS_RUN = 240.0  # seconds for all cells (the first %ollama setup registers the models)
 REPLY = 180.0  # seconds for a reply on two shared cores

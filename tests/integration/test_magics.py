@@ -13,6 +13,7 @@ from IPython.core.getipython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
+from conftest import write_tiny_gguf
 from ollama_magic.notebook import display as display_module
 from ollama_magic.notebook.display import ChatReply
 
@@ -63,6 +64,20 @@ def test_chat_streams_into_one_display_and_returns_the_reply(ip) -> None:
     assert list(h.role) == ["user", "assistant"]
     assert h.content[0] == "Tell me about the sky in {braces}." and h.content[1] == str(reply)
     assert h.model[1] == GEMMA and h.eval_count[1] == 8
+
+
+def test_update_interval_sets_how_often_the_live_reply_is_redrawn(ip) -> None:
+    try:
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 0")
+        with capture_output() as every_piece:
+            reply = chat(ip, f"{SHORT} --no-history", "Count from one to ten.")
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 3600")
+        with capture_output() as first_only:
+            chat(ip, f"{SHORT} --no-history", "Count from one to ten.")
+    finally:
+        ip.run_line_magic("config", "OllamaMagics.update_interval = 0.1")
+    assert len(first_only.outputs) == 2  # the first piece, then the emptied view: nothing in between
+    assert len(every_piece.outputs) >= 6 and reply.stats["eval_count"] == 8  # a redraw per piece
 
 
 def test_follow_up_sends_the_history_and_output_variable(ip) -> None:
@@ -208,6 +223,11 @@ def test_ollama_model_management(ip, tmp_path: Path) -> None:
     modelfile.write_text("FROM gemma3:270m\nSYSTEM You are terse.\nPARAMETER temperature 0.2\n")
     assert ip.run_line_magic("ollama", f"create terse -f {modelfile}") == "created terse"
     assert ip.run_line_magic("ollama", "show terse --system") == "You are terse."
+    write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip")  # a projector FROM line, relative to the Modelfile
+    modelfile.write_text("FROM gemma3:270m\nFROM ./mmproj.gguf\n")
+    ip.run_line_magic("ollama", f"create seeing -f {modelfile}")
+    assert ip.run_line_magic("ollama", "show seeing --modelfile").count("\nFROM ") == 2
+    ip.run_line_magic("ollama", "rm seeing")
     ip.run_line_magic("ollama", "cp terse terse2")
     ip.run_line_magic("ollama", "create terse3 --from terse2 --system 'Be kind.'")
     assert {"terse:latest", "terse2:latest", "terse3:latest"} <= set(ip.run_line_magic("ollama", "list").name)

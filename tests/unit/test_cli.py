@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,59 @@ def test_create_from_gguf_shows_import_progress(capsys, tmp_path: Path, tiny_ggu
     code, _, err = run(capsys, "--models", str(tmp_path / "m"), "create", "t", "--from", str(tiny_gguf))
     assert code == 0
     assert "importing" in err and "100%" in err
+
+
+def test_setup_of_an_unknown_model_is_one_not_found_line(capsys, tmp_path: Path) -> None:
+    import ollama_magic
+    from ollama_magic.defaults import register
+    from ollama_magic.store import ModelStore
+
+    code, _, err = run(capsys, "--models", str(tmp_path / "m"), "setup", "nosuch")
+    assert code == 1 and err.strip().startswith("Error: 'nosuch' is not an embedded model")
+    with pytest.raises(ollama_magic.NotFound):  # our type (404 over HTTP), no longer a KeyError
+        register(ModelStore(tmp_path / "m"), "nosuch")
+
+
+def test_a_bug_raising_keyerror_is_not_disguised_as_an_error_line(capsys, monkeypatch, tmp_path: Path) -> None:
+    from ollama_magic import cli
+
+    def broken(store, args) -> None:  # noqa: ANN001
+        raise KeyError("details")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    with pytest.raises(KeyError):
+        main(["--models", str(tmp_path / "m"), "list"])
+
+
+def test_every_exception_is_defined_in_errors_and_exported_by_the_package() -> None:
+    import inspect
+
+    import ollama_magic
+    from ollama_magic import errors
+
+    defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
+    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown"} <= defined
+    assert defined <= set(ollama_magic.__all__)
+    assert all(getattr(ollama_magic, name) is getattr(errors, name) for name in defined)
+
+
+def test_list_prints_the_shared_models_table(capsys, tmp_path: Path, tiny_gguf: Path) -> None:
+    from ollama_magic.formatting import MODEL_COLUMNS, model_rows
+    from ollama_magic.store import ModelStore
+
+    root = tmp_path / "models"
+    assert run(capsys, "--models", str(root), "create", "tiny", "--from", str(tiny_gguf))[0] == 0
+    [row] = model_rows(ModelStore(root).list().models)  # what %ollama list and the models panel show too
+    assert list(row) == MODEL_COLUMNS and row["family"] == "llama" and len(row["id"]) == 12
+    _, out, _ = run(capsys, "--models", str(root), "list")
+    assert re.split(" {4,}", out.splitlines()[1]) == [row["name"], row["id"], row["size"], row["modified"]]
+
+
+def test_the_default_server_address_is_ollamas(monkeypatch) -> None:
+    from ollama_magic.hosts import ollama_host
+    from ollama_magic.server.background import parse_host
+
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert ollama_host() == "127.0.0.1:11434" and parse_host(None) == ("127.0.0.1", 11434)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:9999")
+    assert ollama_host() == "0.0.0.0:9999"

@@ -15,16 +15,10 @@ import pandas as pd
 import pytest
 
 from ollama_magic.errors import InvalidRequest
-from ollama_magic.notebook.conversations import (
-    ConversationStore,
-    NotebookIdentity,
-    default_conversations_root,
-    fit_to_context,
-    new_message,
-    notebook_identity,
-    to_markdown,
-)
-from ollama_magic.store.atomic import TMP_PREFIX
+from ollama_magic.notebook.context_fit import fit_to_context
+from ollama_magic.notebook.conversations import ConversationStore, default_conversations_root, new_message, to_markdown
+from ollama_magic.notebook.identity import NotebookIdentity, notebook_identity
+from ollama_magic.files import TMP_PREFIX
 
 
 class FakeShell:
@@ -268,7 +262,7 @@ def test_a_failed_write_keeps_the_old_file(
 ) -> None:
     convs.append(nb, "main", user("kept"))
     before = convs.path_for(nb).read_bytes()
-    import ollama_magic.store.atomic as atomic
+    import ollama_magic.files as atomic
 
     def crash(src: str, dst: str) -> None:
         raise OSError("disk full")

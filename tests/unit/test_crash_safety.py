@@ -17,7 +17,7 @@ from ollama_magic.store import ModelStore
 CRASHING_WRITER = textwrap.dedent(
     """
     import os, sys
-    import ollama_magic.store.atomic as atomic
+    import ollama_magic.files as atomic
     from ollama_magic.store import ModelStore
 
     real_replace = os.replace

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ollama_magic.errors import InvalidRequest, ModelfileError
 from ollama_magic.options import OPTION_TYPES
-from ollama_magic.store.modelfile import Modelfile, parse, quote
+from ollama_magic.store.modelfile import Modelfile, create_fields, parse, quote
 
 
 def parse_error(text: str) -> str:
@@ -409,3 +409,29 @@ def test_any_single_value_either_is_refused_by_quote_or_reads_back_exactly(value
         assume(False)
         return
     assert parse(f"FROM x\nSYSTEM {shown}\n").system == value
+
+
+# --- Modelfile -> create request (the one converter the CLI, the magic and the store use) ----------
+
+
+def test_create_fields_keep_projector_from_lines_and_every_instruction(tmp_path) -> None:
+    (tmp_path / "proj.gguf").write_bytes(b"GGUF")
+    mf = parse(
+        "FROM gemma3:270m\nFROM ./proj.gguf\nADAPTER /abs/lora.gguf\nTEMPLATE {{ .Prompt }}\nSYSTEM be brief\n"
+        "PARAMETER stop <end>\nPARAMETER top_k 5\nLICENSE MIT\nMESSAGE user hi\n"
+    )
+    assert create_fields(mf, tmp_path) == {
+        "from_": "gemma3:270m",
+        "files": {"proj.gguf": str(tmp_path / "proj.gguf")},
+        "adapters": {"lora.gguf": "/abs/lora.gguf"},
+        "template": "{{ .Prompt }}",
+        "system": "be brief",
+        "parameters": {"stop": ["<end>"], "top_k": 5},
+        "license": ["MIT"],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+def test_create_fields_without_a_base_dir_pass_values_on_as_written() -> None:
+    fields = create_fields(parse("FROM ./model.gguf\nFROM ./a/p.gguf\nFROM ./b/p.gguf\n"))
+    assert fields == {"from_": "./model.gguf", "files": {"p.gguf": "./a/p.gguf", "1-p.gguf": "./b/p.gguf"}}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tiny_gguf
+from ollama_magic.engine.capabilities import capabilities
 from ollama_magic.errors import BlobNotFound, DigestMismatch, InvalidDigest, InvalidModelName, InvalidRequest, ModelNotFound
 from ollama_magic.store import ModelStore
 from ollama_magic.store.blobs import parse_digest
@@ -134,6 +135,28 @@ def test_structured_create_with_files_and_overrides(store: ModelStore, tiny_gguf
     assert record.licenses == ["L1", "L2"]
 
 
+def test_projector_from_line_becomes_a_projector_layer_and_shows_in_the_modelfile(
+    store: ModelStore, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    projector = write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip")
+    create(store, "vision", f"FROM {tiny_gguf}\nFROM {projector}")
+    record = store.find("vision")
+    assert [p.name for p in record.projector_paths] == [store.blobs.path(store.blobs.import_file(projector)).name]
+    assert store.show("vision").modelfile.count("\nFROM ") == 2
+
+
+def test_structured_files_are_sorted_into_model_and_projector_by_their_header(
+    store: ModelStore, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    model = store.blobs.import_file(tiny_gguf)
+    projector = store.blobs.import_file(write_tiny_gguf(tmp_path / "mmproj.gguf", arch="clip"))
+    create(store, "v", CreateRequest(files={"mmproj.gguf": projector, "model.gguf": model}), trusted=False)
+    layers = {layer.media_type.rsplit(".", 1)[-1]: layer.digest for layer in store.find("v").manifest.layers}
+    assert layers == {"model": model, "projector": projector}
+    with pytest.raises(InvalidRequest, match="exactly one GGUF model"):
+        create(store, "w", CreateRequest(files={"mmproj.gguf": projector}), trusted=False)
+
+
 def test_files_must_be_relative(store: ModelStore, tiny_gguf: Path) -> None:
     digest = store.blobs.import_file(tiny_gguf)
     with pytest.raises(InvalidRequest, match="relative"):
@@ -233,7 +256,7 @@ def test_show_reports_modelfile_parameters_template_and_model_info(store: ModelS
     ]
     assert show.system == "Be kind."
     assert show.template == "{% for m in messages %}{{ m.content }}{% endfor %}"  # the GGUF's own
-    assert show.capabilities == ["completion"]
+    assert capabilities(store.find("tiny")) == ["completion"]
     assert show.model_info["general.architecture"] == "llama"
     assert show.model_info["llama.context_length"] == 256
     assert show.model_info["general.parameter_count"] == 104
@@ -246,7 +269,7 @@ def test_show_reports_modelfile_parameters_template_and_model_info(store: ModelS
 def test_show_of_an_embedding_model_says_embedding(store: ModelStore, tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "emb.gguf", arch="bert", embedding=True)
     create(store, "emb", f"FROM {path}")
-    assert store.show("emb").capabilities == ["embedding"]
+    assert capabilities(store.find("emb")) == ["embedding"]
 
 
 def test_show_modelfile_can_recreate_the_model(store: ModelStore, tiny_gguf: Path) -> None:
@@ -324,3 +347,19 @@ def test_default_root_honours_ollama_models(monkeypatch: pytest.MonkeyPatch, tmp
 def test_blob_files_are_world_readable(store: ModelStore, tiny_gguf: Path) -> None:
     digest = store.blobs.import_file(tiny_gguf)
     assert os.stat(store.blobs.path(digest)).st_mode & 0o777 == 0o644
+
+
+def test_gguf_header_and_text_blobs_are_read_once_per_blob(store: ModelStore, tiny_gguf: Path) -> None:
+    from ollama_magic.store import blobs, gguf_meta
+
+    create(store, "a", f"FROM {tiny_gguf}\nSYSTEM be brief")
+    create(store, "b", "FROM a")  # the same weights blob under another name
+    gguf_meta.gguf_header.cache_clear()
+    blobs.blob_text.cache_clear()
+    infos = [store.find(name).gguf_info() for name in ("a", "b", "a")]
+    assert infos[0] is infos[1] is infos[2]  # one parse of the header for the three lookups
+    assert gguf_meta.gguf_header.cache_info().misses == 1
+    assert [store.find("a").system, store.find("b").system] == ["be brief", "be brief"]
+    assert blobs.blob_text.cache_info().misses == 1
+    verbose = store.find("a").gguf_info(full_arrays=True)  # show --verbose: its own full parse, not kept
+    assert verbose is not infos[0] and len(verbose.metadata["tokenizer.ggml.tokens"]) == 12

@@ -238,10 +238,6 @@ class Panel:
         close_tree(self.widget)
 
 
-__all__ = ["COLORS", "MONO_CLASS", "MONO_STYLE", "Panel", "StatusLine", "close_tree", "error_text", "escape",
-           "pre", "run_in_background", "set_disabled"]
-
-
 def matching_model(name: str | None, names: list[str]) -> str | None:
     """The entry of ``names`` that is model ``name`` (``all-minilm`` is ``all-minilm:latest``)."""
     if not name:
@@ -275,3 +271,7 @@ def model_choices(session: Any, current: str | None, default: str, status: "Stat
     if selected is None:
         return [current, *names], current
     return names, selected
+
+
+__all__ = ["COLORS", "MONO_CLASS", "MONO_STYLE", "Panel", "StatusLine", "close_tree", "error_text", "escape",
+           "matching_model", "model_choices", "pre", "run_in_background", "set_disabled"]

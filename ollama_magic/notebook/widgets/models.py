@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ...formatting import human_age, human_bytes
+from ...formatting import model_rows
 from ._common import COLORS, MONO_CLASS, MONO_STYLE, Panel, StatusLine, error_text, escape, pre
 
 #: (key of a row, column title) in the order shown.
@@ -29,22 +29,6 @@ DETAIL_SECTIONS = [("Model", "summary"), ("Parameters", "parameters"), ("Templat
                    ("System", "system"), ("Modelfile", "modelfile"), ("License", "license")]
 
 _NBSP = "\u00a0"  # an <option> collapses ordinary spaces, so columns are padded with these
-
-
-def model_rows(models: Any) -> list[dict[str, str]]:
-    """``list().models`` as table rows of display strings (the columns of ``%ollama list``)."""
-    rows = []
-    for m in models:
-        d = m.details
-        rows.append({
-            "name": m.model or "",
-            "size": human_bytes(m.size or 0),
-            "family": (d.family if d else None) or "",
-            "parameters": (d.parameter_size if d else None) or "",
-            "quantization": (d.quantization_level if d else None) or "",
-            "modified": human_age(m.modified_at) if m.modified_at else "",
-        })
-    return rows
 
 
 def text_table(rows: list[dict[str, str]]) -> tuple[str, list[str]]:
@@ -386,4 +370,4 @@ class ModelsPanel(Panel):
         self._sync_buttons()
 
 
-__all__ = ["ModelsPanel", "model_rows", "text_table"]
+__all__ = ["ModelsPanel", "text_table"]

@@ -1,6 +1,7 @@
-"""Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory.
+"""Generic file utilities the model store and the conversations share: crash-safe writes, a
+cross-process lock, and our per-user data directory.
 
-A reader (or a process that starts after a crash) sees either the old file or the new one, never a
+Crash-safe writes: temp file in the same directory, fsync, rename, fsync the directory. A reader (or a process that starts after a crash) sees either the old file or the new one, never a
 half-written one. Temp names carry our pid so a later run can tell an abandoned temp file from one a
 live writer is still filling.
 """
@@ -16,6 +17,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 TMP_PREFIX = ".tmp-om-"
+
+
+def data_dir() -> Path:
+    """Our per-user data directory: ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "ollama-magic"
 
 
 def fsync_dir(path: Path) -> None:
