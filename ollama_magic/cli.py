@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .defaults import EMBEDDED_MODELS
+from .defaults import EMBEDDED_MODELS, require_embedded
 from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
 from .formatting import PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections, table
@@ -73,8 +73,9 @@ def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
 def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
 
+    names = [require_embedded(name).name for name in args.names or list(EMBEDDED_MODELS)]
     with Engine(store) as engine:
-        for name in args.names or list(EMBEDDED_MODELS):
+        for name in names:
             ProgressBars().follow(engine.pull(name, stream=True))
 
 

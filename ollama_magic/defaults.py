@@ -103,11 +103,16 @@ def embedded_model(name: str) -> EmbeddedModel | None:
         return None
 
 
-def register(store: ModelStore, name: str, on_bytes: Progress | None = None) -> bool:
-    """Register one embedded model; False if it was already installed (nothing is touched then)."""
+def require_embedded(name: str) -> EmbeddedModel:
     model = embedded_model(name)
     if model is None:
         raise NotFound(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+    return model
+
+
+def register(store: ModelStore, name: str, on_bytes: Progress | None = None) -> bool:
+    """Register one embedded model; False if it was already installed (nothing is touched then)."""
+    model = require_embedded(name)
     if store.exists(model.name):
         return False
     log.info("registering embedded model %s in %s", model.name, store.root)
@@ -132,9 +137,7 @@ def register_all(store: ModelStore, on_bytes: Progress | None = None) -> dict[st
 def register_with_progress(store: ModelStore, name: str) -> Iterator[ProgressResponse]:
     """Register an embedded model the way a pull reports its work (what ``Engine.pull`` does for
     these names): progress messages with total/completed bytes while the weights are imported."""
-    model = embedded_model(name)
-    if model is None:
-        raise KeyError(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+    model = require_embedded(name)
     if store.exists(model.name):
         yield ProgressResponse(status=f"{model.name} is installed (embedded in the {model.package} package)")
         yield ProgressResponse(status="success")

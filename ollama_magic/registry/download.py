@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from ..errors import DigestMismatch, RegistryError
-from ..store.atomic import fsync_dir
+from ..files import fsync_dir
 from ..store.blobs import BlobStore, parse_digest
 from ..types import ProgressResponse
 from .client import RegistryClient
