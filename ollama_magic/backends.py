@@ -16,6 +16,7 @@ import httpx
 import ollama
 
 from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError, RemoteError
+from .types import ChatResponse, DetokenizeResponse, RunningModels, TokenizeResponse
 
 
 @runtime_checkable
@@ -36,6 +37,8 @@ class Backend(Protocol):
     def generate(self, model: str = "", prompt: str | None = None, **kwargs: Any) -> Any: ...
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any: ...
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
+    def tokenize(self, model: str, content: str) -> Any: ...
+    def detokenize(self, model: str, tokens: Sequence[int]) -> Any: ...
 
 
 def _translate(exc: Exception, host: str) -> OllamaMagicError:
@@ -153,7 +156,8 @@ class RemoteBackend:
         return self._call("delete", model)
 
     def ps(self) -> Any:
-        return self._call("ps")
+        """``client.ps()``, read into our RunningModels so GPU layers from our server are kept."""
+        return self._call("_request", RunningModels, "GET", "/api/ps")
 
     def load(self, model: str, keep_alive: float | str | None = None) -> Any:
         return self._call("generate", model, keep_alive=keep_alive)
@@ -168,10 +172,35 @@ class RemoteBackend:
         return self._call("generate", model, prompt or "", **kwargs)
 
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+        if kwargs.pop("debug_render_only", False):  # not an ``ollama.Client`` argument: sent as Ollama names it
+            body = {k: v for k, v in kwargs.items() if v is not None}
+            body.update(model=model, messages=list(messages or []), stream=False, _debug_render_only=True)
+            return ChatResponse.model_validate(self._post("/api/chat", body))
         return self._call("chat", model, messages, **kwargs)
 
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any:
         return self._call("embed", model, input, **kwargs)
+
+    def tokenize(self, model: str, content: str) -> Any:
+        """/api/tokenize (ollama-magic servers; Ollama has no such route)."""
+        return TokenizeResponse.model_validate(self._post("/api/tokenize", {"model": model, "content": content}))
+
+    def detokenize(self, model: str, tokens: Sequence[int]) -> Any:
+        return DetokenizeResponse.model_validate(self._post("/api/detokenize", {"model": model, "tokens": list(tokens)}))
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        """A route the ``ollama`` client has no method for; errors become ours as for any call."""
+        try:
+            resp = self.client._client.post(path, json=dict(body))
+            if resp.status_code >= 400:
+                try:
+                    message = resp.json().get("error") or resp.text
+                except ValueError:
+                    message = resp.text
+                raise ollama.ResponseError(message, resp.status_code)
+            return resp.json()
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
+            raise _translate(exc, self.host) from None
 
 
 __all__ = ["Backend", "RemoteBackend", "RemoteError"]

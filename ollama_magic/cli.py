@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .defaults import EMBEDDED_MODELS, require_embedded
+from ._version import __version__
+from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
-from .formatting import PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections, table
-from .hosts import ollama_host
+from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
+from .hosts import env_host, ollama_host
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
+from .store.store import no_prune
+from .types import RunningModels
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
@@ -110,11 +111,12 @@ def _server_unreachable(exc: Exception) -> OllamaMagicError:
 def cmd_ps(store: ModelStore, args: argparse.Namespace) -> None:
     import httpx
 
-    try:
-        models = _server_client().ps().models
+    try:  # what client.ps() does, read into RunningModels so our server's GPU fields are kept
+        running = _server_client()._request(RunningModels, "GET", "/api/ps")
     except (httpx.HTTPError, ConnectionError) as exc:
         raise _server_unreachable(exc) from None
-    print(table(ps_rows(models), PS_HEADER))
+    print(table(ps_rows(running.models), PS_HEADER))
+    print(f"GPU offload: {gpu_offload(running.gpu_offload)}")
 
 
 def cmd_stop(store: ModelStore, args: argparse.Namespace) -> None:
@@ -135,6 +137,11 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
     interactive = prompt is None and sys.stdin.isatty()
     if prompt is None and not interactive:
         prompt = sys.stdin.read()
+    update, close = byte_progress(f"registering {args.name}")
+    try:  # a fresh machine: say why the first run pauses, with progress
+        register_on_first_use(store, args.name, lambda line: print(line, file=sys.stderr), update)
+    finally:
+        close()
     with Engine(store) as engine:
         store.resolve(args.name)  # a clear "not found" before anything loads
         history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
@@ -176,10 +183,12 @@ def _print_stats(r) -> None:  # noqa: ANN001
 
 def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
-    from .server.background import bind, make_server, parse_host
+    from .server.background import bind, make_server
 
-    host, port = parse_host(os.environ.get("OLLAMA_HOST"))
+    host, port = env_host()
     sock = bind(host, port)  # a busy port is one clear line, before anything loads
+    if not no_prune():
+        store.prune()  # as Ollama's serve does: what a crash (kill -9) left behind goes now
     with Engine(store) as engine:
         server = make_server(engine)
         shown = f"[{host}]" if ":" in host else host
@@ -221,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.set_defaults(func=cmd_rm)
 
     run = sub.add_parser("run", help="chat with a model in this process (interactive without PROMPT)")
-    run.add_argument("name")
+    run.add_argument("name", nargs="?", default=DEFAULT_CHAT_MODEL, help=f"the model (default: {DEFAULT_CHAT_MODEL})")
     run.add_argument("prompt", nargs="*", help="the message; read from stdin when omitted and not a terminal")
     run.add_argument("--system", help="a system message")
     run.add_argument("--seed", type=int, help="make the answer reproducible")
@@ -255,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     store = ModelStore(args.models)
     try:
+        if args.func in (cmd_serve, cmd_ps, cmd_stop):
+            env_host()  # a malformed OLLAMA_HOST is one line, before the ollama client trips on it at import
         args.func(store, args)
     except OllamaMagicError as exc:
         if args.debug:

@@ -134,7 +134,23 @@ def processor(size: int, size_vram: int) -> str:
     return f"{100 - gpu}%/{gpu}% CPU/GPU"
 
 
-PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+def gpu_layers(model: Any) -> str:
+    """``0/31``: the model's layers on the GPU, of all; empty when the server does not say."""
+    on_gpu, layers = getattr(model, "gpu_layers", None), getattr(model, "layers", None)
+    return f"{on_gpu}/{layers}" if on_gpu is not None and layers else ""
+
+
+def gpu_offload(can_offload: bool | None) -> str:
+    """The answer to "can this build use a GPU?" for ``RunningModels.gpu_offload``."""
+    if can_offload is None:
+        return "not reported by this server"
+    if can_offload:
+        return "yes: layers go to the GPU (num_gpu, all by default)"
+    return "no: CPU only (the llama-cpp-python build has no GPU backend, or finds no GPU)"
+
+
+#: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR.
+PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL"]
 #: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
 MODEL_COLUMNS = ["name", "id", "size", "family", "parameters", "quantization", "modified"]
 
@@ -161,7 +177,7 @@ def ps_rows(models: Iterable[Any]) -> list[list[str]]:
     """``ollama ps`` rows for ``ProcessResponse.models``."""
     return [
         [m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), processor(m.size or 0, m.size_vram or 0),
-         str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else ""]
+         gpu_layers(m), str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else ""]
         for m in models
     ]
 

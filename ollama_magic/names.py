@@ -16,10 +16,17 @@ DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
-_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
+# Ollama allows 350 characters for a host, but each part becomes a directory name: at most 255 bytes
+_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}")
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
 _MODEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 _TAG_RE = _MODEL_RE
+#: The whole grammar as one JSON-schema pattern, for documents such as /openapi.json (parse() is the
+#: check itself and says which part is wrong).
+NAME_PATTERN = (
+    rf"^(?:https?://)?(?:(?:{_HOST_RE.pattern})/)?(?:(?:{_NAMESPACE_RE.pattern})/)?"
+    rf"(?:{_MODEL_RE.pattern})(?::(?:{_TAG_RE.pattern}))?$"
+)
 
 
 @dataclass(frozen=True)

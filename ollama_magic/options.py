@@ -71,6 +71,8 @@ DEPRECATED_OPTIONS = frozenset(
 )
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# num_predict: -1 is "no limit", -2 "until the context is full"; anything lower is a mistake
+_INT_MINIMUMS = {"num_predict": -2}
 #: What Go's strconv.ParseInt(s, 10, 64) / ParseFloat(s, 64) read (decimal forms), in ASCII only.
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 _GO_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -133,6 +135,8 @@ def check_option_value(name: str, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:  # Go decodes into an int64
+            if value < _INT_MINIMUMS.get(name, _INT64_MIN):
+                raise InvalidRequest(f"option \"{name}\" must be at least {_INT_MINIMUMS[name]}, got {value}")
             return value
         raise bad
     if isinstance(value, (int, float)):

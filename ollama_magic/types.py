@@ -8,8 +8,9 @@ against ``ollama.Client`` reads our results unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
+import ollama
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -35,13 +36,21 @@ class ModelDetails(WireModel):
     quantization_level: str = ""
 
 
+class ListedModelDetails(ModelDetails):
+    """/api/tags adds the sizes clients need to budget a context or a vector store."""
+
+    context_length: Optional[int] = None
+    embedding_length: Optional[int] = None
+
+
 class ListedModel(WireModel):
     name: str
     model: str
     modified_at: datetime
     size: int
     digest: str
-    details: ModelDetails
+    details: ListedModelDetails
+    capabilities: Optional[list[str]] = None
 
 
 class ListResponse(WireModel):
@@ -71,6 +80,24 @@ class ShowResponse(WireModel):
         return self.model_info
 
 
+class RunningModel(ollama.ProcessResponse.Model):
+    """One ``/api/ps`` entry, plus where its layers run: ``gpu_layers`` of its ``layers`` are on the GPU.
+
+    The two fields are ours (Ollama's ps shows only ``size_vram``); clients that do not know them
+    ignore them, and a real Ollama server leaves them out (None)."""
+
+    gpu_layers: Optional[int] = None
+    layers: Optional[int] = None
+
+
+class RunningModels(ollama.ProcessResponse):
+    """``/api/ps``, plus ``gpu_offload``: whether the server's llama.cpp build can use a GPU at all
+    (None: the server does not say, as a real Ollama server does not)."""
+
+    models: Sequence[RunningModel]
+    gpu_offload: Optional[bool] = None
+
+
 class ProgressResponse(WireModel):
     status: str
     digest: Optional[str] = None
@@ -96,3 +123,50 @@ class CreateRequest(WireModel):
     quantize: Optional[str] = None
     quantization: Optional[str] = None
     stream: Optional[bool] = None
+
+
+# ---- generate/chat results: the ``ollama`` client's types plus the fields current Ollama sends ----
+
+
+class ToolCallFunction(ollama.Message.ToolCall.Function):
+    index: int = 0
+
+
+class ToolCall(ollama.Message.ToolCall):
+    """Ollama's ToolCall: an ``id`` and the call's ``function.index`` in the reply."""
+
+    id: Optional[str] = None
+    function: ToolCallFunction
+
+
+class ChatMessage(ollama.Message):
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+
+
+class DebugInfo(WireModel):
+    rendered_template: str
+    image_count: Optional[int] = None
+
+
+class ChatResponse(ollama.ChatResponse):
+    model_config = ConfigDict(populate_by_name=True)
+
+    message: ChatMessage
+    debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
+
+
+class GenerateResponse(ollama.GenerateResponse):
+    model_config = ConfigDict(populate_by_name=True)
+
+    debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
+
+
+class TokenizeResponse(WireModel):
+    model: str
+    tokens: list[int]
+
+
+class DetokenizeResponse(WireModel):
+    model: str
+    content: str

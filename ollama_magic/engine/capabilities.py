@@ -31,6 +31,7 @@ _CHECKS: tuple[tuple[str, Callable[[ModelFacts], bool]], ...] = (
     ("tools", lambda m: m.template.supports_tools),
     ("insert", lambda m: m.template.supports_suffix),
     ("vision", lambda m: m.has_projector or m.info.arch_value("vision.block_count") is not None),
+    ("thinking", lambda m: not m.info.is_embedding_model and all(m.template.thinking_tags)),
 )
 
 

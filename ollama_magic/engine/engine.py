@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import llama_cpp
 import ollama
 
 from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
@@ -30,11 +28,16 @@ from ..options import OPTION_DEFAULTS, check_options
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
-from ..types import CreateRequest, ListResponse, ProgressResponse, ShowResponse
+from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, DetokenizeResponse, GenerateResponse,
+                     ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse, TokenizeResponse)
 from .capabilities import capabilities, model_template
+from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .prompt import GoPrompt, PromptTemplate
+from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
 from .scheduler import Loaded, Scheduler, parse_keep_alive
+from .thinking import check_think, think_enabled
+from .toolcalls import forced_call_grammar, resolve_tool_choice
 
 log = logging.getLogger("ollama_magic")
 
@@ -83,7 +86,9 @@ class ChunkStream:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._chunks.close()  # type: ignore[attr-defined]
+                close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
+                if close is not None:
+                    close()
 
 
 class Engine:
@@ -188,19 +193,28 @@ class Engine:
         statuses = push_model(self.store, model, insecure=insecure, auth=auth)
         return statuses if stream else _last(statuses)
 
+    def create_blob(self, path: str | os.PathLike[str]) -> str:
+        """Copy a local file into the blob store; its digest (``sha256:...``), as ``ollama.Client`` returns."""
+        self.store.blobs.directory.mkdir(parents=True, exist_ok=True)
+        return self.store.blobs.import_file(Path(path))
+
     # ---- what is loaded ----------------------------------------------------------------------
 
-    def ps(self) -> ollama.ProcessResponse:
+    def ps(self) -> RunningModels:
+        """What is loaded (an ``ollama.ProcessResponse``), with each model's GPU layers and whether
+        this llama.cpp build can offload at all."""
         entries = sorted(self.scheduler.loaded(), key=lambda e: e.expires_at or datetime.max.replace(tzinfo=timezone.utc), reverse=True)
         far = datetime(2318, 1, 1, tzinfo=timezone.utc)
-        return ollama.ProcessResponse(
+        return RunningModels(
             models=[
-                ollama.ProcessResponse.Model(
+                RunningModel(
                     name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
                     size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
+                    gpu_layers=e.gpu_layers, layers=e.layers,
                 )
                 for e in entries
-            ]
+            ],
+            gpu_offload=gpu_offload_supported(),
         )
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
@@ -230,35 +244,47 @@ class Engine:
         images: Sequence[Any] | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        debug_render_only: bool = False,
         **_: Any,
-    ) -> ollama.GenerateResponse | Iterator[ollama.GenerateResponse]:
+    ) -> GenerateResponse | Iterator[GenerateResponse]:
+        """``debug_render_only`` (Ollama's ``_debug_render_only``) returns the prompt without running it."""
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
         opts = self._options(record, options)
-        if not prompt and not suffix and not context:
-            return self._load_only(record, model, keep, opts, stream, lambda **kw: ollama.GenerateResponse(**kw))
+        if not prompt and not suffix and not context and not debug_render_only:
+            return self._load_only(record, model, keep, opts, stream, lambda **kw: GenerateResponse(**kw))
         self._check_images(record, images)
         self._require(record, "completion", "generate")
         if suffix:
             self._require(record, "insert", "generate")  # Ollama checks the model's own template too
+        tmpl = self._template(record, template)
+        think = self._think(model, tmpl, think, format) if not raw else check_think(think)
         if raw:
             text = prompt or ""
         else:
-            tmpl = self._template(record, template)
-            text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""), suffix or "")
+            text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""),
+                                        suffix or "", think=think)
+        if debug_render_only:
+            return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
+                                                   debug_info=DebugInfo(rendered_template=text)), stream)
+        parser = self._reply_parser(tmpl, text, think if not raw else False, None)
         cancel = threading.Event()
         chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
                            stream=stream, cancel=cancel)
 
-        def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.GenerateResponse:
+        def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> GenerateResponse:
+            part = part or ReplyPart()
+            fields = dict(model=model, created_at=now_rfc3339(), response=part.content, thinking=part.thinking or None)
             if fin is None:
-                return ollama.GenerateResponse(model=model, created_at=now_rfc3339(), response=piece, done=False)
-            return ollama.GenerateResponse(
-                model=model, created_at=now_rfc3339(), response=piece or "", done=True, done_reason=fin.done_reason,
-                context=fin.context, **_stats(fin, load_ns, total_ns),
-            )
+                return GenerateResponse(**fields, done=False)
+            return GenerateResponse(**fields, done=True, done_reason=fin.done_reason, context=fin.context,
+                                    **_stats(fin, load_ns, total_ns))
 
-        return self._deliver(chunks, wrap, stream, lambda parts, last: last.model_copy(update={"response": "".join(parts)}), cancel)
+        def join(parts: list[ReplyPart], last: GenerateResponse) -> GenerateResponse:
+            whole = join_parts(parts)
+            return last.model_copy(update={"response": whole.content, "thinking": whole.thinking or None})
+
+        return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
 
     def chat(
         self,
@@ -271,47 +297,91 @@ class Engine:
         format: str | Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        debug_render_only: bool = False,
         **_: Any,
-    ) -> ollama.ChatResponse | Iterator[ollama.ChatResponse]:
+    ) -> ChatResponse | Iterator[ChatResponse]:
+        """Beyond ``ollama.Client.chat``: ``tool_choice`` (OpenAI's "none", "required" or a named function,
+        forced with a grammar) and ``debug_render_only`` (the prompt, not run)."""
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
         opts = self._options(record, options)
-        msgs = [self._message(m) for m in (messages or [])]
-        if not msgs:
+        msgs = _with_tool_names([self._message(m) for m in (messages or [])])
+        if not msgs and not debug_render_only:
             return self._load_only(
                 record, model, keep, opts, stream,
-                lambda **kw: ollama.ChatResponse(message=ollama.Message(role="assistant", content=""), **kw),
+                lambda **kw: ChatResponse(message=ChatMessage(role="assistant", content=""), **kw),
             )
         self._require(record, "completion", "chat")
         for m in msgs:
             self._check_images(record, m.get("images"))
         tool_dicts = [_tool_dict(t) for t in tools] if tools else None
+        mode, forced = resolve_tool_choice(tool_choice, tool_dicts)
+        if mode == "none":
+            tool_dicts = None
         if record.system and not any(m["role"] == "system" for m in msgs):
             msgs.insert(0, {"role": "system", "content": record.system})
         msgs = [*record.messages, *msgs]
         tmpl = self._template(record, None)
         if tool_dicts:
             self._require(record, "tools", "chat")
-        text = tmpl.render_chat(msgs, tool_dicts)
+        grammar = None
+        if mode == "required":
+            if format:
+                raise InvalidRequest("format cannot be combined with a forced tool_choice")
+            grammar = forced_call_grammar(forced, tmpl.tool_tag)
+        think = self._think(model, tmpl, think, format or grammar)
+        text = tmpl.render_chat(msgs, tool_dicts, think=think)
+        if debug_render_only:
+            message = ChatMessage(role="assistant", content="")
+            return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
+                                               debug_info=DebugInfo(rendered_template=text)), stream)
+        parser = self._reply_parser(tmpl, text, think, tool_dicts)
         cancel = threading.Event()
-        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel)
+        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar)
 
-        def wrap(piece: str | None, fin: Finished | None, load_ns: int, total_ns: int) -> ollama.ChatResponse:
-            message = ollama.Message(role="assistant", content=piece or "")
+        def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
+            message = _chat_message(part or ReplyPart())
             if fin is None:
-                return ollama.ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False)
-            return ollama.ChatResponse(
+                return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False)
+            return ChatResponse(
                 model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
                 **_stats(fin, load_ns, total_ns),
             )
 
-        def join(parts: list[str], last: ollama.ChatResponse) -> ollama.ChatResponse:
-            content = "".join(parts)
-            calls = parse_tool_calls(content, tool_dicts) if tool_dicts else []
-            message = ollama.Message(role="assistant", content="" if calls else content, tool_calls=calls or None)
-            return last.model_copy(update={"message": message})
+        def join(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
+            return last.model_copy(update={"message": _chat_message(join_parts(parts))})
 
-        return self._deliver(chunks, wrap, stream, join, cancel)
+        return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
+
+    def tokenize(self, model: str, content: str, *, options: Mapping[str, Any] | None = None,
+                 keep_alive: float | str | None = None) -> TokenizeResponse:
+        """The model's tokens for ``content`` (special tokens such as ``<start_of_turn>`` read as one
+        token, no BOS added), so a notebook can budget a context. Loads the model if needed."""
+        record = self._record(model)
+        embedding = record.gguf_info().is_embedding_model
+        entry, _ = self._acquire(record, self._options(record, options), embedding=embedding)
+        try:
+            tokens = entry.runner.tokenize(content, add_bos=False) if content else []
+        finally:
+            self.scheduler.release(entry, parse_keep_alive(keep_alive))
+        return TokenizeResponse(model=model, tokens=tokens)
+
+    def detokenize(self, model: str, tokens: Sequence[int], *, options: Mapping[str, Any] | None = None,
+                   keep_alive: float | str | None = None) -> DetokenizeResponse:
+        """The text of ``tokens``; ids outside the vocabulary are a 400."""
+        record = self._record(model)
+        embedding = record.gguf_info().is_embedding_model
+        entry, _ = self._acquire(record, self._options(record, options), embedding=embedding)
+        try:
+            n_vocab = entry.runner.llm.n_vocab()
+            bad = [t for t in tokens if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < n_vocab]
+            if bad:
+                raise InvalidRequest(f"invalid token {bad[0]!r}: this model's token ids are 0 to {n_vocab - 1}")
+            content = entry.runner.detokenize(list(tokens)) if tokens else ""
+        finally:
+            self.scheduler.release(entry, parse_keep_alive(keep_alive))
+        return DetokenizeResponse(model=model, content=content)
 
     def embed(
         self,
@@ -401,6 +471,30 @@ class Engine:
         m["content"] = content or ""
         return m
 
+    @staticmethod
+    def _think(model: str, tmpl: PromptTemplate, think: Any, constrained: Any) -> bool | str | None:
+        """Ollama's rule: a model that can think thinks unless told not to; asking one that cannot is a
+        400. Under a grammar (format, a forced tool call) the trace is left out: the grammar would
+        constrain it too."""
+        think = check_think(think)
+        if all(tmpl.thinking_tags):
+            if constrained:
+                return False
+            return True if think is None else think
+        if think_enabled(think):
+            raise InvalidRequest(f'"{model}" does not support thinking')
+        return think
+
+    @staticmethod
+    def _reply_parser(tmpl: PromptTemplate, text: str, think: Any, tools: Sequence[Any] | None) -> ReplyParser:
+        tags = tmpl.thinking_tags if think_enabled(think) and all(tmpl.thinking_tags) else None
+        started = bool(tags) and text.rstrip().endswith(tags[0])
+        return ReplyParser(thinking=tags, started_thinking=started, tools=tools, tool_tag=tmpl.tool_tag)
+
+    @staticmethod
+    def _rendered(response: Any, stream: bool) -> Any:
+        return ChunkStream(iter([response]), threading.Event()) if stream else response
+
     def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
         key = (record.manifest_digest, override)
         if key not in self._templates:
@@ -425,7 +519,7 @@ class Engine:
         trained = info.context_length or opts["num_ctx"]
         num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
         num_gpu = opts.get("num_gpu", -1)
-        if not llama_cpp.llama_supports_gpu_offload():
+        if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
         return LoadOptions(
@@ -441,10 +535,14 @@ class Engine:
             kv = _kv_bytes(info, load.num_ctx)
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
+            blocks = int(info.arch_value("block_count") or 0)
+            layers = total_layers(blocks)
+            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size if load.num_gpu != 0 else 0, details=details.model_dump(),
-                context_length=load.num_ctx,
+                size_vram=size * on_gpu // layers, details=details.model_dump(),
+                context_length=runner.n_ctx,  # what llama.cpp allocated (it rounds num_ctx up)
+                gpu_layers=on_gpu, layers=layers,
             )
 
         return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
@@ -469,11 +567,11 @@ class Engine:
     def _run(
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
         format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, grammar: str | None = None,
     ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
         """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
         start = time.perf_counter_ns()
-        grammar = _grammar(format)
+        grammar = grammar or _grammar(format)
         sampling = Sampling(
             temperature=float(opts["temperature"]), top_k=int(opts["top_k"]), top_p=float(opts["top_p"]),
             min_p=float(opts["min_p"]), typical_p=float(opts["typical_p"]),
@@ -486,6 +584,9 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
+            n_vocab = runner.llm.n_vocab()
+            if context and not all(0 <= t < n_vocab for t in context):
+                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
             tokens = (context or []) + runner.tokenize(text, add_bos=not context)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
@@ -515,13 +616,13 @@ class Engine:
                     chunks.close()
 
             return ChunkStream(iterate(), cancel)
-        parts: list[str] = []
+        parts: list[Any] = []
         last = None
         for piece, fin, load_ns, total_ns in chunks:
-            if fin is None:
+            if piece:
                 parts.append(piece)
-            else:
-                last = wrap("", fin, load_ns, total_ns)
+            if fin is not None:
+                last = wrap(None, fin, load_ns, total_ns)
         return join(parts, last)
 
 
@@ -566,29 +667,35 @@ def _kv_bytes(info: Any, n_ctx: int) -> int:
     return n_ctx * layers * kv_heads * (k + v) * 2
 
 
-_JSON_OBJECT = re.compile(r"\{")
+def _parsed(chunks: Iterator[tuple[Any, Finished | None, int, int]], parser: ReplyParser) -> Iterator[tuple[ReplyPart, Finished | None, int, int]]:
+    """The runner's text pieces as reply parts; pieces held back by the parsers yield nothing yet."""
+    try:
+        for piece, fin, load_ns, total_ns in chunks:
+            if fin is None:
+                part = parser.add(piece)
+                if part:
+                    yield part, None, load_ns, total_ns
+            else:
+                yield parser.finish(), fin, load_ns, total_ns
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
 
 
-def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> list[ollama.Message.ToolCall]:
-    """Find ``{"name": ..., "arguments"|"parameters": {...}}`` objects naming one of ``tools``."""
-    names = {(t.get("function") or {}).get("name") for t in tools}
-    decoder = json.JSONDecoder()
-    calls = []
-    for match in _JSON_OBJECT.finditer(text):
-        try:
-            obj, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("name") in names:
-            args = obj.get("arguments", obj.get("parameters", {}))
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    continue
-            if isinstance(args, dict):
-                calls.append(ollama.Message.ToolCall(function=ollama.Message.ToolCall.Function(name=obj["name"], arguments=args)))
-    return calls
+def _chat_message(part: ReplyPart) -> ChatMessage:
+    return ChatMessage(role="assistant", content=part.content, thinking=part.thinking or None,
+                       tool_calls=part.tool_calls or None)
+
+
+def _with_tool_names(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A tool result that names its call only by ``tool_call_id`` gets that call's function name."""
+    names: dict[str, str] = {}
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            if isinstance(call, Mapping) and call.get("id"):
+                names[str(call["id"])] = str((call.get("function") or {}).get("name") or "")
+        if m["role"] == "tool" and not (m.get("tool_name") or m.get("name")) and m.get("tool_call_id"):
+            m["tool_name"] = names.get(str(m["tool_call_id"]), "")
+    return messages
 
 
 def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:

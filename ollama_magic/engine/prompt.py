@@ -18,6 +18,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ..errors import InvalidRequest
 from ..store.modelfile import DEFAULT_TEMPLATE
 from .gotemplate import JSONText, Template, TemplateError
+from .thinking import JINJA_TAGS, infer_tags, think_enabled, think_level
+from .toolcalls import tool_call_tag
 
 _CUT = "\x00\x01response\x01\x00"
 
@@ -30,6 +32,7 @@ def _go_message(message: Mapping[str, Any]) -> dict[str, Any]:
         "Thinking": message.get("thinking") or "",
         "Images": message.get("images") or [],
         "ToolName": message.get("tool_name") or message.get("name") or "",
+        "ToolCallID": message.get("tool_call_id") or "",
         "ToolCalls": [
             {
                 "ID": c.get("id", ""),
@@ -55,6 +58,8 @@ class GoPrompt:
         self.template = template
         self.supports_tools = template.uses("Tools")
         self.supports_suffix = template.uses("Suffix")
+        self.thinking_tags = infer_tags(template)
+        self.tool_tag = tool_call_tag(template)
 
     def _values(self, **values: Any) -> dict[str, Any]:
         base = {"System": "", "Prompt": "", "Response": "", "Suffix": "", "Messages": [], "Tools": None,
@@ -62,16 +67,18 @@ class GoPrompt:
         base.update(values)
         return base
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None) -> str:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None,
+                    think: bool | str | None = None) -> str:
         system = "\n\n".join(m.get("content") or "" for m in messages if m.get("role") == "system")
+        thinking = dict(Think=think_enabled(think), ThinkLevel=think_level(think), IsThinkSet=think is not None)
         if self.template.uses("Messages"):
             return self.template.render(
                 self._values(System=system, Messages=[_go_message(m) for m in messages],
-                             Tools=JSONText(list(tools)) if tools else None)
+                             Tools=JSONText(list(tools)) if tools else None, **thinking)
             )
-        return self._render_turns(messages)
+        return self._render_turns(messages, thinking)
 
-    def _render_turns(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    def _render_turns(self, messages: Sequence[Mapping[str, Any]], thinking: Mapping[str, Any]) -> str:
         turns: list[dict[str, str]] = []
         current = {"System": "", "Prompt": "", "Response": ""}
         for message in messages:
@@ -95,20 +102,20 @@ class GoPrompt:
         out = []
         for i, turn in enumerate(turns):
             last = i == len(turns) - 1
-            values = self._values(**turn)
+            values = self._values(**turn, **thinking)
             if last and not turn["Response"]:
                 values["Response"] = _CUT
             text = self.template.render(values)
             out.append(text.split(_CUT, 1)[0] if last else text)
         return "".join(out)
 
-    def render_generate(self, prompt: str, system: str, suffix: str = "") -> str:
+    def render_generate(self, prompt: str, system: str, suffix: str = "", think: bool | str | None = None) -> str:
         if suffix:
             if not self.supports_suffix:
                 raise InvalidRequest("this model does not support insert (its template has no .Suffix)")
             return self.template.render(self._values(Prompt=prompt, Suffix=suffix)).split(_CUT, 1)[0]
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return self.render_chat(messages)
+        return self.render_chat(messages, think=think)
 
 
 def _raise(message: str) -> None:
@@ -129,21 +136,25 @@ class JinjaPrompt:
         self.bos_token, self.eos_token = bos_token, eos_token
         self.supports_tools = "tools" in source
         self.supports_suffix = False
+        self.thinking_tags = JINJA_TAGS if all(tag in source for tag in JINJA_TAGS) else ("", "")
+        self.tool_tag = tool_call_tag(None, source)
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None) -> str:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None,
+                    think: bool | str | None = None) -> str:
+        extra = {} if think is None else {"enable_thinking": think_enabled(think)}
         try:
             return self.template.render(
                 messages=[dict(m) for m in messages], tools=list(tools) if tools else None,
-                add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token,
+                add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token, **extra,
             )
         except JinjaError as exc:
             raise TemplateError(f"GGUF chat template failed: {exc}") from None
 
-    def render_generate(self, prompt: str, system: str, suffix: str = "") -> str:
+    def render_generate(self, prompt: str, system: str, suffix: str = "", think: bool | str | None = None) -> str:
         if suffix:
             raise InvalidRequest("this model does not support insert (no template with .Suffix)")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return self.render_chat(messages)
+        return self.render_chat(messages, think=think)
 
 
 PromptTemplate = GoPrompt | JinjaPrompt

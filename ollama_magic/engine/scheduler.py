@@ -8,6 +8,7 @@ and a memory budget; when a load would exceed either, the least recently used id
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ log = logging.getLogger("ollama_magic")
 
 FOREVER = None  # expires_at of a model kept with a negative keep_alive
 DEFAULT_KEEP_ALIVE = 300.0
+MAX_KEEP_ALIVE = (2**63 - 1) / 1e9  # Go's largest time.Duration, in seconds
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -49,6 +51,9 @@ def parse_keep_alive(value: Any, default: float | None = None) -> float | None:
             seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
         raise InvalidRequest(f"invalid keep_alive {value!r}")
+    if not math.isfinite(seconds) or abs(seconds) > MAX_KEEP_ALIVE:
+        # Go's time.Duration holds about 292 years; past that (or NaN) Ollama cannot parse it either
+        raise InvalidRequest(f"invalid keep_alive {value!r}: use a duration under {int(MAX_KEEP_ALIVE)} seconds")
     return None if seconds < 0 else seconds
 
 
@@ -77,6 +82,8 @@ class Loaded:
     size_vram: int
     details: Any
     context_length: int
+    gpu_layers: int = 0  # of ``layers`` (blocks + output), as llama.cpp offloads them
+    layers: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     active: int = 0

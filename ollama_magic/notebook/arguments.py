@@ -47,10 +47,16 @@ def leading_flags(line: str, parser: argparse.ArgumentParser) -> tuple[str, str]
 
 def _flag_pattern(parser: argparse.ArgumentParser) -> re.Pattern[str]:
     switches = [o for a in parser._actions if a.nargs == 0 for o in a.option_strings]
-    valued = [o for a in parser._actions if a.nargs != 0 for o in a.option_strings]
+    valued = [o for a in parser._actions if a.nargs not in (0, "?") for o in a.option_strings]
 
     def alternatives(options: list[str]) -> str:
         return "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) or "(?!)"
 
     value = r"""(?:"[^"]*"|'[^']*'|\S+)"""
-    return re.compile(rf"\s*((?:{alternatives(switches)})|(?:{alternatives(valued)})(?:=|\s+){value})(?=\s|$)")
+    # an option whose value is optional (``--think [LEVEL]``) takes the next word only if it is one of
+    # its choices; otherwise that word starts the message
+    optional = [rf"{alternatives(a.option_strings)}(?:={value}|\s+(?:{'|'.join(re.escape(str(c).lower()) for c in a.choices)}))?"
+                if a.choices else rf"{alternatives(a.option_strings)}(?:={value})?"
+                for a in parser._actions if a.nargs == "?" and a.option_strings]
+    switch = "|".join([alternatives(switches), *optional])
+    return re.compile(rf"\s*((?:{switch})|(?:{alternatives(valued)})(?:=|\s+){value})(?=\s|$)")

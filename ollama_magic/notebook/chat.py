@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol
 from ..errors import InvalidRequest
 from .context_fit import context_length, fit_history
 from .conversations import as_chat_messages, new_message
-from .display import ChatReply, StreamDisplay, strip_fence
+from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -57,6 +57,10 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: Ollama's ``think``: None (the model's default), True/False or a level ("low" ... "max")
+    think: bool | str | None = None
+    #: only render the prompt the model would see (Ollama's ``_debug_render_only``); nothing is recorded
+    dry_run: bool = False
 
 
 class ReplyView(Protocol):
@@ -89,12 +93,25 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{context_length(turn.options)}-token context (they stay in the history)")
 
+    session.prepare(turn.model, notice or (lambda _line: None))
+    extra = {"think": turn.think} if turn.think is not None else {}
+    if turn.dry_run:
+        rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
+                                        format="json" if turn.fmt == "json" else None, **extra)
+        return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format="json" if turn.fmt == "json" else None)
+                                  format="json" if turn.fmt == "json" else None, **extra)
     final, interrupted = None, False
+    trace: list[str] = []
+    show_trace = getattr(view, "append_thinking", None)
     try:
         for chunk in stream:
+            thinking = getattr(chunk.message, "thinking", None) or ""
+            if thinking:
+                trace.append(thinking)
+                if show_trace is not None:
+                    show_trace(thinking)
             view.append(chunk.message.content or "")
             if chunk.done:
                 final = chunk
@@ -108,10 +125,13 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         view.finish()
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
+    thinking = "".join(trace)
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
-                      stats=stats)
+                      stats=stats, thinking=thinking)
     if turn.history:
         reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
+        if thinking:
+            reply_message["thinking"] = thinking  # sent back to the template with the thread's next turns
         store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
     if turn.fmt == "json" and not interrupted:
         try:

@@ -116,8 +116,10 @@ def check_message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def as_chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Only ``role`` and ``content``: what ``Engine.chat`` (and Ollama's /api/chat) takes."""
-    return [{"role": message["role"], "content": message["content"]} for message in messages]
+    """Only ``role``, ``content`` and a reply's ``thinking``: what ``Engine.chat`` (and Ollama's
+    /api/chat) takes; the trace goes back to the template as Ollama sends it."""
+    return [{"role": message["role"], "content": message["content"],
+             **({"thinking": message["thinking"]} if message.get("thinking") else {})} for message in messages]
 
 
 def check_thread_name(name: str) -> str:
@@ -129,8 +131,11 @@ def check_thread_name(name: str) -> str:
     return name
 
 
-def to_markdown(messages: list[dict[str, Any]]) -> str:
-    """A readable transcript: a bold heading per message (``**assistant** (model)``), content as-is."""
+def to_markdown(messages: list[dict[str, Any]], *, thinking: bool = False) -> str:
+    """A readable transcript: a bold heading per message (``**assistant** (model)``), content as-is;
+    with ``thinking``, each trace collapsed above its answer."""
+    from .display import thinking_block
+
     blocks = []
     for message in messages:
         heading = f"**{message['role']}**"
@@ -138,7 +143,8 @@ def to_markdown(messages: list[dict[str, Any]]) -> str:
             heading += f" ({message['model']})"
         if message.get("interrupted"):
             heading += " *(interrupted)*"
-        blocks.append(f"{heading}\n\n{message['content']}")
+        trace = thinking_block(message.get("thinking") or "") if thinking else ""
+        blocks.append(f"{heading}\n\n{trace}{message['content']}")
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 

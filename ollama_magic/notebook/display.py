@@ -9,10 +9,18 @@ tokens are printed as they come.
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
 FENCE = "```"
+
+
+def thinking_block(thinking: str) -> str:
+    """A model's trace as a collapsed ``<details>`` block, to sit above its answer."""
+    if not thinking:
+        return ""
+    return f"<details><summary>Thinking</summary>\n\n{html.escape(thinking.strip())}\n\n</details>\n\n"
 
 
 def renders_rich(shell: Any) -> bool:
@@ -40,26 +48,43 @@ class StreamDisplay:
         self.printing = live and not self.rich
         self.interval = interval
         self.text = ""
+        self.thinking = ""
         self._handle = None
         self._last = 0.0
+
+    def append_thinking(self, piece: str) -> None:
+        """The trace, shown collapsed above the answer (printed dimmed in a terminal)."""
+        if not piece:
+            return
+        self.thinking += piece
+        if self.printing:
+            print(f"\x1b[2m{piece}\x1b[0m", end="", flush=True)
+            return
+        self._show()
 
     def append(self, piece: str) -> None:
         if not piece:
             return
+        if self.printing and self.thinking and not self.text:
+            print(flush=True)
         self.text += piece
         if self.printing:
             print(piece, end="", flush=True)
             return
+        self._show()
+
+    def _show(self) -> None:
         if not self.rich:
             return
         now = time.monotonic()
+        body = thinking_block(self.thinking) + self.text
         if self._handle is None:
             from IPython.display import display
 
-            self._handle = display(_Markdown(self.text), display_id=True)
+            self._handle = display(_Markdown(body), display_id=True)
             self._last = now
         elif now - self._last >= self.interval:
-            self._handle.update(_Markdown(self.text))
+            self._handle.update(_Markdown(body))
             self._last = now
 
     def finish(self) -> None:
@@ -78,12 +103,15 @@ class ChatReply(str):
     fmt: str
     interrupted: bool
     stats: dict[str, int]
+    #: the model's thinking trace ("" when it gave none), shown collapsed above the answer
+    thinking: str
 
     def __new__(cls, text: str, *, model: str, thread: str, fmt: str = "markdown", interrupted: bool = False,
-                stats: dict[str, int] | None = None) -> "ChatReply":
+                stats: dict[str, int] | None = None, thinking: str = "") -> "ChatReply":
         reply = super().__new__(cls, text)
         reply.model, reply.thread, reply.fmt, reply.interrupted = model, thread, fmt, interrupted
         reply.stats = stats or {}
+        reply.thinking = thinking
         return reply
 
     def _repr_markdown_(self) -> str:
@@ -95,10 +123,20 @@ class ChatReply(str):
             body = str(self) or " "
         if self.interrupted:
             body += "\n\n*[interrupted]*"
-        return body
+        return thinking_block(self.thinking) + body
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self) + ("\n[interrupted]" if self.interrupted else ""))
+
+
+class RenderedPrompt(str):
+    """``%%chat --dry-run``: the exact text the model would read, shown verbatim."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_markdown_(self) -> str:
+        return f"{FENCE}text\n{self}\n{FENCE}"
 
 
 def strip_fence(text: str) -> str:

@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
 from traitlets import Bool, Float
 
+from ..defaults import DEFAULT_CHAT_MODEL
 from ..errors import OllamaMagicError
 from . import manage
 from .arguments import HelpShown, UsageParser, leading_flags, split_line
@@ -35,7 +36,7 @@ def _json_object(text: str) -> dict[str, Any]:
 def chat_parser() -> UsageParser:
     p = UsageParser(prog="%%chat", description="Talk to a model; the cell (or the rest of the line) is your message. "
                 "{name} fills in a notebook variable; {{ and }} are literal braces.", add_help=True)
-    p.add_argument("-m", "--model", help="model (default: %%ollama use, else gemma3:270m)")
+    p.add_argument("-m", "--model", help=f"model (default: %%ollama use, else {DEFAULT_CHAT_MODEL})")
     p.add_argument("-t", "--thread", default="main", help="conversation thread of this notebook (default: main)")
     p.add_argument("-s", "--system", help="system message for the thread")
     p.add_argument("--temperature", type=float)
@@ -47,8 +48,22 @@ def chat_parser() -> UsageParser:
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
     p.add_argument("--options", type=_json_object, default={}, help='model options as JSON: \'{"top_k": 20}\'')
+    p.add_argument("--think", nargs="?", const=True, type=_think_value, metavar="LEVEL",
+                   choices=[{"true": True, "false": False}.get(c, c) for c in THINK_CHOICES],
+                   help="let a thinking model think (low, medium, high, max; false: don't); the trace is shown "
+                        "collapsed above the answer and kept in the thread")
+    p.add_argument("--dry-run", action="store_true", help="show the prompt the model would read; run nothing")
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
+
+
+THINK_CHOICES = ("true", "false", "low", "medium", "high", "max")
+
+
+def _think_value(text: str) -> bool | str:
+    if text not in THINK_CHOICES:
+        raise argparse.ArgumentTypeError(f"invalid level {text!r}: use one of {', '.join(THINK_CHOICES)}")
+    return {"true": True, "false": False}.get(text, text)
 
 
 def embed_parser() -> UsageParser:
@@ -97,7 +112,7 @@ class OllamaMagics(Magics):
                 options[key] = value
         turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options)
+                        new=args.new, options=options, think=args.think, dry_run=args.dry_run)
         reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
                           notice=lambda msg: print(msg, file=sys.stderr))
         if args.output:
@@ -130,7 +145,9 @@ class OllamaMagics(Magics):
                 value = eval(expr, self.shell.user_ns, local_ns)  # noqa: S307 - the user's own expression
             except Exception as exc:  # noqa: BLE001 - shown as one line
                 raise UsageError(f"cannot evaluate {expr!r}: {type(exc).__name__}: {exc}") from None
-        frame = embed_frame(self.session.backend, value, model=args.model or self.session.embed_model,
+        model = args.model or self.session.embed_model
+        self.session.prepare(model, notice=lambda msg: print(msg, file=sys.stderr))
+        frame = embed_frame(self.session.backend, value, model=model,
                             column=args.column, wide=args.wide, batch_size=args.batch_size)
         if args.output:
             self.shell.user_ns[args.output] = frame

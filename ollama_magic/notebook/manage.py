@@ -14,8 +14,10 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ..errors import OllamaMagicError
-from ..formatting import MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections
+from ..defaults import EMBEDDED_MODELS
+from ..errors import InvalidRequest, OllamaMagicError
+from ..formatting import (MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, gpu_layers, gpu_offload, model_rows,
+                          processor, ps_rows, show_sections)
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
@@ -76,11 +78,9 @@ def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
 
 
-@verb("setup", "register the embedded default models (gemma3:270m, all-minilm) if missing")
+@verb("setup", f"register the embedded models ({', '.join(EMBEDDED_MODELS)}) if missing")
 def setup(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("setup", argv, lambda p: None)
-    from ..defaults import EMBEDDED_MODELS
-
     lines = []
     for name in EMBEDDED_MODELS:  # Engine.pull registers them; a remote Ollama downloads them
         bars = ProgressBars(sys.stdout, lines=False)
@@ -224,13 +224,16 @@ def panel(session: Any, argv: list[str], shell: Any) -> Any:
 
 # ---- backend and server --------------------------------------------------------------------------
 
-@verb("status", "backend, default models, notebook, server")
+@verb("status", "backend, default models, notebook, server, GPU offload and what is loaded")
 def status(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("status", argv, lambda p: None)
     s = session.status()
+    loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on the GPU, {processor(m.size or 0, m.size_vram or 0)})"
+              for m in s.loaded]
     return _Text("\n".join([
         f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
         f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
+        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {'; '.join(loaded) or 'nothing'}",
     ]))
 
 
@@ -272,10 +275,11 @@ def threads(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     return pd.DataFrame({"thread": list(counts), "messages": list(counts.values())}, columns=["thread", "messages"])
 
 
-@verb("history", "[-t THREAD] [--df] [--export PATH.md|PATH.json]")
+@verb("history", "[-t THREAD] [--thinking] [--df] [--export PATH.md|PATH.json]")
 def history(session: Any, argv: list[str], shell: Any) -> Any:
     def setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("-t", "--thread", default="main")
+        p.add_argument("--thinking", action="store_true", help="show the models' thinking traces (hidden by default)")
         p.add_argument("--df", action="store_true", help="a DataFrame instead of a transcript")
         p.add_argument("--export", metavar="PATH")
 
@@ -290,7 +294,43 @@ def history(session: Any, argv: list[str], shell: Any) -> Any:
     from IPython.display import Markdown
 
     messages = store.thread(identity, args.thread)
-    return Markdown(to_markdown(messages)) if messages else _Text(f"thread {args.thread!r} is empty")
+    return Markdown(to_markdown(messages, thinking=args.thinking)) if messages else _Text(f"thread {args.thread!r} is empty")
+
+
+class TokenCount(_Text):
+    """``%ollama tokens``: how many tokens a text is for a model, and the pieces it splits into."""
+
+    ids: list[int]
+    pieces: list[str]
+
+    def __new__(cls, model: str, ids: list[int], pieces: list[str]) -> "TokenCount":
+        shown = "|".join(p.replace("\n", "\\n") for p in pieces)
+        value = super().__new__(cls, f"{len(ids)} tokens for {model}: {shown}")
+        value.ids, value.pieces = ids, pieces
+        return value
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@verb("tokens", "[-m MODEL] TEXT|VAR: count a text's tokens and show its pieces")
+def tokens(session: Any, argv: list[str], shell: Any) -> TokenCount:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-m", "--model")
+        p.add_argument("text", nargs="+")
+
+    args = _parse("tokens", argv, setup)
+    text = " ".join(args.text)
+    namespace = getattr(shell, "user_ns", None) or {}
+    if len(args.text) == 1 and text.isidentifier() and text in namespace:
+        value = namespace[text]
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{text} is a {type(value).__name__}, not a str: %ollama tokens counts text")
+        text = value
+    model = args.model or session.chat_model
+    ids = list(session.backend.tokenize(model, text).tokens)
+    pieces = [session.backend.detokenize(model, [i]).content for i in ids]
+    return TokenCount(model, ids, pieces)
 
 
 @verb("reset", "[-t THREAD | --all]: forget a thread (or all of this notebook's)")

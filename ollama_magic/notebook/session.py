@@ -8,8 +8,8 @@ server is connected, so ``disconnect`` returns to the same loaded models.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from ..backends import Backend, RemoteBackend
 from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
@@ -27,6 +27,8 @@ class SessionStatus:
     embed_model: str
     notebook: str
     server_url: str | None
+    gpu_offload: bool | None = None  # whether the backend's llama.cpp build can use a GPU (None: unknown)
+    loaded: list[Any] = field(default_factory=list)  # the backend's ps() entries
 
 
 class NotebookSession:
@@ -77,6 +79,21 @@ class NotebookSession:
 
     # ---- defaults ----------------------------------------------------------------------------------
 
+    def prepare(self, model: str, notice: Callable[[str], None]) -> bool:
+        """Before a chat or an embedding: an embedded default model that is not registered yet is
+        registered now, with ``notice`` lines and a progress bar, so the first cell of a fresh kernel
+        says why it pauses. A remote server registers (or pulls) its own models. True if it registered."""
+        if self.remote is not None:
+            return False
+        from ..defaults import register_on_first_use
+        from ..formatting import byte_progress
+
+        update, close = byte_progress(f"registering {model}")
+        try:
+            return register_on_first_use(self.engine.store, model, notice, update)
+        finally:
+            close()
+
     def use(self, model: str, *, embedding: bool = False) -> str:
         self.backend.show(model)  # a clear "not found" now rather than at the first chat
         name = ModelName.parse(model).short
@@ -118,7 +135,9 @@ class NotebookSession:
 
     def status(self) -> SessionStatus:
         url = self.server.url if self.server is not None else None
-        return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url)
+        running = self.backend.ps()
+        return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url,
+                             getattr(running, "gpu_offload", None), list(running.models))
 
     def close(self) -> None:
         self.stop_server()

@@ -17,23 +17,8 @@ import uvicorn
 
 from ..engine import Engine
 from ..errors import ServerError
-from ..hosts import DEFAULT_HOST, DEFAULT_PORT
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host  # noqa: F401 - parse_host re-exported
 from .app import create_app
-
-
-def parse_host(value: str | None) -> tuple[str, int]:
-    """``OLLAMA_HOST`` forms: ``host``, ``host:port``, ``:port``, ``http://host:port``."""
-    if not value:
-        return DEFAULT_HOST, DEFAULT_PORT
-    value = value.strip().split("://", 1)[-1].rstrip("/")
-    host, port = value, DEFAULT_PORT
-    if value.startswith("["):  # [::1]:port
-        host, _, rest = value[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-        port = int(port_text) if port_text else DEFAULT_PORT
-    return host or DEFAULT_HOST, port
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -42,6 +27,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (check OLLAMA_HOST)") from None
     except OSError as exc:
         sock.close()
         raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using it?)") from None

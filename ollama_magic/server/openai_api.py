@@ -12,66 +12,121 @@ import json
 import random
 import struct
 import time
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Union
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine
-from ..errors import InvalidRequest, NotFound, OllamaMagicError
+from ..engine.toolcalls import tool_call_id
+from ..errors import InvalidRequest, NotFound
 from ..names import ModelName
-from .streaming import dumps, in_thread, open_stream
+from .schemas import ModelNameField, openai_responses, sse_responses
+from .sse import DONE, sse, sse_response
+from .streaming import in_thread
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=openai_responses())
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Body):
+    url: str
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: Union[ImageURL, str]
+
+
+class FunctionCall(_Body):
+    name: str
+    arguments: str = Field(description="the arguments as a JSON text, as OpenAI sends them")
+
+
+class ToolCall(_Body):
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[Union[TextPart, ImagePart]], None] = None
+    name: Optional[str] = None
+    tool_call_id: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    reasoning: Optional[str] = None
+    reasoning_content: Optional[str] = None
+
+
+class JSONSchemaFormat(_Body):
+    name: Optional[str] = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JSONSchemaFormat] = None
+
+
+class StreamOptions(_Body):
+    include_usage: Optional[bool] = None
+
+
+Stop = Optional[Union[str, list[str]]]
+MaxTokens = Optional[int]
+
+
 class ChatCompletionBody(_Body):
-    model: str
-    messages: list[dict[str, Any]]
+    model: ModelNameField
+    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    max_tokens: Optional[int] = None
-    max_completion_tokens: Optional[int] = None
+    stream_options: Optional[StreamOptions] = None
+    max_tokens: MaxTokens = Field(default=None, ge=1)
+    max_completion_tokens: MaxTokens = Field(default=None, ge=1)
     seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    response_format: Optional[dict[str, Any]] = None
+    stop: Stop = None
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    top_p: Optional[float] = Field(default=None, ge=0, le=1)
+    frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    response_format: Optional[ResponseFormat] = None
     tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    reasoning_effort: Optional[str] = None
+    reasoning: Optional[dict[str, Any]] = None
 
 
 class CompletionBody(_Body):
-    model: str
+    model: ModelNameField
     prompt: str
     suffix: Optional[str] = None
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    max_tokens: Optional[int] = None
+    stream_options: Optional[StreamOptions] = None
+    max_tokens: MaxTokens = Field(default=None, ge=1)
     seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
+    stop: Stop = None
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    top_p: Optional[float] = Field(default=None, ge=0, le=1)
+    frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
 
 
 class EmbeddingBody(_Body):
-    model: str
-    input: Union[str, list[str], None] = None
-    dimensions: Optional[int] = None
-    encoding_format: Optional[str] = None
-
-
-def openai_error(exc: OllamaMagicError) -> JSONResponse:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(exc.status_code, "api_error")
-    return JSONResponse({"error": {"message": str(exc), "type": kind, "param": None, "code": None}}, status_code=exc.status_code)
+    model: ModelNameField
+    input: Union[str, list[str]]
+    dimensions: Optional[int] = Field(default=None, ge=1)
+    encoding_format: Optional[Literal["float", "base64"]] = None
 
 
 def _options(body: ChatCompletionBody | CompletionBody) -> dict[str, Any]:
@@ -89,58 +144,63 @@ def _options(body: ChatCompletionBody | CompletionBody) -> dict[str, Any]:
     return options
 
 
-def _format(response_format: dict[str, Any] | None) -> Any:
-    if not response_format:
+def _format(response_format: ResponseFormat | None) -> Any:
+    if response_format is None or response_format.type == "text":
         return None
-    kind = response_format.get("type")
-    if kind == "json_object":
+    if response_format.type == "json_object":
         return "json"
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise InvalidRequest("response_format json_schema needs json_schema.schema")
-        return schema
-    if kind in (None, "text"):
+    if response_format.json_schema is None:
+        raise InvalidRequest("response_format json_schema needs json_schema.schema")
+    return response_format.json_schema.schema_
+
+
+def think_from_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's reasoning effort as Ollama's ``think`` (its clamping: minimal -> low, xhigh -> max)."""
+    mapping: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                                      "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+    if effort in (None, ""):
         return None
-    raise InvalidRequest(f"unknown response_format type {kind!r}")
+    if effort not in mapping:
+        raise InvalidRequest(f'invalid reasoning value: {effort!r} (must be "minimal", "low", "medium", "high", '
+                             '"xhigh", "ultra", "max", or "none")')
+    return mapping[effort]
 
 
-def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not messages:
-        raise InvalidRequest("[] is too short - 'messages'")
+def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     native: list[dict[str, Any]] = []
     for m in messages:
-        role = m.get("role")
-        content = m.get("content")
+        role = "system" if m.role == "developer" else m.role
         extra: dict[str, Any] = {}
         if role == "tool":
-            extra["tool_name"] = m.get("name") or m.get("tool_call_id") or ""
-        if m.get("tool_calls"):
+            if m.name:
+                extra["tool_name"] = m.name
+            if m.tool_call_id:
+                extra["tool_call_id"] = m.tool_call_id  # the engine finds the call's name from it
+        if m.reasoning or m.reasoning_content:
+            extra["thinking"] = m.reasoning or m.reasoning_content
+        if m.tool_calls:
             calls = []
-            for call in m["tool_calls"]:
-                fn = call.get("function") or {}
+            for index, call in enumerate(m.tool_calls):
                 try:
-                    args = json.loads(fn.get("arguments") or "{}")
+                    args = json.loads(call.function.arguments or "{}")
                 except ValueError:
-                    raise InvalidRequest("invalid tool call arguments") from None
-                calls.append({"function": {"name": fn.get("name", ""), "arguments": args}})
+                    raise InvalidRequest("invalid tool call arguments: not JSON text") from None
+                if not isinstance(args, dict):
+                    raise InvalidRequest("invalid tool call arguments: not a JSON object")
+                calls.append({"id": call.id or "", "function": {"index": index, "name": call.function.name,
+                                                                "arguments": args}})
             extra["tool_calls"] = calls
-        if isinstance(content, list):
-            for part in content:
-                if part.get("type") == "text":
-                    native.append({"role": role, "content": part.get("text", ""), **extra})
-                elif part.get("type") == "image_url":
-                    url = part.get("image_url")
-                    url = url.get("url") if isinstance(url, dict) else url
-                    if not isinstance(url, str) or not url.startswith("data:"):
-                        raise InvalidRequest("image URLs are not currently supported, please use base64 encoded data instead")
-                    native.append({"role": role, "content": "", "images": [url.split(",", 1)[-1]], **extra})
-                else:
-                    raise InvalidRequest(f"unsupported content part type {part.get('type')!r}")
-        elif content is None or isinstance(content, str):
-            native.append({"role": role, "content": content or "", **extra})
+        if isinstance(m.content, list):
+            for part in m.content:
+                if isinstance(part, TextPart):
+                    native.append({"role": role, "content": part.text, **extra})
+                    continue
+                url = part.image_url.url if isinstance(part.image_url, ImageURL) else part.image_url
+                if not url.startswith("data:"):
+                    raise InvalidRequest("image URLs are not currently supported, please use base64 encoded data instead")
+                native.append({"role": role, "content": "", "images": [url.split(",", 1)[-1]], **extra})
         else:
-            raise InvalidRequest("invalid message content type")
+            native.append({"role": role, "content": m.content or "", **extra})
     return native
 
 
@@ -148,9 +208,9 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     if not getattr(message, "tool_calls", None):
         return None
     return [
-        {"id": f"call_{random.randrange(16**8):08x}", "index": i, "type": "function",
+        {"id": c.id or tool_call_id(), "index": c.function.index, "type": "function",
          "function": {"name": c.function.name, "arguments": json.dumps(dict(c.function.arguments))}}
-        for i, c in enumerate(message.tool_calls)
+        for c in message.tool_calls
     ]
 
 
@@ -159,121 +219,104 @@ def _usage(final: Any) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _sse(obj: Any) -> str:
-    return f"data: {dumps(obj)}\n\n"
+async def _completion_stream(result: Iterator[Any], encode: Callable[[Any], str], chunk_base: dict[str, Any],
+                             stream_options: StreamOptions | None) -> Response:
+    """The SSE tail both completion routes share: frames, then a usage frame when asked, then ``[DONE]``."""
+    final: list[Any] = []
+
+    def frame(chunk: Any) -> str:
+        if chunk.done:
+            final.append(chunk)
+        return encode(chunk)
+
+    def closing() -> str:
+        usage = ""
+        if stream_options is not None and stream_options.include_usage and final:
+            usage = sse({**chunk_base, "choices": [], "usage": _usage(final[-1])})
+        return usage + DONE
+
+    return await sse_response(result, frame, closing)
 
 
-def _sse_error(exc: OllamaMagicError) -> str:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(exc.status_code, "api_error")
-    return _sse({"error": {"message": str(exc), "type": kind, "param": None, "code": None}})
-
-
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=sse_responses())
 async def chat_completions(body: ChatCompletionBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     ident, created = f"chatcmpl-{random.randrange(999)}", int(time.time())
     base = {"id": ident, "created": created, "model": body.model, "system_fingerprint": "fp_ollama"}
-    try:
-        messages, fmt, options = _messages(body.messages), _format(body.response_format), _options(body)
-        call = lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,  # noqa: E731
-                                   options=options, stream=body.stream)
-        result = await in_thread(call)
-        if not body.stream:
-            message = result.message
-            calls = _tool_calls(message)
-            reply: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
-            if calls:
-                reply["tool_calls"] = calls
-            reason = "tool_calls" if calls else result.done_reason
-            return JSONResponse({**base, "object": "chat.completion",
-                                 "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
-                                 "usage": _usage(result)})
-    except OllamaMagicError as exc:
-        return openai_error(exc)
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
-    state = {"first": True, "final": None}
+    messages, fmt, options = _messages(body.messages), _format(body.response_format), _options(body)
+    think = think_from_effort((body.reasoning or {}).get("effort") or body.reasoning_effort)
+    result = await in_thread(lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,
+                                                 options=options, stream=body.stream, think=think,
+                                                 tool_choice=body.tool_choice))
+    if not body.stream:
+        message = result.message
+        calls = _tool_calls(message)
+        reply: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
+        if message.thinking:
+            reply["reasoning"] = message.thinking
+        if calls:
+            reply["tool_calls"] = calls
+        reason = "tool_calls" if calls and result.done_reason == "stop" else result.done_reason
+        return JSONResponse({**base, "object": "chat.completion",
+                             "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
+                             "usage": _usage(result)})
+    chunk_base = {**base, "object": "chat.completion.chunk"}
+    state = {"first": True, "called": False}
 
-    def encode(chunk: Any) -> str:
-        if chunk.done:
-            state["final"] = chunk
-            calls = _tool_calls(chunk.message)
-            out = ""
-            if calls:
-                out += _sse({**base, "object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]})
-            reason = "tool_calls" if calls else chunk.done_reason
-            return out + _sse({**base, "object": "chat.completion.chunk",
-                               "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
-        delta: dict[str, Any] = {"content": chunk.message.content}
+    def chunk_of(delta: dict[str, Any], reason: str | None = None) -> str:
         if state["first"]:
             delta = {"role": "assistant", **delta}
             state["first"] = False
-        return _sse({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        return sse({**chunk_base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
 
-    def closing() -> str:
+    def encode(chunk: Any) -> str:
+        """Ollama's split: the trace, then content or tool calls, each in a chunk of its own."""
         out = ""
-        if include_usage and state["final"] is not None:
-            out += _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": _usage(state["final"])})
-        return out + "data: [DONE]\n\n"
+        message = chunk.message
+        if message.thinking:
+            out += chunk_of({"content": "", "reasoning": message.thinking})
+        calls = _tool_calls(message)
+        if calls:
+            state["called"] = True
+            out += chunk_of({"content": "", "tool_calls": calls})
+        if message.content or (not out and not chunk.done):
+            out += chunk_of({"content": message.content})
+        if chunk.done:
+            reason = "tool_calls" if state["called"] and chunk.done_reason == "stop" else chunk.done_reason
+            out += chunk_of({}, reason)
+        return out
 
-    try:
-        stream, first = await open_stream(result, encode, _sse_error)
-    except OllamaMagicError as exc:
-        return openai_error(exc)
-    return StreamingResponse(stream.body(first, closing), media_type="text/event-stream")
+    return await _completion_stream(result, encode, chunk_base, body.stream_options)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=sse_responses())
 async def completions(body: CompletionBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     ident, created = f"cmpl-{random.randrange(999)}", int(time.time())
     base = {"id": ident, "object": "text_completion", "created": created, "model": body.model,
             "system_fingerprint": "fp_ollama"}
-    try:
-        options = _options(body)
-        result = await in_thread(lambda: engine.generate(body.model, body.prompt, suffix=body.suffix,
-                                                         options=options, stream=body.stream))
-        if not body.stream:
-            return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
-                                                      "finish_reason": result.done_reason}], "usage": _usage(result)})
-    except OllamaMagicError as exc:
-        return openai_error(exc)
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
-    state: dict[str, Any] = {"final": None}
+    options = _options(body)
+    result = await in_thread(lambda: engine.generate(body.model, body.prompt, suffix=body.suffix,
+                                                     options=options, stream=body.stream))
+    if not body.stream:
+        return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
+                                                  "finish_reason": result.done_reason}], "usage": _usage(result)})
 
     def encode(chunk: Any) -> str:
-        if chunk.done:
-            state["final"] = chunk
         choice = {"text": chunk.response or "", "index": 0, "logprobs": None,
                   "finish_reason": chunk.done_reason if chunk.done else None}
-        return _sse({**base, "choices": [choice]})
+        return sse({**base, "choices": [choice]})
 
-    def closing() -> str:
-        out = ""
-        if include_usage and state["final"] is not None:
-            out += _sse({**base, "choices": [], "usage": _usage(state["final"])})
-        return out + "data: [DONE]\n\n"
-
-    try:
-        stream, first = await open_stream(result, encode, _sse_error)
-    except OllamaMagicError as exc:
-        return openai_error(exc)
-    return StreamingResponse(stream.body(first, closing), media_type="text/event-stream")
+    return await _completion_stream(result, encode, base, body.stream_options)
 
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
-    try:
-        if body.input is None or body.input == []:
-            raise InvalidRequest("invalid input")
-        if body.encoding_format not in (None, "float", "base64"):
-            raise InvalidRequest(f"Invalid value for 'encoding_format' = {body.encoding_format}. "
-                                 "Supported values: ['float', 'base64'].")
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        result = await in_thread(lambda: engine.embed(body.model, texts, dimensions=body.dimensions))
-    except OllamaMagicError as exc:
-        return openai_error(exc)
+    if body.input == []:
+        raise InvalidRequest("invalid input")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    result = await in_thread(lambda: engine.embed(body.model, texts, dimensions=body.dimensions))
 
     def encode(vector: list[float]) -> Any:
         if body.encoding_format == "base64":
@@ -300,11 +343,8 @@ async def models(request: Request) -> JSONResponse:
 @router.get("/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> Response:
     engine: Engine = request.app.state.engine
-    try:
-        record = await in_thread(lambda: engine.store.find(model))
-        if record is None:
-            raise NotFound(f'model "{model}" not found')
-    except OllamaMagicError as exc:
-        return openai_error(exc)
+    record = await in_thread(lambda: engine.store.find(model))
+    if record is None:
+        raise NotFound(f'model "{model}" not found')
     return JSONResponse({"id": model, "object": "model", "created": int(record.modified_at.timestamp()),
                          "owned_by": record.name.namespace})

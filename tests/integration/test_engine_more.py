@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from ollama_magic import Engine
-from ollama_magic.engine.engine import parse_tool_calls
+from ollama_magic.engine.toolcalls import parse_tool_calls
 from ollama_magic.errors import InvalidRequest
 from ollama_magic.store import ModelStore
 
@@ -104,10 +104,14 @@ def test_requests_from_several_threads_queue_on_one_model(engine: Engine) -> Non
 
 def test_tool_calls_are_parsed_from_the_reply() -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    calls = parse_tool_calls('Sure. {"name": "get_weather", "parameters": {"city": "Paris"}}', tools)
+    calls, content = parse_tool_calls(' {"name": "get_weather", "parameters": {"city": "Paris"}}', tools)
     assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
-    assert parse_tool_calls('{"name": "unknown_tool", "arguments": {}}', tools) == []
-    assert parse_tool_calls("no json here", tools) == []
+    assert content.strip() == ""  # the blank before the call is content, as in Ollama
+    # as Ollama: with no tag in the template, a reply is a call only if it starts with one
+    prose = 'Sure. {"name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert parse_tool_calls(prose, tools) == ([], prose)
+    assert parse_tool_calls('{"name": "unknown_tool", "arguments": {}}', tools)[0] == []
+    assert parse_tool_calls("no json here", tools) == ([], "no json here")
 
 
 def _rss_mb() -> float:

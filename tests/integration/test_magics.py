@@ -35,6 +35,7 @@ def ip(models_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     shell = start_ipython() or get_ipython()  # one test shell per process, as IPython's own tests use
     shell.user_ns["__session__"] = str(tmp_path / "analysis.ipynb")
     shell.extension_manager.load_extension("ollama_magic")
+    shell.run_line_magic("ollama", f"use {GEMMA}")  # the default is smollm2:135m; these tests run on Gemma
     yield shell
     shell.extension_manager.unload_extension("ollama_magic")
 

@@ -90,8 +90,10 @@ def test_seed_document_in_order(seed_server, gguf_file: Path) -> None:
     test1 = models["test1:latest"]
     assert set(test1) >= {"name", "model", "modified_at", "size", "digest", "details"}
     assert test1["model"] == "test1:latest" and len(test1["digest"]) == 64 and test1["size"] > 250_000_000
+    # the document's fields, plus current Ollama's context_length and embedding_length
     assert test1["details"] == {"parent_model": "", "format": "gguf", "family": "gemma3", "families": ["gemma3"],
-                                "parameter_size": "268.10M", "quantization_level": "Q4_K_M"}
+                                "parameter_size": "268.10M", "quantization_level": "Q4_K_M",
+                                "context_length": 32768, "embedding_length": 640}
 
     # 2.3 GET /api/ps: llama3.1 is loaded by the generate above
     [running] = requests.get(f"{url}/api/ps").json()["models"]

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pandas as pd
 import pytest
 
+from ollama_magic.defaults import DEFAULT_CHAT_MODEL
 from ollama_magic.engine import Engine
 from ollama_magic.notebook.conversations import ConversationStore
 from ollama_magic.notebook.session import NotebookSession
@@ -27,6 +28,7 @@ from ollama_magic.notebook.widgets.panel import TITLES
 
 pytestmark = pytest.mark.integration
 GEMMA = "gemma3:270m"
+DEFAULT_CHAT = DEFAULT_CHAT_MODEL  # smollm2:135m: what the panel offers first
 WAIT = 180.0  # generous: two shared cores, and the first turn also loads the model
 STOP_WAIT = 30.0  # a stopped turn ends after the current token; this only bounds a hang
 
@@ -80,7 +82,7 @@ def roles(messages: list[dict[str, Any]]) -> list[str]:
 
 def test_send_streams_the_reply_then_shows_and_records_the_turn(session, panels):
     chat = chat_panel(session, panels)
-    assert chat.model.value == GEMMA
+    assert chat.model.value == DEFAULT_CHAT
     assert chat.thread.value == "main"
     updates: list[tuple[str, bool, bool]] = []
     chat.reply.observe(lambda change: updates.append(
@@ -95,18 +97,18 @@ def test_send_streams_the_reply_then_shows_and_records_the_turn(session, panels)
     assert roles(stored) == ["user", "assistant"]
     assert stored[0]["content"] == "Name three colours."
     reply = stored[1]["content"]
-    assert reply.strip() and stored[1]["model"] == GEMMA and stored[1]["interrupted"] is False
+    assert reply.strip() and stored[1]["model"] == DEFAULT_CHAT and stored[1]["interrupted"] is False
     streamed = [(value, send, stop) for value, send, stop in updates if value]
     assert streamed, "nothing was streamed into the reply widget"
     assert all(send and not stop for _, send, stop in streamed), "Send must be off and Stop on while streaming"
     # the first token is shown at once, before the reply is complete: it was streamed, not set at the end
-    assert any(value == reply_html(reply[:k], model=GEMMA) for k in range(1, len(reply)) for value, _, _ in streamed)
+    assert any(value == reply_html(reply[:k], model=DEFAULT_CHAT) for k in range(1, len(reply)) for value, _, _ in streamed)
     assert chat.reply.value == ""  # the finished turn moved into the conversation
     assert "Name three colours." in chat.history.value
     assert markdown_html(reply) in chat.history.value
     assert chat.message.value == ""
     assert not chat.send_button.disabled and chat.stop_button.disabled
-    assert chat.status.kind == "ok" and GEMMA in chat.status.text
+    assert chat.status.kind == "ok" and DEFAULT_CHAT in chat.status.text
     assert ("main (2)", "main") in chat.thread.options
 
 
@@ -273,12 +275,12 @@ def test_ollama_panel_has_five_tabs_and_create_refreshes_the_model_menus(session
     assert "terse:latest" in [row["name"] for row in whole.models.rows()]
     assert "terse:latest" in whole.chat.model.options
     assert "terse:latest" in whole.embeddings.model.options
-    assert whole.chat.model.value == GEMMA  # the selection is kept
+    assert whole.chat.model.value == DEFAULT_CHAT  # the selection is kept
     session.engine.delete("terse")
 
 
 def test_closing_the_panel_stops_a_running_turn_and_the_timer(session, panels):
-    session.engine.load(GEMMA)  # its runner and keep-alive threads are the engine's, not the panel's
+    session.engine.load(DEFAULT_CHAT)  # its runner and keep-alive threads are the engine's, not the panel's
     before = set(threading.enumerate())
     whole = panel(session, interval=0.2)
     chat = whole.chat

@@ -56,7 +56,7 @@ def installed(session: NotebookSession) -> set[str]:
 
 def test_models_table_lists_installed_models_with_human_sizes(models: ModelsPanel, session: NotebookSession) -> None:
     rows = {r["name"]: r for r in models.rows()}
-    assert set(rows) == {GEMMA, MINILM}
+    assert set(rows) == {"smollm2:135m", GEMMA, MINILM}
     sizes = {m.model: m.size for m in session.backend.list().models}
     assert rows[GEMMA]["size"] == human_bytes(sizes[GEMMA]) and re.fullmatch(r"\d+ MB", rows[GEMMA]["size"])
     assert rows[GEMMA]["family"] == "gemma3" and rows[GEMMA]["quantization"] == "Q4_K_M"
@@ -75,7 +75,7 @@ def test_filter_narrows_rows_case_insensitively(models: ModelsPanel) -> None:
     models.filter.value = "nothing-like-this"
     assert models.rows() == [] and "No model matches" in models.empty_note.value
     models.filter.value = ""
-    assert len(models.rows()) == 2
+    assert len(models.rows()) == 3
 
 
 def test_selecting_a_row_fills_the_details_accordion(models: ModelsPanel, session: NotebookSession) -> None:
@@ -165,7 +165,7 @@ def test_load_then_running_panel_counts_down_and_unloads(models: ModelsPanel, se
 
         rows = running.refresh()
         assert [r["name"] for r in rows] == [GEMMA]
-        assert rows[0]["processor"] == "100% CPU"
+        assert rows[0]["processor"] == "100% CPU" and rows[0]["gpu_layers"] == "0/19"  # no GPU here
         assert re.fullmatch(r"(29m|30m) \d\ds", rows[0]["until"]), rows[0]["until"]
         assert any("100% CPU" in cell.value for cell in running.grid.children if hasattr(cell, "value"))
 

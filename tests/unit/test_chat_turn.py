@@ -58,7 +58,8 @@ class View:
 @pytest.fixture
 def session(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(conversations=ConversationStore(tmp_path), backend=ScriptedBackend(), shell=None,
-                           identity=NotebookIdentity("nb-1", "nb.ipynb", "path"))
+                           identity=NotebookIdentity("nb-1", "nb.ipynb", "path"),
+                           prepare=lambda model, notice: False)  # no embedded model to register here
 
 
 def count_writes(store: ConversationStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:

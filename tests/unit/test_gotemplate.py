@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_magic.defaults import GEMMA3_TEMPLATE
+from ollama_magic.defaults import GEMMA3_TEMPLATE, SMOLLM2_TEMPLATE
 from ollama_magic.engine.gotemplate import Template, TemplateError
 from ollama_magic.engine.prompt import GoPrompt, JinjaPrompt, prompt_template
 
@@ -105,6 +105,36 @@ def test_gemma3_template_renders_turns_and_opens_the_model_turn() -> None:
         "<start_of_turn>user\nWhy is the sky blue?<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
+
+
+def test_smollm2_template_renders_chatml_as_ollama_does() -> None:
+    # Ollama's template writes a plain system message without <|im_end|>; ours renders it the same way.
+    prompt = GoPrompt(SMOLLM2_TEMPLATE).render_chat(CHAT)
+    assert prompt == (
+        "<|im_start|>system\nBe brief.\n"
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_smollm2_template_with_tools_and_tool_calls() -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "20C"},
+    ]
+    prompt = GoPrompt(SMOLLM2_TEMPLATE).render_chat(messages, [WEATHER_TOOL])
+    assert prompt.startswith("<|im_start|>system\nYou are an expert in composing functions.")
+    assert '<tools>[{"type":"function","function":{"name":"get_weather"' in prompt
+    assert '<|im_start|>assistant\n<tool_call>[\n{"name": "get_weather", "arguments": {"city":"Paris"}}\n]</tool_call><|im_end|>\n' in prompt
+    assert prompt.endswith("<|im_start|>user\n<tool_response>\n20C\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_smollm2_template_with_one_user_message_opens_the_assistant_turn() -> None:
+    assert GoPrompt(SMOLLM2_TEMPLATE).render_chat([{"role": "user", "content": "Hi"}]) == (
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_llama3_template_with_system() -> None:

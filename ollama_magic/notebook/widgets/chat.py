@@ -336,7 +336,8 @@ class ChatPanel(Panel):
         self.show_history(pending=text)
         self.stop_button.disabled = False
         worker = self._run(f"waiting for {turn.model}…",
-                           lambda: chat_turn(self.session, turn, view=_WidgetView(show), stop=stop), done, failed)
+                           lambda: chat_turn(self.session, turn, view=_WidgetView(show), stop=stop,
+                                             notice=self.status.busy), done, failed)
         if worker is None:  # another job got there first
             self.stop_button.disabled = True
             self.message.value = text

@@ -16,13 +16,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ...formatting import human_bytes, processor
+from ...formatting import gpu_layers, human_bytes, processor
 from ._common import COLORS, Panel, StatusLine, error_text, escape
 
 log = logging.getLogger("ollama_magic")
 
-COLUMNS = [("name", "NAME"), ("size", "SIZE"), ("processor", "PROCESSOR"), ("context", "CONTEXT"),
-           ("until", "UNLOADS IN")]
+COLUMNS = [("name", "NAME"), ("size", "SIZE"), ("processor", "PROCESSOR"), ("gpu_layers", "GPU LAYERS"),
+           ("context", "CONTEXT"), ("until", "UNLOADS IN")]
 
 
 def time_left(expires_at: datetime | None, now: datetime | None = None) -> str:
@@ -54,6 +54,7 @@ def running_rows(models: Any, now: datetime | None = None) -> list[dict[str, str
         "name": m.model or m.name or "",
         "size": human_bytes(m.size or 0),
         "processor": processor(m.size or 0, m.size_vram or 0),
+        "gpu_layers": gpu_layers(m),
         "context": str(m.context_length or ""),
         "until": time_left(m.expires_at, now),
     } for m in models]

@@ -1,0 +1,37 @@
+"""Whether this llama.cpp build can put layers on a GPU, and how many layers a loaded model has there.
+
+pip builds llama-cpp-python from source: a plain build runs on the CPU only, one built with
+``CMAKE_ARGS="-DGGML_CUDA=on"`` (or ``-DGGML_METAL=on`` on macOS) can offload. llama.cpp's own answer
+is ``llama_supports_gpu_offload()``: true only when a GPU backend is compiled in and finds a device.
+llama.cpp then offloads ``min(n_gpu_layers, n_layer + 1)`` layers (the repeating blocks plus the output
+layer; ``-1`` means all), so what a model has on the GPU follows from its block count and the
+``num_gpu`` it was loaded with: the count llama.cpp logs as ``offloaded N/M layers to GPU``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import llama_cpp
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_offload_supported() -> bool:
+    """Asked once per process: the build and its devices cannot change while it runs."""
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def total_layers(block_count: int) -> int:
+    """The layers llama.cpp counts for offloading: every block plus the output layer."""
+    return block_count + 1
+
+
+def offloaded_layers(num_gpu: int, block_count: int, offload: bool) -> int:
+    """How many of a model's layers llama.cpp puts on the GPU when loaded with ``n_gpu_layers=num_gpu``."""
+    if not offload or num_gpu == 0:
+        return 0
+    total = total_layers(block_count)
+    return total if num_gpu < 0 else min(num_gpu, total)
+
+
+__all__ = ["gpu_offload_supported", "offloaded_layers", "total_layers"]

@@ -1,0 +1,92 @@
+"""The two error envelopes and the handlers that produce them.
+
+Ollama's native routes answer ``{"error": "..."}``; its OpenAI-compatible ones answer
+``{"error": {"message", "type", "param", "code"}}``. Which one a failure gets depends only on the path,
+so routes raise our exceptions (``ollama_magic.errors``) and never build an error response themselves:
+one handler per kind of failure picks the envelope here. New routes under ``/v1`` get OpenAI's
+envelope, every other path the native one, without a line of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
+
+from ..errors import OllamaMagicError
+
+log = logging.getLogger("ollama_magic")
+
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 413: "invalid_request_error", 503: "server_overloaded"}
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith(OPENAI_PREFIX)
+
+
+def openai_error_content(message: str, status: int) -> dict[str, Any]:
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def error_content(path: str, message: str, status: int) -> dict[str, Any]:
+    """The body of an error answer on ``path``: OpenAI's envelope under /v1, Ollama's elsewhere."""
+    return openai_error_content(message, status) if is_openai_path(path) else {"error": message}
+
+
+def error_response(path: str, message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_content(path, message, status), status_code=status, headers=dict(headers or {}))
+
+
+def native_error(exc: OllamaMagicError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
+
+
+async def send_error(scope: Scope, send: Send, message: str, status: int) -> None:
+    """Answer from pure-ASGI middleware (before any route runs) in the path's envelope."""
+    await error_response(scope.get("path", ""), message, status)(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:  # a JSONResponse never reads the request
+    return {"type": "http.disconnect"}
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "missing" and errors[0].get("loc") == ("body",):
+        return "missing request body"
+    if errors and errors[0].get("type") == "json_invalid":
+        return f"invalid JSON: {errors[0].get('ctx', {}).get('error', 'malformed body')}"
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errors
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every failure, expected or not, leaves as JSON in the path's envelope (never a plain-text 500)."""
+
+    @app.exception_handler(OllamaMagicError)
+    async def our_error(request: Request, exc: OllamaMagicError) -> JSONResponse:
+        return error_response(request.url.path, str(exc), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request.url.path, validation_message(exc), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return PlainTextResponse("404 page not found", status_code=404)  # Ollama's (gin's) exact answer
+        return error_response(request.url.path, str(exc.detail).lower(), exc.status_code, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(request.url.path, f"internal error: {type(exc).__name__}: {exc}", 500)
