@@ -4,6 +4,8 @@
 ``load``/``unload``. The in-kernel backend is the ``Engine`` itself; ``RemoteBackend`` puts any
 Ollama-compatible server (real Ollama, or ``ollama-magic serve`` on a bigger machine) behind the same
 calls and turns the client's errors into ours, so the magics and widgets never care which one they have.
+``OpenAIBackend`` (openai_backend.py) does the same for servers that speak OpenAI's /v1 instead;
+``connect`` finds out which one a URL needs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import httpx
 import ollama
 
-from .errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError, RemoteError
+from .errors import InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError, RemoteError
 from .types import ChatResponse, DetokenizeResponse, RunningModels, TokenizeResponse
 
 
@@ -39,6 +41,71 @@ class Backend(Protocol):
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
     def tokenize(self, model: str, content: str) -> Any: ...
     def detokenize(self, model: str, tokens: Sequence[int]) -> Any: ...
+
+
+def base_url(url: str, default_port: int = 11434) -> str:
+    """``gpu-box`` -> ``http://gpu-box:11434``: a scheme and Ollama's port where the URL has none, as
+    Ollama's clients read OLLAMA_HOST; a URL with a scheme is taken as written."""
+    url = url.strip().rstrip("/")
+    if "://" in url:
+        return url
+    parsed = httpx.URL(f"http://{url}")
+    return str(parsed.copy_with(port=parsed.port or default_port)).rstrip("/")
+
+
+def api_key(env_var: str | None) -> str | None:
+    """The key from ``env_var`` (never from the command line, which notebooks save), else
+    OLLAMA_MAGIC_API_KEY; a named variable that is unset is an error, not a silent anonymous call."""
+    if env_var is None:
+        return os.environ.get("OLLAMA_MAGIC_API_KEY") or None
+    if not os.environ.get(env_var):
+        raise InvalidRequest(f"the environment variable {env_var} (--api-key-env) is not set")
+    return os.environ[env_var]
+
+
+def detect_api(url: str, key: str | None = None, timeout: float = 10.0) -> str:
+    """``"ollama"`` when ``/api/version`` answers (Ollama's API is the richer one, so it wins on servers
+    that speak both, like ours), ``"openai"`` when ``/v1/models`` does (or refuses the key)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    root = url[: -len("/v1")] if url.endswith("/v1") else url
+    try:
+        if root == url:
+            resp = httpx.get(f"{root}/api/version", headers=headers, timeout=timeout)
+            if resp.status_code == 200 and "version" in _json(resp):
+                return "ollama"
+        resp = httpx.get(f"{root}/v1/models", headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"no server answers at {url}: {exc}") from None
+    if resp.status_code in (401, 403) or (resp.status_code == 200 and "data" in _json(resp)):
+        return "openai"
+    raise RemoteError(f"no Ollama- or OpenAI-compatible server answers at {url} "
+                      f"(/api/version and /v1/models: {resp.status_code})")
+
+
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        value = resp.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def connect(url: str, *, api: str = "auto", api_key_env: str | None = None) -> tuple[Any, str]:
+    """(the backend for the server at ``url``, a one-line description of it). ``api`` is ``"ollama"``,
+    ``"openai"`` or ``"auto"`` (ask the server). Raises RemoteError when no such server answers."""
+    if api not in ("auto", "ollama", "openai"):
+        raise InvalidRequest(f"unknown API {api!r}: use ollama, openai or auto")
+    key = api_key(api_key_env)
+    url = base_url(url)
+    if api == "auto":
+        api = detect_api(url, key)
+    if api == "ollama":
+        backend: Any = RemoteBackend(url, api_key=key)
+    else:
+        from .openai_backend import OpenAIBackend
+
+        backend = OpenAIBackend(url if url.endswith("/v1") else f"{url}/v1", api_key=key)
+    return backend, backend.check()
 
 
 def _translate(exc: Exception, host: str) -> OllamaMagicError:
@@ -83,12 +150,16 @@ class _RemoteStream:
 class RemoteBackend:
     """Every Backend call sent to an Ollama-compatible server with the official ``ollama`` client."""
 
-    def __init__(self, host: str, *, timeout: float | None = None, headers: Mapping[str, str] | None = None) -> None:
-        self.host = host
-        key = os.environ.get("OLLAMA_MAGIC_API_KEY")
-        all_headers = {"Authorization": f"Bearer {key}"} if key else {}
-        all_headers.update(headers or {})
-        self.client = ollama.Client(host=host, timeout=timeout, headers=all_headers)
+    api = "Ollama"
+
+    def __init__(self, host: str, *, timeout: float | None = None, headers: Mapping[str, str] | None = None,
+                 api_key: str | None = None) -> None:
+        self.host = base_url(host)
+        key = api_key or os.environ.get("OLLAMA_MAGIC_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers.update(headers or {})
+        self.timeout = timeout
+        self.client = ollama.Client(host=self.host, timeout=timeout, headers=self.headers)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.host!r})"
@@ -103,11 +174,12 @@ class RemoteBackend:
         return result
 
     def check(self) -> str:
-        """The server's version; raises RemoteError when nothing Ollama-like answers."""
+        """``version X`` of the server; raises RemoteError when nothing Ollama-like answers. (The
+        ``ollama`` client has no version call, so this one request goes through httpx itself.)"""
         try:
-            resp = self.client._client.get("/api/version")
+            resp = httpx.get(f"{self.host}/api/version", headers=self.headers, timeout=self.timeout or 10.0)
             resp.raise_for_status()
-            return str(resp.json().get("version", "unknown"))
+            return f"version {resp.json().get('version', 'unknown')}"
         except (httpx.HTTPError, ValueError, ConnectionError) as exc:
             raise RemoteError(f"no Ollama-compatible server answers at {self.host}: {exc}") from None
 
@@ -203,4 +275,4 @@ class RemoteBackend:
             raise _translate(exc, self.host) from None
 
 
-__all__ = ["Backend", "RemoteBackend", "RemoteError"]
+__all__ = ["Backend", "NotSupported", "RemoteBackend", "RemoteError", "api_key", "base_url", "connect", "detect_api"]

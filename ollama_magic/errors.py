@@ -114,6 +114,12 @@ class RegistryError(OllamaMagicError):
     status_code = 500
 
 
+class NotSupported(OllamaMagicError):
+    """The connected server's API has no way to do what was asked (model management on OpenAI's /v1)."""
+
+    status_code = 501
+
+
 class HelpShown(Exception):
     """--help was printed; nothing else to do. (Not an OllamaMagicError: nothing went wrong.)"""
 
@@ -130,10 +136,21 @@ __all__ = [
     "ModelNotFound",
     "ModelfileError",
     "NotFound",
+    "NotSupported",
     "OllamaMagicError",
     "RegistryError",
     "RemoteError",
     "ServerError",
+    "ServerBusy",
     "TemplateError",
     "Unauthorized",
 ]
+
+
+class ServerBusy(OllamaMagicError):
+    """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded") -> None:
+        super().__init__(message)

@@ -164,7 +164,7 @@ def model_rows(models: Iterable[Any]) -> list[dict[str, str]]:
         rows.append({
             "name": m.model or "",
             "id": (m.digest or "")[:12],
-            "size": human_bytes(m.size or 0),
+            "size": human_bytes(m.size) if m.size else "",  # OpenAI's /v1/models has no sizes
             "family": (d.family if d else None) or "",
             "parameters": (d.parameter_size if d else None) or "",
             "quantization": (d.quantization_level if d else None) or "",

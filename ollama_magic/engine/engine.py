@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -34,12 +35,21 @@ from .capabilities import capabilities, model_template
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
-from .runner import JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, schema_grammar
+from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
+                     schema_grammar)
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 from .thinking import check_think, think_enabled
 from .toolcalls import forced_call_grammar, resolve_tool_choice
 
 log = logging.getLogger("ollama_magic")
+
+#: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
+#: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
+CANCEL_SCOPE: ContextVar[threading.Event | None] = ContextVar("ollama_magic_cancel", default=None)
+
+
+def request_cancel_event() -> threading.Event:
+    return CANCEL_SCOPE.get() or threading.Event()
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -268,7 +278,7 @@ class Engine:
             return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
                                                    debug_info=DebugInfo(rendered_template=text)), stream)
         parser = self._reply_parser(tmpl, text, think if not raw else False, None)
-        cancel = threading.Event()
+        cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
                            stream=stream, cancel=cancel)
 
@@ -337,7 +347,7 @@ class Engine:
             return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
                                                debug_info=DebugInfo(rendered_template=text)), stream)
         parser = self._reply_parser(tmpl, text, think, tool_dicts)
-        cancel = threading.Event()
+        cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
@@ -525,6 +535,7 @@ class Engine:
         return LoadOptions(
             num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
             use_mmap=opts.get("use_mmap", True), embedding=embedding,
+            num_parallel=1 if embedding else num_parallel(),
         )
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
@@ -532,7 +543,7 @@ class Engine:
 
         def describe(runner: Runner) -> dict[str, Any]:
             info = record.gguf_info()
-            kv = _kv_bytes(info, load.num_ctx)
+            kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
             size = record.model_path.stat().st_size + kv
             details = record.details.model_copy(update={"parent_model": ""})
             blocks = int(info.arch_value("block_count") or 0)

@@ -1,4 +1,4 @@
-"""One loaded model and the one thread allowed to touch it.
+"""One loaded model and the one thread allowed to touch it (the actor; batching is in decoder.py).
 
 llama.cpp contexts are not thread-safe: two threads on one ``Llama`` abort the process (a dead kernel).
 So every llama.cpp call for a model runs on that model's owner thread. Callers from any thread (magics,
@@ -8,24 +8,26 @@ sets a cancel flag, which the owner thread checks after every token.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+import psutil
+from llama_cpp.llama_grammar import JSON_GBNF
 
-from ..errors import EngineError, InvalidRequest
+from ..errors import InvalidRequest, ServerBusy
+from .decoder import Decoder, split_at_stop
+from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
+from .llama_context import ContextShape, LlamaContext
+from .sampling import Sampling, check_grammar
 
 log = logging.getLogger("ollama_magic")
 llama_log = logging.getLogger("ollama_magic.llama_cpp")
@@ -47,92 +49,110 @@ def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> No
 llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """The options that need a fresh context when they change (Ollama's ``api.Runner``)."""
-
-    num_ctx: int
-    num_batch: int
-    num_gpu: int
-    num_thread: int
-    use_mmap: bool
-    embedding: bool = False
-
-
-@dataclass
-class Sampling:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int = -1
-
-
-@dataclass
-class GenerationJob:
-    tokens: list[int]
-    sampling: Sampling
-    stop: list[str]
-    num_predict: int
-    num_keep: int = 4
-    grammar: str | None = None
-    #: False for non-streaming calls: text is handed over once at the end, so the caller's thread is
-    #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)
-    stream: bool = True
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Token:
-    text: str
-
-
-@dataclass
-class Finished:
-    done_reason: str
-    prompt_eval_count: int
-    prompt_eval_duration: int
-    eval_count: int
-    eval_duration: int
-    context: list[int]
+__all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Runner", "Sampling", "Token",
+           "physical_cores", "split_at_stop"]
 
 
 def physical_cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Decode threads by default: physical cores, as Ollama and llama-cpp-python choose (SMT
+    siblings share one core's vector units, so using them too only adds contention)."""
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    return max(1, cores)
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive integer from the environment (Ollama's OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        log.warning("ignoring %s=%r: not an integer", name, raw)
+        return default
+    return value if value > 0 else default
+
+
+def num_parallel() -> int:
+    return env_int("OLLAMA_NUM_PARALLEL", DEFAULT_NUM_PARALLEL)
+
+
+def max_queue() -> int:
+    return env_int("OLLAMA_MAX_QUEUE", DEFAULT_MAX_QUEUE)
+
+
+DEFAULT_NUM_PARALLEL = 4
+DEFAULT_MAX_QUEUE = 512
+
+_STOP = object()
 
 
 class Runner:
-    """Loads ``model_path`` on its own thread and runs every later call there."""
+    """The owner-thread actor: loads ``model_path`` on its own thread and runs every later call there.
+
+    Generation models get a :class:`Decoder` and the thread runs its step loop, taking in new jobs
+    and side calls (``call``) between steps. Embedding models keep llama-cpp-python's ``Llama``.
+    """
 
     def __init__(self, model_path: Path, load: LoadOptions, name: str = "") -> None:
         self.model_path = model_path
         self.load_options = load
         self.name = name
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
-        self.llm: llama_cpp.Llama | None = None
+        self.max_queue = max_queue()
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._waiting = 0  # generation jobs submitted and not yet in a slot (OLLAMA_MAX_QUEUE)
+        self._waiting_lock = threading.Lock()
+        self.llm: llama_cpp.Llama | None = None  # embedding models
+        self.lctx: LlamaContext | None = None  # generation models
+        self.decoder: Decoder | None = None
         self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
         start = time.perf_counter_ns()
-        self.call(lambda: self._load())
+        try:
+            self.call(self._load)
+        except BaseException:
+            self._stop_thread()  # a failed load ends its thread; the caller gets the one error
+            raise
         self.load_duration = time.perf_counter_ns() - start
 
     # ---- thread plumbing ----------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            job()
+            decoder = self.decoder
+            block = decoder is None or not decoder.busy()
+            try:
+                item = self._inbox.get(block=block)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                if item is _STOP:
+                    return
+                if isinstance(item, tuple):
+                    assert self.decoder is not None
+                    self.decoder.submit(*item)
+                else:
+                    item()
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            if self.decoder is not None and self.decoder.busy():
+                try:
+                    self.decoder.step()
+                except BaseException as exc:  # noqa: BLE001 - never kill the owner thread
+                    log.exception("decoder step failed")
+                    self.decoder.fail_all(EngineError(f"model {self.name} failed: {exc}"))
+
+    def _stop_thread(self) -> None:
+        self._closed = True
+        self._inbox.put(_STOP)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the owner thread and wait for its result (exceptions re-raised here)."""
+        """Run ``fn`` on the owner thread (between decode steps) and wait for its result."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
         future: Future[T] = Future()
@@ -145,15 +165,25 @@ class Runner:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 future.set_exception(exc)
 
-        self._jobs.put(job)
+        self._inbox.put(job)
         return future.result()
 
     def close(self) -> None:
-        """Free the model (on its own thread) and stop the thread."""
+        """Free the model (on its own thread) and stop the thread.
+
+        The scheduler only closes a runner nobody uses; jobs still here (a bug elsewhere) end with an
+        error rather than running on a freed context.
+        """
         if self._closed:
             return
 
         def free() -> None:
+            if self.decoder is not None:
+                self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
+                self.decoder = None
+            if self.lctx is not None:
+                self.lctx.close()
+                self.lctx = None
             if self.llm is not None:
                 self.llm.close()
                 self.llm = None
@@ -161,10 +191,7 @@ class Runner:
         try:
             self.call(free)
         finally:
-            self._closed = True
-            self._jobs.put(None)
-            if threading.current_thread() is not self._thread:
-                self._thread.join(timeout=30)
+            self._stop_thread()
             _return_freed_memory()
 
     # ---- owner-thread work --------------------------------------------------------------------
@@ -172,79 +199,94 @@ class Runner:
     def _load(self) -> None:
         opts = self.load_options
         threads = opts.num_thread if opts.num_thread > 0 else physical_cores()
+        if not opts.embedding:
+            shape = ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
+                                 threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
+            try:
+                self.lctx = LlamaContext(self.model_path, shape)
+            except ValueError as exc:
+                raise EngineError(f"failed to load model {self.name}: {exc}") from None
+            self.vocab = self.lctx.vocab
+            self.decoder = Decoder(self.lctx, self._left_queue)
+            return
         kwargs: dict[str, Any] = dict(
-            model_path=str(self.model_path),
-            n_ctx=opts.num_ctx,
-            n_batch=opts.num_batch,
-            n_ubatch=opts.num_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_gpu_layers=opts.num_gpu,
-            use_mmap=opts.use_mmap,
+            model_path=str(self.model_path), n_ctx=opts.num_ctx, n_batch=opts.num_batch, n_ubatch=opts.num_batch,
+            n_threads=threads, n_threads_batch=threads, n_gpu_layers=opts.num_gpu, use_mmap=opts.use_mmap,
             verbose=False,
-        )
-        if opts.embedding:
             # Flash attention: measured 1.6x more texts/s on all-MiniLM (2 CPU threads), same vectors.
-            kwargs.update(embedding=True, flash_attn=True)
-            if self._pooling_from_gguf() is None:
-                kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
+            embedding=True, flash_attn=True,
+        )
+        if self._pooling_from_gguf() is None:
+            kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
         try:
             self.llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"failed to load model {self.name}: {exc}") from None
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self._piece_buffer = ctypes.create_string_buffer(256)
 
     def _pooling_from_gguf(self) -> int | None:
         from ..store.gguf_meta import gguf_header as read_gguf
 
         return read_gguf(self.model_path).arch_value("pooling_type")
 
+    def _left_queue(self) -> None:
+        with self._waiting_lock:
+            self._waiting -= 1
+
     @property
     def n_ctx(self) -> int:
-        assert self.llm is not None
-        return self.llm.n_ctx()
+        """Tokens one request may hold (num_ctx), not the whole multi-sequence context."""
+        return self.load_options.num_ctx
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def waiting(self) -> int:
+        """Generation jobs queued for a free slot."""
+        return self._waiting
+
+    @property
+    def tokens_decoded(self) -> int:
+        """Tokens put through llama_decode since the load (generation models)."""
+        return self.decoder.tokens_decoded if self.decoder is not None else 0
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Thread-safe in llama.cpp (llama.h says so), so it runs on the caller's thread."""
-        assert self.llm is not None
+        """Thread-safe in llama.cpp (llama.h says so), so it runs on the caller's thread. The scheduler
+        never frees a model while a request holds it, so this cannot race an unload."""
+        if self.lctx is not None:
+            return self.lctx.tokenize(text.encode("utf-8"), add_bos=add_bos)
+        if self.llm is None:
+            raise EngineError(f"model {self.name} was unloaded")
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(self, tokens: list[int]) -> str:
+        if self.lctx is not None:
+            return self.lctx.detokenize(tokens).decode("utf-8", errors="replace")
         assert self.llm is not None
         return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
 
-    def _piece(self, token: int) -> bytes:
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, False)
-        if n < 0:
-            self._piece_buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, False)
-        return self._piece_buffer.raw[:n]
-
     def check_grammar(self, gbnf: str) -> None:
-        """An invalid grammar segfaults llama.cpp at sampling time; try it once on its own first."""
-
-        def check() -> None:
-            sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
-            if not sampler:
-                raise InvalidRequest("the format schema could not be turned into a grammar")
-            llama_cpp.llama_sampler_free(sampler)
-
-        self.call(check)
+        self.call(lambda: check_grammar(self.vocab, gbnf))
 
     def stream(self, job: GenerationJob) -> Iterator[Token | Finished]:
-        """Queue a generation; yield text pieces, then one Finished. Closing the iterator cancels it."""
-        out: queue.Queue[Token | Finished | BaseException] = queue.Queue()
+        """Queue a generation; yield text pieces, then one Finished. Closing the iterator cancels it.
 
-        def run() -> None:
-            try:
-                self._generate(job, out)
-            except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
-                out.put(exc)
-
-        if self._closed:
+        At most ``OLLAMA_MAX_QUEUE`` jobs wait for a slot; one more is refused with Ollama's 503.
+        """
+        if self._closed or self.decoder is None:
             raise EngineError(f"model {self.name} was unloaded")
-        self._jobs.put(run)
+        with self._waiting_lock:
+            if self._waiting >= self.max_queue:
+                raise ServerBusy()
+            self._waiting += 1
+        out: queue.Queue[Token | Finished | BaseException] = queue.Queue()
+        self._inbox.put((job, out))
+        return self._drain(job, out)
+
+    @staticmethod
+    def _drain(job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
         try:
             while True:
                 item = out.get()
@@ -256,87 +298,13 @@ class Runner:
         finally:
             job.cancel.set()
 
-    def _generate(self, job: GenerationJob, out: queue.Queue[Any]) -> None:
-        llm = self.llm
-        assert llm is not None
-        if job.cancel.is_set():
-            return
-        n_ctx = llm.n_ctx()
-        tokens = list(job.tokens)
-        if len(tokens) >= n_ctx:
-            keep = max(0, min(job.num_keep, n_ctx // 2))
-            log.warning("prompt of %d tokens exceeds num_ctx %d; truncating its middle", len(tokens), n_ctx)
-            tokens = tokens[:keep] + tokens[len(tokens) - (n_ctx - 1 - keep) :]
-        s = job.sampling
-        if s.seed >= 0:
-            # Reusing a cached prefix changes how the prompt is batched, and llama.cpp's float results
-            # depend on batching: same seed, different text. A seeded request is evaluated from scratch
-            # so it gives the same text every time, across unload/reload. Unseeded ones reuse the cache.
-            llm.reset()
-        llm.set_seed(s.seed if s.seed >= 0 else random.getrandbits(32))
-        llm.last_n_tokens_size = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-        grammar = LlamaGrammar.from_string(job.grammar, verbose=False) if job.grammar else None
-        limit = job.num_predict
-        if limit < 0:
-            limit = n_ctx  # -1 and -2: until the context is full
-        stops = [x for x in job.stop if x]
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        held: list[str] = []
-        emit_text: Callable[[str], None] = (lambda t: out.put(Token(t))) if job.stream else held.append
-        generated: list[int] = []
-        done_reason = "stop"
-        start = time.perf_counter_ns()
-        first = start
-        for token in llm.generate(
-            tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, typical_p=s.typical_p, temp=s.temperature,
-            repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
-            presence_penalty=s.presence_penalty, grammar=grammar,
-        ):
-            if not generated:
-                first = time.perf_counter_ns()
-            if job.cancel.is_set():
-                done_reason = "stop"
-                break
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                break
-            generated.append(token)
-            pending += decoder.decode(self._piece(token))
-            emit, pending, hit = _split_at_stop(pending, stops)
-            if emit:
-                emit_text(emit)
-            if hit:
-                break
-            if len(generated) >= limit or len(tokens) + len(generated) >= n_ctx:
-                done_reason = "length"
-                break
-        pending += decoder.decode(b"", final=True)
-        if pending and not job.cancel.is_set():
-            emit, _, _ = _split_at_stop(pending, stops, final=True)
-            if emit:
-                emit_text(emit)
-        end = time.perf_counter_ns()
-        if held:
-            out.put(Token("".join(held)))
-        if not generated:
-            first = end
-        out.put(
-            Finished(
-                done_reason=done_reason,
-                prompt_eval_count=len(tokens),
-                prompt_eval_duration=max(1, first - start),
-                eval_count=len(generated),
-                eval_duration=max(1, end - first),
-                context=tokens + generated,
-            )
-        )
-
     def embed(self, texts: list[str], truncate: bool, normalize: bool = True) -> tuple[list[list[float]], int]:
         """One vector per text (L2-normalised unless asked not to) and the number of tokens read."""
 
         def run() -> tuple[list[list[float]], int]:
             llm = self.llm
-            assert llm is not None
+            if llm is None:
+                raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
             limit = min(llm.n_ctx(), llm.n_batch)  # a sequence must fit one decode
             token_lists = []
             for text in texts:
@@ -414,28 +382,6 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def _split_at_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
-    """-> (text safe to emit, text held back, whether a stop string was hit).
-
-    Text that could still grow into a stop string is held back, so a stop string never reaches the
-    caller, not even in pieces.
-    """
-    if not stops:
-        return text, "", False
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut >= 0:
-        return text[:cut], "", True
-    if final:
-        return text, "", False
-    hold = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:k]):
-                hold = max(hold, k)
-                break
-    return text[: len(text) - hold], text[len(text) - hold :], False
 
 
 JSON_GRAMMAR = JSON_GBNF

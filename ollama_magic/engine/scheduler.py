@@ -87,6 +87,8 @@ class Loaded:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     active: int = 0
+    #: unloaded, replaced or evicted while requests still used it: freed when ``active`` reaches 0
+    expiring: bool = False
 
 
 class Scheduler:
@@ -117,6 +119,7 @@ class Scheduler:
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # one load per model at a time; other models keep serving meanwhile
+            to_free: list[Loaded] = []
             with self._lock:
                 entry = self._loaded.get(key)
                 if entry is not None and entry.runner.load_options == load and entry.runner.model_path == model_path:
@@ -124,8 +127,9 @@ class Scheduler:
                     entry.last_used = time.monotonic()
                     return entry, 0
                 if entry is not None:
-                    self._unload_locked(entry)  # new load options: reload (waits for running jobs)
-                self._make_room_locked(model_path.stat().st_size)
+                    to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
+                to_free += self._make_room_locked(model_path.stat().st_size)
+            self._free(to_free)
             runner = Runner(model_path, load, name=key[0])  # slow: outside the scheduler lock
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
             # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
@@ -138,6 +142,7 @@ class Scheduler:
 
     def release(self, entry: Loaded, keep_alive: float | None) -> None:
         """A request finished: start the keep_alive clock (0 unloads now)."""
+        to_free: list[Loaded] = []
         with self._lock:
             entry.active = max(0, entry.active - 1)
             entry.last_used = time.monotonic()
@@ -145,42 +150,56 @@ class Scheduler:
                 entry.expires_at = FOREVER
             else:
                 entry.expires_at = datetime.now(timezone.utc) + timedelta(seconds=keep_alive)
-            if keep_alive == 0 and entry.active == 0:
-                self._unload_locked(entry)
+            if keep_alive == 0 or entry.expiring:
+                to_free = self._expire_locked(entry)
             self._wake.notify_all()
+        self._free(to_free)
 
-    def _make_room_locked(self, needed: int) -> None:
+    def _make_room_locked(self, needed: int) -> list[Loaded]:
+        """Evict least recently used idle models until ``needed`` bytes fit; returns them, to be freed
+        by the caller once the lock is released."""
+        evicted: list[Loaded] = []
         while self._loaded:
             used = sum(e.size for e in self._loaded.values())
             if len(self._loaded) < self.max_loaded and used + needed <= self.budget:
-                return
+                break
             idle = [e for e in self._loaded.values() if e.active == 0]
             if not idle:
                 log.warning("no idle model to unload: loading beyond the limit")
-                return
+                break
             victim = min(idle, key=lambda e: e.last_used)
             log.info("unloading %s to make room", victim.name)
-            self._unload_locked(victim)
+            evicted += self._expire_locked(victim)
+        return evicted
 
     # ---- unloading ---------------------------------------------------------------------------
 
-    def _unload_locked(self, entry: Loaded) -> None:
+    def _expire_locked(self, entry: Loaded) -> list[Loaded]:
+        """Take ``entry`` out of service (new requests load afresh); it is returned for freeing only
+        when no request uses it, else its last ``release`` frees it (Ollama's expire-at-refcount-0)."""
         if self._loaded.get(entry.key) is entry:
             del self._loaded[entry.key]
-        entry.runner.close()
+        entry.expiring = True
+        return [entry] if entry.active == 0 else []
+
+    @staticmethod
+    def _free(entries: list[Loaded]) -> None:
+        """Close runners, never with the scheduler lock held (a close waits for the owner thread)."""
+        for entry in entries:
+            entry.runner.close()
 
     def unload(self, name: str) -> bool:
-        """Unload every instance of ``name``; False if it was not loaded."""
+        """Unload every instance of ``name`` (once idle); False if it was not loaded."""
         with self._lock:
             entries = [e for e in self._loaded.values() if e.name == name]
-            for entry in entries:
-                self._unload_locked(entry)
-            return bool(entries)
+            to_free = [f for e in entries for f in self._expire_locked(e)]
+        self._free(to_free)
+        return bool(entries)
 
     def unload_all(self) -> None:
         with self._lock:
-            for entry in list(self._loaded.values()):
-                self._unload_locked(entry)
+            to_free = [f for e in list(self._loaded.values()) for f in self._expire_locked(e)]
+        self._free(to_free)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -189,16 +208,21 @@ class Scheduler:
         self.unload_all()
 
     def _reap(self) -> None:
-        with self._lock:
-            while not self._stopped:
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
                 now = datetime.now(timezone.utc)
+                to_free: list[Loaded] = []
                 for entry in list(self._loaded.values()):
                     if entry.active == 0 and entry.expires_at is not None and entry.expires_at <= now:
                         log.info("keep_alive expired: unloading %s", entry.name)
-                        self._unload_locked(entry)
-                upcoming = [e.expires_at for e in self._loaded.values() if e.expires_at is not None and e.active == 0]
-                timeout = min(((t - now).total_seconds() for t in upcoming), default=60.0)
-                self._wake.wait(timeout=max(0.05, min(timeout, 60.0)))
+                        to_free += self._expire_locked(entry)
+                if not to_free:
+                    upcoming = [e.expires_at for e in self._loaded.values() if e.expires_at is not None and e.active == 0]
+                    timeout = min(((t - now).total_seconds() for t in upcoming), default=60.0)
+                    self._wake.wait(timeout=max(0.05, min(timeout, 60.0)))
+            self._free(to_free)
 
     # ---- reporting ---------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from ..errors import InvalidRequest
 from .context_fit import context_length, fit_history
 from .conversations import as_chat_messages, new_message
 from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
+from .output_forms import with_instruction
 
-FORMATS = ("markdown", "text", "code", "json")
+FORMATS = ("markdown", "text", "code", "json", "html", "math")
 
 
 class _Namespace(dict):
@@ -47,7 +48,8 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
 
 @dataclass
 class ChatTurn:
-    """What one turn asks for; ``options`` are Ollama's model options."""
+    """What one turn asks for; ``options`` are Ollama's model options; ``schema`` (a JSON schema, with
+    ``fmt="json"``) constrains the reply to that shape."""
 
     text: str
     model: str
@@ -57,10 +59,23 @@ class ChatTurn:
     history: bool = True
     new: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
     #: Ollama's ``think``: None (the model's default), True/False or a level ("low" ... "max")
     think: bool | str | None = None
     #: only render the prompt the model would see (Ollama's ``_debug_render_only``); nothing is recorded
     dry_run: bool = False
+    #: Send at most this many earlier exchanges of the thread (None: as many as fit the context).
+    max_history: int | None = None
+    #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
+    tools: list[Callable[..., Any]] = field(default_factory=list)
+    tool_choice: str = "auto"
+
+
+def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The system messages and the last ``count`` exchanges (a user message and what followed it)."""
+    starts = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    cut = starts[-count] if 0 < count <= len(starts) else (len(messages) if count <= 0 else 0)
+    return [m for i, m in enumerate(messages) if m["role"] == "system" or i >= cut]
 
 
 class ReplyView(Protocol):
@@ -74,7 +89,7 @@ class ReplyView(Protocol):
 
 def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
               view: ReplyView | None = None, stop: threading.Event | None = None,
-              interval: float = 0.1) -> ChatReply | Any:
+              interval: float = 0.1, confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
 
     ``view`` replaces the cell-output display (the chat panel passes its own); setting ``stop`` from
@@ -82,12 +97,16 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     seconds between live updates of the cell-output display."""
     if turn.fmt not in FORMATS:
         raise InvalidRequest(f"unknown format {turn.fmt!r}: use one of {', '.join(FORMATS)}")
+    if turn.schema is not None and turn.fmt != "json":
+        raise InvalidRequest("a schema shapes a JSON reply: use it with -f json")
     store, identity = session.conversations, session.identity
     # read once; --new and --system are applied in memory here and written with the turn (one write)
     earlier = store.thread(identity, turn.thread) if turn.history and not turn.new else []
     if turn.system is not None:
         earlier = [{"role": "system", "content": turn.system}, *(m for m in earlier if m["role"] != "system")]
-    user = new_message("user", turn.text, turn.model)
+    if turn.max_history is not None:
+        earlier = last_exchanges(earlier, turn.max_history)
+    user = new_message("user", with_instruction(turn.text, turn.fmt), turn.model)
     sent, dropped = fit_history(as_chat_messages([*earlier, user]), turn.options)
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
@@ -100,8 +119,32 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
                                         format="json" if turn.fmt == "json" else None, **extra)
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
+    if turn.tools:
+        final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm), False, ""
+    else:
+        final, interrupted, thinking = _streamed(session, turn, sent, view, stop, extra)
+
+    stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
+    reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
+                      stats=stats, thinking=thinking)
+    if turn.history:
+        reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
+        if thinking:
+            reply_message["thinking"] = thinking  # sent back to the template with the thread's next turns
+        store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
+    if turn.fmt == "json" and not interrupted:
+        try:
+            return json.loads(strip_fence(view.text))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
+    return reply
+
+
+def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+              stop: threading.Event | None, extra: Mapping[str, Any]) -> tuple[Any, bool, str]:
+    """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking trace."""
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format="json" if turn.fmt == "json" else None, **extra)
+                                  format=(turn.schema or "json") if turn.fmt == "json" else None, **extra)
     final, interrupted = None, False
     trace: list[str] = []
     show_trace = getattr(view, "append_thinking", None)
@@ -123,19 +166,20 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     finally:
         stream.close()  # stops decoding now if we left early (Ctrl-C, an error)
         view.finish()
+    return final, interrupted, "".join(trace)
 
-    stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
-    thinking = "".join(trace)
-    reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
-                      stats=stats, thinking=thinking)
-    if turn.history:
-        reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
-        if thinking:
-            reply_message["thinking"] = thinking  # sent back to the template with the thread's next turns
-        store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
-    if turn.fmt == "json" and not interrupted:
-        try:
-            return json.loads(strip_fence(view.text))
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
-    return reply
+
+def _tool_rounds(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+                 confirm: Callable[[str], bool] | None) -> Any:
+    """Tool calls are whole JSON objects, so these rounds are not streamed; each call is shown."""
+    from IPython.display import display
+
+    from .tools import run_with_tools
+
+    try:
+        final, _ = run_with_tools(session.backend, turn.model, sent, turn.tools, options=turn.options or None,
+                                  confirm=confirm, show=display, tool_choice=turn.tool_choice)
+        view.append(final.message.content or "")
+    finally:
+        view.finish()
+    return final

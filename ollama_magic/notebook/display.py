@@ -114,7 +114,27 @@ class ChatReply(str):
         reply.thinking = thinking
         return reply
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        # Only the metadata: the _repr_*_ methods below supply the data for each MIME type.
+        from .output_forms import display_metadata
+
+        return {}, display_metadata(self.model, self.thread)
+
+    def _repr_html_(self) -> str | None:
+        if self.fmt != "html":
+            return None
+        return str(self) + ("<p><em>[interrupted]</em></p>" if self.interrupted else "")
+
+    def _repr_latex_(self) -> str | None:
+        if self.fmt != "math":
+            return None
+        from .output_forms import as_latex
+
+        return as_latex(str(self))
+
     def _repr_markdown_(self) -> str:
+        if self.fmt in ("html", "math"):
+            return None  # type: ignore[return-value] - rendered as HTML / LaTeX instead
         if self.fmt == "code":
             body = f"{FENCE}\n{strip_fence(str(self))}\n{FENCE}"
         elif self.fmt == "text":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errorhelp import error_log
 from .magics import OllamaMagics
 from .manage import VERBS, model_names
 from .session import NotebookSession
@@ -18,6 +19,7 @@ def load(shell: Any) -> OllamaMagics:
         magics = OllamaMagics(shell, NotebookSession(shell))
         _loaded[id(shell)] = magics
     shell.register_magics(magics)
+    error_log(shell).install()
     _install_completer(shell, magics.session)
     return magics
 
@@ -27,6 +29,7 @@ def unload(shell: Any) -> None:
     magics = _loaded.pop(id(shell), None)
     if magics is not None:
         magics.session.close()
+        error_log(shell).uninstall()
         for kind in ("line", "cell"):
             for name in ("chat", "embed", "ollama"):
                 shell.magics_manager.magics[kind].pop(name, None)

@@ -19,7 +19,9 @@ from ..defaults import DEFAULT_CHAT_MODEL
 from ..errors import OllamaMagicError
 from . import manage
 from .arguments import HelpShown, UsageParser, leading_flags, split_line
+from . import notebook_features
 from .chat import FORMATS, ChatTurn, chat_turn, interpolate
+from .chat_flags import add_context_flags
 from .session import NotebookSession
 
 
@@ -43,7 +45,8 @@ def chat_parser() -> UsageParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
     p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
-                   help="markdown (default), text, code (a code block), json (the parsed object)")
+                   help="markdown (default), text, code (a code block, also put in a new cell below), "
+                   "json (the parsed object), html, math (LaTeX)")
     p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
@@ -53,6 +56,7 @@ def chat_parser() -> UsageParser:
                    help="let a thinking model think (low, medium, high, max; false: don't); the trace is shown "
                         "collapsed above the answer and kept in the thread")
     p.add_argument("--dry-run", action="store_true", help="show the prompt the model would read; run nothing")
+    add_context_flags(p)
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
 
@@ -110,11 +114,24 @@ class OllamaMagics(Magics):
         for key, value in (("temperature", args.temperature), ("seed", args.seed), ("num_predict", args.num_predict)):
             if value is not None:
                 options[key] = value
-        turn = ChatTurn(text=interpolate(text, namespace), model=args.model or self.session.chat_model,
+        model = args.model or self.session.chat_model
+        notice = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        notebook_features.validate(args)
+        if args.over is not None:
+            result = notebook_features.over(self.session, args, text, namespace, local_ns, model, options)
+            if args.output:
+                self.shell.user_ns[args.output] = result
+            return result
+        text = notebook_features.with_context(self.session, args, interpolate(text, namespace), namespace, model,
+                                              options)
+        turn = ChatTurn(text=text, model=model,
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options, think=args.think, dry_run=args.dry_run)
-        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
-                          notice=lambda msg: print(msg, file=sys.stderr))
+                        new=args.new, options=options, schema=notebook_features.schema_of(args.schema, namespace),
+                        think=args.think, dry_run=args.dry_run, max_history=args.max_history,
+                        tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice)
+        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval, notice=notice,
+                          confirm=notebook_features.confirm(args))
+        notebook_features.after_reply(self.shell, reply, args.format, notice)
         if args.output:
             self.shell.user_ns[args.output] = reply
         return reply

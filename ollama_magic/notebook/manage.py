@@ -229,19 +229,28 @@ def status(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("status", argv, lambda p: None)
     s = session.status()
     loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on the GPU, {processor(m.size or 0, m.size_vram or 0)})"
-              for m in s.loaded]
+              for m in s.loaded or []]
+    loaded_text = ("; ".join(loaded) or "nothing") if s.loaded is not None else "not reported by this server"
     return _Text("\n".join([
         f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
         f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
-        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {'; '.join(loaded) or 'nothing'}",
+        f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {loaded_text}",
     ]))
 
 
-@verb("connect", "URL: send every call to an Ollama-compatible server")
+@verb("connect", "URL [--openai|--ollama] [--api-key-env VAR]: send every call to a server (Ollama or OpenAI API)")
 def connect(session: Any, argv: list[str], shell: Any) -> _Text:
-    args = _parse("connect", argv, lambda p: p.add_argument("url"))
-    version = session.connect(args.url)
-    return _Text(f"connected to {args.url} (version {version})")
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("url")
+        api = p.add_mutually_exclusive_group()
+        api.add_argument("--openai", dest="api", action="store_const", const="openai",
+                         help="an OpenAI-compatible /v1 server (vLLM, llama-server, LM Studio, OpenAI)")
+        api.add_argument("--ollama", dest="api", action="store_const", const="ollama")
+        p.add_argument("--api-key-env", metavar="VAR", help="the environment variable holding the API key")
+
+    args = _parse("connect", argv, setup)
+    description = session.connect(args.url, api=args.api or "auto", api_key_env=args.api_key_env)
+    return _Text(f"connected to {session.remote.host} ({description})")
 
 
 @verb("disconnect", "back to the in-kernel engine")

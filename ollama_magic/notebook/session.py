@@ -11,9 +11,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..backends import Backend, RemoteBackend
+from ..backends import Backend
+from ..backends import connect as connect_backend
 from ..defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotSupported
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..names import ModelName
 from .conversations import ConversationStore, default_conversations_root
@@ -28,7 +29,7 @@ class SessionStatus:
     notebook: str
     server_url: str | None
     gpu_offload: bool | None = None  # whether the backend's llama.cpp build can use a GPU (None: unknown)
-    loaded: list[Any] = field(default_factory=list)  # the backend's ps() entries
+    loaded: list[Any] | None = field(default_factory=list)  # the backend's ps() entries (None: not reported)
 
 
 class NotebookSession:
@@ -38,7 +39,7 @@ class NotebookSession:
         self.chat_model = DEFAULT_CHAT_MODEL
         self.embed_model = DEFAULT_EMBED_MODEL
         self.conversations = conversations or ConversationStore(default_conversations_root())
-        self.remote: RemoteBackend | None = None
+        self.remote: Any = None  # RemoteBackend or OpenAIBackend while connected
         self.server: Any = None  # BackgroundServer, created by serve()
         self._engine = engine
         self._owns_engine = engine is None
@@ -62,15 +63,16 @@ class NotebookSession:
 
     @property
     def backend_label(self) -> str:
-        return f"remote {self.remote.host}" if self.remote is not None else "in-kernel engine"
+        if self.remote is None:
+            return "in-kernel engine"
+        return f"remote {self.remote.host} ({self.remote.api} API)"
 
-    def connect(self, url: str) -> str:
-        """Send every call to the server at ``url``; returns its version. Fails (and changes nothing)
-        when no Ollama-compatible server answers there."""
-        remote = RemoteBackend(url)
-        version = remote.check()
-        self.remote = remote
-        return version
+    def connect(self, url: str, *, api: str = "auto", api_key_env: str | None = None) -> str:
+        """Send every call to the server at ``url``: Ollama's API or OpenAI's /v1 (``api="auto"`` asks
+        the server which). The key, if any, is read from the environment variable ``api_key_env``.
+        Returns a line describing the server; fails (and changes nothing) when none answers."""
+        self.remote, description = connect_backend(url, api=api, api_key_env=api_key_env)
+        return description
 
     def disconnect(self) -> bool:
         was_remote = self.remote is not None
@@ -95,8 +97,12 @@ class NotebookSession:
             close()
 
     def use(self, model: str, *, embedding: bool = False) -> str:
-        self.backend.show(model)  # a clear "not found" now rather than at the first chat
-        name = ModelName.parse(model).short
+        resolve = getattr(self.backend, "resolve", None)
+        if resolve is not None:  # an OpenAI server: its own model ids, checked against /v1/models
+            name = resolve(model)
+        else:
+            self.backend.show(model)  # a clear "not found" now rather than at the first chat
+            name = ModelName.parse(model).short
         if embedding:
             self.embed_model = name
         else:
@@ -135,7 +141,11 @@ class NotebookSession:
 
     def status(self) -> SessionStatus:
         url = self.server.url if self.server is not None else None
-        running = self.backend.ps()
+        try:
+            running = self.backend.ps()
+        except NotSupported:  # an OpenAI-compatible server cannot say what it has loaded
+            return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url,
+                                 None, None)
         return SessionStatus(self.backend_label, self.chat_model, self.embed_model, self.identity.label, url,
                              getattr(running, "gpu_offload", None), list(running.models))
 

@@ -75,7 +75,7 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     if body.raw and (body.template or body.system or body.context):
         raise InvalidRequest("raw mode does not support template, system, or context")
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
-    return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream)
+    return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/chat", responses=ndjson_responses())
@@ -83,7 +83,7 @@ async def chat(body: ChatBody, request: Request) -> Response:
     """Chat with a model; NDJSON stream unless ``stream`` is false."""
     engine = engine_of(request)
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
-    return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream)
+    return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/create", responses=ndjson_responses())
@@ -187,7 +187,7 @@ async def ps(request: Request) -> JSONResponse:
 async def embed(body: EmbedBody, request: Request) -> Response:
     engine = engine_of(request)
     args = body.model_dump(exclude_none=True)
-    return await ndjson(lambda: engine.embed(**args), stream=False)
+    return await ndjson(lambda: engine.embed(**args), stream=False, request=request)
 
 
 @router.post("/api/embeddings")

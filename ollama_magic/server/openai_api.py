@@ -247,7 +247,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     think = think_from_effort((body.reasoning or {}).get("effort") or body.reasoning_effort)
     result = await in_thread(lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,
                                                  options=options, stream=body.stream, think=think,
-                                                 tool_choice=body.tool_choice))
+                                                 tool_choice=body.tool_choice), request)
     if not body.stream:
         message = result.message
         calls = _tool_calls(message)
@@ -297,7 +297,7 @@ async def completions(body: CompletionBody, request: Request) -> Response:
             "system_fingerprint": "fp_ollama"}
     options = _options(body)
     result = await in_thread(lambda: engine.generate(body.model, body.prompt, suffix=body.suffix,
-                                                     options=options, stream=body.stream))
+                                                     options=options, stream=body.stream), request)
     if not body.stream:
         return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
                                                   "finish_reason": result.done_reason}], "usage": _usage(result)})
@@ -316,7 +316,7 @@ async def embeddings(body: EmbeddingBody, request: Request) -> Response:
     if body.input == []:
         raise InvalidRequest("invalid input")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    result = await in_thread(lambda: engine.embed(body.model, texts, dimensions=body.dimensions))
+    result = await in_thread(lambda: engine.embed(body.model, texts, dimensions=body.dimensions), request)
 
     def encode(vector: list[float]) -> Any:
         if body.encoding_format == "base64":

@@ -307,7 +307,7 @@ async def responses(body: ResponsesBody, request: Request) -> Response:
     think = think_from_effort((body.reasoning or {}).get("effort"))
     call = lambda: engine.chat(body.model, messages, tools=tools, format=fmt, options=_options(body),  # noqa: E731
                                stream=body.stream, think=think, tool_choice=_tool_choice(body.tool_choice))
-    result = await in_thread(call)  # errors answer in OpenAI's envelope (the app's handlers)
+    result = await in_thread(call, request)  # errors answer in OpenAI's envelope (the app's handlers)
     if not body.stream:
         return JSONResponse(response.object("completed", _output(response, result), _usage(result)))
     events = _Events(response)

@@ -2,8 +2,12 @@
 
 Each stream's ``next()`` calls run in a thread of its own so the event loop stays free. The first item is fetched
 before the response starts, so errors that happen early (unknown model, bad option, a model that
-will not load) still get their own HTTP status; later errors become a final error line. When the
-client goes away, the stream is cancelled and decoding stops after the current token.
+will not load, a full queue) still get their own HTTP status; later errors become a final error line.
+When the client goes away, the stream is cancelled and decoding stops after the current token; a
+non-streaming call is watched the same way (``in_thread(fn, request)``).
+
+Inference calls wait in threads of their own limiter, not anyio's default pool (40 threads), so
+requests queued for a busy model never starve /api/tags, /api/ps or /api/show.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import Request
 
+from ..engine.engine import CANCEL_SCOPE
 from ..errors import OllamaMagicError
 from .envelopes import native_error
 
@@ -41,8 +47,54 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-async def in_thread(fn: Callable[[], Any]) -> Any:
-    return await anyio.to_thread.run_sync(fn)
+_inference_limiter: anyio.CapacityLimiter | None = None
+
+
+def _inference_threads() -> anyio.CapacityLimiter:
+    """Threads for calls that may wait on a model: as many as may queue (OLLAMA_MAX_QUEUE, which
+    turns the rest away with a 503) plus those running, so waiting is bounded there, not here."""
+    global _inference_limiter
+    if _inference_limiter is None:
+        from ..engine.runner import max_queue, num_parallel
+
+        _inference_limiter = anyio.CapacityLimiter(max_queue() + 4 * num_parallel() + 8)
+    return _inference_limiter
+
+
+async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> Any:
+    """Run a blocking engine call in a thread. With ``request``, the call is an inference that may
+    wait on a model: it runs in the inference threads, and a generation it starts is cancelled
+    (within a token) when the client disconnects before the answer is ready."""
+    if request is None:
+        return await anyio.to_thread.run_sync(fn)
+    cancel = threading.Event()
+
+    def call() -> Any:
+        scope = CANCEL_SCOPE.set(cancel)
+        try:
+            return fn()
+        finally:
+            CANCEL_SCOPE.reset(scope)
+
+    async def watch_disconnect() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                cancel.set()
+                return
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch_disconnect)
+        try:
+            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads())
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
+            failure = exc  # (raised inside it, it would arrive wrapped in an ExceptionGroup)
+        finally:
+            tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
 
 
 class _Failed:
@@ -131,10 +183,11 @@ async def open_stream(iterator: Iterator[Any], encode: Callable[[Any], str],
     return relay, await relay.first()
 
 
-async def ndjson(call: Callable[[], Any], stream: bool) -> Response:
-    """Run an engine call; one JSON object, or NDJSON lines flushed one by one."""
+async def ndjson(call: Callable[[], Any], stream: bool, request: Request | None = None) -> Response:
+    """Run an engine call; one JSON object, or NDJSON lines flushed one by one. Pass ``request`` for
+    inference calls (see ``in_thread``)."""
     try:
-        result = await in_thread(call)
+        result = await in_thread(call, request)
         if not stream:
             return JSONResponse(to_json(result))
         stream, first = await open_stream(result, lambda item: dumps(to_json(item)) + "\n",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -138,3 +139,134 @@ def serve_process() -> Iterator[Callable[..., ServedProcess]]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# ---- third-party OpenAI-compatible servers ---------------------------------------------------------
+
+#: The models the OpenAI servers serve, under the names the notebook uses by default, so the same
+#: cells run unchanged against them.
+OPENAI_CHAT_MODEL = "gemma3:270m"
+OPENAI_EMBED_MODEL = "all-minilm"
+LLAMA_SERVER_HINT = ("build it with bench/build_llama_server.sh (about 25 minutes on 2 cores; it lands in "
+                     "~/.cache/ollama-magic/llama-server, or $LLAMA_SERVER_DIR) or point "
+                     "OLLAMA_MAGIC_LLAMA_SERVER at a llama-server binary")
+
+
+@dataclass
+class OpenAIServer:
+    """A third-party OpenAI-compatible server on 127.0.0.1: its URL (no ``/v1``), the API key it
+    demands (None: none) and its log file."""
+
+    url: str
+    api_key: str | None
+    proc: subprocess.Popen
+    log: Path
+
+
+def _wait_until_serving(proc: subprocess.Popen, url: str, log: Path, key: str | None, timeout: float = 180) -> None:
+    """Poll ``/v1/models`` (with the key) until it answers 200; the server's log is the failure message."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+        try:
+            if requests.get(f"{url}/v1/models", headers=headers, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"the server did not come up:\n{log.read_text()[-4000:]}"
+        time.sleep(0.2)
+
+
+def _start(argv: list[str], log: Path, key: str | None, started: list[subprocess.Popen]) -> OpenAIServer:
+    port = int(argv[argv.index("--port") + 1])
+    with log.open("w") as out:  # a file, not a pipe: a chatty server must never block on a full pipe
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    started.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    _wait_until_serving(proc, url, log, key)
+    return OpenAIServer(url, key, proc, log)
+
+
+def _stop(started: list[subprocess.Popen]) -> None:
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_server(registered: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
+    """llama-cpp-python's own OpenAI server (``python -m llama_cpp.server``, the pinned wheel with its
+    [server] extra) serving the embedded Gemma and MiniLM GGUFs under their notebook names, behind an
+    API key (so a missing key can be tested too)."""
+    for module in ("sse_starlette", "starlette_context", "pydantic_settings"):
+        pytest.importorskip(module, reason="llama-cpp-python's [server] extra is missing: "
+                                           "pip install 'ollama-magic[test]'")
+    directory = tmp_path_factory.mktemp("llama-cpp-python-server")
+    port, key = _free_port(), "test-key-llama-cpp-python"
+    config = {
+        "host": "127.0.0.1", "port": port, "api_key": key,
+        "models": [
+            {"model": str(registered.find("gemma3:270m").model_path), "model_alias": OPENAI_CHAT_MODEL,
+             "n_ctx": 2048, "chat_format": "gemma", "verbose": False},  # the GGUF carries no chat template
+            {"model": str(registered.find("all-minilm").model_path), "model_alias": OPENAI_EMBED_MODEL,
+             "embedding": True, "n_ctx": 512, "verbose": False},
+        ],
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    started: list[subprocess.Popen] = []
+    try:
+        yield _start([sys.executable, "-m", "llama_cpp.server", "--config_file", str(directory / "config.json"),
+                      "--port", str(port)], directory / "server.log", key, started)
+    finally:
+        _stop(started)
+
+
+def llama_server_binary() -> Path | None:
+    """llama.cpp's ``llama-server``: $OLLAMA_MAGIC_LLAMA_SERVER, else the one bench/build_llama_server.sh
+    built into its cache directory, else one on PATH."""
+    if os.environ.get("OLLAMA_MAGIC_LLAMA_SERVER"):
+        return Path(os.environ["OLLAMA_MAGIC_LLAMA_SERVER"])
+    cache = Path(os.environ.get("LLAMA_SERVER_DIR") or Path.home() / ".cache" / "ollama-magic" / "llama-server")
+    if (cache / "READY").is_file() and (cache / "bin" / "llama-server").is_file():
+        return cache / "bin" / "llama-server"
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+@dataclass
+class LlamaServers:
+    """Two ``llama-server`` processes (it serves one model each): Gemma for chat, MiniLM for embeddings."""
+
+    chat: OpenAIServer
+    embed: OpenAIServer
+
+
+@pytest.fixture(scope="session")
+def llama_server(registered: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServers]:
+    binary = llama_server_binary()
+    if binary is None:
+        pytest.skip(f"llama.cpp's llama-server is not installed: {LLAMA_SERVER_HINT}")
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"OLLAMA_MAGIC_LLAMA_SERVER={binary} is not an executable file")
+    directory = tmp_path_factory.mktemp("llama-server")
+    started: list[subprocess.Popen] = []
+    try:
+        chat_port, embed_port = _free_port(), _free_port()
+        chat = _start([str(binary), "--model", str(registered.find("gemma3:270m").model_path),
+                       # the GGUF has no chat template: llama.cpp's built-in Gemma one (not a Jinja text)
+                       "--alias", OPENAI_CHAT_MODEL, "--no-jinja", "--chat-template", "gemma",
+                       "--host", "127.0.0.1", "--port", str(chat_port),
+                       "--ctx-size", "2048", "--parallel", "1"], directory / "chat.log", None, started)
+        embed = _start([str(binary), "--model", str(registered.find("all-minilm").model_path),
+                        "--alias", OPENAI_EMBED_MODEL, "--embeddings", "--host", "127.0.0.1",
+                        "--port", str(embed_port), "--ctx-size", "512", "--parallel", "1"],
+                       directory / "embed.log", None, started)
+        yield LlamaServers(chat, embed)
+    finally:
+        _stop(started)

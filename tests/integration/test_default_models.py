@@ -42,7 +42,7 @@ def test_smollm2_is_the_default_chat_model_and_shows_what_ollama_shows(registere
     assert show.template == SMOLLM2_TEMPLATE  # Ollama's template, not the GGUF's Jinja one
     assert show.parameters.splitlines() == ['stop                           "<|im_start|>"',
                                             'stop                           "<|im_end|>"']
-    assert show.capabilities == ["completion", "tools"]  # as `ollama show smollm2:135m` lists them
+    assert capabilities(registered.find("smollm2:135m")) == ["completion", "tools"]  # as Ollama lists them
     assert show.details.family == "llama" and show.details.quantization_level == "Q4_1"
     assert show.model_info["llama.block_count"] == 30
     assert show.model_info["llama.context_length"] == 8192

@@ -126,13 +126,15 @@ def test_invalid_schema_is_a_clear_error_not_a_crash(engine: Engine) -> None:
 
 
 def test_early_close_of_a_stream_stops_decoding(engine: Engine) -> None:
+    ask(engine, num_predict=1)
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key[1]]
+    before = entry.runner.tokens_decoded
     stream = engine.generate(GEMMA, "Write a long story.", stream=True, options={"num_predict": 400, "seed": 1, "stop": []})
     for i, _chunk in enumerate(stream):
         if i == 2:
             break
     stream.close()
-    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key[1]]
-    decoded = entry.runner.call(lambda: entry.runner.llm.n_tokens)
+    decoded = entry.runner.call(lambda: entry.runner.tokens_decoded) - before
     assert decoded < 60  # prompt + a few tokens, not 400
     assert entry.active == 0
 

@@ -1,0 +1,80 @@
+"""``%chat --over`` on a column of 200 rows against the anchor a user would write without it: a
+Python loop calling ``%chat --no-history`` once per row, same model, same options, same rows, in one
+IPython shell, alternated over several rounds. Reported: rows/s of each and the ratio.
+
+The --over path submits up to 4 rows at once to the engine (its parallel sequences per model) and
+asks each distinct text once; the rows here are all distinct, so any speed-up is the engine's
+concurrency. Target: >= 2x, which needs an engine that decodes several sequences per model at once
+(continuous batching); with one sequence per model the two paths are expected to be about equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import pandas as pd
+
+from ollama_magic.defaults import register
+from ollama_magic.store import ModelStore
+
+MODEL = "gemma3:270m"
+FLAGS = "--seed 1 --num-predict 8 --temperature 0"
+
+
+def shell_with_models(root: str):  # noqa: ANN201 - an IPython shell
+    from IPython.testing.globalipapp import start_ipython
+
+    store = ModelStore(os.path.join(root, "models"))
+    register(store, MODEL)
+    os.environ["OLLAMA_MODELS"] = str(store.root)
+    os.environ["OLLAMA_MAGIC_CONVERSATIONS"] = os.path.join(root, "conversations")
+    shell = start_ipython()
+    shell.user_ns["__session__"] = os.path.join(root, "bench.ipynb")
+    shell.extension_manager.load_extension("ollama_magic")
+    shell.run_line_magic("config", "OllamaMagics.stream = False")
+    return shell
+
+
+def loop(shell, rows: pd.Series) -> float:  # noqa: ANN001
+    begin = time.perf_counter()
+    for text in rows:
+        shell.run_line_magic("chat", f"--no-history -m {MODEL} {FLAGS} Summarize in five words: {text}")
+    return len(rows) / (time.perf_counter() - begin)
+
+
+def over(shell, rows: pd.Series) -> float:  # noqa: ANN001
+    shell.user_ns["rows"] = rows
+    begin = time.perf_counter()
+    result = shell.run_line_magic("chat", f'--over rows -m {MODEL} {FLAGS} "Summarize in five words: {{text}}"')
+    assert result.notna().all()
+    return len(rows) / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = pd.Series([f"Review {i}: the product number {i} arrived {i % 7} days late but works." for i in range(args.rows)])
+    with tempfile.TemporaryDirectory() as root:
+        shell = shell_with_models(root)
+        shell.run_line_magic("chat", f"--no-history -m {MODEL} {FLAGS} warm up")
+        loops, overs = [], []
+        for _ in range(args.rounds):
+            loops.append(loop(shell, rows))
+            overs.append(over(shell, rows))
+        shell.extension_manager.unload_extension("ollama_magic")
+    ratios = [o / lp for o, lp in zip(overs, loops)]
+    print(f"{'path':<28}{'rows/s (median)':>16}{'min':>8}{'max':>8}")
+    print(f"{'loop over %chat':<28}{statistics.median(loops):>16.2f}{min(loops):>8.2f}{max(loops):>8.2f}")
+    print(f"{'%chat --over':<28}{statistics.median(overs):>16.2f}{min(overs):>8.2f}{max(overs):>8.2f}")
+    print(f"ratio --over / loop: median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}), "
+          f"{args.rows} rows, {args.rounds} rounds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Continuous batching: several sequences of one model decoded together, one ``llama_decode`` per step.
+
+llama.cpp reads the model's weights once per ``llama_decode`` whatever the number of sequences in
+the batch, so on a CPU (memory bound) 4 sequences cost little more than one. Each step (as in
+llama-server's ``update_slots``): admit waiting jobs into free slots, build one batch with a prompt
+chunk of every new sequence and the last token of every decoding one, decode it, sample each
+sequence with its own sampler chain, hand out its text, and retire finished or cancelled sequences.
+
+Slots keep the tokens of their last sequence in the KV cache: a new job goes to the free slot whose
+cached tokens share the longest prefix with its prompt, so turn N of a chat only evaluates what is new.
+
+Seeded jobs: llama.cpp's float results depend on the batch's make-up (which kernels run, where a
+sequence's cells lie in the shared cache), so a seeded job beside others would not give the text it
+gives alone. A seeded job therefore runs alone, on a cleared cache, evaluated from scratch: the same
+seed gives the same text whatever else is queued and across reloads, at the price of waiting for the
+running sequences to finish and of pausing the others while it runs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import OllamaMagicError
+from .jobs import EngineError, Finished, GenerationJob, Token
+from .llama_context import LlamaContext
+from .sampling import SamplerChain
+
+log = logging.getLogger("ollama_magic")
+
+
+class TextAssembler:
+    """A sequence's bytes -> text pieces: whole UTF-8 characters only, and stop strings held back so
+    that a stop string never reaches the caller, not even in pieces."""
+
+    def __init__(self, stops: list[str], emit: Callable[[str], None]) -> None:
+        self.stops = [s for s in stops if s]
+        self.emit = emit
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""
+
+    def add(self, piece: bytes) -> bool:
+        """Append a token's bytes; True when a stop string was hit."""
+        self.pending += self.decoder.decode(piece)
+        text, self.pending, hit = split_at_stop(self.pending, self.stops)
+        if text:
+            self.emit(text)
+        return hit
+
+    def finish(self) -> None:
+        self.pending += self.decoder.decode(b"", final=True)
+        if self.pending:
+            text, _, _ = split_at_stop(self.pending, self.stops, final=True)
+            if text:
+                self.emit(text)
+        self.pending = ""
+
+
+def split_at_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
+    """-> (text safe to emit, text held back, whether a stop string was hit)."""
+    if not stops:
+        return text, "", False
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    if cut >= 0:
+        return text[:cut], "", True
+    if final:
+        return text, "", False
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                hold = max(hold, k)
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
+
+
+@dataclass
+class Slot:
+    """One of the context's sequence ids and the tokens its KV cells hold now."""
+
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+    sequence: "Sequence | None" = None
+
+
+class Sequence:
+    """A job being decoded in a slot."""
+
+    def __init__(self, job: GenerationJob, out: "queue.Queue[Any]", slot: Slot, tokens: list[int], keep: int,
+                 sampler: SamplerChain, limit: int, num_ctx: int) -> None:
+        self.job, self.out, self.slot, self.tokens, self.sampler = job, out, slot, tokens, sampler
+        self.pending = tokens[keep:]  # prompt tokens still to evaluate
+        self.n_past = keep
+        self.limit = limit
+        self.num_ctx = num_ctx
+        self.generated: list[int] = []
+        self.next_token: int | None = None  # sampled, not yet fed back
+        self.held: list[str] = []
+        emit = (lambda t: out.put(Token(t))) if job.stream else self.held.append
+        self.text = TextAssembler(job.stop, emit)
+        self.start = time.perf_counter_ns()
+        self.first = 0
+        self.done_reason: str | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        return self.job.sampling.seed >= 0
+
+    def finish(self) -> Finished:
+        end = time.perf_counter_ns()
+        if not self.job.cancel.is_set():
+            self.text.finish()
+        if self.held:
+            self.out.put(Token("".join(self.held)))
+        first = self.first or end
+        return Finished(
+            done_reason=self.done_reason or "stop", prompt_eval_count=len(self.tokens),
+            prompt_eval_duration=max(1, first - self.start), eval_count=len(self.generated),
+            eval_duration=max(1, end - first), context=self.tokens + self.generated,
+        )
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Decoder:
+    """The step loop's state: slots, waiting jobs, and the owned llama.cpp context."""
+
+    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None]) -> None:
+        self.lctx = lctx
+        self.num_ctx = lctx.shape.num_ctx
+        self.slots = [Slot(seq_id=i) for i in range(lctx.shape.parallel)]
+        self.waiting: deque[tuple[GenerationJob, queue.Queue[Any]]] = deque()
+        self.on_admit = on_admit  # a job left the queue (admitted or dropped): for OLLAMA_MAX_QUEUE
+        self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
+        self.peak_active = 0  # most sequences decoded together so far
+
+    def submit(self, job: GenerationJob, out: "queue.Queue[Any]") -> None:
+        self.waiting.append((job, out))
+
+    def busy(self) -> bool:
+        return bool(self.waiting) or any(s.sequence for s in self.slots)
+
+    def active(self) -> list[Sequence]:
+        return [s.sequence for s in self.slots if s.sequence is not None]
+
+    # ---- admission ------------------------------------------------------------------------------
+
+    def _drop_cancelled(self) -> None:
+        """Jobs cancelled while queued still end (a "cancelled" Finished), so no consumer waits forever."""
+        if not any(job.cancel.is_set() for job, _ in self.waiting):
+            return
+        kept: deque[tuple[GenerationJob, queue.Queue[Any]]] = deque()
+        for job, out in self.waiting:
+            if job.cancel.is_set():
+                self.on_admit()
+                out.put(Finished("cancelled", len(job.tokens), 1, 0, 1, list(job.tokens)))
+            else:
+                kept.append((job, out))
+        self.waiting = kept
+
+    def _admit(self) -> None:
+        self._drop_cancelled()
+        while self.waiting:
+            job, out = self.waiting[0]
+            running = self.active()
+            if any(s.exclusive for s in running):
+                return
+            seeded = job.sampling.seed >= 0
+            if seeded and running:
+                return  # FIFO: a seeded job waits for the running ones, and nothing passes it
+            free = [s for s in self.slots if s.sequence is None]
+            if not free:
+                return
+            self.waiting.popleft()
+            self.on_admit()
+            try:
+                self._start(job, out, free, seeded)
+            except BaseException as exc:  # noqa: BLE001 - delivered to that job's consumer
+                out.put(exc)
+
+    def _start(self, job: GenerationJob, out: "queue.Queue[Any]", free: list[Slot], seeded: bool) -> None:
+        n_ctx = self.num_ctx
+        tokens = list(job.tokens)
+        if len(tokens) >= n_ctx:
+            keep = max(0, min(job.num_keep, n_ctx // 2))
+            log.warning("prompt of %d tokens exceeds num_ctx %d; truncating its middle", len(tokens), n_ctx)
+            tokens = tokens[:keep] + tokens[len(tokens) - (n_ctx - 1 - keep) :]
+        if seeded:
+            self.lctx.clear()  # evaluated from scratch, alone: see the module docstring
+            for s in self.slots:
+                s.cached = []
+            slot, reuse = self.slots[0], 0
+        else:
+            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+            reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)  # one token left for fresh logits
+        if not self.lctx.forget(slot.seq_id, reuse):
+            self.lctx.forget(slot.seq_id, 0)
+            reuse = 0
+        slot.cached = slot.cached[:reuse]
+        sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar)
+        limit = job.num_predict if job.num_predict >= 0 else n_ctx  # -1 and -2: until the context is full
+        seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx)
+        slot.sequence = seq
+        if limit == 0:
+            self._retire(seq, "length")
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._admit()
+        for seq in self.active():
+            if seq.job.cancel.is_set():
+                self._retire(seq, "stop")
+        running = self.active()
+        if not running:
+            return
+        self.peak_active = max(self.peak_active, len(running))
+        entries: list[tuple[int, int, int, bool]] = []
+        outputs: list[tuple[Sequence, int]] = []
+        for seq in running:
+            if seq.next_token is not None:
+                outputs.append((seq, len(entries)))
+                entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
+        budget = self.lctx.n_batch - len(entries)
+        prefilling = [s for s in running if s.pending]
+        for i, seq in enumerate(prefilling):
+            share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
+            chunk = seq.pending[:share]
+            if not chunk:
+                continue
+            for k, token in enumerate(chunk):
+                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
+                if last:
+                    outputs.append((seq, len(entries)))
+                entries.append((token, seq.n_past + k, seq.slot.seq_id, last))
+            budget -= len(chunk)
+        if not entries:
+            return
+        code = self.lctx.decode(entries)
+        if code != 0:
+            error = EngineError(f"llama_decode failed ({code}) with {len(entries)} tokens in {len(running)} sequences")
+            for seq in running:
+                self.lctx.forget(seq.slot.seq_id, 0)
+                seq.slot.cached = []
+                self._fail(seq, error)
+            return
+        self.tokens_decoded += len(entries)
+        # What each sequence fed in is now in its KV cells.
+        for seq in running:
+            if seq.next_token is not None:
+                seq.slot.cached.append(seq.next_token)
+                seq.n_past += 1
+                seq.next_token = None
+        for seq in prefilling:
+            fed = [e for e in entries if e[2] == seq.slot.seq_id]
+            seq.slot.cached.extend(seq.pending[: len(fed)])
+            seq.n_past += len(fed)
+            seq.pending = seq.pending[len(fed) :]
+        for seq, row in outputs:
+            self._advance(seq, row)
+
+    def _advance(self, seq: Sequence, row: int) -> None:
+        """Sample this sequence's next token from batch row ``row``; emit or retire it."""
+        token = seq.sampler.sample(self.lctx.ctx, row)
+        if not seq.first:
+            seq.first = time.perf_counter_ns()
+        if seq.job.cancel.is_set():
+            return self._retire(seq, "stop")
+        if self.lctx.is_eog(token):
+            return self._retire(seq, "stop")
+        seq.generated.append(token)
+        if seq.text.add(self.lctx.piece(token)):
+            return self._retire(seq, "stop")
+        if len(seq.generated) >= seq.limit or len(seq.tokens) + len(seq.generated) >= seq.num_ctx:
+            return self._retire(seq, "length")
+        seq.next_token = token
+
+    def _retire(self, seq: Sequence, reason: str) -> None:
+        seq.done_reason = reason
+        slot = seq.slot
+        slot.sequence = None
+        slot.last_used = time.monotonic()
+        seq.sampler.close()
+        try:
+            seq.out.put(seq.finish())
+        except BaseException as exc:  # noqa: BLE001
+            seq.out.put(exc)
+
+    def _fail(self, seq: Sequence, error: OllamaMagicError) -> None:
+        seq.slot.sequence = None
+        seq.sampler.close()
+        seq.out.put(error)
+
+    def fail_all(self, error: OllamaMagicError) -> None:
+        """The model is going away: every waiting and running job ends with ``error``."""
+        for seq in self.active():
+            self._fail(seq, error)
+        while self.waiting:
+            _, out = self.waiting.popleft()
+            self.on_admit()
+            out.put(error)

@@ -1,0 +1,127 @@
+"""Our own handle on a llama.cpp model, its multi-sequence context and one reusable batch.
+
+The high-level ``llama_cpp.Llama`` serves one sequence per context (it raises ``n_seq_max`` only for
+embedding contexts), so the batching decoder drives the C API itself through this small wrapper
+instead of reaching into ``Llama``'s privates. Everything here except :meth:`tokenize` must run on the
+model's owner thread (see ``runner.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    """The load-time numbers of one context (Ollama's rule: n_ctx = parallel x num_ctx)."""
+
+    num_ctx: int  # tokens each sequence may hold
+    parallel: int  # sequences decoded together
+    num_batch: int  # tokens per llama_decode
+    threads: int
+    num_gpu: int
+    use_mmap: bool
+
+    @property
+    def n_ctx(self) -> int:
+        return self.num_ctx * self.parallel
+
+
+class LlamaContext:
+    """One model, one context with ``parallel`` sequences in a unified KV cache, one batch.
+
+    The KV cache is unified (one pool of n_ctx cells, masked per sequence), as llama-server's default
+    4-slot mode: with split per-sequence caches llama.cpp only puts consecutive sequence ids into one
+    micro-batch, so slots 0 and 2 decoding together would cost two passes over the weights.
+    """
+
+    def __init__(self, path: Path, shape: ContextShape) -> None:
+        llama_cpp.llama_backend_init()
+        self.shape = shape
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if shape.num_gpu < 0 else shape.num_gpu
+        mparams.use_mmap = shape.use_mmap
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise ValueError(f"failed to load model from file: {path}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = shape.n_ctx
+        cparams.n_batch = shape.num_batch
+        cparams.n_ubatch = shape.num_batch
+        cparams.n_seq_max = shape.parallel
+        cparams.n_threads = shape.threads
+        cparams.n_threads_batch = shape.threads
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama() (and today's engine)
+        cparams.kv_unified = True
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
+            raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.n_batch = shape.num_batch
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._piece_buffer = ctypes.create_string_buffer(256)
+
+    # ---- vocabulary (tokenize is thread-safe in llama.cpp; the rest is cheap and read-only) ----
+
+    def tokenize(self, text: bytes, *, add_bos: bool, special: bool = True) -> list[int]:
+        size = len(text) + 8
+        buffer = (llama_cpp.llama_token * size)()
+        n = llama_cpp.llama_tokenize(self.vocab, text, len(text), buffer, size, add_bos, special)
+        if n < 0:
+            size = -n
+            buffer = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self.vocab, text, len(text), buffer, size, add_bos, special)
+        return list(buffer[:n])
+
+    def piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, False)
+        if n < 0:
+            self._piece_buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, False)
+        return self._piece_buffer.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return b"".join(self.piece(t) for t in tokens)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
+        """Decode (token, position, seq_id, wants_logits) entries in one llama_decode; returns its code.
+
+        Output rows are numbered in entry order, counting only entries that want logits.
+        """
+        batch = self.batch
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+        batch.n_tokens = len(entries)
+        return llama_cpp.llama_decode(self.ctx, batch)
+
+    def forget(self, seq: int, start: int = 0) -> bool:
+        """Drop a sequence's cells from ``start`` on (False: the model cannot cut a sequence there)."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1))
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_batch_free(self.batch)
+            llama_cpp.llama_free(self.ctx)
+            llama_cpp.llama_model_free(self.model)
+            self.ctx = None
+            self.model = None

@@ -1,0 +1,200 @@
+"""What ``--context N`` and ``--vars a,b`` attach to a message, and the "sent with" line that shows it.
+
+The context is the code of the last N cells with their text results (and errors), and a compact
+summary of each named variable (a DataFrame's shape, dtypes and head; other values truncated). It
+is fitted to the model's context with the model's own tokenizer: the oldest cells go first, then
+variable summaries are cut short. The user sees exactly what left the notebook in a collapsed line.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import InvalidRequest
+from .context_fit import CHARS_PER_TOKEN, context_length
+
+#: The share of the model's context the attached notebook context may fill (the rest is for the
+#: thread, the message and the answer).
+CONTEXT_SHARE = 0.5
+TEXT_LIMIT = 400
+HEAD_ROWS = 5
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass
+class NotebookContext:
+    """The pieces attached to one message, kept apart so the "sent with" line can name them."""
+
+    cells: list[tuple[int, str]] = field(default_factory=list)  # (cell number, its text block)
+    variables: list[tuple[str, str]] = field(default_factory=list)  # (name, summary)
+    tokens: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.cells or self.variables)
+
+    def text(self) -> str:
+        parts = ["Context from the notebook:"]
+        parts += [block for _, block in self.cells]
+        if self.variables:
+            parts.append("Variables:\n" + "\n".join(summary for _, summary in self.variables))
+        return "\n\n".join(parts)
+
+    def wrap(self, message: str) -> str:
+        """The message as sent: the context first, then what the user wrote."""
+        return f"{self.text()}\n\nMessage:\n{message}" if self else message
+
+    def label(self) -> str:
+        what = []
+        if self.cells:
+            numbers = [n for n, _ in self.cells]
+            what.append(f"cell {numbers[0]}" if len(numbers) == 1 else f"cells {numbers[0]}-{numbers[-1]}")
+        if self.variables:
+            what.append("vars " + ", ".join(name for name, _ in self.variables))
+        return f"sent with: {'; '.join(what)} ({self.tokens} tokens)"
+
+
+class SentWith:
+    """The collapsed "sent with" line shown above a reply; expands to the exact text sent."""
+
+    def __init__(self, context: NotebookContext) -> None:
+        self.context = context
+
+    def _repr_html_(self) -> str:
+        return (f"<details><summary>{html.escape(self.context.label())}</summary>"
+                f"<pre>{html.escape(self.context.text())}</pre></details>")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.context.label())
+
+
+def truncate(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarize(name: str, value: Any, limit: int = TEXT_LIMIT) -> str:
+    """A few lines that tell a model what ``value`` is without sending all of it."""
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        dtypes = ", ".join(f"{c}: {t}" for c, t in value.dtypes.astype(str).items())
+        return (f"{name}: DataFrame, {value.shape[0]} rows x {value.shape[1]} columns\n"
+                f"  dtypes: {truncate(dtypes, limit)}\n  head:\n{value.head(HEAD_ROWS).to_string(max_colwidth=40)}")
+    if isinstance(value, pd.Series):
+        return (f"{name}: Series {value.name!r}, {len(value)} rows, dtype {value.dtype}\n"
+                f"  head:\n{value.head(HEAD_ROWS).to_string(max_rows=HEAD_ROWS)}")
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"{name}: {type(value).__name__} shape {tuple(shape)} dtype {value.dtype}: {truncate(repr(value), limit)}"
+    if isinstance(value, (str, bytes)):
+        return f"{name}: {type(value).__name__} of length {len(value)}: {truncate(repr(value), limit)}"
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"{name}: {type(value).__name__} of {len(value)} items: {truncate(repr(value), limit)}"
+    return f"{name}: {type(value).__name__}: {truncate(repr(value), limit)}"
+
+
+def _text_result(shell: Any, value: Any) -> str:
+    data, _ = shell.display_formatter.format(value)
+    return str(data.get("text/plain", ""))
+
+
+def recent_cells(shell: Any, count: int) -> list[tuple[int, str]]:
+    """The last ``count`` cells before the running one: their code, text result and error."""
+    from .errorhelp import error_log
+
+    ns = shell.user_ns
+    inputs, outputs, errors = ns.get("In", []), ns.get("Out", {}), ns.get("Err", {})
+    running = error_log(shell).running
+    current = running if running is not None else shell.execution_count
+    blocks = []
+    for n in range(max(1, current - count), current):
+        code = inputs[n] if n < len(inputs) else ""
+        if not code.strip():
+            continue
+        block = f"[cell {n}]\n```python\n{code.strip()}\n```"
+        if n in outputs:
+            block += f"\n[output {n}]\n{truncate(_text_result(shell, outputs[n]))}"
+        if n in errors:
+            block += f"\n[error {n}]\n{truncate(dict.__getitem__(errors, n), 2 * TEXT_LIMIT)}"
+        blocks.append((n, block))
+    return blocks
+
+
+def build_context(shell: Any, namespace: Mapping[str, Any], *, cells: int = 0, names: list[str] | None = None,
+                  count_tokens: TokenCounter, budget: int) -> NotebookContext:
+    """The context for ``--context cells --vars names``, within ``budget`` tokens."""
+    if cells < 0:
+        raise InvalidRequest("--context takes a number of cells (0 or more)")
+    variables = []
+    for name in names or []:
+        if name not in namespace:
+            raise InvalidRequest(f"--vars {name}: no variable named {name!r} in the notebook")
+        variables.append((name, summarize(name, namespace[name])))
+    context = NotebookContext(recent_cells(shell, cells) if cells else [], variables)
+    context.tokens = count_tokens(context.text()) if context else 0
+    while context.cells and context.tokens > budget:
+        context.cells.pop(0)  # the oldest cell first
+        context.tokens = count_tokens(context.text())
+    limit = TEXT_LIMIT
+    while context.variables and context.tokens > budget and limit > 20:
+        limit //= 2
+        context.variables = [(name, summarize(name, namespace[name], limit)[: limit * 4]) for name, _ in variables]
+        context.tokens = count_tokens(context.text())
+    return context
+
+
+def token_counter(backend: Any, model: str) -> TokenCounter:
+    """The model's tokenizer through the Backend: its ``tokenize`` when it has one, else the loaded
+    runner's (the in-kernel engine), else a pessimistic guess (a remote server without /api/tokenize)."""
+    tokenize = getattr(backend, "tokenize", None)
+    if callable(tokenize):
+        try:
+            _count_with(tokenize, model, "probe")
+            return lambda text: _count_with(tokenize, model, text)
+        except Exception:  # noqa: BLE001 - another signature or a server without it: try the runner
+            pass
+    runner = _loaded_runner(backend, model)
+    if runner is not None:
+        return lambda text: len(runner.tokenize(text, add_bos=False))
+    return lambda text: len(text) // CHARS_PER_TOKEN + 1
+
+
+def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
+    result = tokenize(model, text)
+    tokens = getattr(result, "tokens", None)
+    if tokens is None and isinstance(result, Mapping):
+        tokens = result.get("tokens")
+    return len(tokens if tokens is not None else result)
+
+
+def _loaded_runner(backend: Any, model: str) -> Any:
+    scheduler = getattr(backend, "scheduler", None)
+    if scheduler is None:
+        return None
+    from ..names import ModelName
+
+    name = ModelName.parse(model).short
+    backend.load(model)  # the chat needs it loaded anyway; loading first makes the count exact
+    for entry in scheduler:
+        if entry.key == (name, False):
+            return entry.runner
+    return None
+
+
+def model_context_length(backend: Any, model: str, options: Mapping[str, Any]) -> int:
+    """The request's num_ctx, else the loaded model's context, else the default."""
+    if options.get("num_ctx"):
+        return context_length(options)
+    from ..names import ModelName
+
+    name = ModelName.parse(model).short
+    for entry in getattr(backend, "scheduler", None) or []:
+        if entry.key == (name, False):
+            return int(entry.context_length)
+    return context_length(options)
+
+
+__all__ = ["NotebookContext", "SentWith", "build_context", "model_context_length", "recent_cells", "summarize",
+           "token_counter"]

@@ -1,0 +1,201 @@
+"""One prompt over every row of a column: ``%chat --over df.review "Summarize: {text}"``.
+
+Each distinct row is one request on the session's Backend, submitted from a small thread pool so
+the engine sees them together: running them side by side is the engine's job (its parallel
+sequences), never ours, so no model is loaded twice. Results come back aligned to the input's
+index: a Series of answers, or with ``fmt="json"`` a DataFrame with one column per field.
+
+What a column of prompts needs that a loop does not give: a failing row carries its error instead
+of stopping the rest; Ctrl-C keeps every row that finished (the rest are NA); a value repeated in
+the column is asked once; a seed makes the whole column reproducible; and none of these turns
+enters the notebook's conversation threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from ..errors import InvalidRequest, OllamaMagicError
+from .display import strip_fence
+
+#: Where the row's text goes in the prompt; a prompt without it gets the text after a blank line.
+ROW_FIELD = "{text}"
+#: Requests in flight at once: the engine's parallel sequences per model (see the engine's scheduler).
+DEFAULT_WORKERS = 4
+
+
+class RowError(OllamaMagicError):
+    """What a row that failed holds instead of an answer (``str(err)`` says why)."""
+
+
+def row_prompt(prompt: str, text: str) -> str:
+    return prompt.replace(ROW_FIELD, text) if ROW_FIELD in prompt else f"{prompt}\n\n{text}"
+
+
+def _as_series(values: Any) -> pd.Series:
+    if isinstance(values, pd.Series):
+        return values
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] != 1:
+            raise InvalidRequest(f"--over needs one column, got a DataFrame with {values.shape[1]}: pick one (df.col)")
+        return values.iloc[:, 0]
+    if isinstance(values, str):
+        return pd.Series([values])
+    if isinstance(values, Iterable):
+        return pd.Series(list(values))
+    raise InvalidRequest(f"--over needs a column (a Series, list or other iterable), got {type(values).__name__}")
+
+
+def _schema_columns(schema: Mapping[str, Any] | None) -> list[str] | None:
+    if not schema:
+        return None
+    properties = schema.get("properties")
+    return list(properties) if isinstance(properties, Mapping) else None
+
+
+def _ask(backend: Any, model: str, messages: list[dict[str, Any]], options: Mapping[str, Any] | None,
+         format: Any, stop: threading.Event) -> str:
+    stream = backend.chat(model, messages, stream=True, options=dict(options) if options else None, format=format)
+    parts: list[str] = []
+    try:
+        for chunk in stream:
+            parts.append(chunk.message.content or "")
+            if stop.is_set():
+                raise KeyboardInterrupt
+    finally:
+        stream.close()  # stops decoding at once when we left early
+    return "".join(parts)
+
+
+def chat_over(
+    values: Any,
+    prompt: str,
+    *,
+    model: str | None = None,
+    backend: Any = None,
+    system: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    fmt: str = "text",
+    schema: Mapping[str, Any] | None = None,
+    workers: int = DEFAULT_WORKERS,
+    progress: bool = True,
+) -> pd.Series | pd.DataFrame:
+    """Ask ``prompt`` (``{text}`` marks the row) for every row of ``values`` concurrently.
+
+    Returns a Series aligned to ``values``' index (answers as str; a failed row holds its
+    :class:`RowError`; rows never asked because of Ctrl-C are NA), or for ``fmt="json"`` a DataFrame
+    with one column per field (the ``schema``'s properties, in order, constrained by grammar; plus an
+    ``error`` column when a row failed). ``backend``/``model`` default to the notebook session's."""
+    if fmt not in ("text", "markdown", "json"):
+        raise InvalidRequest(f"--over answers are text or json, not {fmt!r}")
+    if workers < 1:
+        raise InvalidRequest("workers must be at least 1")
+    if backend is None or model is None:
+        from . import current_session
+
+        session = current_session()
+        backend = backend if backend is not None else session.backend
+        model = model or session.chat_model
+    column = _as_series(values)
+    texts = [None if _missing(v) else str(v) for v in column]
+    distinct = list(dict.fromkeys(t for t in texts if t is not None))
+    format = (dict(schema) if schema else "json") if fmt == "json" else None
+    head = [{"role": "system", "content": system}] if system else []
+
+    from tqdm.auto import tqdm
+
+    answers: dict[str, str | RowError] = {}
+    stop = threading.Event()
+    interrupted = False
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-over") as pool, \
+            tqdm(total=len(distinct), desc=f"{model} rows", unit="row", disable=not progress) as bar:
+        futures: dict[Future[str], str] = {
+            pool.submit(_ask, backend, model, [*head, {"role": "user", "content": row_prompt(prompt, text)}],
+                        options, format, stop): text
+            for text in distinct
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    answers[futures[future]] = _outcome(future)
+                    bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            for future in pending:
+                future.cancel()
+            for future in pending:  # running ones stop after their current token
+                if not future.cancelled():
+                    try:
+                        outcome = _outcome(future)
+                    except KeyboardInterrupt:
+                        continue
+                    answers[futures[future]] = outcome
+    results = [answers.get(t) if t is not None else None for t in texts]
+    failed = sum(isinstance(r, RowError) for r in results)
+    meta = {"model": model, "prompt": prompt, "asked": len(answers), "distinct": len(distinct), "failed": failed,
+            "interrupted": interrupted}
+    if fmt == "json":
+        out: pd.Series | pd.DataFrame = _frame(results, column.index, _schema_columns(schema))
+    else:
+        out = pd.Series(results, index=column.index, name=column.name, dtype=object)
+    out.attrs["ollama_magic"] = meta
+    if interrupted and progress:
+        import sys
+
+        print(f"interrupted: kept {len(answers)} of {len(distinct)} distinct rows; the rest are NA", file=sys.stderr)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _outcome(future: Future[str]) -> str | RowError:
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one row's failure is that row's value
+        return exc if isinstance(exc, RowError) else RowError(f"{type(exc).__name__}: {exc}")
+
+
+def _frame(results: list[Any], index: pd.Index, columns: list[str] | None) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    errors: list[str | None] = []
+    for result in results:
+        if result is None:
+            rows.append({})
+            errors.append(None)
+            continue
+        if isinstance(result, RowError):
+            rows.append({})
+            errors.append(str(result))
+            continue
+        try:
+            value = json.loads(strip_fence(result))
+        except json.JSONDecodeError as exc:
+            rows.append({})
+            errors.append(f"not JSON ({exc}): {result[:80]!r}")
+            continue
+        if not isinstance(value, dict):
+            value = {"value": value}
+        rows.append(value)
+        errors.append(None)
+    frame = pd.DataFrame(rows, index=index, columns=columns) if columns else pd.DataFrame(rows, index=index)
+    if any(errors):
+        frame["error"] = errors
+    return frame
+
+
+__all__ = ["DEFAULT_WORKERS", "RowError", "chat_over", "row_prompt"]

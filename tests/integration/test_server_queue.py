@@ -1,0 +1,84 @@
+"""The HTTP server under load, as Ollama behaves: a bounded queue (503 beyond OLLAMA_MAX_QUEUE),
+non-streaming clients that hang up stop their generation, and waiting requests starve nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Iterator
+
+import pytest
+import requests
+
+from ollama_magic import Engine
+from ollama_magic.engine.runner import Runner
+from ollama_magic.server import BackgroundServer
+
+pytestmark = pytest.mark.integration
+GEMMA = "gemma3:270m"
+BUSY = {"error": "server busy, please try again.  maximum pending requests exceeded"}
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+           clone_registered) -> Iterator[tuple[str, Engine]]:
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "1")
+    monkeypatch.setenv("OLLAMA_MAX_QUEUE", "2")
+    with Engine(clone_registered(tmp_path_factory.mktemp("queue") / "models")) as engine:
+        server = BackgroundServer(engine, port=0)
+        url = server.start()
+        requests.post(url + "/api/generate", json={"model": GEMMA, "prompt": "Hi", "stream": False,
+                                                   "options": {"num_predict": 1}}, timeout=120).raise_for_status()
+        yield url, engine
+        server.stop()
+
+
+def runner_of(engine: Engine) -> Runner:
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
+    return entry.runner
+
+
+def test_requests_beyond_max_queue_get_ollamas_503(served: tuple[str, Engine]) -> None:
+    url, engine = served
+    runner = runner_of(engine)
+    body = {"model": GEMMA, "prompt": "Tell me a very long story.", "options": {"num_predict": 2000}}
+    with requests.post(url + "/api/generate", json=body, stream=True, timeout=60) as running:
+        next(running.iter_lines())  # the only slot is taken
+        results: list[int] = []
+        queued = [threading.Thread(target=lambda: results.append(requests.post(
+            url + "/api/generate", json={"model": GEMMA, "prompt": "Hi", "stream": False,
+                                         "options": {"num_predict": 1}}, timeout=120).status_code))
+            for _ in range(2)]
+        for t in queued:
+            t.start()
+        deadline = time.monotonic() + 30
+        while runner.waiting < 2:
+            assert time.monotonic() < deadline, "the two requests never queued"
+            time.sleep(0.02)
+        refused = requests.post(url + "/api/chat", json={"model": GEMMA, "messages": [{"role": "user", "content": "x"}]},
+                                timeout=30)
+        assert refused.status_code == 503 and refused.json() == BUSY
+        # /api/tags and /api/ps still answer while requests wait
+        assert requests.get(url + "/api/ps", timeout=10).json()["models"][0]["name"] == GEMMA
+    for t in queued:  # the stream's client went away: the queued ones run and succeed
+        t.join(timeout=120)
+    assert results == [200, 200]
+
+
+def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(served: tuple[str, Engine]) -> None:
+    url, engine = served
+    runner = runner_of(engine)
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
+    body = {"model": GEMMA, "prompt": "Tell me a very long story.", "stream": False, "options": {"num_predict": 3000}}
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(url + "/api/generate", data=json.dumps(body), timeout=(10, 2))
+    deadline = time.monotonic() + 15  # 3000 tokens would take minutes; a cancelled job ends within a token
+    while entry.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert entry.active == 0
+    decoded = runner.tokens_decoded
+    assert runner.call(lambda: runner.tokens_decoded) == decoded  # nothing runs on behind its back
+    ok = requests.post(url + "/api/generate", json={"model": GEMMA, "prompt": "Hi", "stream": False,
+                                                    "options": {"num_predict": 2}}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["eval_count"] == 2
