@@ -252,6 +252,10 @@ class Runner:
         """Tokens put through llama_decode since the load (generation models)."""
         return self.decoder.tokens_decoded if self.decoder is not None else 0
 
+    def n_vocab(self) -> int:
+        """Token ids run 0..n_vocab-1; read from the vocab, which both kinds of model (``lctx`` or ``llm``) have."""
+        return int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         """Thread-safe in llama.cpp (llama.h says so), so it runs on the caller's thread. The scheduler
         never frees a model while a request holds it, so this cannot race an unload."""

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict
 from ..engine import Engine
 from ..errors import InvalidRequest, OllamaMagicError
 from .openai_api import think_from_effort
+from .schemas import openai_responses, sse_responses
 from .sse import SSE_MEDIA_TYPE
 from .streaming import dumps, in_thread, open_stream
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=openai_responses())
 
 
 class ResponsesBody(BaseModel):
@@ -296,7 +297,7 @@ def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
     return output
 
 
-@router.post("/responses")
+@router.post("/responses", responses=sse_responses())
 async def responses(body: ResponsesBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
     response = _Response(body)
