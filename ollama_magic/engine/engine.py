@@ -384,7 +384,7 @@ class Engine:
         embedding = record.gguf_info().is_embedding_model
         entry, _ = self._acquire(record, self._options(record, options), embedding=embedding)
         try:
-            n_vocab = entry.runner.n_vocab()
+            n_vocab = entry.runner.n_vocab
             bad = [t for t in tokens if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < n_vocab]
             if bad:
                 raise InvalidRequest(f"invalid token {bad[0]!r}: this model's token ids are 0 to {n_vocab - 1}")
@@ -552,7 +552,7 @@ class Engine:
             return dict(
                 name=record.name.short, digest=record.manifest_digest, size=size,
                 size_vram=size * on_gpu // layers, details=details.model_dump(),
-                context_length=runner.n_ctx,  # what llama.cpp allocated (it rounds num_ctx up)
+                context_length=runner.n_ctx,  # the context each request gets (the decoder caps every slot at it)
                 gpu_layers=on_gpu, layers=layers,
             )
 
@@ -595,7 +595,7 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
-            n_vocab = runner.n_vocab()
+            n_vocab = runner.n_vocab
             if context and not all(0 <= t < n_vocab for t in context):
                 raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
             tokens = (context or []) + runner.tokenize(text, add_bos=not context)

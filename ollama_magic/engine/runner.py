@@ -239,6 +239,15 @@ class Runner:
         return self.load_options.num_ctx
 
     @property
+    def n_vocab(self) -> int:
+        """The model's vocabulary size: token ids are 0..n_vocab-1."""
+        if self.lctx is not None:
+            return self.lctx.n_vocab
+        if self.llm is None:
+            raise EngineError(f"model {self.name} was unloaded")
+        return self.llm.n_vocab()
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -251,10 +260,6 @@ class Runner:
     def tokens_decoded(self) -> int:
         """Tokens put through llama_decode since the load (generation models)."""
         return self.decoder.tokens_decoded if self.decoder is not None else 0
-
-    def n_vocab(self) -> int:
-        """Token ids run 0..n_vocab-1; read from the vocab, which both kinds of model (``lctx`` or ``llm``) have."""
-        return int(llama_cpp.llama_vocab_n_tokens(self.vocab))
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         """Thread-safe in llama.cpp (llama.h says so), so it runs on the caller's thread. The scheduler

@@ -111,7 +111,7 @@ def test_with_an_api_key_a_client_that_disconnects_still_cancels_its_generation(
         while entry.active and time.monotonic() < deadline:
             time.sleep(0.05)
         assert entry.active == 0  # 3000 tokens would take minutes: the disconnect reached the engine
-        assert entry.runner.llm.n_tokens < 200
+        assert entry.runner.tokens_decoded < 200
 
 
 # ---- copy over an existing name -------------------------------------------------------------------
@@ -290,9 +290,12 @@ def test_the_ollama_client_streams_a_load(url: str) -> None:
     assert [c.done for c in chunks] == [True] and chunks[0].done_reason == "load"
 
 
-def test_ps_reports_the_context_llama_cpp_allocated(url: str, engine: Engine) -> None:
+def test_ps_reports_the_context_each_request_really_gets(url: str, engine: Engine) -> None:
+    """With parallel slots llama.cpp allocates num_ctx x slots (rounded up); the decoder caps every
+    sequence at num_ctx, so that is the context a request gets and what ps reports."""
     post(url, "/api/generate", {"model": GEMMA, "prompt": "hi", "stream": False, "options": {"num_ctx": 300, "num_predict": 1}})
     [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
     [model] = [m for m in requests.get(url + "/api/ps", timeout=10).json()["models"] if m["name"] == GEMMA]
-    assert model["context_length"] == entry.runner.llm.n_ctx()
+    assert model["context_length"] == entry.runner.n_ctx == 300
+    assert entry.runner.lctx.n_ctx >= 300 * entry.runner.load_options.num_parallel
     post(url, "/api/generate", {"model": GEMMA, "keep_alive": 0, "stream": False})
