@@ -1,4 +1,5 @@
-"""``ollama-magic``: the ollama CLI's verbs over our store (``list``, ``show``, ``create``, ``cp``, ``rm``).
+"""``ollama-magic``: the ollama CLI's verbs over our store (``list``, ``show``, ``create``, ``cp``, ``rm``,
+``pull``, ``push``).
 
 Every failure ends in one ``Error: ...`` line and a non-zero exit code; a traceback means a bug.
 """
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ._version import __version__
-from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register, register_on_first_use
+from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
 from .errors import OllamaMagicError
-from .formatting import PS_HEADER, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
+from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
 from .hosts import env_host, ollama_host
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
@@ -71,13 +72,26 @@ def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
 
 
 def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
-    for name in args.names or list(EMBEDDED_MODELS):
-        update, close = byte_progress(f"importing {name}")
-        try:
-            created = register(store, name, on_bytes=update)
-        finally:
-            close()
-        print(f"{name}: {'registered' if created else 'already installed'}")
+    from .engine import Engine
+
+    names = [require_embedded(name).name for name in args.names or list(EMBEDDED_MODELS)]
+    with Engine(store) as engine:
+        for name in names:
+            ProgressBars().follow(engine.pull(name, stream=True))
+
+
+def cmd_pull(store: ModelStore, args: argparse.Namespace) -> None:
+    from .engine import Engine
+
+    with Engine(store) as engine:
+        ProgressBars().follow(engine.pull(args.name, insecure=args.insecure, stream=True))
+
+
+def cmd_push(store: ModelStore, args: argparse.Namespace) -> None:
+    from .engine import Engine
+
+    with Engine(store) as engine:
+        ProgressBars().follow(engine.push(args.name, insecure=args.insecure, stream=True))
 
 
 def _server_client():  # noqa: ANN202 - an ollama.Client
@@ -231,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="unload a model from the server at $OLLAMA_HOST")
     stop.add_argument("name")
     stop.set_defaults(func=cmd_stop)
+
+    for verb, summary in (("pull", "pull a model from a registry (registry.ollama.ai, hf.co, host:port/ns/model)"),
+                          ("push", "push a model to the registry its name names (host/namespace/model:tag)")):
+        transfer = sub.add_parser(verb, help=summary)
+        transfer.add_argument("name")
+        transfer.add_argument("--insecure", action="store_true", help="plain http, no TLS")
+        transfer.set_defaults(func=cmd_pull if verb == "pull" else cmd_push)
 
     setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
     setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}")

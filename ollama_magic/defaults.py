@@ -21,15 +21,17 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import InvalidModelName, MissingPackage, NotFound
 from .names import ModelName
+from .registry.progress import run_with_progress
 from .store.blobs import CHUNK, Progress
 from .store.store import ModelStore
-from .types import CreateRequest
+from .types import CreateRequest, ProgressResponse
 
 log = logging.getLogger("ollama_magic")
 
@@ -185,11 +187,16 @@ def embedded_model(name: str) -> EmbeddedModel | None:
         return None
 
 
-def register(store: ModelStore, name: str, on_bytes: Progress | None = None) -> bool:
-    """Register one embedded model; False if it was already installed (nothing is touched then)."""
+def require_embedded(name: str) -> EmbeddedModel:
     model = embedded_model(name)
     if model is None:
         raise NotFound(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+    return model
+
+
+def register(store: ModelStore, name: str, on_bytes: Progress | None = None) -> bool:
+    """Register one embedded model; False if it was already installed (nothing is touched then)."""
+    model = require_embedded(name)
     if store.exists(model.name):
         return False
     log.info("registering embedded model %s in %s", model.name, store.root)
@@ -226,3 +233,28 @@ def register_if_default(store: ModelStore, name: str) -> bool:
 
 def register_all(store: ModelStore, on_bytes: Progress | None = None) -> dict[str, bool]:
     return {name: register(store, name, on_bytes) for name in EMBEDDED_MODELS}
+
+
+def register_with_progress(store: ModelStore, name: str) -> Iterator[ProgressResponse]:
+    """Register an embedded model the way a pull reports its work (what ``Engine.pull`` does for
+    these names): progress messages with total/completed bytes while the weights are imported."""
+    model = require_embedded(name)
+    if store.exists(model.name):
+        yield ProgressResponse(status=f"{model.name} is installed (embedded in the {model.package} package)")
+        yield ProgressResponse(status="success")
+        return
+    status = f"registering {model.name} from its Python package"
+    moved = {"completed": 0, "total": None}
+
+    def on_bytes(advance: int, total: int | None) -> None:
+        moved["completed"] += advance
+        moved["total"] = total
+
+    def progress() -> ProgressResponse:
+        return ProgressResponse(status=status, total=moved["total"],
+                                completed=moved["completed"] if moved["total"] else None)
+
+    yield ProgressResponse(status=status)
+    yield from run_with_progress(lambda _cancel: register(store, model.name, on_bytes), progress,
+                                 threading.Event(), f"register {model.name}")
+    yield ProgressResponse(status="success")

@@ -102,6 +102,18 @@ class RemoteError(OllamaMagicError):
     """The server could not be reached, or answered with an error we have no better type for."""
 
 
+class Unauthorized(OllamaMagicError):
+    """A registry refused us: no credentials, or wrong ones."""
+
+    status_code = 401
+
+
+class RegistryError(OllamaMagicError):
+    """A registry could not be reached, or answered with something we cannot use."""
+
+    status_code = 500
+
+
 class NotSupported(OllamaMagicError):
     """The connected server's API has no way to do what was asked (model management on OpenAI's /v1)."""
 
@@ -126,10 +138,12 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "OllamaMagicError",
+    "RegistryError",
     "RemoteError",
     "ServerError",
     "ServerBusy",
     "TemplateError",
+    "Unauthorized",
 ]
 
 

@@ -74,6 +74,56 @@ def byte_progress(description: str) -> tuple[Callable[[int, Optional[int]], None
     return update, close
 
 
+class ProgressBars:
+    """Pull/push progress as Ollama's CLI shows it: one byte bar per blob (``pulling 2af3b81862c6:
+    100% |####| 291M``), every other status on a line of its own. Call it with each progress
+    message (``total``/``completed``/``digest`` as the API sends them); ``close()`` at the end."""
+
+    def __init__(self, file: Any = None, *, lines: bool = True) -> None:
+        self.file = file
+        self.lines = lines  # False: bars only (a caller that sums the statuses up itself)
+        self.bars: dict[str, Any] = {}
+        self.last_status: str | None = None
+        self.seen: list[str] = []
+
+    def __call__(self, progress: Any) -> None:
+        from tqdm.auto import tqdm
+
+        status, total = progress.status or "", progress.total
+        if status != self.last_status:
+            self.seen.append(status)
+        if total:
+            key = progress.digest or status
+            bar = self.bars.get(key)
+            if bar is None:
+                bar = self.bars[key] = tqdm(total=total, unit="B", unit_scale=True, desc=status,
+                                            file=self.file or sys.stderr)
+            bar.update(max(0, (progress.completed or 0) - bar.n))
+        elif status and status != self.last_status:
+            self.close()  # the blobs are done: their bars end before the next line, as in Ollama's CLI
+            if self.lines:
+                print(status, file=self.file or sys.stderr, flush=True)
+        self.last_status = status
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+    def follow(self, statuses: Any) -> Any:
+        """Show every message of a stream; returns the last one (closing the bars even on error)."""
+        last = None
+        try:
+            for last in statuses:
+                self(last)
+        finally:
+            self.close()
+            stop = getattr(statuses, "close", None)
+            if stop is not None:
+                stop()  # Ctrl-C: the transfer stops, what it saved stays resumable
+        return last
+
+
 def processor(size: int, size_vram: int) -> str:
     """Where a loaded model runs, as ``ollama ps`` says it: ``100% CPU``, ``100% GPU``, ``48%/52% CPU/GPU``."""
     if size and size_vram >= size:

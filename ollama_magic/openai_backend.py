@@ -247,8 +247,11 @@ class OpenAIBackend:
     def create(self, model: str, *, stream: bool = False, **fields: Any) -> Any:
         raise self._unsupported("create models")
 
-    def pull(self, model: str) -> Any:
+    def pull(self, model: str, *, insecure: bool = False, stream: bool = False) -> Any:
         raise self._unsupported("pull models")
+
+    def push(self, model: str, *, insecure: bool = False, stream: bool = False) -> Any:
+        raise self._unsupported("push models")
 
     def copy(self, source: str, destination: str) -> Any:
         raise self._unsupported("copy models")

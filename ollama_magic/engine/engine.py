@@ -8,6 +8,7 @@ widgets, the HTTP server) calls these methods; none of them talks to llama.cpp d
 from __future__ import annotations
 
 import base64
+import importlib.util
 import logging
 import math
 import os
@@ -20,10 +21,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ollama
 
-from ..errors import InvalidRequest
+from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
+from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
 from ..names import ModelName
 from ..options import OPTION_DEFAULTS, check_options
+from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
 from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, DetokenizeResponse, GenerateResponse,
@@ -167,23 +170,43 @@ class Engine:
         )
         base = (base_dir or os.getcwd()) if local_paths else None
         statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes)
-        if stream:
-            return statuses
-        last = ProgressResponse(status="success")
-        for last in statuses:
-            pass
-        return last
+        return statuses if stream else _last(statuses)
+
+    def pull(self, model: str, *, insecure: bool = False, stream: bool = False,
+             auth: tuple[str, str] | None = None) -> ProgressResponse | Iterator[ProgressResponse]:
+        """Get a model, with Ollama's progress messages (the last one, unless ``stream``).
+
+        The one pull policy of every front end: an embedded default model (``gemma3:270m``,
+        ``all-minilm``) whose package is installed is registered from it, or reported installed;
+        anything else comes from its registry (registry.ollama.ai, hf.co, or the host in the name;
+        ``insecure`` for plain http), blobs already in the store skipped. ``auth`` is
+        ``(user, password)`` for registries that ask (default: ``$OLLAMA_MAGIC_REGISTRY_AUTH``)."""
+        statuses = self._pull(model, insecure, auth)
+        return statuses if stream else _last(statuses)
+
+    def _pull(self, model: str, insecure: bool, auth: tuple[str, str] | None) -> Iterator[ProgressResponse]:
+        embedded = embedded_model(model)
+        if embedded is not None and importlib.util.find_spec(embedded.package) is not None:
+            yield from register_with_progress(self.store, embedded.name)
+            return
+        try:
+            yield from pull_model(self.store, model, insecure=insecure, auth=auth)
+        except RegistryError as exc:
+            if embedded is None:
+                raise
+            raise RegistryError(f"{exc}; or install its package: {INSTALL_HINT}") from None
+
+    def push(self, model: str, *, insecure: bool = False, stream: bool = False,
+             auth: tuple[str, str] | None = None) -> ProgressResponse | Iterator[ProgressResponse]:
+        """Push an installed model to the registry its name names (``host/namespace/model:tag``;
+        copy it to such a name first), with Ollama's progress messages."""
+        statuses = push_model(self.store, model, insecure=insecure, auth=auth)
+        return statuses if stream else _last(statuses)
 
     def create_blob(self, path: str | os.PathLike[str]) -> str:
         """Copy a local file into the blob store; its digest (``sha256:...``), as ``ollama.Client`` returns."""
         self.store.blobs.directory.mkdir(parents=True, exist_ok=True)
         return self.store.blobs.import_file(Path(path))
-
-    def pull(self, model: str, **_: Any) -> ollama.ProgressResponse:
-        raise InvalidRequest(
-            f"cannot pull {model!r}: no model registry is reachable from here. Import a model instead: "
-            "create it from a local GGUF file (ollama-magic create NAME --from ./model.gguf)"
-        )
 
     # ---- what is loaded ----------------------------------------------------------------------
 
@@ -684,3 +707,11 @@ def _with_tool_names(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if m["role"] == "tool" and not (m.get("tool_name") or m.get("name")) and m.get("tool_call_id"):
             m["tool_name"] = names.get(str(m["tool_call_id"]), "")
     return messages
+
+
+def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:
+    """A non-streaming pull/push/create answers with its last progress message (Ollama's ``waitForStream``)."""
+    last = ProgressResponse(status="success")
+    for last in statuses:
+        pass
+    return last

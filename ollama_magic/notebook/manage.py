@@ -7,16 +7,17 @@ printed once. Every verb goes through the session's backend, in-kernel or remote
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ..defaults import EMBEDDED_MODELS, register
+from ..defaults import EMBEDDED_MODELS
 from ..errors import InvalidRequest, OllamaMagicError
-from ..formatting import (MODEL_COLUMNS, PS_HEADER, byte_progress, gpu_layers, gpu_offload, model_rows, processor, ps_rows,
-                          show_sections)
+from ..formatting import (MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, gpu_layers, gpu_offload, model_rows,
+                          processor, ps_rows, show_sections)
 from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..store.modelfile import create_fields
 from ..store.modelfile import parse as parse_modelfile
@@ -81,18 +82,37 @@ def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
 def setup(session: Any, argv: list[str], shell: Any) -> _Text:
     _parse("setup", argv, lambda p: None)
     lines = []
-    for name in EMBEDDED_MODELS:
-        if session.remote is not None:
-            session.remote.pull(name)  # our server registers it; a real Ollama downloads it
-            lines.append(f"{name}: ready on {session.remote.host}")
-            continue
-        update, close = byte_progress(f"registering {name}")
-        try:
-            added = register(session.engine.store, name, on_bytes=update)
-        finally:
-            close()
-        lines.append(f"{name}: {'registered' if added else 'already installed'}")
+    for name in EMBEDDED_MODELS:  # Engine.pull registers them; a remote Ollama downloads them
+        bars = ProgressBars(sys.stdout, lines=False)
+        bars.follow(session.backend.pull(name, stream=True))
+        if any(s.startswith("registering ") for s in bars.seen):
+            lines.append(f"{name}: registered")
+        elif any(" is installed" in s for s in bars.seen):
+            lines.append(f"{name}: already installed")
+        else:
+            lines.append(f"{name}: pulled")
     return _Text("\n".join(lines))
+
+
+@verb("pull", "NAME [--insecure]: get a model from its registry (registry.ollama.ai, hf.co/USER/REPO, host:port/ns/model)")
+def pull(session: Any, argv: list[str], shell: Any) -> _Text:
+    return _transfer(session, argv, "pull")
+
+
+@verb("push", "NAME [--insecure]: send a model to the registry its name names (host/namespace/model:tag)")
+def push(session: Any, argv: list[str], shell: Any) -> _Text:
+    return _transfer(session, argv, "push")
+
+
+def _transfer(session: Any, argv: list[str], verb_name: str) -> _Text:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name")
+        p.add_argument("--insecure", action="store_true", help="plain http, no TLS")
+
+    args = _parse(verb_name, argv, setup)
+    statuses = getattr(session.backend, verb_name)(args.name, insecure=args.insecure, stream=True)
+    ProgressBars(sys.stdout).follow(statuses)
+    return _Text(f"{verb_name}ed {args.name}")
 
 
 @verb("ps", "models loaded now, where they run and until when")

@@ -3,28 +3,22 @@ Ollama serves them, so curl, the official ``ollama`` client and anything built o
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .._version import __version__
-from ..defaults import embedded_model, register
 from ..engine import Engine
 from ..errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from ..store.blobs import parse_digest
-from ..types import CreateRequest, ProgressResponse
+from ..types import CreateRequest
 from .schemas import (ChatBody, CopyBody, DetokenizeBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody,
                       TokenizeBody, native_responses, ndjson_responses)
 from .streaming import in_thread, ndjson, to_json
 
 router = APIRouter(tags=["ollama"], responses=native_responses())
-NO_REGISTRY = (
-    "no model registry is reachable from this server, so models cannot be pulled or pushed. "
-    "Import a model instead: upload a GGUF file with POST /api/blobs/sha256:<digest>, then "
-    'POST /api/create {"model": "name", "files": {"model.gguf": "sha256:<digest>"}}'
-)
 UPLOAD_BATCH = 4 << 20  # bytes of an upload handed to a worker thread at a time (hash + write)
 
 
@@ -206,38 +200,24 @@ async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
     return JSONResponse(to_json(result))
 
 
-@router.post("/api/pull")
+@router.post("/api/pull", responses=ndjson_responses())
 async def pull(body: ModelBody, request: Request) -> Response:
-    """No registry is reachable. The embedded default models are registered from their packages;
-    an installed model is reported as present; anything else is a clear error."""
+    """Pull a model (``Engine.pull``: embedded defaults from their packages, anything else from its
+    registry); NDJSON progress unless ``stream`` is false, then the last message (or the error)."""
     engine = engine_of(request)
     name = body.target
     if not name:
         raise InvalidRequest("model is required")
-
-    def statuses() -> Iterator[ProgressResponse]:
-        if engine.store.exists(name):
-            yield ProgressResponse(status=f"{name} is installed; no registry is reachable to check for updates")
-        elif embedded_model(name) is not None:
-            yield ProgressResponse(status=f"registering {name} from its Python package")
-            register(engine.store, name)
-        else:
-            raise NotFound(f'cannot pull "{name}": {NO_REGISTRY}')
-        yield ProgressResponse(status="success")
-
-    stream = body.stream
-
-    def run() -> Any:
-        if stream:
-            return statuses()
-        last = None
-        for last in statuses():
-            pass
-        return last
-
-    return await ndjson(run, stream)
+    insecure = bool(body.insecure)
+    return await ndjson(lambda: engine.pull(name, insecure=insecure, stream=body.stream), body.stream)
 
 
-@router.post("/api/push")
-async def push(body: ModelBody) -> Response:
-    return JSONResponse({"error": f"cannot push: {NO_REGISTRY}"}, status_code=501)
+@router.post("/api/push", responses=ndjson_responses())
+async def push(body: ModelBody, request: Request) -> Response:
+    """Push a model to the registry its name names; NDJSON progress unless ``stream`` is false."""
+    engine = engine_of(request)
+    name = body.target
+    if not name:
+        raise InvalidRequest("model is required")
+    insecure = bool(body.insecure)
+    return await ndjson(lambda: engine.push(name, insecure=insecure, stream=body.stream), body.stream)

@@ -151,13 +151,12 @@ class OpenAIErrorBody(BaseModel):
 
 _ERRORS = {
     400: "a client mistake: bad JSON, a bad field, an unknown option",
-    401: "an API key is configured and the request does not carry it",
+    401: "an API key is configured and the request does not carry it; or a registry refused a pull/push",
     403: "a foreign Origin, or a Host that does not name this machine",
     404: "no such model or blob",
     405: "the path exists, with other methods",
     413: "the body is over OLLAMA_MAGIC_MAX_BODY",
-    500: "a model that cannot load or run (a bug otherwise)",
-    501: "not implemented here (push: no registry is reachable)",
+    500: "a model that cannot load or run, or a registry that cannot be reached (a bug otherwise)",
     503: "the server is busy",
 }
 

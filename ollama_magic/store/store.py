@@ -398,6 +398,22 @@ class ModelStore:
             self._prune_empty_dirs(record.manifest_path.parent)
             self._prune_blobs(record.manifest.digests)
 
+    def install_manifest(self, name: ModelName, data: bytes) -> bool:
+        """Write a manifest received from a registry byte for byte (so the model's ID is the
+        registry's manifest digest) and remove the blobs only the replaced version used; True if
+        there were any (Ollama then reports ``removing unused layers``)."""
+        manifest = Manifest.from_bytes(data)
+        with self._locked():
+            for digest in manifest.digests:
+                self.blobs.require(digest)
+            old = self.find(name.short)
+            atomic_write_bytes(self.manifest_path(name), data)
+            if old is None:
+                return False
+            unused = old.manifest.digests - manifest.digests
+            self._prune_blobs(unused)
+            return bool(unused)
+
     # ---- helpers -------------------------------------------------------------------------------
 
     def _write_manifest(self, name: ModelName, manifest: Manifest, *, prune: bool = True) -> None:

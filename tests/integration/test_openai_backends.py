@@ -35,7 +35,7 @@ COLOUR_SCHEMA = {"type": "object", "properties": {"colour": {"type": "string", "
                  "required": ["colour"], "additionalProperties": False}
 #: Every %ollama verb an OpenAI server cannot do.
 MANAGEMENT = ["create mine --from gemma3:270m", "rm gemma3:270m", "cp gemma3:270m other", "show gemma3:270m",
-              "ps", "load gemma3:270m", "unload gemma3:270m", "setup"]
+              "ps", "load gemma3:270m", "unload gemma3:270m", "setup", "pull gemma3:270m", "push gemma3:270m"]
 
 
 def nothing_loaded_in_the_kernel(session: NotebookSession) -> bool:

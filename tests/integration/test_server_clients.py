@@ -130,10 +130,10 @@ def test_not_found_is_a_404_response_error(client: ollama.Client) -> None:
     assert err.value.status_code == 404
 
 
-def test_pull_of_an_unknown_model_says_no_registry(client: ollama.Client) -> None:
+def test_pull_from_an_unreachable_registry_says_which(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as err:
-        client.pull("llama3.1")
-    assert "no model registry is reachable" in err.value.error
+        client.pull("127.0.0.1:1/library/nothing", insecure=True)
+    assert err.value.error.startswith("cannot reach the registry 127.0.0.1:1:")
     assert client.pull(GEMMA).status == "success"  # installed already
 
 

@@ -90,9 +90,9 @@ def test_missing_blob_and_a_blob_with_the_wrong_digest(url: str, engine: Engine)
     assert requests.post(f"{url}/api/blobs/sha256:xyz", data=b"", timeout=10).status_code == 400
 
 
-def test_push_is_refused_and_says_why(url: str) -> None:
-    resp = post(url, "/api/push", {"model": GEMMA})
-    assert resp.status_code >= 400 and "no model registry is reachable" in resp.json()["error"]
+def test_push_to_an_unreachable_registry_says_which(url: str) -> None:
+    resp = post(url, "/api/push", {"model": "127.0.0.1:1/library/nothing:latest", "insecure": True, "stream": False})
+    assert resp.status_code == 404 and resp.json() == {"error": 'model "127.0.0.1:1/library/nothing:latest" not found'}
 
 
 def test_openai_errors_use_openais_envelope(url: str) -> None:

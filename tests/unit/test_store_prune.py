@@ -12,6 +12,7 @@ import pytest
 from conftest import write_tiny_gguf
 from ollama_magic.store import ModelStore
 from ollama_magic.files import TMP_PREFIX
+from ollama_magic.registry.download import PARTIAL_PREFIX
 from ollama_magic.store.manifests import MODEL
 
 HOUR = 3600
@@ -87,6 +88,23 @@ def test_prune_removes_crash_leftovers_and_keeps_everything_in_use(two_models: M
     assert store.blobs.all_digests() == in_use | {young_orphan}
     assert not dead_temp.exists() and not dead_manifest_temp.exists()
     assert sorted(m.name for m in store.list().models) == ["bert-like:latest", "llama-like:latest"]
+
+
+def test_prune_keeps_an_interrupted_pulls_partial_blob_and_its_progress(two_models: ModelStore) -> None:
+    """A pull killed hours ago resumes from its ``.partial-<hex>`` file and ``.json`` parts, so the
+    start-up prune (which removes unreferenced blobs and dead writers' temp files) must leave them."""
+    store = two_models
+    hex_digest = "ab" * 32
+    partial = store.blobs.directory / f"{PARTIAL_PREFIX}{hex_digest}"
+    progress = store.blobs.directory / f"{PARTIAL_PREFIX}{hex_digest}.json"
+    partial.write_bytes(b"the first megabytes of a model")
+    progress.write_text('{"parts": [{"offset": 0, "size": 30, "completed": 30}]}')
+    for path in (partial, progress):
+        backdate(path, 48 * HOUR)
+
+    assert store.prune() == []
+    assert partial.read_bytes() == b"the first megabytes of a model"
+    assert progress.exists()
 
 
 def test_prune_removes_nothing_while_a_manifest_is_unreadable(two_models: ModelStore) -> None:

@@ -80,6 +80,13 @@ class ModelsPanel(Panel):
         self.copy_button = widgets.Button(description="Copy", icon="copy", tooltip="copy under the new name")
         self.delete_button = widgets.Button(description="Delete", icon="trash", button_style="danger",
                                             tooltip="delete the model (asks first)")
+        self.pull_name = widgets.Text(placeholder="pull: name, hf.co/user/repo or host/ns/model",
+                                      layout=widgets.Layout(width="320px"))
+        self.pull_insecure = widgets.Checkbox(value=False, description="http", indent=False,
+                                              tooltip="plain http (--insecure)", layout=widgets.Layout(width="60px"))
+        self.pull_button = widgets.Button(description="Pull", icon="download", tooltip="get it from its registry")
+        self.pull_progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
+                                                   layout=widgets.Layout(display="none", width="260px"))
         self.confirm_text = widgets.HTML()
         self.confirm_button = widgets.Button(description="Delete", button_style="danger")
         self.cancel_button = widgets.Button(description="Cancel")
@@ -92,7 +99,7 @@ class ModelsPanel(Panel):
 
         self._actions = [self.load_button, self.keep_alive, self.unload_button, self.use_button, self.copy_name,
                          self.copy_button, self.delete_button]
-        self._busy_widgets = [self.refresh_button, *self._actions, self.confirm_button]
+        self._busy_widgets = [self.refresh_button, *self._actions, self.confirm_button, self.pull_button]
 
         self.widget = widgets.VBox([
             widgets.HBox([self.filter, self.refresh_button]),
@@ -105,6 +112,8 @@ class ModelsPanel(Panel):
             widgets.HBox([self.copy_name, self.copy_button, self.delete_button],
                          layout=widgets.Layout(flex_flow="row wrap")),
             self.confirm_box,
+            widgets.HBox([self.pull_name, self.pull_insecure, self.pull_button, self.pull_progress],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.details_box,
             self.status.widget,
         ])
@@ -120,6 +129,7 @@ class ModelsPanel(Panel):
         self.delete_button.on_click(lambda _b: self.ask_delete())
         self.confirm_button.on_click(lambda _b: self.confirm_delete())
         self.cancel_button.on_click(lambda _b: self.cancel_delete())
+        self.pull_button.on_click(lambda _b: self.pull())
 
         try:
             self.refresh()
@@ -228,6 +238,36 @@ class ModelsPanel(Panel):
             self.refresh()
 
         self._run(f"deleting {name} ...", work, lambda _r: self.status.ok(f"deleted {name}"))
+
+    def pull(self, name: str | None = None, insecure: bool | None = None) -> None:
+        """Pull the model named in the Pull field (``backend.pull``, as ``%ollama pull``), with its
+        progress in the bar; the new model is selected when it is there."""
+        name = (name if name is not None else self.pull_name.value).strip()
+        insecure = self.pull_insecure.value if insecure is None else insecure
+        if not name:
+            self.status.error("type the name of the model to pull first")
+            return
+        bar = self.pull_progress
+
+        def work() -> None:
+            bar.value, bar.layout.display = 0.0, "flex"
+            for progress in self.session.backend.pull(name, insecure=insecure, stream=True):
+                bar.description = (progress.status or "")[:20]
+                if progress.total:
+                    bar.value = (progress.completed or 0) / progress.total
+            self.refresh()
+
+        def done(_r: Any) -> None:
+            bar.layout.display = "none"
+            self.pull_name.value = ""
+            self._select_by_model(name)
+            self.status.ok(f"pulled {name}")
+
+        def failed(exc: BaseException) -> None:
+            bar.layout.display = "none"
+            self.status.error(error_text(exc))
+
+        self._run(f"pulling {name} ...", work, done, failed)
 
     # ---- rendering -------------------------------------------------------------------------------
 

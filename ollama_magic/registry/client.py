@@ -1,0 +1,208 @@
+"""Talking to one registry: where a name lives, authentication, and errors in one line.
+
+Registries answer 401 with a ``WWW-Authenticate`` challenge: ``Bearer realm=...,service=...,scope=...``
+(registry.ollama.ai, hf.co, the distribution registry's token auth) means "get a token from the realm
+and retry"; ``Basic`` (the distribution registry's htpasswd auth) means "send the credentials". As in
+Ollama (``server/images.go`` ``makeRequestWithRetry``), a request is retried once after a challenge.
+Credentials come from ``OLLAMA_MAGIC_REGISTRY_AUTH=user:password`` unless passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import httpx
+
+from ..errors import InvalidRequest, NotFound, RegistryError, Unauthorized
+from ..names import ModelName
+
+AUTH_ENV = "OLLAMA_MAGIC_REGISTRY_AUTH"
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+USER_AGENT = "ollama-magic (Ollama registry protocol)"
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """A model name plus the scheme its registry is reached with (``http`` only when insecure)."""
+
+    name: ModelName
+    scheme: str
+
+    @classmethod
+    def parse(cls, text: str, *, insecure: bool = False) -> "RegistryRef":
+        """``gemma3``, ``hf.co/user/repo:Q4_K_M``, ``host:port/ns/model:tag``, ``http://host/ns/m``.
+
+        A name spelled with ``http://`` needs ``insecure``, as in Ollama; ``insecure`` alone also
+        switches an unspelled scheme to plain http (Ollama's ``--insecure``)."""
+        scheme = "https"
+        if "://" in text:
+            scheme, _, rest = text.partition("://")
+            scheme = scheme.lower()
+            if scheme not in ("http", "https"):
+                raise InvalidRequest(f"unsupported protocol scheme {scheme!r} in {text!r}")
+            if scheme == "http" and not insecure:
+                raise InvalidRequest("insecure protocol http: pass insecure (--insecure) to use plain http")
+            text = rest
+        if insecure:
+            scheme = "http"
+        return cls(ModelName.parse(text), scheme)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.name.host}"
+
+    @property
+    def repository(self) -> str:
+        return f"{self.name.namespace}/{self.name.model}"
+
+    def url(self, *path: str) -> str:
+        return "/".join([self.base_url, "v2", self.repository, *path])
+
+
+def credentials_from_env() -> tuple[str, str] | None:
+    value = os.environ.get(AUTH_ENV, "")
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep:
+        raise InvalidRequest(f"{AUTH_ENV} must be user:password")
+    return user, password
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="…",service="…",scope="…"`` -> ("bearer", {"realm": …, …})."""
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+class RegistryClient:
+    """One httpx client per pull or push; safe to share between the part-download threads."""
+
+    def __init__(self, ref: RegistryRef, *, auth: tuple[str, str] | None = None,
+                 timeout: float = 30.0) -> None:
+        self.ref = ref
+        self.credentials = auth if auth is not None else credentials_from_env()
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+        self._auth_header: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- requests ----------------------------------------------------------------------------------
+
+    def send(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+             content: bytes | Iterable[bytes] | None = None, stream: bool = False,
+             params: Mapping[str, str] | None = None, what: str = "") -> httpx.Response:
+        """A request, retried once after an auth challenge; 4xx/5xx become our errors.
+
+        ``content`` given as an iterable can be sent only once, so uploads of files first make a
+        cheap authenticated request (the upload session's POST) and pass bytes or a fresh iterator."""
+        for attempt in range(2):
+            request_headers = dict(headers or {})
+            if self._auth_header:
+                request_headers["Authorization"] = self._auth_header
+            try:
+                request = self.http.build_request(method, url, headers=request_headers, content=content,
+                                                  params=params)
+                response = self.http.send(request, stream=stream)
+            except httpx.HTTPError as exc:
+                raise RegistryError(f"cannot reach the registry {self.ref.name.host}: {_reason(exc)}") from None
+            if response.status_code == 401 and attempt == 0 and self._answer_challenge(response):
+                response.close()
+                continue
+            if response.status_code >= 400:
+                raise self._error(response, what)
+            return response
+        raise AssertionError("unreachable")
+
+    def _answer_challenge(self, response: httpx.Response) -> bool:
+        scheme, params = parse_challenge(response.headers.get("www-authenticate", ""))
+        with self._lock:
+            if scheme == "basic":
+                if self.credentials is None or self._auth_header is not None:
+                    return False
+                self._auth_header = basic_auth(*self.credentials)
+                return True
+            if scheme == "bearer" and params.get("realm"):
+                self._auth_header = f"Bearer {self._token(params)}"
+                return True
+        return False
+
+    def _token(self, challenge: dict[str, str]) -> str:
+        query: list[tuple[str, str]] = []
+        if challenge.get("service"):
+            query.append(("service", challenge["service"]))
+        for scope in challenge.get("scope", "").split():
+            query.append(("scope", scope))
+        try:
+            headers = {"Authorization": basic_auth(*self.credentials)} if self.credentials else None
+            response = self.http.get(challenge["realm"], params=query, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"cannot reach the token service {challenge['realm']}: {_reason(exc)}") from None
+        if response.status_code in (401, 403):
+            raise Unauthorized(f"unauthorized: the registry {self.ref.name.host} refused a token "
+                               f"({response.status_code}){_hint(self.credentials)}")
+        if response.status_code >= 400:
+            raise RegistryError(f"token service {challenge['realm']} answered {response.status_code}")
+        try:
+            body: dict[str, Any] = response.json()
+            return str(body.get("token") or body["access_token"])
+        except (ValueError, KeyError):
+            raise RegistryError(f"token service {challenge['realm']} sent no token") from None
+
+    def _error(self, response: httpx.Response, what: str) -> Exception:
+        try:
+            response.read()
+        except httpx.HTTPError:
+            pass
+        detail = _registry_message(response)
+        host = self.ref.name.host
+        if response.status_code == 401:
+            return Unauthorized(f"unauthorized: access to {self.ref.repository} on {host} denied"
+                                f"{_hint(self.credentials)}")
+        if response.status_code == 403:
+            return Unauthorized(f"forbidden: {host} does not allow this{': ' + detail if detail else ''}")
+        if response.status_code == 404:
+            return NotFound(f"{what or 'file'}: file does not exist ({self.ref.name.short} is not on {host})")
+        return RegistryError(f"{what + ': ' if what else ''}{host} answered {response.status_code}"
+                             f"{': ' + detail if detail else ''}")
+
+
+def _registry_message(response: httpx.Response) -> str:
+    """The first message of the distribution API's ``{"errors": [{"code", "message"}]}`` body."""
+    try:
+        errors = response.json().get("errors") or []
+        return str(errors[0].get("message") or errors[0].get("code") or "")
+    except (ValueError, AttributeError, IndexError, httpx.ResponseNotRead):
+        return ""
+
+
+def _hint(credentials: tuple[str, str] | None) -> str:
+    if credentials is None:
+        return f" (no credentials given: set {AUTH_ENV}=user:password)"
+    return " (the credentials were refused)"
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
