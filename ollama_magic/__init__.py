@@ -6,7 +6,6 @@ from ._version import __version__
 from .errors import *  # noqa: F403 - every exception, re-exported as httpx does
 from .errors import __all__ as _error_names
 from .names import ModelName, normalize
-from .store import Modelfile, ModelStore, parse_modelfile
 
 __all__ = [
     "Engine",
@@ -35,9 +34,16 @@ def unload_ipython_extension(shell) -> None:  # noqa: ANN001
     unload(shell)
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy: importing llama.cpp is not needed to list models
+def __getattr__(name: str):  # noqa: ANN202
+    """Lazy: the store imports the ``ollama`` client, which reads ``$OLLAMA_HOST`` at import and raises
+    on a malformed one, so the CLI must be able to import this package and check that variable first;
+    and importing llama.cpp is not needed to list models."""
     if name == "Engine":
         from .engine import Engine
 
         return Engine
+    if name in ("Modelfile", "ModelStore", "parse_modelfile"):
+        from . import store
+
+        return getattr(store, name)
     raise AttributeError(name)
