@@ -42,7 +42,9 @@ def runner_of(engine: Engine) -> Runner:
 def test_requests_beyond_max_queue_get_ollamas_503(served: tuple[str, Engine]) -> None:
     url, engine = served
     runner = runner_of(engine)
-    body = {"model": GEMMA, "prompt": "Tell me a very long story.", "options": {"num_predict": 2000}}
+    # A grammar that cannot end before 400 numbers keeps the only slot busy (a plain prompt may hit EOS in a second)
+    long_reply = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
+    body = {"model": GEMMA, "prompt": "Count:", "format": long_reply, "options": {"num_predict": 2000}}
     with requests.post(url + "/api/generate", json=body, stream=True, timeout=60) as running:
         next(running.iter_lines())  # the only slot is taken
         results: list[int] = []
@@ -54,7 +56,7 @@ def test_requests_beyond_max_queue_get_ollamas_503(served: tuple[str, Engine]) -
             t.start()
         deadline = time.monotonic() + 30
         while runner.waiting < 2:
-            assert time.monotonic() < deadline, "the two requests never queued"
+            assert time.monotonic() < deadline, f"the two requests never queued: waiting={runner.waiting} results={results} active={[e.active for e in engine.scheduler.loaded()]} runner_is_current={runner is runner_of(engine)}"
             time.sleep(0.02)
         refused = requests.post(url + "/api/chat", json={"model": GEMMA, "messages": [{"role": "user", "content": "x"}]},
                                 timeout=30)
