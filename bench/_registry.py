@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Mapping
 
 import httpx
 
@@ -25,9 +26,11 @@ def free_port() -> int:
 
 class DockerRegistry:
     """``docker-registry serve`` over ``root``; ``htpasswd`` (a file of bcrypt lines) turns on its
-    basic auth. ``log`` holds its access log (one line per request, at info level)."""
+    basic auth, ``token_auth`` (its ``auth: token:`` options: realm, service, issuer, rootcertbundle)
+    its bearer-token auth. ``log`` holds its access log (one line per request, at info level)."""
 
-    def __init__(self, root: Path, *, htpasswd: Path | None = None) -> None:
+    def __init__(self, root: Path, *, htpasswd: Path | None = None,
+                 token_auth: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.storage = root / "storage"
         self.log = root / "registry.log"
@@ -35,6 +38,7 @@ class DockerRegistry:
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.htpasswd = htpasswd
+        self.token_auth = dict(token_auth or {})
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -43,8 +47,11 @@ class DockerRegistry:
 
     def start(self) -> "DockerRegistry":
         self.root.mkdir(parents=True, exist_ok=True)
-        auth = (f"auth:\n  htpasswd:\n    realm: ollama-magic-tests\n    path: {self.htpasswd}\n"
-                if self.htpasswd else "")
+        auth = ""
+        if self.htpasswd:
+            auth = f"auth:\n  htpasswd:\n    realm: ollama-magic-tests\n    path: {self.htpasswd}\n"
+        elif self.token_auth:
+            auth = "auth:\n  token:\n" + "".join(f"    {key}: {value}\n" for key, value in self.token_auth.items())
         config = self.root / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"

@@ -161,8 +161,10 @@ class RegistryClient:
         except httpx.HTTPError as exc:
             raise RegistryError(f"cannot reach the token service {challenge['realm']}: {_reason(exc)}") from None
         if response.status_code in (401, 403):
-            raise Unauthorized(f"unauthorized: the registry {self.ref.name.host} refused a token "
-                               f"({response.status_code}){_hint(self.credentials)}")
+            who = f"the credentials of {self.credentials[0]!r}" if self.credentials else "an anonymous request"
+            raise Unauthorized(f"unauthorized: the token service {challenge['realm']} for {self.ref.name.host} "
+                               f"refused {who} ({response.status_code})"
+                               f"{_hint(None) if self.credentials is None else ''}")
         if response.status_code >= 400:
             raise RegistryError(f"token service {challenge['realm']} answered {response.status_code}")
         try:
@@ -179,6 +181,11 @@ class RegistryClient:
         detail = _registry_message(response)
         host = self.ref.name.host
         if response.status_code == 401:
+            _, challenge = parse_challenge(response.headers.get("www-authenticate", ""))
+            if self.credentials is not None and challenge.get("error") == "insufficient_scope":
+                # a token came, but without the actions asked for: say which, not "wrong password"
+                return Unauthorized(f"unauthorized: access to {self.ref.repository} on {host} denied: "
+                                    f"{self.credentials[0]!r} was not granted {challenge.get('scope', 'access')}")
             return Unauthorized(f"unauthorized: access to {self.ref.repository} on {host} denied"
                                 f"{_hint(self.credentials)}")
         if response.status_code == 403:
