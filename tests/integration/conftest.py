@@ -95,6 +95,26 @@ def clone_registered(registered: ModelStore) -> Callable[[Path], ModelStore]:
     return clone
 
 
+def engine_and_url_fixtures(label: str) -> tuple[Callable, Callable]:
+    """A test module's shared ``engine`` (an Engine over a writable clone of the registered models,
+    under a temp directory named ``label``) and ``url`` (a BackgroundServer over it on a free port),
+    both module-scoped: ``engine, url = engine_and_url_fixtures("http")`` at the module's top."""
+    from ollama_magic.engine import Engine
+    from ollama_magic.server import BackgroundServer
+
+    @pytest.fixture(scope="module")
+    def engine(tmp_path_factory: pytest.TempPathFactory, clone_registered) -> Iterator[Engine]:
+        with Engine(clone_registered(tmp_path_factory.mktemp(label) / "models")) as engine:
+            yield engine
+
+    @pytest.fixture(scope="module")
+    def url(engine: Engine) -> Iterator[str]:
+        with BackgroundServer(engine, port=0) as server:
+            yield server.url
+
+    return engine, url
+
+
 @dataclass
 class ServedProcess:
     """An ``ollama-magic serve`` process, its URL and port, and the environment it was given."""

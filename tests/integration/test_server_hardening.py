@@ -22,21 +22,14 @@ from ollama_magic import Engine
 from ollama_magic.server import BackgroundServer
 from ollama_magic.store.blobs import BlobWriter
 
+from .conftest import engine_and_url_fixtures
+
 pytestmark = pytest.mark.integration
 GEMMA = "gemma3:270m"
 MINILM = "all-minilm"
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, clone_registered):
-    with Engine(clone_registered(tmp_path_factory.mktemp("hardening") / "models")) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def url(engine: Engine):
-    with BackgroundServer(engine, port=0) as server:
-        yield server.url
+engine, url = engine_and_url_fixtures("hardening")
 
 
 def post(url: str, path: str, body: str | dict, **headers: str) -> requests.Response:

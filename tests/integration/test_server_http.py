@@ -12,21 +12,13 @@ import requests
 from ollama_magic import Engine
 from ollama_magic.server import BackgroundServer
 
+from .conftest import engine_and_url_fixtures
+
 pytestmark = pytest.mark.integration
 GEMMA = "gemma3:270m"
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, clone_registered):
-    with Engine(clone_registered(tmp_path_factory.mktemp("http") / "models")) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def url(engine: Engine):
-    server = BackgroundServer(engine, port=0)
-    yield server.start()
-    server.stop()
+engine, url = engine_and_url_fixtures("http")
 
 
 def post(url: str, path: str, body: str | dict) -> requests.Response:
