@@ -64,9 +64,14 @@ def validation_message(exc: RequestValidationError) -> str:
         return "missing request body"
     if errors and errors[0].get("type") == "json_invalid":
         return f"invalid JSON: {errors[0].get('ctx', {}).get('error', 'malformed body')}"
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errors
-    )
+    return "; ".join(_field_message(e) for e in errors)
+
+
+def _field_message(error: Mapping[str, Any]) -> str:
+    where = tuple(error.get("loc", ()))[1:]
+    if where == ("model",) and error.get("type") in ("missing", "string_too_short"):
+        return "model is required"  # Ollama's words (chat, show, push...) for a missing or empty model
+    return f"{'.'.join(str(p) for p in where) or 'body'}: {error.get('msg')}"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -51,8 +51,6 @@ async def status() -> dict[str, Any]:
 @router.post("/api/tokenize")
 async def tokenize(body: TokenizeBody, request: Request) -> Response:
     """Not in Ollama: the model's token ids for ``content``, to budget a context."""
-    if not body.model:
-        raise InvalidRequest("model is required")
     engine = engine_of(request)
     return await ndjson(lambda: engine.tokenize(body.model, body.content, options=body.options,
                                                 keep_alive=body.keep_alive), stream=False)
@@ -61,8 +59,6 @@ async def tokenize(body: TokenizeBody, request: Request) -> Response:
 @router.post("/api/detokenize")
 async def detokenize(body: DetokenizeBody, request: Request) -> Response:
     """Not in Ollama: the text of token ids."""
-    if not body.model:
-        raise InvalidRequest("model is required")
     engine = engine_of(request)
     return await ndjson(lambda: engine.detokenize(body.model, body.tokens, options=body.options,
                                                   keep_alive=body.keep_alive), stream=False)

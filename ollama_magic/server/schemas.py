@@ -84,14 +84,14 @@ class ChatBody(Body):
 
 
 class TokenizeBody(Body):
-    model: str = ""
+    model: ModelNameField
     content: str = ""
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
 
 
 class DetokenizeBody(Body):
-    model: str = ""
+    model: ModelNameField
     tokens: list[int] = Field(default_factory=list)
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None

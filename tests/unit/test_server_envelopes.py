@@ -53,3 +53,27 @@ def test_middleware_refusals_use_the_envelope_too(client: TestClient) -> None:
     foreign = client.get("/v1/models", headers={"Origin": "https://evil.example"})
     assert foreign.status_code == 403 and foreign.json()["error"]["type"] == "permission_error"
     assert client.get("/api/nothing").text == "404 page not found"  # gin's words, as Ollama answers
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/generate", {"prompt": "hi"}),
+    ("/api/chat", {"model": "", "messages": []}),
+    ("/api/embed", {"input": "hi"}),
+    ("/api/tokenize", {"content": "hi"}),
+    ("/api/tokenize", {"model": "", "content": "hi"}),
+    ("/api/detokenize", {"tokens": [1]}),
+    ("/api/detokenize", {"model": "", "tokens": [1]}),
+])
+def test_a_missing_or_empty_model_is_ollamas_model_is_required_on_every_route(client: TestClient, path: str,
+                                                                                body: dict) -> None:
+    resp = client.post(path, json=body)
+    assert resp.status_code == 400 and resp.json() == {"error": "model is required"}
+
+
+def test_tokenize_checks_its_body_as_the_other_routes_do(client: TestClient) -> None:
+    resp = client.post("/api/tokenize", json={"model": "m", "content": 5})
+    assert resp.status_code == 400 and resp.json()["error"].startswith("content:")
+    resp = client.post("/api/detokenize", json={"model": "m", "tokens": ["a"]})
+    assert resp.status_code == 400 and resp.json()["error"].startswith("tokens.0:")
+    resp = client.post("/api/tokenize", json={"model": "ghost", "content": "hi"})
+    assert resp.status_code == 404 and resp.json() == {"error": 'model "ghost" not found'}
