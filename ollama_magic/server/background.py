@@ -17,7 +17,7 @@ import uvicorn
 
 from ..engine import Engine
 from ..errors import ServerError
-from ..hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host  # noqa: F401 - parse_host re-exported
+from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
 
 

@@ -112,8 +112,7 @@ def test_list_prints_the_shared_models_table(capsys, tmp_path: Path, tiny_gguf: 
 
 
 def test_the_default_server_address_is_ollamas(monkeypatch) -> None:
-    from ollama_magic.hosts import ollama_host
-    from ollama_magic.server.background import parse_host
+    from ollama_magic.hosts import ollama_host, parse_host
 
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     assert ollama_host() == "127.0.0.1:11434" and parse_host(None) == ("127.0.0.1", 11434)
