@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -15,9 +16,10 @@ from typing import Sequence
 from ._version import __version__
 from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
-from .errors import OllamaMagicError
+from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
 from .hosts import env_host, ollama_host
+from .names import ModelName
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
 from .store.store import no_prune
@@ -134,6 +136,7 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
     options = {k: v for k, v in (("seed", args.seed), ("temperature", args.temperature),
                                  ("num_predict", args.num_predict)) if v is not None}
     prompt = " ".join(args.prompt) if args.prompt else None
+    _check_run_model(args.name, args.prompt)
     interactive = prompt is None and sys.stdin.isatty()
     if prompt is None and not interactive:
         prompt = sys.stdin.read()
@@ -143,7 +146,12 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
     finally:
         close()
     with Engine(store) as engine:
-        store.resolve(args.name)  # a clear "not found" before anything loads
+        try:
+            store.resolve(args.name)  # a clear "not found" before anything loads
+        except ModelNotFound as exc:
+            if not args.prompt:
+                raise
+            raise NotFound(f"{exc}{_model_first(args.name, args.prompt)}") from None
         history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
         while True:
             if interactive:
@@ -168,6 +176,21 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
                 _print_stats(final)
             if not interactive:
                 return
+
+
+def _check_run_model(name: str, prompt: Sequence[str]) -> None:
+    """As in Ollama, ``run``'s first word is the model (ours may be left out: the default model).
+    A question put first (``run "why is the sky blue?"``) is the usual slip: one line saying how to
+    ask it, not an "invalid model name" about a sentence."""
+    try:
+        ModelName.parse(name)
+    except InvalidModelName:
+        raise InvalidRequest(f'"{name}" is not a model name{_model_first(name, prompt)}') from None
+
+
+def _model_first(name: str, prompt: Sequence[str]) -> str:
+    question = shlex.quote(" ".join([name, *prompt]))
+    return f": name the model first, e.g. ollama-magic run {DEFAULT_CHAT_MODEL} {question}"
 
 
 def _print_stats(r) -> None:  # noqa: ANN001

@@ -29,9 +29,13 @@ def test_run_reads_the_prompt_from_stdin(capsys, monkeypatch, registered_root: P
     assert capsys.readouterr().out.strip()
 
 
-def test_run_unknown_model_is_one_error_line(capsys, registered_root: Path) -> None:
-    assert main(["--models", str(registered_root), "run", "no-such-model", "hi"]) == 1
+def test_run_unknown_model_is_one_error_line(capsys, monkeypatch, registered_root: Path) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi"))
+    assert main(["--models", str(registered_root), "run", "no-such-model"]) == 1
     assert capsys.readouterr().err == 'Error: model "no-such-model" not found\n'
+    assert main(["--models", str(registered_root), "run", "no-such-model", "hi"]) == 1  # text after it: a hint
+    assert capsys.readouterr().err == ('Error: model "no-such-model" not found: name the model first, '
+                                       "e.g. ollama-magic run smollm2:135m 'no-such-model hi'\n")
 
 
 @pytest.mark.parametrize("argv", [["ps"], ["stop", "gemma3:270m"]])

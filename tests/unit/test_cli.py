@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ollama_magic.cli import main
+from ollama_magic.defaults import DEFAULT_CHAT_MODEL
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -118,3 +119,18 @@ def test_the_default_server_address_is_ollamas(monkeypatch) -> None:
     assert ollama_host() == "127.0.0.1:11434" and parse_host(None) == ("127.0.0.1", 11434)
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:9999")
     assert ollama_host() == "0.0.0.0:9999"
+
+
+def test_run_with_a_question_where_the_model_goes_says_to_name_the_model_first(capsys, tmp_path: Path) -> None:
+    """``ollama run`` needs the model first; ours defaults it only when nothing is given, so a question in
+    its place is one line showing the right command, not a complaint about an invalid model name."""
+    root = str(tmp_path / "models")
+    code, out, err = run(capsys, "--models", root, "run", "why is the sky blue?")
+    assert (code, out) == (1, "")
+    assert err == ('Error: "why is the sky blue?" is not a model name: name the model first, '
+                   f"e.g. ollama-magic run {DEFAULT_CHAT_MODEL} 'why is the sky blue?'\n")
+    code, _, err = run(capsys, "--models", root, "run", "why", "is", "the", "sky", "blue")  # unquoted
+    assert code == 1
+    assert err == ('Error: model "why" not found: name the model first, '
+                   f"e.g. ollama-magic run {DEFAULT_CHAT_MODEL} 'why is the sky blue'\n")
+    assert not (tmp_path / "models" / "manifests").exists()  # nothing was registered or loaded
