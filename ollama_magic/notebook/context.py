@@ -28,7 +28,8 @@ TokenCounter = Callable[[str], int]
 class NotebookContext:
     """The pieces attached to one message, kept apart so the "sent with" line can name them."""
 
-    cells: list[tuple[int, str]] = field(default_factory=list)  # (cell number, its text block)
+    #: (cell number, its text block); the number is None for a cell run without history (nbval)
+    cells: list[tuple[int | None, str]] = field(default_factory=list)
     variables: list[tuple[str, str]] = field(default_factory=list)  # (name, summary)
     tokens: int = 0
 
@@ -50,7 +51,10 @@ class NotebookContext:
         what = []
         if self.cells:
             numbers = [n for n, _ in self.cells]
-            what.append(f"cell {numbers[0]}" if len(numbers) == 1 else f"cells {numbers[0]}-{numbers[-1]}")
+            if None in numbers:  # run without history: the cells have no numbers to name
+                what.append("the last cell" if len(numbers) == 1 else f"the last {len(numbers)} cells")
+            else:
+                what.append(f"cell {numbers[0]}" if len(numbers) == 1 else f"cells {numbers[0]}-{numbers[-1]}")
         if self.variables:
             what.append("vars " + ", ".join(name for name, _ in self.variables))
         return f"sent with: {'; '.join(what)} ({self.tokens} tokens)"
@@ -100,25 +104,46 @@ def _text_result(shell: Any, value: Any) -> str:
     return str(data.get("text/plain", ""))
 
 
-def recent_cells(shell: Any, count: int) -> list[tuple[int, str]]:
-    """The last ``count`` cells before the running one: their code, text result and error."""
+def cell_block(number: int | None, code: str, output: str | None, error: str | None) -> str:
+    """One cell as the model reads it: its code, then its text result and its error, if any."""
+    tag = "" if number is None else f" {number}"
+    block = f"[cell{tag}]\n```python\n{code.strip()}\n```"
+    if output is not None:
+        block += f"\n[output{tag}]\n{truncate(output)}"
+    if error is not None:
+        block += f"\n[error{tag}]\n{truncate(error, 2 * TEXT_LIMIT)}"
+    return block
+
+
+def recent_cells(shell: Any, count: int) -> list[tuple[int | None, str]]:
+    """The last ``count`` cells before the running one: their code, text result and error.
+
+    Read from the extension's own record of executed cells (cell_log.py), which holds cells run
+    without history too (nbval, some frontends); IPython's ``In``/``Out`` only when that record is
+    empty (cells run before the extension was loaded)."""
+    from .cell_log import cell_log
+
+    recorded = cell_log(shell).last(count)
+    if recorded:
+        return [(c.number, cell_block(c.number, c.code, c.output, c.error)) for c in recorded]
+    return _cells_from_history(shell, count)
+
+
+def _cells_from_history(shell: Any, count: int) -> list[tuple[int | None, str]]:
     from .errorhelp import error_log
 
     ns = shell.user_ns
     inputs, outputs, errors = ns.get("In", []), ns.get("Out", {}), ns.get("Err", {})
     running = error_log(shell).running
     current = running if running is not None else shell.execution_count
-    blocks = []
+    blocks: list[tuple[int | None, str]] = []
     for n in range(max(1, current - count), current):
         code = inputs[n] if n < len(inputs) else ""
         if not code.strip():
             continue
-        block = f"[cell {n}]\n```python\n{code.strip()}\n```"
-        if n in outputs:
-            block += f"\n[output {n}]\n{truncate(_text_result(shell, outputs[n]))}"
-        if n in errors:
-            block += f"\n[error {n}]\n{truncate(dict.__getitem__(errors, n), 2 * TEXT_LIMIT)}"
-        blocks.append((n, block))
+        output = _text_result(shell, outputs[n]) if n in outputs else None
+        error = dict.__getitem__(errors, n) if n in errors else None
+        blocks.append((n, cell_block(n, code, output, error)))
     return blocks
 
 
@@ -196,5 +221,5 @@ def model_context_length(backend: Any, model: str, options: Mapping[str, Any]) -
     return context_length(options)
 
 
-__all__ = ["NotebookContext", "SentWith", "build_context", "model_context_length", "recent_cells", "summarize",
-           "token_counter"]
+__all__ = ["NotebookContext", "SentWith", "build_context", "cell_block", "model_context_length", "recent_cells",
+           "summarize", "token_counter"]

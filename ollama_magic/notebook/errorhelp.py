@@ -89,14 +89,24 @@ class ErrorLog:
     def record(self, result: Any) -> None:
         self.running = None
         error = result.error_before_exec or result.error_in_exec
+        cell = result.execution_count or self.shell.execution_count
+        if result.info is not None and result.info.store_history:
+            # A cell run without history (nbval) carries the number the next numbered cell will get;
+            # that cell's own outcome replaces whatever such a cell left under its number.
+            self._forget(cell)
         if error is None or isinstance(error, (UsageError, KeyboardInterrupt)):
             return  # a magic's usage line is already one clear sentence; an interrupt is not a bug
-        cell = result.execution_count or self.shell.execution_count
         text = format_error(error)
         self.errors[cell] = CellError(cell, result.info.raw_cell if result.info else "", text)
         self.err = self.shell.user_ns.setdefault("Err", self.err)
         self.err[cell] = text
         self.last = cell
+
+    def _forget(self, cell: int) -> None:
+        if self.errors.pop(cell, None) is not None:
+            self.err.pop(cell, None)
+            if self.last == cell:
+                self.last = max(self.errors) if self.errors else None
 
     def get(self, cell: int | None) -> CellError:
         if cell is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cell_log import cell_log
 from .errorhelp import error_log
 from .magics import OllamaMagics
 from .manage import VERBS, model_names
@@ -20,6 +21,7 @@ def load(shell: Any) -> OllamaMagics:
         _loaded[id(shell)] = magics
     shell.register_magics(magics)
     error_log(shell).install()
+    cell_log(shell).install()
     _install_completer(shell, magics.session)
     return magics
 
@@ -30,6 +32,7 @@ def unload(shell: Any) -> None:
     if magics is not None:
         magics.session.close()
         error_log(shell).uninstall()
+        cell_log(shell).uninstall()
         for kind in ("line", "cell"):
             for name in ("chat", "embed", "ollama"):
                 shell.magics_manager.magics[kind].pop(name, None)

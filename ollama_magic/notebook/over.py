@@ -6,9 +6,10 @@ sequences), never ours, so no model is loaded twice. Results come back aligned t
 index: a Series of answers, or with ``fmt="json"`` a DataFrame with one column per field.
 
 What a column of prompts needs that a loop does not give: a failing row carries its error instead
-of stopping the rest; Ctrl-C keeps every row that finished (the rest are NA); a value repeated in
-the column is asked once; a seed makes the whole column reproducible; and none of these turns
-enters the notebook's conversation threads.
+of stopping the rest; Ctrl-C stops every row's generation at once and keeps every row that finished
+(the rest hold RowInterrupted); a value repeated in the column is asked once; a seed makes the whole
+column reproducible (at a price: the engine runs a seeded request alone, so a seeded column is not
+batched); and none of these turns enters the notebook's conversation threads.
 """
 
 from __future__ import annotations
@@ -58,17 +59,78 @@ def _schema_columns(schema: Mapping[str, Any] | None) -> list[str] | None:
     return list(properties) if isinstance(properties, Mapping) else None
 
 
+class RowInterrupted(RowError):
+    """What a row holds when Ctrl-C stopped the column before its answer was complete."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C) before this row finished")
+
+
+class _Cancelled(Exception):
+    """A row's generation was stopped by Ctrl-C."""
+
+
+class InFlight:
+    """The rows' open streams, so Ctrl-C can stop every generation at once from the main thread.
+
+    Each stream's ``cancel()`` (the Backend's stop: safe from any thread on the in-kernel engine)
+    ends a running sequence at the engine's next step and drops a queued one before it is
+    evaluated, so Ctrl-C does not wait for each row's next token, or, for rows queued behind a
+    seeded one, for their whole prompt to be read first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self.stopped = False
+
+    def add(self, stream: Any) -> bool:
+        """Register a row's stream; False (and nothing registered) once the column was stopped."""
+        with self._lock:
+            if self.stopped:
+                return False
+            self._streams.append(stream)
+            return True
+
+    def discard(self, stream: Any) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams.remove(stream)
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            self.stopped = True
+            streams = list(self._streams)
+        # newest first: the rows submitted last are the ones waiting for a slot; cancelled before the
+        # running ones end, none of them is admitted into a freed slot
+        for stream in reversed(streams):
+            try:
+                stream.cancel()
+            except Exception:  # noqa: BLE001 - a remote stream that cannot stop from here stops at its next chunk
+                pass
+
+
 def _ask(backend: Any, model: str, messages: list[dict[str, Any]], options: Mapping[str, Any] | None,
-         format: Any, stop: threading.Event) -> str:
+         format: Any, flight: InFlight) -> str:
+    if flight.stopped:
+        raise _Cancelled
     stream = backend.chat(model, messages, stream=True, options=dict(options) if options else None, format=format)
     parts: list[str] = []
     try:
+        if not flight.add(stream):
+            raise _Cancelled
         for chunk in stream:
             parts.append(chunk.message.content or "")
-            if stop.is_set():
-                raise KeyboardInterrupt
+            if flight.stopped:
+                raise _Cancelled
+        if flight.stopped:  # the stream ended because it was cancelled: a partial answer is no answer
+            raise _Cancelled
+    except Exception:
+        if flight.stopped:  # e.g. a remote stream closed from the main thread under our feet
+            raise _Cancelled from None
+        raise
     finally:
-        stream.close()  # stops decoding at once when we left early
+        flight.discard(stream)
+        stream.close()  # hands the model back (and stops decoding, had we left early)
     return "".join(parts)
 
 
@@ -88,9 +150,10 @@ def chat_over(
     """Ask ``prompt`` (``{text}`` marks the row) for every row of ``values`` concurrently.
 
     Returns a Series aligned to ``values``' index (answers as str; a failed row holds its
-    :class:`RowError`; rows never asked because of Ctrl-C are NA), or for ``fmt="json"`` a DataFrame
+    :class:`RowError`; after Ctrl-C the rows that had not finished hold :class:`RowInterrupted`;
+    missing inputs give NA), or for ``fmt="json"`` a DataFrame
     with one column per field (the ``schema``'s properties, in order, constrained by grammar; plus an
-    ``error`` column when a row failed). ``backend``/``model`` default to the notebook session's."""
+    ``error`` column when a row failed or was interrupted). ``backend``/``model`` default to the notebook session's."""
     if fmt not in ("text", "markdown", "json"):
         raise InvalidRequest(f"--over answers are text or json, not {fmt!r}")
     if workers < 1:
@@ -110,13 +173,13 @@ def chat_over(
     from tqdm.auto import tqdm
 
     answers: dict[str, str | RowError] = {}
-    stop = threading.Event()
+    flight = InFlight()
     interrupted = False
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-over") as pool, \
             tqdm(total=len(distinct), desc=f"{model} rows", unit="row", disable=not progress) as bar:
         futures: dict[Future[str], str] = {
             pool.submit(_ask, backend, model, [*head, {"role": "user", "content": row_prompt(prompt, text)}],
-                        options, format, stop): text
+                        options, format, flight): text
             for text in distinct
         }
         pending = set(futures)
@@ -124,24 +187,29 @@ def chat_over(
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    answers[futures[future]] = _outcome(future)
+                    outcome = _outcome(future)
+                    if outcome is not None:
+                        answers[futures[future]] = outcome
                     bar.update(1)
         except KeyboardInterrupt:
             interrupted = True
-            stop.set()
-            for future in pending:
-                future.cancel()
-            for future in pending:  # running ones stop after their current token
+            flight.cancel_all()  # every running and queued row at once
+            unasked = [f for f, text in futures.items() if text not in answers]
+            for future in unasked:
+                future.cancel()  # rows no worker has picked up yet
+            for future in unasked:  # the running ones end within one decode step now
                 if not future.cancelled():
-                    try:
-                        outcome = _outcome(future)
-                    except KeyboardInterrupt:
-                        continue
-                    answers[futures[future]] = outcome
+                    outcome = _outcome(future)
+                    if outcome is not None:  # it finished (or failed) before the cancel reached it
+                        answers[futures[future]] = outcome
+    if interrupted:
+        for text in distinct:
+            answers.setdefault(text, RowInterrupted())
     results = [answers.get(t) if t is not None else None for t in texts]
-    failed = sum(isinstance(r, RowError) for r in results)
-    meta = {"model": model, "prompt": prompt, "asked": len(answers), "distinct": len(distinct), "failed": failed,
-            "interrupted": interrupted}
+    unfinished = sum(isinstance(a, RowInterrupted) for a in answers.values())
+    failed = sum(isinstance(a, RowError) for a in answers.values()) - unfinished
+    meta = {"model": model, "prompt": prompt, "asked": len(answers) - unfinished, "distinct": len(distinct),
+            "failed": failed, "interrupted": interrupted, "unfinished": unfinished}
     if fmt == "json":
         out: pd.Series | pd.DataFrame = _frame(results, column.index, _schema_columns(schema))
     else:
@@ -150,7 +218,8 @@ def chat_over(
     if interrupted and progress:
         import sys
 
-        print(f"interrupted: kept {len(answers)} of {len(distinct)} distinct rows; the rest are NA", file=sys.stderr)
+        print(f"interrupted: kept {len(distinct) - unfinished} of {len(distinct)} distinct rows; the other "
+              f"{unfinished} hold RowInterrupted", file=sys.stderr)
     return out
 
 
@@ -161,11 +230,12 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def _outcome(future: Future[str]) -> str | RowError:
+def _outcome(future: Future[str]) -> str | RowError | None:
+    """The row's answer or its error; None when Ctrl-C stopped it."""
     try:
         return future.result()
-    except KeyboardInterrupt:
-        raise
+    except _Cancelled:
+        return None
     except Exception as exc:  # noqa: BLE001 - one row's failure is that row's value
         return exc if isinstance(exc, RowError) else RowError(f"{type(exc).__name__}: {exc}")
 
@@ -198,4 +268,4 @@ def _frame(results: list[Any], index: pd.Index, columns: list[str] | None) -> pd
     return frame
 
 
-__all__ = ["DEFAULT_WORKERS", "RowError", "chat_over", "row_prompt"]
+__all__ = ["DEFAULT_WORKERS", "InFlight", "RowError", "RowInterrupted", "chat_over", "row_prompt"]

@@ -7,6 +7,7 @@ import _thread
 import builtins
 import json
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -172,30 +173,13 @@ def test_over_with_a_schema_gives_one_column_per_field(ip) -> None:
 class FlakyBackend:
     """The real engine, except that one input fails the way a dropped connection would."""
 
-    def __init__(self, engine, failing: str, after_rows: int | None = None) -> None:  # noqa: ANN001
-        self.engine, self.failing, self.after_rows = engine, failing, after_rows
-        self.finished = 0
-        self.lock = threading.Lock()
+    def __init__(self, engine, failing: str) -> None:  # noqa: ANN001
+        self.engine, self.failing = engine, failing
 
     def chat(self, model, messages, **kwargs):  # noqa: ANN001, ANN003, ANN201
         if self.failing in messages[-1]["content"]:
             raise ConnectionError("connection reset by peer")
-        return _Counted(self.engine.chat(model, messages, **kwargs), self)
-
-
-class _Counted:
-    def __init__(self, stream, owner: FlakyBackend) -> None:  # noqa: ANN001
-        self.stream, self.owner = stream, owner
-
-    def __iter__(self):  # noqa: ANN204
-        yield from self.stream
-        with self.owner.lock:
-            self.owner.finished += 1
-            if self.owner.after_rows is not None and self.owner.finished == self.owner.after_rows:
-                _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
-
-    def close(self) -> None:
-        self.stream.close()
+        return self.engine.chat(model, messages, **kwargs)
 
 
 def test_over_a_failing_row_carries_its_error_and_the_rest_answer(ip) -> None:
@@ -209,16 +193,104 @@ def test_over_a_failing_row_carries_its_error_and_the_rest_answer(ip) -> None:
     assert result.attrs["ollama_magic"]["failed"] == 1
 
 
-def test_over_ctrl_c_keeps_the_rows_that_finished(ip) -> None:
+#: A reply that cannot end before 400 numbers: a row held long by grammar, not by hoping the model goes on.
+LONG_REPLY = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
+
+
+class QuickAndLongRows:
+    """The real engine; rows with "quick" in them end after 3 tokens, the others are held long by
+    LONG_REPLY and wait to start until every quick row is decoding (so the quick rows have slots
+    whatever order the workers reach the engine in). When the quick rows have finished, Ctrl-C:
+    KeyboardInterrupt in the main thread, as the kernel's stop button raises it."""
+
+    def __init__(self, engine, quick: int) -> None:  # noqa: ANN001
+        self.engine, self.quick = engine, quick
+        self.lock = threading.Lock()
+        self.decoding: set[str] = set()
+        self.finished = 0
+        self.quick_decoding = threading.Event()
+        self.decoded: set[str] = set()  # rows that received a token
+
+    def chat(self, model, messages, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        text = messages[-1]["content"]
+        quick = "quick" in text
+        options = {**kwargs["options"], "num_predict": 3 if quick else 2000}
+        if not quick:
+            kwargs["format"] = LONG_REPLY
+        return _Row(self.engine.chat(model, messages, **{**kwargs, "options": options}), self, text, quick)
+
+
+class _Row:
+    def __init__(self, stream, owner: QuickAndLongRows, text: str, quick: bool) -> None:  # noqa: ANN001
+        self.stream, self.owner, self.text, self.quick = stream, owner, text, quick
+
+    def __iter__(self):  # noqa: ANN204
+        if not self.quick and not self.owner.quick_decoding.wait(timeout=300):
+            raise RuntimeError("the quick rows never started")
+        for chunk in self.stream:
+            if self.quick:
+                with self.owner.lock:
+                    self.owner.decoding.add(self.text)
+                    if len(self.owner.decoding) == self.owner.quick:
+                        self.owner.quick_decoding.set()
+            if not chunk.done:
+                self.owner.decoded.add(self.text)
+            yield chunk
+        if self.quick:
+            with self.owner.lock:
+                self.owner.finished += 1
+                if self.owner.finished == self.owner.quick:
+                    _thread.interrupt_main()
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def test_over_ctrl_c_stops_every_row_at_once_and_keeps_the_rows_that_finished(ip) -> None:
+    from ollama_magic.notebook import current_session
+    from ollama_magic.notebook.over import RowInterrupted
+
+    engine = current_session().backend
+    engine.load(GEMMA)
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
+    slots = len(entry.runner.decoder.slots)  # sequences decoded together (OLLAMA_NUM_PARALLEL)
+    quick = [f"quick {i}" for i in range(2)]
+    long = [f"long {i}" for i in range(slots + 6)]
+    backend = QuickAndLongRows(engine, quick=len(quick))
+    # more workers than slots: when Ctrl-C comes, `slots` long rows decode and the others wait for a slot
+    result = chat_over(pd.Series(quick + long), "One word about: {text}", model=GEMMA, backend=backend,
+                       options={"temperature": 0}, workers=slots + 4, progress=False)
+    meta = result.attrs["ollama_magic"]
+    assert meta["interrupted"] and meta["asked"] == 2 and meta["unfinished"] == len(long) and meta["failed"] == 0
+    assert all(isinstance(v, str) and not isinstance(v, RowInterrupted) for v in result[:2])  # kept
+    assert all(isinstance(v, RowInterrupted) for v in result[2:]) and "interrupted (Ctrl-C)" in str(result[5])
+    # Every generation was cancelled at once: the rows queued for a slot were dropped unread, none of them
+    # was let into a slot a cancelled row freed (stopping each row at its next token reads them all).
+    started = [row for row in long if f"One word about: {row}" in backend.decoded]
+    assert len(started) <= slots
+    deadline = time.monotonic() + 30
+    while (entry.active or entry.runner.decoder.busy()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a bounded poll: the model must be idle now, not after 2000 tokens
+    assert entry.active == 0 and not entry.runner.decoder.busy()
+
+
+def test_over_batches_unseeded_rows_and_runs_a_seeded_column_one_row_at_a_time(ip) -> None:
     from ollama_magic.notebook import current_session
 
-    column = pd.Series([f"Topic number {i}" for i in range(12)])
-    backend = FlakyBackend(current_session().backend, failing="\x00never", after_rows=3)
-    result = chat_over(column, "One word about: {text}", model=GEMMA, backend=backend,
-                       options={"seed": 1, "num_predict": 4}, workers=2, progress=False)
-    meta = result.attrs["ollama_magic"]
-    assert meta["interrupted"] and 3 <= meta["asked"] < 12
-    assert result.notna().sum() == meta["asked"] and len(result) == 12
+    engine = current_session().backend
+    engine.unload(GEMMA)  # a fresh load: its decoder counts the most sequences it decoded together from zero
+    column = pd.Series([f"Topic number {i}" for i in range(4)])
+    chat_over(column, "Tell me about: {text}", model=GEMMA, backend=engine, options={"seed": 1, "num_predict": 16},
+              progress=False)
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
+    assert entry.runner.decoder.peak_active == 1  # a seeded request runs alone (docs/BENCHMARKS.md)
+    batched = chat_over(column, "Tell me about: {text}", model=GEMMA, backend=engine,
+                        options={"temperature": 0, "num_predict": 16}, progress=False)
+    assert entry.runner.decoder.peak_active > 1  # temperature 0 without a seed: rows decoded side by side
+    assert batched.notna().all()
 
 
 # ---- notebook context -------------------------------------------------------------------------------
@@ -241,6 +313,26 @@ def test_context_and_vars_are_attached_and_shown_collapsed(ip) -> None:
     engine = current_session().backend
     runner = next(e.runner for e in engine.scheduler if e.key == (GEMMA, False))
     assert label.endswith(f"({len(runner.tokenize(context_text, add_bos=False))} tokens)")  # the model's tokenizer
+
+
+def test_context_finds_cells_run_without_history_as_nbval_runs_them(ip) -> None:
+    from ollama_magic.notebook.cell_log import cell_log
+    from ollama_magic.notebook.context import recent_cells
+
+    for code in ("price_nh = 41", "price_nh + 1", "int('nine')"):
+        ip.run_cell(code, store_history=False)  # nbval's way: In and Out stay empty
+    with capture_output() as cap:
+        ran = ip.run_cell(f"%%chat --context 3 -t nohist {SHORT}\nWhat did I do?", store_history=False)
+    assert ran.success
+    label = next(o.data["text/plain"] for o in cap.outputs if o.data["text/plain"].startswith("sent with:"))
+    assert label.startswith("sent with: the last 3 cells (")  # no numbers: the cells ran without history
+    sent = history(ip, "nohist").content[0]
+    assert "```python\nprice_nh = 41\n```" in sent and "price_nh + 1\n```\n[output]\n42" in sent
+    assert "[error]\nTraceback" in sent and "ValueError: invalid literal for int() with base 10: 'nine'" in sent
+    cell_log(ip).cells.clear()  # an extension loaded after the cells ran has no record: In/Out as before
+    n = run(ip, "6 * 7").execution_count
+    cell_log(ip).cells.clear()
+    assert recent_cells(ip, 1) == [(n, f"[cell {n}]\n```python\n6 * 7\n```\n[output {n}]\n42")]
 
 
 def test_context_is_fitted_to_the_models_context_oldest_cells_first(ip) -> None:

@@ -9,6 +9,9 @@ import pytest
 from ollama_magic.notebook.chat import last_exchanges
 from IPython.core.formatters import DisplayFormatter
 
+from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult
+
+from ollama_magic.notebook.cell_log import CellLog, RanCell
 from ollama_magic.notebook.context import NotebookContext, SentWith, summarize
 from ollama_magic.notebook.errorhelp import corrected_code, format_error
 from ollama_magic.notebook.output_forms import as_latex, with_instruction
@@ -98,6 +101,29 @@ def test_sent_with_label_names_cells_and_vars() -> None:
     context = NotebookContext(cells=[(3, "[cell 3]"), (4, "[cell 4]")], variables=[("df", "df: ...")], tokens=12)
     assert context.label() == "sent with: cells 3-4; vars df (12 tokens)"
     assert context.wrap("hi").endswith("\n\nMessage:\nhi") and NotebookContext().wrap("hi") == "hi"
+
+
+def test_sent_with_label_of_cells_run_without_history_names_no_numbers() -> None:
+    assert NotebookContext(cells=[(None, "[cell]")], tokens=3).label() == "sent with: the last cell (3 tokens)"
+    context = NotebookContext(cells=[(None, "[cell]"), (None, "[cell]")], variables=[("x", "x: int: 1")], tokens=9)
+    assert context.label() == "sent with: the last 2 cells; vars x (9 tokens)"
+
+
+def _ran(code: str, value: object = None, error: BaseException | None = None, number: int | None = None):  # noqa: ANN202
+    result = ExecutionResult(ExecutionInfo(code, number is not None, False, True, None))
+    result.execution_count, result.result, result.error_in_exec = number or 4, value, error  # IPython always counts
+    return result
+
+
+def test_the_cell_log_keeps_code_results_and_errors_of_cells_run_without_history() -> None:
+    log = CellLog(shell=None, limit=3)
+    for ran in (_ran("a = 1"), _ran("a + 1", 2), _ran("   ", 5), _ran("1 / 0", error=ZeroDivisionError("division by zero")),
+                _ran("[a] * 2", [1, 1], number=7)):
+        log.record(ran)  # what IPython's post_run_cell hands over, with or without history
+    assert [c.code for c in log.cells] == ["a + 1", "1 / 0", "[a] * 2"]  # a blank cell is none; the oldest forgotten
+    assert log.cells[0] == RanCell(None, "a + 1", "2", None) and log.cells[2] == RanCell(7, "[a] * 2", "[1, 1]", None)
+    assert log.cells[1].output is None and log.cells[1].error.endswith("ZeroDivisionError: division by zero")
+    assert log.last(2) == list(log.cells)[1:] and log.last(0) == []
 
 
 def test_sent_with_is_collapsed_html_that_expands_to_the_text_sent() -> None:
