@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import weakref
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import anyio
@@ -52,21 +51,17 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-_inference_limiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]" = \
-    weakref.WeakKeyDictionary()
-
-
-def _inference_threads() -> anyio.CapacityLimiter:
+def _inference_threads(request: Request) -> anyio.CapacityLimiter:
     """Threads for the short engine calls around an inference: queuing a job (which may wait for
     its model to load) and collecting a finished reply. Requests beyond it wait in the limiter, in
     the event loop, holding no thread; waiting for a model's queue holds none either. One limiter
-    per event loop (a stopped server's loop must not keep tokens of the next one's)."""
-    loop = asyncio.get_running_loop()
-    limiter = _inference_limiters.get(loop)
+    per app (so per server and event loop: a stopped server's loop keeps no tokens of the next's)."""
+    state = request.app.state
+    limiter = getattr(state, "inference_threads", None)
     if limiter is None:
         from ..engine.runner import num_parallel
 
-        limiter = _inference_limiters[loop] = anyio.CapacityLimiter(2 * num_parallel() + 8)
+        limiter = state.inference_threads = anyio.CapacityLimiter(2 * num_parallel() + 8)
     return limiter
 
 
@@ -101,9 +96,9 @@ async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> An
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watch_disconnect)
         try:
-            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads())
+            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads(request))
             if isinstance(result, (Pending, ChunkStream)):
-                result = await _when_ready(result)
+                result = await _when_ready(result, _inference_threads(request))
         except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
             failure = exc  # (raised inside it, it would arrive wrapped in an ExceptionGroup)
         finally:
@@ -113,7 +108,7 @@ async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> An
     return result
 
 
-async def _when_ready(waiting: Pending | ChunkStream) -> Any:
+async def _when_ready(waiting: Pending | ChunkStream, threads: anyio.CapacityLimiter) -> Any:
     """Wait, holding no thread, until a queued job has output; then a Pending's reply (collected in a
     thread, which no longer waits on the queue) or the stream itself."""
     loop = asyncio.get_running_loop()
@@ -129,7 +124,7 @@ async def _when_ready(waiting: Pending | ChunkStream) -> Any:
         waiting.when_ready(wake)
         await ready.wait()
         if isinstance(waiting, Pending):
-            return await anyio.to_thread.run_sync(waiting.result, limiter=_inference_threads())
+            return await anyio.to_thread.run_sync(waiting.result, limiter=threads)
         return waiting
     except BaseException:
         with anyio.CancelScope(shield=True):  # the job stops and the model is handed back
