@@ -33,6 +33,7 @@ from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, Detoke
                      ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse, TokenizeResponse)
 from .capabilities import capabilities, model_template
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .jobs import Queued
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
@@ -46,6 +47,11 @@ log = logging.getLogger("ollama_magic")
 #: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
 #: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
 CANCEL_SCOPE: ContextVar[threading.Event | None] = ContextVar("ollama_magic_cancel", default=None)
+
+
+#: Set by a front end that waits for replies without holding a thread (the HTTP server's event loop):
+#: a non-streaming generate/chat then returns a :class:`Pending` instead of blocking until it is done.
+DEFER_REPLY: ContextVar[bool] = ContextVar("ollama_magic_defer_reply", default=False)
 
 
 def request_cancel_event() -> threading.Event:
@@ -71,13 +77,20 @@ def _tool_dict(tool: Any) -> dict[str, Any]:
 class ChunkStream:
     """The iterator a streaming call returns. ``cancel()`` (safe from any thread, even while another
     thread waits in ``next()``) stops decoding after the current token; ``close()`` also ends the
-    stream and hands the model back, waiting for a ``next()`` running elsewhere to return first."""
+    stream and hands the model back, waiting for a ``next()`` running elsewhere to return first.
+
+    ``start()`` then ``when_ready(callback)`` let a front end wait for a job queued behind others
+    without a thread of its own: ``start`` goes as far as queuing the job (loading the model if
+    needed), ``when_ready`` calls back once ``next()`` will not wait for the queue."""
 
     def __init__(self, chunks: Iterator[Any], cancel: threading.Event) -> None:
         self._chunks = chunks
         self._cancel = cancel
         self._lock = threading.RLock()
         self._closed = False
+        self._started = False
+        self._ahead: list[Any] = []  # an item start() read that was not the Queued marker
+        self._queued: Queued | None = None
 
     def __iter__(self) -> "ChunkStream":
         return self
@@ -86,7 +99,35 @@ class ChunkStream:
         with self._lock:
             if self._closed:
                 raise StopIteration
-            return next(self._chunks)
+            self._started = True
+            if self._ahead:
+                return self._ahead.pop()
+            while True:
+                item = next(self._chunks)
+                if not isinstance(item, Queued):
+                    return item
+                self._queued = item
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+            try:
+                item = next(self._chunks)
+            except StopIteration:
+                return
+            if isinstance(item, Queued):
+                self._queued = item
+            else:
+                self._ahead.append(item)
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        queued = self._queued
+        if queued is None:
+            callback()
+        else:
+            queued.output.when_ready(callback)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -99,6 +140,39 @@ class ChunkStream:
                 close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
                 if close is not None:
                     close()
+
+
+class Pending:
+    """A non-streaming reply still to come (see ``DEFER_REPLY``): ``start()`` queues its job,
+    ``when_ready(callback)`` calls back (from any thread) when ``result()`` will not wait for the
+    model's queue, ``result()`` collects it; ``close()`` abandons it (a generation stops, the model
+    is handed back). Closing twice, or after ``result()``, does nothing."""
+
+    def __init__(self, collect: Callable[[], Any], when_ready: Callable[[Callable[[], None]], None],
+                 close: Callable[[], None], start: Callable[[], None] | None = None) -> None:
+        self._collect, self._when_ready, self._close, self._start = collect, when_ready, close, start
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> None:
+        if self._start is not None:
+            self._start()
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        self._when_ready(callback)
+
+    def result(self) -> Any:
+        try:
+            return self._collect()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._close()
 
 
 class Engine:
@@ -409,20 +483,33 @@ class Engine:
         if any(not isinstance(t, str) for t in texts):
             raise InvalidRequest("invalid input type: input must be a string or a list of strings")
         texts = [t for t in texts if t != ""] if isinstance(input, str) else texts
+        if dimensions is not None and dimensions < 0:
+            raise InvalidRequest("dimensions must be a positive number")
         opts = self._options(record, options)
         entry, load_ns = self._acquire(record, opts, embedding=True)
-        try:
-            vectors, count = (entry.runner.embed(texts, truncate is not False) if texts else ([], 0))
-        finally:
+        try:  # queued on the model's owner thread, packed with the other embed requests waiting there
+            future = entry.runner.submit_embed(texts, truncate is not False) if texts else None
+        except BaseException:
             self.scheduler.release(entry, keep)
-        if dimensions:
-            if dimensions < 1:
-                raise InvalidRequest("dimensions must be a positive number")
-            vectors = [_normalize(v[:dimensions]) for v in vectors]
-        return ollama.EmbedResponse(
-            model=model, embeddings=vectors, total_duration=time.perf_counter_ns() - start,
-            load_duration=load_ns, prompt_eval_count=count,
-        )
+            raise
+
+        def when_ready(callback: Callable[[], None]) -> None:
+            if future is None:
+                callback()
+            else:
+                future.add_done_callback(lambda _done: callback())
+
+        def collect() -> ollama.EmbedResponse:
+            vectors, count = future.result() if future is not None else ([], 0)
+            if dimensions:
+                vectors = [_normalize(v[:dimensions]) for v in vectors]
+            return ollama.EmbedResponse(
+                model=model, embeddings=vectors, total_duration=time.perf_counter_ns() - start,
+                load_duration=load_ns, prompt_eval_count=count,
+            )
+
+        pending = Pending(collect, when_ready, lambda: self.scheduler.release(entry, keep))
+        return pending if DEFER_REPLY.get() else pending.result()
 
     def embeddings(
         self,
@@ -579,8 +666,9 @@ class Engine:
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
         format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
         cancel: threading.Event | None = None, grammar: str | None = None,
-    ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
-        """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
+    ) -> Iterator[Any]:
+        """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns); a
+        :class:`Queued` marker comes first, once the job is queued."""
         start = time.perf_counter_ns()
         grammar = grammar or _grammar(format)
         sampling = Sampling(
@@ -606,6 +694,7 @@ class Engine:
             )
             items = runner.stream(job)
             try:
+                yield Queued(job.output)  # a front end may wait for the queue here without a thread
                 for item in items:
                     if isinstance(item, Token):
                         yield item.text, None, load_ns, 0
@@ -621,20 +710,26 @@ class Engine:
         if stream:
             def iterate():  # noqa: ANN202
                 try:
-                    for piece, fin, load_ns, total_ns in chunks:
-                        yield wrap(piece, fin, load_ns, total_ns)
+                    for chunk in chunks:
+                        yield chunk if isinstance(chunk, Queued) else wrap(*chunk)
                 finally:
                     chunks.close()
 
             return ChunkStream(iterate(), cancel)
-        parts: list[Any] = []
-        last = None
-        for piece, fin, load_ns, total_ns in chunks:
-            if piece:
-                parts.append(piece)
-            if fin is not None:
-                last = wrap(None, fin, load_ns, total_ns)
-        return join(parts, last)
+
+        def collect(items: ChunkStream) -> Any:
+            parts: list[Any] = []
+            last = None
+            for piece, fin, load_ns, total_ns in items:
+                if piece:
+                    parts.append(piece)
+                if fin is not None:
+                    last = wrap(None, fin, load_ns, total_ns)
+            return join(parts, last)
+
+        items = ChunkStream(chunks, cancel)
+        pending = Pending(lambda: collect(items), items.when_ready, items.close, items.start)
+        return pending if DEFER_REPLY.get() else pending.result()
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:
@@ -678,10 +773,15 @@ def _kv_bytes(info: Any, n_ctx: int) -> int:
     return n_ctx * layers * kv_heads * (k + v) * 2
 
 
-def _parsed(chunks: Iterator[tuple[Any, Finished | None, int, int]], parser: ReplyParser) -> Iterator[tuple[ReplyPart, Finished | None, int, int]]:
-    """The runner's text pieces as reply parts; pieces held back by the parsers yield nothing yet."""
+def _parsed(chunks: Iterator[Any], parser: ReplyParser) -> Iterator[Any]:
+    """The runner's text pieces as reply parts; pieces held back by the parsers yield nothing yet
+    (the Queued marker passes through)."""
     try:
-        for piece, fin, load_ns, total_ns in chunks:
+        for chunk in chunks:
+            if isinstance(chunk, Queued):
+                yield chunk
+                continue
+            piece, fin, load_ns, total_ns = chunk
             if fin is None:
                 part = parser.add(piece)
                 if part:

@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from ..errors import EngineError
 from .sampling import Sampling
 
-__all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Token"]
+__all__ = ["EngineError", "Finished", "GenerationJob", "JobOutput", "LoadOptions", "Queued", "Token"]
+
+
+class JobOutput(queue.Queue):  # type: ignore[type-arg]
+    """A job's results, in order. Besides a blocking ``get`` for a thread, ``when_ready`` tells a
+    waiter that holds no thread (the HTTP server's event loop) that the first result has arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listen_lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        self._arrived = False
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if self._arrived:  # listeners are only added before the first item: none to call
+            return
+        with self._listen_lock:
+            self._arrived = True
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a waiter's failure must not stop the model's thread
+                logging.getLogger("ollama_magic").exception("a job output listener failed")
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the thread that puts, or now) once something has been put."""
+        with self._listen_lock:
+            if not self._arrived:
+                self._listeners.append(callback)
+                return
+        callback()
+
+
+@dataclass
+class Queued:
+    """Passed along the engine's chunk iterators once a job waits on its model: a front end can stop
+    iterating there, wait for ``output.when_ready`` without a thread, and carry on."""
+
+    output: JobOutput
 
 
 @dataclass(frozen=True)
@@ -37,6 +80,7 @@ class GenerationJob:
     #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)
     stream: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
+    output: JobOutput = field(default_factory=JobOutput)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -87,6 +88,16 @@ DEFAULT_MAX_QUEUE = 512
 _STOP = object()
 
 
+@dataclass
+class EmbedJob:
+    """One embed request's tokenized texts, waiting on the owner thread to be packed with the others."""
+
+    texts: list[str]
+    token_lists: list[list[int]]
+    normalize: bool
+    future: "Future[tuple[list[list[float]], int]]" = field(default_factory=Future)
+
+
 class Runner:
     """The owner-thread actor: loads ``model_path`` on its own thread and runs every later call there.
 
@@ -100,11 +111,12 @@ class Runner:
         self.name = name
         self.max_queue = max_queue()
         self._inbox: queue.Queue[Any] = queue.Queue()
-        self._waiting = 0  # generation jobs submitted and not yet in a slot (OLLAMA_MAX_QUEUE)
+        self._waiting = 0  # jobs submitted and not yet taken up (generations in a slot, embeds packed): OLLAMA_MAX_QUEUE
         self._waiting_lock = threading.Lock()
         self.llm: llama_cpp.Llama | None = None  # embedding models
         self.lctx: LlamaContext | None = None  # generation models
         self.decoder: Decoder | None = None
+        self.embed_decodes = 0  # llama_decode calls made for embeddings since the load (tests watch it)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
@@ -121,29 +133,39 @@ class Runner:
     def _loop(self) -> None:
         while True:
             decoder = self.decoder
-            block = decoder is None or not decoder.busy()
-            try:
-                item = self._inbox.get(block=block)
-            except queue.Empty:
-                item = None
-            while item is not None:
+            items = self._take(block=decoder is None or not decoder.busy())
+            embeds = [item for item in items if isinstance(item, EmbedJob)]
+            for item in items:
                 if item is _STOP:
+                    for job in embeds:  # not run yet (they were all run at the first one otherwise)
+                        job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
                     return
-                if isinstance(item, tuple):
+                if isinstance(item, EmbedJob):
+                    if embeds:  # every embed request queued now goes into the same packed batches
+                        self._embed_jobs(embeds)
+                        embeds = []
+                elif isinstance(item, tuple):
                     assert self.decoder is not None
                     self.decoder.submit(*item)
                 else:
                     item()
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    item = None
             if self.decoder is not None and self.decoder.busy():
                 try:
                     self.decoder.step()
                 except BaseException as exc:  # noqa: BLE001 - never kill the owner thread
                     log.exception("decoder step failed")
                     self.decoder.fail_all(EngineError(f"model {self.name} failed: {exc}"))
+
+    def _take(self, block: bool) -> list[Any]:
+        """Everything in the inbox now (waiting for the first item only when ``block``)."""
+        items: list[Any] = []
+        try:
+            items.append(self._inbox.get(block=block))
+            while True:
+                items.append(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return items
 
     def _stop_thread(self) -> None:
         self._closed = True
@@ -229,6 +251,13 @@ class Runner:
 
         return read_gguf(self.model_path).arch_value("pooling_type")
 
+    def _enter_queue(self) -> None:
+        """Count one more waiting job, or refuse it with Ollama's 503 when OLLAMA_MAX_QUEUE wait already."""
+        with self._waiting_lock:
+            if self._waiting >= self.max_queue:
+                raise ServerBusy()
+            self._waiting += 1
+
     def _left_queue(self) -> None:
         with self._waiting_lock:
             self._waiting -= 1
@@ -253,7 +282,7 @@ class Runner:
 
     @property
     def waiting(self) -> int:
-        """Generation jobs queued for a free slot."""
+        """Jobs queued: generations waiting for a free slot, embed requests waiting for the owner thread."""
         return self._waiting
 
     @property
@@ -286,13 +315,9 @@ class Runner:
         """
         if self._closed or self.decoder is None:
             raise EngineError(f"model {self.name} was unloaded")
-        with self._waiting_lock:
-            if self._waiting >= self.max_queue:
-                raise ServerBusy()
-            self._waiting += 1
-        out: queue.Queue[Token | Finished | BaseException] = queue.Queue()
-        self._inbox.put((job, out))
-        return self._drain(job, out)
+        self._enter_queue()
+        self._inbox.put((job, job.output))
+        return self._drain(job, job.output)
 
     @staticmethod
     def _drain(job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
@@ -309,30 +334,63 @@ class Runner:
 
     def embed(self, texts: list[str], truncate: bool, normalize: bool = True) -> tuple[list[list[float]], int]:
         """One vector per text (L2-normalised unless asked not to) and the number of tokens read."""
+        return self.submit_embed(texts, truncate, normalize).result()
 
-        def run() -> tuple[list[list[float]], int]:
-            llm = self.llm
+    def submit_embed(self, texts: list[str], truncate: bool,
+                     normalize: bool = True) -> "Future[tuple[list[list[float]], int]]":
+        """Queue an embed request; its future holds what :meth:`embed` returns.
+
+        Texts are tokenized here, on the caller's thread (llama.cpp's tokenizer is thread-safe); the
+        owner thread then packs the texts of every embed request queued at that moment into the same
+        micro-batches (see ``_embed_jobs``), so concurrent requests share llama_decode calls.
+        """
+        llm = self.llm
+        if llm is None:
+            raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
+        limit = min(llm.n_ctx(), llm.n_batch)  # a sequence must fit one decode
+        token_lists = []
+        for text in texts:
+            tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+            if len(tokens) > limit:
+                if not truncate:
+                    raise InvalidRequest("the input length exceeds the context length")
+                tokens = tokens[:limit]
+            token_lists.append(tokens)
+        if self._closed:
+            raise EngineError(f"model {self.name} was unloaded")
+        self._enter_queue()
+        job = EmbedJob(texts, token_lists, normalize)
+        self._inbox.put(job)
+        return job.future
+
+    def _embed_jobs(self, jobs: list[EmbedJob]) -> None:
+        """Owner thread: embed the texts of ``jobs`` together, then hand each request its own vectors."""
+        for _ in jobs:
+            self._left_queue()
+        llm = self.llm
+        try:
             if llm is None:
-                raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
-            limit = min(llm.n_ctx(), llm.n_batch)  # a sequence must fit one decode
-            token_lists = []
-            for text in texts:
-                tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-                if len(tokens) > limit:
-                    if not truncate:
-                        raise InvalidRequest("the input length exceeds the context length")
-                    tokens = tokens[:limit]
-                token_lists.append(tokens)
+                raise EngineError(f"model {self.name} was unloaded")
             if llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):
-                vectors = llm.embed(texts, normalize=normalize, truncate=True)
-                return [list(map(float, v)) for v in vectors], sum(map(len, token_lists))
-            matrix = _embed_packed(llm, token_lists)
-            if normalize:
-                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-                matrix = matrix / np.where(norms > 0, norms, 1.0)
-            return matrix.tolist(), sum(map(len, token_lists))
-
-        return self.call(run)
+                for job in jobs:  # llama-cpp-python's own path (per-token or rank outputs): one request at a time
+                    vectors = llm.embed(job.texts, normalize=job.normalize, truncate=True)
+                    job.future.set_result(([list(map(float, v)) for v in vectors], sum(map(len, job.token_lists))))
+                return
+            matrix, decodes = _embed_packed(llm, [tokens for job in jobs for tokens in job.token_lists])
+            self.embed_decodes += decodes
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            rows = matrix[start:start + len(job.token_lists)]
+            start += len(job.token_lists)
+            if job.normalize:
+                norms = np.linalg.norm(rows, axis=1, keepdims=True)
+                rows = rows / np.where(norms > 0, norms, 1.0)
+            job.future.set_result((rows.tolist(), sum(map(len, job.token_lists))))
 
 
 #: Tokens per llama_decode when embedding. Sequences in one micro-batch attend over all of it
@@ -342,8 +400,9 @@ class Runner:
 EMBED_PACK_TOKENS = 256
 
 
-def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> "np.ndarray":
-    """Pooled vectors for many texts: shortest first, several sequences per decode.
+def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> tuple["np.ndarray", int]:
+    """Pooled vectors for many texts (shortest first, several sequences per decode) and the number
+    of llama_decode calls that took.
 
     ``Llama.embed`` packs up to n_batch tokens (512) per decode and truncates inputs to n_batch;
     here the pack is smaller (faster, see above) while n_batch stays at n_ctx, so any single text
@@ -355,8 +414,11 @@ def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> "np.nda
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     batch: list[int] = []
     used = 0
+    decodes = 0
 
     def decode() -> None:
+        nonlocal decodes
+        decodes += 1
         llm._ctx.kv_cache_clear()
         llm._ctx.decode(llm._batch)
         llm._batch.reset()
@@ -377,7 +439,7 @@ def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> "np.nda
         decode()
     llm._ctx.kv_cache_clear()
     llm.reset()
-    return out
+    return out, decodes
 
 
 def _return_freed_memory() -> None:

@@ -96,6 +96,8 @@ class Scheduler:
         self.max_loaded = max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 3)
         self.budget = budget or memory_budget()
         self._loaded: dict[tuple[str, bool], Loaded] = {}
+        #: taken out of service while requests still use them: their memory is still in use
+        self._expiring: dict[int, Loaded] = {}  # by id(): entries compare by value
         self._key_locks: dict[tuple[str, bool], threading.Lock] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -160,7 +162,7 @@ class Scheduler:
         by the caller once the lock is released."""
         evicted: list[Loaded] = []
         while self._loaded:
-            used = sum(e.size for e in self._loaded.values())
+            used = self._used_locked()
             if len(self._loaded) < self.max_loaded and used + needed <= self.budget:
                 break
             idle = [e for e in self._loaded.values() if e.active == 0]
@@ -172,6 +174,11 @@ class Scheduler:
             evicted += self._expire_locked(victim)
         return evicted
 
+    def _used_locked(self) -> int:
+        """Bytes held by models: those in service and those expiring that requests still hold (their
+        weights and KV cache stay in memory until the last of those requests ends)."""
+        return sum(e.size for e in self._loaded.values()) + sum(e.size for e in self._expiring.values())
+
     # ---- unloading ---------------------------------------------------------------------------
 
     def _expire_locked(self, entry: Loaded) -> list[Loaded]:
@@ -180,7 +187,11 @@ class Scheduler:
         if self._loaded.get(entry.key) is entry:
             del self._loaded[entry.key]
         entry.expiring = True
-        return [entry] if entry.active == 0 else []
+        if entry.active > 0:
+            self._expiring[id(entry)] = entry
+            return []
+        self._expiring.pop(id(entry), None)
+        return [entry]
 
     @staticmethod
     def _free(entries: list[Loaded]) -> None:

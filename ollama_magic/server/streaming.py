@@ -6,8 +6,12 @@ will not load, a full queue) still get their own HTTP status; later errors becom
 When the client goes away, the stream is cancelled and decoding stops after the current token; a
 non-streaming call is watched the same way (``in_thread(fn, request)``).
 
-Inference calls wait in threads of their own limiter, not anyio's default pool (40 threads), so
-requests queued for a busy model never starve /api/tags, /api/ps or /api/show.
+A request queued behind others on a busy model holds no thread while it waits: a thread starts the
+engine call only as far as queuing its job (``Pending.start`` / ``ChunkStream.start``), the event
+loop then waits for the job's first output (``when_ready``, signalled with ``call_soon_threadsafe``),
+and only then does a thread collect the reply or relay the stream. Those short calls run in threads
+of their own limiter, not anyio's default pool (40 threads), so /api/tags, /api/ps or /api/show
+never wait behind inference.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ..engine.engine import CANCEL_SCOPE
+from ..engine.engine import CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending
 from ..errors import OllamaMagicError
 from .envelopes import native_error
 
@@ -47,34 +51,39 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-_inference_limiter: anyio.CapacityLimiter | None = None
+def _inference_threads(request: Request) -> anyio.CapacityLimiter:
+    """Threads for the short engine calls around an inference: queuing a job (which may wait for
+    its model to load) and collecting a finished reply. Requests beyond it wait in the limiter, in
+    the event loop, holding no thread; waiting for a model's queue holds none either. One limiter
+    per app (so per server and event loop: a stopped server's loop keeps no tokens of the next's)."""
+    state = request.app.state
+    limiter = getattr(state, "inference_threads", None)
+    if limiter is None:
+        from ..engine.runner import num_parallel
 
-
-def _inference_threads() -> anyio.CapacityLimiter:
-    """Threads for calls that may wait on a model: as many as may queue (OLLAMA_MAX_QUEUE, which
-    turns the rest away with a 503) plus those running, so waiting is bounded there, not here."""
-    global _inference_limiter
-    if _inference_limiter is None:
-        from ..engine.runner import max_queue, num_parallel
-
-        _inference_limiter = anyio.CapacityLimiter(max_queue() + 4 * num_parallel() + 8)
-    return _inference_limiter
+        limiter = state.inference_threads = anyio.CapacityLimiter(2 * num_parallel() + 8)
+    return limiter
 
 
 async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> Any:
     """Run a blocking engine call in a thread. With ``request``, the call is an inference that may
-    wait on a model: it runs in the inference threads, and a generation it starts is cancelled
-    (within a token) when the client disconnects before the answer is ready."""
+    wait on a model: a generation it starts waits for its turn without a thread (see the module
+    docstring) and is cancelled (within a token) when the client disconnects before the answer, or a
+    stream's first piece, is ready."""
     if request is None:
         return await anyio.to_thread.run_sync(fn)
     cancel = threading.Event()
 
     def call() -> Any:
-        scope = CANCEL_SCOPE.set(cancel)
+        scopes = CANCEL_SCOPE.set(cancel), DEFER_REPLY.set(True)
         try:
-            return fn()
+            result = fn()
+            if isinstance(result, (Pending, ChunkStream)):
+                result.start()  # the job is queued; the wait for its turn is the event loop's
+            return result
         finally:
-            CANCEL_SCOPE.reset(scope)
+            DEFER_REPLY.reset(scopes[1])
+            CANCEL_SCOPE.reset(scopes[0])
 
     async def watch_disconnect() -> None:
         while True:
@@ -87,7 +96,9 @@ async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> An
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watch_disconnect)
         try:
-            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads())
+            result = await anyio.to_thread.run_sync(call, limiter=_inference_threads(request))
+            if isinstance(result, (Pending, ChunkStream)):
+                result = await _when_ready(result, _inference_threads(request))
         except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
             failure = exc  # (raised inside it, it would arrive wrapped in an ExceptionGroup)
         finally:
@@ -97,6 +108,30 @@ async def in_thread(fn: Callable[[], Any], request: Request | None = None) -> An
     return result
 
 
+async def _when_ready(waiting: Pending | ChunkStream, threads: anyio.CapacityLimiter) -> Any:
+    """Wait, holding no thread, until a queued job has output; then a Pending's reply (collected in a
+    thread, which no longer waits on the queue) or the stream itself."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def wake() -> None:  # on the model's owner thread
+        try:
+            loop.call_soon_threadsafe(ready.set)
+        except RuntimeError:  # the loop is gone (server shut down): nobody to wake
+            pass
+
+    try:
+        waiting.when_ready(wake)
+        await ready.wait()
+        if isinstance(waiting, Pending):
+            return await anyio.to_thread.run_sync(waiting.result, limiter=threads)
+        return waiting
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # the job stops and the model is handed back
+            await anyio.to_thread.run_sync(waiting.close)
+        raise
+
+
 class _Failed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -104,10 +139,11 @@ class _Failed:
 
 class Relay:
     """An engine iterator served from async code: one thread pulls and encodes every item (the
-    generators may hold thread-bound locks, so they must be driven from one thread), the event loop
-    writes what it hands over. One thread per stream instead of one thread-pool hop per token: on 2
-    cores every hop takes time from the decode threads (measured with the ollama client, gemma3:270m:
-    0.91 of in-kernel tokens/s with per-token hops, 0.99 with this)."""
+    generators may hold thread-bound locks, so they must be driven from one thread; an engine stream
+    comes here already queued and ready, see ``in_thread``), the event loop writes what it hands
+    over. One thread per stream instead of one thread-pool hop per token: on 2 cores every hop
+    takes time from the decode threads (measured with the ollama client, gemma3:270m: 0.91 of
+    in-kernel tokens/s with per-token hops, 0.99 with this)."""
 
     def __init__(self, iterator: Iterator[Any], encode: Callable[[Any], str],
                  encode_error: Callable[[OllamaMagicError], str]) -> None:

@@ -4,10 +4,12 @@ on the real Gemma 3 270M: parallel streams, cancels, unloads while streams run, 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import ollama
 import pytest
 
@@ -153,3 +155,61 @@ def test_default_threads_are_physical_cores() -> None:
     import psutil
 
     assert physical_cores() == min(psutil.cpu_count(logical=False) or 1, len(__import__("os").sched_getaffinity(0)))
+
+
+MINILM = "all-minilm"
+
+
+def embed_runner_of(engine: Engine) -> Runner:
+    [entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+    return entry.runner
+
+
+def test_concurrent_embed_requests_share_packed_batches_and_keep_their_vectors(engine: Engine) -> None:
+    requests = [[f"Note {i}: the {w} was fine." for w in ("delivery", "weather", "code")] for i in range(6)]
+    alone = [engine.embed(MINILM, texts) for texts in requests]
+    runner = embed_runner_of(engine)
+    before = runner.embed_decodes
+    for texts in requests:
+        engine.embed(MINILM, texts)
+    separate = runner.embed_decodes - before  # one decode each: three short texts fit one micro-batch
+    # Hold the owner thread so the six requests are all queued when it looks again, as under load.
+    holding, gate = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=runner.call, args=(lambda: (holding.set(), gate.wait(60)),))
+    blocker.start()
+    assert holding.wait(30)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(engine.embed, MINILM, texts) for texts in requests]
+        deadline = time.monotonic() + 60
+        while runner.waiting < len(requests):
+            assert time.monotonic() < deadline, f"the embed requests never queued on the model: {runner.waiting}"
+            time.sleep(0.01)
+        gate.set()
+        together = [f.result(timeout=60) for f in futures]
+    blocker.join(timeout=30)
+    shared = runner.embed_decodes - before - separate
+    assert shared < separate, f"{shared} llama_decode calls together vs {separate} one request at a time"
+    for one, both in zip(alone, together):
+        assert both.prompt_eval_count == one.prompt_eval_count  # each request counts its own tokens
+        a, b = np.array(one.embeddings), np.array(both.embeddings)
+        assert a.shape == b.shape == (3, 384)
+        assert (np.sum(a * b, axis=1) >= 0.9999).all()  # unit vectors: the dot product is the cosine
+
+
+def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registered: ModelStore) -> None:
+    with Engine(registered) as engine:
+        engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
+        running = stream(engine, "Count to one hundred.", 2000)
+        next(running)  # Gemma loaded and busy
+        gemma = runner_of(engine)
+        [g_entry] = [e for e in engine.scheduler.loaded() if not e.key[1]]
+        [m_entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+        # room for what is loaded now, not for a second copy of Gemma's weights beside the first
+        engine.scheduler.budget = g_entry.size + m_entry.size + gemma.model_path.stat().st_size // 2
+        assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
+        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1  # a fresh Gemma
+        loaded = [(e.name, e.key[1]) for e in engine.scheduler.loaded()]
+        assert not any(embedding for _, embedding in loaded), f"MiniLM should have made room: {loaded}"
+        assert not gemma.closed and m_entry.runner.closed
+        running.close()
+        assert gemma.closed

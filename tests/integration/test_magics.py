@@ -142,6 +142,53 @@ def test_ctrl_c_keeps_the_partial_reply_and_the_model_healthy(ip, monkeypatch: p
     assert chat(ip, SHORT, "Go on.").stats["eval_count"] == 8
 
 
+def test_ctrl_c_in_chat_while_the_server_streams_leaves_the_http_stream_whole(ip, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from ollama_magic.server import BackgroundServer
+
+    engine = ip.magics_manager.registry["OllamaMagics"].session.engine
+    long_reply = {"type": "array", "items": {"type": "integer"}, "minItems": 400}  # cannot end before num_predict
+    body = {"model": GEMMA, "prompt": "Count:", "format": long_reply,
+            "options": {"num_predict": 300, "temperature": 0, "stop": []}}
+    lines: list[dict] = []
+    streaming = threading.Event()
+
+    def http_stream(url: str) -> None:
+        with requests.post(url + "/api/generate", json=body, stream=True, timeout=600) as r:
+            for line in r.iter_lines():
+                lines.append(json.loads(line))
+                streaming.set()
+
+    seen: list[str] = []
+    overlap: list[bool] = []
+    original = display_module.StreamDisplay.append
+
+    def interrupt_after_three(self, piece: str) -> None:  # noqa: ANN001
+        original(self, piece)
+        seen.append(piece)
+        if len(seen) == 3:
+            overlap.append(not lines[-1]["done"])  # the HTTP stream is still running beside us
+            raise KeyboardInterrupt  # what the kernel's stop button raises in the main thread
+
+    with BackgroundServer(engine, port=0) as server:
+        client = threading.Thread(target=http_stream, args=(server.url,))
+        client.start()
+        assert streaming.wait(120)
+        monkeypatch.setattr(display_module.StreamDisplay, "append", interrupt_after_three)
+        reply = chat(ip, "--num-predict 500 --no-history", "Tell me a long story.")
+        monkeypatch.undo()
+        client.join(timeout=600)
+    assert reply.interrupted and str(reply) == "".join(seen) and overlap == [True]
+    final = lines[-1]
+    assert final["done"] and final["done_reason"] == "length" and final["eval_count"] == 300
+    generated = final["context"][final["prompt_eval_count"]:]
+    text = "".join(line["response"] for line in lines)
+    assert text == engine.detokenize(GEMMA, generated).content  # every token arrived, in order
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
+    assert entry.active == 0
+
+
 def test_user_mistakes_are_one_line_errors_and_send_nothing(ip) -> None:
     with pytest.raises(UsageError, match=r"no variable named 'nope'.*\{\{"):
         chat(ip, SHORT, "Hello {nope}")

@@ -84,3 +84,47 @@ def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(served: tup
     ok = requests.post(url + "/api/generate", json={"model": GEMMA, "prompt": "Hi", "stream": False,
                                                     "options": {"num_predict": 2}}, timeout=60)
     assert ok.status_code == 200 and ok.json()["eval_count"] == 2
+
+
+def test_queued_non_streaming_requests_hold_no_thread_each(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path_factory: pytest.TempPathFactory,
+                                                           clone_registered) -> None:
+    import asyncio
+
+    import httpx
+
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "1")
+    monkeypatch.setenv("OLLAMA_MAX_QUEUE", "100")
+    queued_count = 60
+    with Engine(clone_registered(tmp_path_factory.mktemp("deep") / "models")) as engine, \
+            BackgroundServer(engine, port=0) as server:
+        url = server.url
+        small = {"model": GEMMA, "prompt": "Hi", "stream": False, "options": {"num_predict": 1}}
+        requests.post(url + "/api/generate", json=small, timeout=120).raise_for_status()
+        runner = runner_of(engine)
+        long_reply = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
+        body = {"model": GEMMA, "prompt": "Count:", "format": long_reply, "options": {"num_predict": 2000}}
+        statuses: list[int | str] = []
+
+        async def fire() -> None:  # 60 clients from one thread: the client side adds no thread each
+            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=queued_count)) as client:
+                replies = await asyncio.gather(*(client.post(url + "/api/generate", json=small)
+                                                 for _ in range(queued_count)), return_exceptions=True)
+            statuses.extend(r.status_code if isinstance(r, httpx.Response) else repr(r) for r in replies)
+
+        with requests.post(url + "/api/generate", json=body, stream=True, timeout=60) as running:
+            next(running.iter_lines())  # the only slot is taken
+            before = threading.active_count()
+            clients = threading.Thread(target=asyncio.run, args=(fire(),))
+            clients.start()
+            deadline = time.monotonic() + 120
+            while runner.waiting < queued_count:
+                assert time.monotonic() < deadline, \
+                    f"{runner.waiting} of {queued_count} requests queued: {statuses}, threads {threading.active_count()}"
+                time.sleep(0.05)
+            grown = threading.active_count() - before - 1  # less the clients' thread
+            tags = requests.get(url + "/api/tags", timeout=10)  # answers while 60 wait
+            assert tags.status_code == 200 and GEMMA in [m["name"] for m in tags.json()["models"]]
+            assert grown < queued_count // 2, f"{grown} more threads with {queued_count} requests queued"
+        clients.join(timeout=600)  # the stream's client went away: the queued requests run
+        assert statuses == [200] * queued_count
