@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import EngineError
+from .logprobs import TokenProb
 from .sampling import Sampling
 
 __all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Token"]
@@ -37,11 +38,20 @@ class GenerationJob:
     #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)
     stream: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: report each token's log probability, with this many likeliest alternatives (0..20)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    #: (opening, closing) tags of a thinking trace and whether the prompt opened it: the grammar then
+    #: constrains only what follows the trace (see ``thinking.GrammarGate``)
+    trace_tags: tuple[str, str] | None = None
+    trace_started: bool = False
 
 
 @dataclass
 class Token:
     text: str
+    #: the log probabilities of the tokens whose text this is (when the job asked for them)
+    logprobs: list[TokenProb] = field(default_factory=list)
 
 
 @dataclass
