@@ -160,8 +160,9 @@ class _ChatStream:
             for choice in chunk.choices[:1]:
                 text = (choice.delta.content if self._chat else choice.text) or ""
                 finish = choice.finish_reason or finish
-                if text:
-                    yield self._piece(text, done=False)
+                probs = ollama_logprobs(choice.logprobs) if self._chat else None
+                if text or probs:
+                    yield self._piece(text, done=False, **({"logprobs": probs} if probs else {}))
         yield self._piece("", **_final_fields(finish, usage, self._started))
 
     def close(self) -> None:
@@ -169,6 +170,19 @@ class _ChatStream:
         self._stream.close()
 
     cancel = close
+
+
+def ollama_logprobs(choice_logprobs: Any) -> list[Any] | None:
+    """A chat choice's OpenAI ``logprobs`` as Ollama's ``logprobs`` entries (None when it has none)."""
+    content = getattr(choice_logprobs, "content", None)
+    if not content:
+        return None
+    from ollama import _types
+
+    return [_types.Logprob(token=item.token, logprob=item.logprob,
+                           top_logprobs=[_types.TokenLogprob(token=t.token, logprob=t.logprob)
+                                         for t in item.top_logprobs or []] or None)
+            for item in content]
 
 
 def _final_fields(finish: str | None, usage: Any, started: float) -> dict[str, Any]:
@@ -296,16 +310,21 @@ class OpenAIBackend:
         if chat:
             return ollama.ChatResponse(model=name, created_at=now_rfc3339(),
                                        message=ollama.Message(role="assistant", content=choice.message.content or ""),
-                                       **final)
+                                       logprobs=ollama_logprobs(choice.logprobs), **final)
         return ollama.GenerateResponse(model=name, created_at=now_rfc3339(), response=choice.text or "", **final)
 
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, *, stream: bool = False,
-             options: Mapping[str, Any] | None = None, format: Any = None, **kwargs: Any) -> Any:
-        """``keep_alive``, ``think`` and ``tools`` have no meaning here and are ignored."""
+             options: Mapping[str, Any] | None = None, format: Any = None, logprobs: bool | None = None,
+             top_logprobs: int | None = None, **kwargs: Any) -> Any:
+        """``keep_alive``, ``think`` and ``tools`` have no meaning here and are ignored; ``logprobs``
+        and ``top_logprobs`` are OpenAI's fields of the same names."""
         sent = [{"role": m["role"], "content": m["content"]} if isinstance(m, Mapping)
                 else {"role": m.role, "content": m.content} for m in messages or []]
+        probs: dict[str, Any] = {}
+        if logprobs:
+            probs = {"logprobs": True, "top_logprobs": top_logprobs or 0}
         return self._call(self._complete, self.client.chat.completions.create, model, True, stream, options,
-                          format, messages=sent)
+                          format, messages=sent, **probs)
 
     def generate(self, model: str = "", prompt: str | None = None, *, stream: bool = False,
                  options: Mapping[str, Any] | None = None, format: Any = None, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Optional, Sequence, Union
 
 import ollama
+from ollama import _types as ollama_types
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -149,16 +150,31 @@ class DebugInfo(WireModel):
     image_count: Optional[int] = None
 
 
+class TokenLogprob(ollama_types.TokenLogprob):
+    """Ollama's ``TokenLogprob``: a token's text, its log probability and its UTF-8 bytes (a token
+    may hold part of a character, which its text then shows as U+FFFD)."""
+
+    bytes: Optional[list[int]] = None
+
+
+class Logprob(TokenLogprob):
+    """One generated token and, with ``top_logprobs``, the likeliest tokens at its position."""
+
+    top_logprobs: Optional[list[TokenLogprob]] = None
+
+
 class ChatResponse(ollama.ChatResponse):
     model_config = ConfigDict(populate_by_name=True)
 
     message: ChatMessage
+    logprobs: Optional[list[Logprob]] = None
     debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
 
 
 class GenerateResponse(ollama.GenerateResponse):
     model_config = ConfigDict(populate_by_name=True)
 
+    logprobs: Optional[list[Logprob]] = None
     debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
 
 

@@ -29,36 +29,65 @@ from typing import Any, Callable
 from ..errors import OllamaMagicError
 from .jobs import EngineError, Finished, GenerationJob, Token
 from .llama_context import LlamaContext
+from .logprobs import TokenProb, row_logprobs
 from .sampling import SamplerChain
+from .thinking import GrammarGate
 
 log = logging.getLogger("ollama_magic")
 
 
 class TextAssembler:
     """A sequence's bytes -> text pieces: whole UTF-8 characters only, and stop strings held back so
-    that a stop string never reaches the caller, not even in pieces."""
+    that a stop string never reaches the caller, not even in pieces.
 
-    def __init__(self, stops: list[str], emit: Callable[[str], None]) -> None:
+    Each token's log probability (when asked for) travels with the text it produced: it is handed on
+    with the piece in which its text begins, so a token held back as a possible stop string keeps its
+    value until its text is emitted. Tokens wholly inside a stop string are dropped with it (as
+    llama-server drops them); one that straddles it goes out, since part of its text did."""
+
+    def __init__(self, stops: list[str], emit: Callable[[str, list[TokenProb]], None]) -> None:
         self.stops = [s for s in stops if s]
         self.emit = emit
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.pending = ""
+        self.emitted = 0  # characters handed on so far
+        self.total = 0  # characters decoded so far (handed on + pending)
+        self.probs: deque[tuple[int, int, TokenProb]] = deque()  # (start, end) of each token's text
 
-    def add(self, piece: bytes) -> bool:
+    def add(self, piece: bytes, prob: TokenProb | None = None) -> bool:
         """Append a token's bytes; True when a stop string was hit."""
-        self.pending += self.decoder.decode(piece)
+        new = self.decoder.decode(piece)
+        if prob is not None:
+            self.probs.append((self.total, self.total + len(new), prob))
+        self.total += len(new)
+        self.pending += new
         text, self.pending, hit = split_at_stop(self.pending, self.stops)
-        if text:
-            self.emit(text)
+        self._hand_on(text, cut=hit)
         return hit
 
     def finish(self) -> None:
         self.pending += self.decoder.decode(b"", final=True)
+        text = ""
         if self.pending:
             text, _, _ = split_at_stop(self.pending, self.stops, final=True)
-            if text:
-                self.emit(text)
         self.pending = ""
+        self.emitted += len(text)
+        released = [p for _, _, p in self.probs]
+        self.probs.clear()
+        if text or released:
+            self.emit(text, released)
+
+    def _hand_on(self, text: str, cut: bool) -> None:
+        """Emit ``text``, with every token whose text starts in it (a token holding only part of a
+        character goes with that character); at a stop string the tokens after it are dropped."""
+        self.emitted += len(text)
+        released: list[TokenProb] = []
+        while self.probs and self.probs[0][0] < self.emitted:
+            released.append(self.probs.popleft()[2])
+        if cut:
+            self.probs.clear()
+        if text or released:
+            self.emit(text, released)
 
 
 def split_at_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
@@ -102,11 +131,20 @@ class Sequence:
         self.generated: list[int] = []
         self.next_token: int | None = None  # sampled, not yet fed back
         self.held: list[str] = []
-        emit = (lambda t: out.put(Token(t))) if job.stream else self.held.append
-        self.text = TextAssembler(job.stop, emit)
+        self.held_probs: list[TokenProb] = []
+        self.text = TextAssembler(job.stop, self._emit if job.stream else self._hold)
+        #: a grammar waiting for the thinking trace to close (None: no grammar, or it applies already)
+        self.gate = GrammarGate(*job.trace_tags, job.trace_started) if sampler.deferred and job.trace_tags else None
         self.start = time.perf_counter_ns()
         self.first = 0
         self.done_reason: str | None = None
+
+    def _emit(self, text: str, probs: list[TokenProb]) -> None:
+        self.out.put(Token(text, probs))
+
+    def _hold(self, text: str, probs: list[TokenProb]) -> None:
+        self.held.append(text)
+        self.held_probs.extend(probs)
 
     @property
     def exclusive(self) -> bool:
@@ -116,8 +154,8 @@ class Sequence:
         end = time.perf_counter_ns()
         if not self.job.cancel.is_set():
             self.text.finish()
-        if self.held:
-            self.out.put(Token("".join(self.held)))
+        if self.held or self.held_probs:
+            self.out.put(Token("".join(self.held), self.held_probs))
         first = self.first or end
         return Finished(
             done_reason=self.done_reason or "stop", prompt_eval_count=len(self.tokens),
@@ -209,7 +247,8 @@ class Decoder:
             self.lctx.forget(slot.seq_id, 0)
             reuse = 0
         slot.cached = slot.cached[:reuse]
-        sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar)
+        sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
+                               deferred=bool(job.grammar and job.trace_tags))
         limit = job.num_predict if job.num_predict >= 0 else n_ctx  # -1 and -2: until the context is full
         seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx)
         slot.sequence = seq
@@ -273,15 +312,28 @@ class Decoder:
 
     def _advance(self, seq: Sequence, row: int) -> None:
         """Sample this sequence's next token from batch row ``row``; emit or retire it."""
-        token = seq.sampler.sample(self.lctx.ctx, row)
+        lctx = self.lctx
+        token = seq.sampler.sample(lctx.ctx, row)
         if not seq.first:
             seq.first = time.perf_counter_ns()
         if seq.job.cancel.is_set():
             return self._retire(seq, "stop")
-        if self.lctx.is_eog(token):
+        if seq.gate is not None and not lctx.is_eog(token):
+            verdict = seq.gate.add(lctx.piece(token).decode("utf-8", errors="replace"))
+            if verdict != GrammarGate.FREE:
+                seq.gate = None
+                seq.sampler.constrain(drop_last=verdict == GrammarGate.RESAMPLE)
+                if verdict == GrammarGate.RESAMPLE:  # the reply skipped its trace: this token obeys the grammar too
+                    token = seq.sampler.sample(lctx.ctx, row)
+        if lctx.is_eog(token):
             return self._retire(seq, "stop")
         seq.generated.append(token)
-        if seq.text.add(self.lctx.piece(token)):
+        piece = lctx.piece(token)
+        prob = None
+        if seq.job.logprobs:
+            prob = row_logprobs(lctx.ctx, row, lctx.n_vocab, token, seq.job.top_logprobs, lambda _t: piece,
+                                lambda t: lctx.piece(t, special=True))
+        if seq.text.add(piece, prob):
             return self._retire(seq, "stop")
         if len(seq.generated) >= seq.limit or len(seq.tokens) + len(seq.generated) >= seq.num_ctx:
             return self._retire(seq, "length")

@@ -34,6 +34,7 @@ from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, Detoke
 from .capabilities import capabilities, model_template
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .jobs import Queued
+from .logprobs import as_wire, check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
@@ -328,10 +329,15 @@ class Engine:
         images: Sequence[Any] | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         debug_render_only: bool = False,
         **_: Any,
     ) -> GenerateResponse | Iterator[GenerateResponse]:
-        """``debug_render_only`` (Ollama's ``_debug_render_only``) returns the prompt without running it."""
+        """``debug_render_only`` (Ollama's ``_debug_render_only``) returns the prompt without running it.
+        ``logprobs``: each chunk carries its tokens' log probabilities (``top_logprobs``: with that many
+        likeliest alternatives, 0..20); the whole reply carries them all."""
+        top = check_top_logprobs(top_logprobs)
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
         opts = self._options(record, options)
@@ -342,7 +348,7 @@ class Engine:
         if suffix:
             self._require(record, "insert", "generate")  # Ollama checks the model's own template too
         tmpl = self._template(record, template)
-        think = self._think(model, tmpl, think, format) if not raw else check_think(think)
+        think = self._think(model, tmpl, think, None) if not raw else check_think(think)
         if raw:
             text = prompt or ""
         else:
@@ -351,14 +357,16 @@ class Engine:
         if debug_render_only:
             return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
                                                    debug_info=DebugInfo(rendered_template=text)), stream)
-        parser = self._reply_parser(tmpl, text, think if not raw else False, None)
+        trace = _trace(tmpl, text, think if not raw else False)
+        parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tool_tag=tmpl.tool_tag)
         cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
-                           stream=stream, cancel=cancel)
+                           stream=stream, cancel=cancel, logprobs=(bool(logprobs), top), trace=trace)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> GenerateResponse:
             part = part or ReplyPart()
-            fields = dict(model=model, created_at=now_rfc3339(), response=part.content, thinking=part.thinking or None)
+            fields = dict(model=model, created_at=now_rfc3339(), response=part.content, thinking=part.thinking or None,
+                          logprobs=part.logprobs or None)
             if fin is None:
                 return GenerateResponse(**fields, done=False)
             return GenerateResponse(**fields, done=True, done_reason=fin.done_reason, context=fin.context,
@@ -366,7 +374,8 @@ class Engine:
 
         def join(parts: list[ReplyPart], last: GenerateResponse) -> GenerateResponse:
             whole = join_parts(parts)
-            return last.model_copy(update={"response": whole.content, "thinking": whole.thinking or None})
+            return last.model_copy(update={"response": whole.content, "thinking": whole.thinking or None,
+                                           "logprobs": whole.logprobs or None})
 
         return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
 
@@ -382,11 +391,16 @@ class Engine:
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         debug_render_only: bool = False,
         **_: Any,
     ) -> ChatResponse | Iterator[ChatResponse]:
         """Beyond ``ollama.Client.chat``: ``tool_choice`` (OpenAI's "none", "required" or a named function,
-        forced with a grammar) and ``debug_render_only`` (the prompt, not run)."""
+        forced with a grammar) and ``debug_render_only`` (the prompt, not run). ``logprobs`` and
+        ``top_logprobs`` as in :meth:`generate`. With ``format`` a thinking model thinks freely and
+        only its answer is constrained (Ollama's two-phase structured outputs)."""
+        top = check_top_logprobs(top_logprobs)
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
         opts = self._options(record, options)
@@ -414,27 +428,32 @@ class Engine:
             if format:
                 raise InvalidRequest("format cannot be combined with a forced tool_choice")
             grammar = forced_call_grammar(forced, tmpl.tool_tag)
-        think = self._think(model, tmpl, think, format or grammar)
+        think = self._think(model, tmpl, think, grammar)
         text = tmpl.render_chat(msgs, tool_dicts, think=think)
         if debug_render_only:
             message = ChatMessage(role="assistant", content="")
             return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
                                                debug_info=DebugInfo(rendered_template=text)), stream)
-        parser = self._reply_parser(tmpl, text, think, tool_dicts)
+        trace = _trace(tmpl, text, think)
+        parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tools=tool_dicts, tool_tag=tmpl.tool_tag)
         cancel = request_cancel_event()
-        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar)
+        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar,
+                           logprobs=(bool(logprobs), top), trace=trace)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
-            message = _chat_message(part or ReplyPart())
+            part = part or ReplyPart()
+            message = _chat_message(part)
+            lps = part.logprobs or None
             if fin is None:
-                return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False)
+                return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False, logprobs=lps)
             return ChatResponse(
                 model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
-                **_stats(fin, load_ns, total_ns),
+                logprobs=lps, **_stats(fin, load_ns, total_ns),
             )
 
         def join(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
-            return last.model_copy(update={"message": _chat_message(join_parts(parts))})
+            whole = join_parts(parts)
+            return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
 
         return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
 
@@ -571,8 +590,8 @@ class Engine:
     @staticmethod
     def _think(model: str, tmpl: PromptTemplate, think: Any, constrained: Any) -> bool | str | None:
         """Ollama's rule: a model that can think thinks unless told not to; asking one that cannot is a
-        400. Under a grammar (format, a forced tool call) the trace is left out: the grammar would
-        constrain it too."""
+        400. Under a forced tool call's grammar the trace is left out; under ``format`` it is not (the
+        decoder applies that grammar after the trace: ``thinking.GrammarGate``)."""
         think = check_think(think)
         if all(tmpl.thinking_tags):
             if constrained:
@@ -581,12 +600,6 @@ class Engine:
         if think_enabled(think):
             raise InvalidRequest(f'"{model}" does not support thinking')
         return think
-
-    @staticmethod
-    def _reply_parser(tmpl: PromptTemplate, text: str, think: Any, tools: Sequence[Any] | None) -> ReplyParser:
-        tags = tmpl.thinking_tags if think_enabled(think) and all(tmpl.thinking_tags) else None
-        started = bool(tags) and text.rstrip().endswith(tags[0])
-        return ReplyParser(thinking=tags, started_thinking=started, tools=tools, tool_tag=tmpl.tool_tag)
 
     @staticmethod
     def _rendered(response: Any, stream: bool) -> Any:
@@ -666,9 +679,13 @@ class Engine:
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
         format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
         cancel: threading.Event | None = None, grammar: str | None = None,
+        logprobs: tuple[bool, int] = (False, 0), trace: tuple[tuple[str, str] | None, bool] = (None, False),
     ) -> Iterator[Any]:
-        """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns); a
-        :class:`Queued` marker comes first, once the job is queued."""
+        """Yield (Token, None, ...) per text piece, then (None, Finished, load_ns, total_ns); a
+        :class:`Queued` marker comes first, once the job is queued.
+
+        ``trace``: the reply's thinking tags and whether the prompt opened the trace; a ``format``
+        grammar then waits for the trace to close."""
         start = time.perf_counter_ns()
         grammar = grammar or _grammar(format)
         sampling = Sampling(
@@ -690,14 +707,15 @@ class Engine:
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
                 num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
-                stream=stream, cancel=cancel or threading.Event(),
+                stream=stream, cancel=cancel or threading.Event(), logprobs=logprobs[0], top_logprobs=logprobs[1],
+                trace_tags=trace[0] if format not in (None, "") else None, trace_started=trace[1],
             )
             items = runner.stream(job)
             try:
                 yield Queued(job.output)  # a front end may wait for the queue here without a thread
                 for item in items:
                     if isinstance(item, Token):
-                        yield item.text, None, load_ns, 0
+                        yield item, None, load_ns, 0
                     else:
                         yield None, item, load_ns, time.perf_counter_ns() - start
             finally:
@@ -773,17 +791,26 @@ def _kv_bytes(info: Any, n_ctx: int) -> int:
     return n_ctx * layers * kv_heads * (k + v) * 2
 
 
+def _trace(tmpl: PromptTemplate, text: str, think: Any) -> tuple[tuple[str, str] | None, bool]:
+    """The reply's thinking tags (None: no trace expected) and whether the prompt ``text`` opened it."""
+    tags = tmpl.thinking_tags if think_enabled(think) and all(tmpl.thinking_tags) else None
+    return tags, bool(tags) and text.rstrip().endswith(tags[0])
+
+
 def _parsed(chunks: Iterator[Any], parser: ReplyParser) -> Iterator[Any]:
     """The runner's text pieces as reply parts; pieces held back by the parsers yield nothing yet
-    (the Queued marker passes through)."""
+    (unless they carry log probabilities: those go out at once, with whatever text is certain). The
+    Queued marker passes through."""
     try:
         for chunk in chunks:
             if isinstance(chunk, Queued):
                 yield chunk
                 continue
-            piece, fin, load_ns, total_ns = chunk
+            token, fin, load_ns, total_ns = chunk
             if fin is None:
-                part = parser.add(piece)
+                part = parser.add(token.text)
+                if token.logprobs:
+                    part.logprobs = as_wire(token.logprobs)
                 if part:
                     yield part, None, load_ns, total_ns
             else:

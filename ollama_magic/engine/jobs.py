@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import EngineError
+from .logprobs import TokenProb
 from .sampling import Sampling
 
 __all__ = ["EngineError", "Finished", "GenerationJob", "JobOutput", "LoadOptions", "Queued", "Token"]
@@ -81,11 +82,20 @@ class GenerationJob:
     stream: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
     output: JobOutput = field(default_factory=JobOutput)
+    #: report each token's log probability, with this many likeliest alternatives (0..20)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    #: (opening, closing) tags of a thinking trace and whether the prompt opened it: the grammar then
+    #: constrains only what follows the trace (see ``thinking.GrammarGate``)
+    trace_tags: tuple[str, str] | None = None
+    trace_started: bool = False
 
 
 @dataclass
 class Token:
     text: str
+    #: the log probabilities of the tokens whose text this is (when the job asked for them)
+    logprobs: list[TokenProb] = field(default_factory=list)
 
 
 @dataclass

@@ -81,11 +81,12 @@ class LlamaContext:
             n = llama_cpp.llama_tokenize(self.vocab, text, len(text), buffer, size, add_bos, special)
         return list(buffer[:n])
 
-    def piece(self, token: int) -> bytes:
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, False)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The token's bytes as the reply's text has them; ``special``: control tokens by their names."""
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, special)
         if n < 0:
             self._piece_buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, special)
         return self._piece_buffer.raw[:n]
 
     def detokenize(self, tokens: list[int]) -> bytes:

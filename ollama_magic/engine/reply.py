@@ -20,9 +20,12 @@ class ReplyPart:
     content: str = ""
     thinking: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: the log probabilities of the tokens behind this part (``types.Logprob``), when asked for; a part
+    #: may carry only these while the parsers hold its text back, as Ollama sends such chunks
+    logprobs: list[Any] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.content or self.thinking or self.tool_calls)
+        return bool(self.content or self.thinking or self.tool_calls or self.logprobs)
 
 
 class ReplyParser:
@@ -54,5 +57,5 @@ class ReplyParser:
 def join_parts(parts: Sequence[ReplyPart]) -> ReplyPart:
     return ReplyPart(
         content="".join(p.content for p in parts), thinking="".join(p.thinking for p in parts),
-        tool_calls=[c for p in parts for c in p.tool_calls],
+        tool_calls=[c for p in parts for c in p.tool_calls], logprobs=[lp for p in parts for lp in p.logprobs],
     )

@@ -41,21 +41,33 @@ def check_grammar(vocab: llama_cpp.llama_vocab_p, gbnf: str) -> None:
 
 
 class SamplerChain:
-    """A sequence's sampler; :meth:`sample` also records the token (penalty and grammar state)."""
+    """A sequence's sampler; :meth:`sample` also records the token (penalty and grammar state).
+
+    ``deferred``: the grammar is left out until :meth:`constrain` (a thinking trace first, see
+    ``thinking.GrammarGate``); the constrained chain is then built with the same seed, its penalties
+    told the tokens sampled so far."""
 
     def __init__(self, vocab: llama_cpp.llama_vocab_p, n_vocab: int, n_ctx: int, s: Sampling,
-                 grammar: str | None) -> None:
+                 grammar: str | None, *, deferred: bool = False) -> None:
         self.seed = s.seed if s.seed >= 0 else random.getrandbits(32)
+        self.vocab, self.n_vocab, self.n_ctx, self.settings = vocab, n_vocab, n_ctx, s
+        self.pending_grammar = grammar if deferred else None
+        self.history: list[int] = []
+        self.chain = None
+        self.chain = self._build(None if deferred else grammar)
+
+    def _build(self, grammar: str | None) -> llama_cpp.llama_sampler_p:
+        s = self.settings
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self.chain = chain
         add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
         if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
-            last_n = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, s.repeat_penalty, s.frequency_penalty,
+            last_n = self.n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
+            add(llama_cpp.llama_sampler_init_penalties(self.n_vocab, last_n, s.repeat_penalty, s.frequency_penalty,
                                                        s.presence_penalty))
         if grammar:
-            sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
             if not sampler:
+                llama_cpp.llama_sampler_free(chain)
                 self.close()
                 raise InvalidRequest("the format schema could not be turned into a grammar")
             add(sampler)
@@ -70,6 +82,28 @@ class SamplerChain:
             add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
             add(llama_cpp.llama_sampler_init_temp(s.temperature))
             add(llama_cpp.llama_sampler_init_dist(self.seed))
+        return chain
+
+    @property
+    def deferred(self) -> bool:
+        return self.pending_grammar is not None
+
+    def constrain(self, *, drop_last: bool = False) -> None:
+        """Turn the deferred grammar on from the next :meth:`sample` on; ``drop_last``: the token
+        just sampled is being replaced (sampled again under the grammar), so penalties never see it."""
+        grammar, self.pending_grammar = self.pending_grammar, None
+        if grammar is None:
+            return
+        if drop_last:
+            self.history = self.history[:-1]
+        chain = self._build(grammar)
+        s = self.settings
+        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+            penalties = llama_cpp.llama_sampler_chain_get(chain, 0)
+            for token in self.history:
+                llama_cpp.llama_sampler_accept(penalties, token)
+        llama_cpp.llama_sampler_free(self.chain)
+        self.chain = chain
 
     def sample(self, ctx: llama_cpp.llama_context_p, row: int) -> int:
         """The next token from batch row ``row`` of the last decode (the chain also accepts it).
@@ -77,7 +111,10 @@ class SamplerChain:
         That row's logits stay readable with ``llama_get_logits_ith(ctx, row)`` until the next decode,
         for per-token extras such as logprobs.
         """
-        return llama_cpp.llama_sampler_sample(self.chain, ctx, row)
+        token = llama_cpp.llama_sampler_sample(self.chain, ctx, row)
+        if self.pending_grammar is not None:
+            self.history.append(token)
+        return token
 
     def close(self) -> None:
         if self.chain:

@@ -167,3 +167,44 @@ class ThinkingParser:
         self.acc = ""
         content.append(acc)
         return False
+
+
+# ---- a grammar that waits for the trace to end ----------------------------------------------------
+
+
+class GrammarGate:
+    """When a thinking reply's grammar (``format``) starts: the trace is free text, the answer after
+    its closing tag is constrained. Ollama gets there by running the model twice (unconstrained until
+    the answer begins, then again with the trace in the prompt and the grammar on); here the decoder
+    turns the grammar on for the same sequence the moment the closing tag has been generated.
+
+    ``add`` takes each generated token's text and answers ``FREE`` (keep sampling unconstrained),
+    ``CONSTRAIN`` (the trace just closed: the grammar applies from the next token on) or ``RESAMPLE``
+    (the reply did not start a trace after all: this token must be sampled again, under the grammar).
+    """
+
+    FREE, CONSTRAIN, RESAMPLE = "free", "constrain", "resample"
+
+    def __init__(self, opening: str, closing: str, started: bool) -> None:
+        self.opening, self.closing = opening, closing
+        self.state = "thinking" if started else "looking"
+        self.acc = ""
+
+    def add(self, text: str) -> str:
+        if self.state == "answer":
+            return self.CONSTRAIN
+        self.acc += text
+        if self.state == "looking":
+            trimmed = self.acc.lstrip()
+            if trimmed.startswith(self.opening):
+                self.state, self.acc = "thinking", trimmed[len(self.opening):]
+            elif self.opening.startswith(trimmed):
+                return self.FREE  # blank so far, or a partial opening tag
+            else:
+                self.state = "answer"
+                return self.RESAMPLE
+        if self.closing in self.acc:
+            self.state = "answer"
+            return self.CONSTRAIN
+        self.acc = self.acc[-len(self.closing):]  # enough to find a tag split across tokens
+        return self.FREE

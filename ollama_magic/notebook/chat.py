@@ -69,6 +69,8 @@ class ChatTurn:
     #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
     tools: list[Callable[..., Any]] = field(default_factory=list)
     tool_choice: str = "auto"
+    #: ``--logprobs [N]``: the reply's token probabilities, with N likeliest alternatives (None: off)
+    logprobs: int | None = None
 
 
 def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -113,20 +115,24 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
                f"{context_length(turn.options)}-token context (they stay in the history)")
 
     session.prepare(turn.model, notice or (lambda _line: None))
-    extra = {"think": turn.think} if turn.think is not None else {}
+    extra: dict[str, Any] = {"think": turn.think} if turn.think is not None else {}
     if turn.dry_run:
         rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
                                         format="json" if turn.fmt == "json" else None, **extra)
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
+    probs: list[Any] | None = None
     if turn.tools:
         final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm), False, ""
     else:
-        final, interrupted, thinking = _streamed(session, turn, sent, view, stop, extra)
+        if turn.logprobs is not None:
+            probs = []
+            extra.update(logprobs=True, top_logprobs=turn.logprobs)
+        final, interrupted, thinking = _streamed(session, turn, sent, view, stop, extra, probs)
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
-                      stats=stats, thinking=thinking)
+                      stats=stats, thinking=thinking, logprobs=_frame(probs))
     if turn.history:
         reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
         if thinking:
@@ -140,9 +146,19 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     return reply
 
 
+def _frame(probs: list[Any] | None) -> Any:
+    if probs is None:
+        return None
+    from .logprobs import logprob_frame
+
+    return logprob_frame(probs)
+
+
 def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
-              stop: threading.Event | None, extra: Mapping[str, Any]) -> tuple[Any, bool, str]:
-    """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking trace."""
+              stop: threading.Event | None, extra: Mapping[str, Any],
+              probs: list[Any] | None = None) -> tuple[Any, bool, str]:
+    """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking
+    trace. ``probs`` collects the chunks' token log probabilities."""
     stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
                                   format=(turn.schema or "json") if turn.fmt == "json" else None, **extra)
     final, interrupted = None, False
@@ -156,6 +172,8 @@ def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: Re
                 if show_trace is not None:
                     show_trace(thinking)
             view.append(chunk.message.content or "")
+            if probs is not None:
+                probs.extend(getattr(chunk, "logprobs", None) or [])
             if chunk.done:
                 final = chunk
             elif stop is not None and stop.is_set():

@@ -105,13 +105,16 @@ class ChatReply(str):
     stats: dict[str, int]
     #: the model's thinking trace ("" when it gave none), shown collapsed above the answer
     thinking: str
+    #: with ``--logprobs``: a DataFrame, one row per generated token (token, logprob, probability[, top])
+    logprobs: Any
 
     def __new__(cls, text: str, *, model: str, thread: str, fmt: str = "markdown", interrupted: bool = False,
-                stats: dict[str, int] | None = None, thinking: str = "") -> "ChatReply":
+                stats: dict[str, int] | None = None, thinking: str = "", logprobs: Any = None) -> "ChatReply":
         reply = super().__new__(cls, text)
         reply.model, reply.thread, reply.fmt, reply.interrupted = model, thread, fmt, interrupted
         reply.stats = stats or {}
         reply.thinking = thinking
+        reply.logprobs = logprobs
         return reply
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -56,6 +56,9 @@ def chat_parser() -> UsageParser:
                    help="let a thinking model think (low, medium, high, max; false: don't); the trace is shown "
                         "collapsed above the answer and kept in the thread")
     p.add_argument("--dry-run", action="store_true", help="show the prompt the model would read; run nothing")
+    p.add_argument("--logprobs", nargs="?", const=0, type=int, choices=range(21), metavar="N",
+                   help="keep the reply's token probabilities as a DataFrame in reply.logprobs, with the N "
+                        "likeliest alternatives of each token (0-20, default 0)")
     add_context_flags(p)
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
@@ -128,7 +131,8 @@ class OllamaMagics(Magics):
                         thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
                         new=args.new, options=options, schema=notebook_features.schema_of(args.schema, namespace),
                         think=args.think, dry_run=args.dry_run, max_history=args.max_history,
-                        tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice)
+                        tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice,
+                        logprobs=args.logprobs)
         reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval, notice=notice,
                           confirm=notebook_features.confirm(args))
         notebook_features.after_reply(self.shell, reply, args.format, notice)

@@ -105,6 +105,8 @@ class ChatCompletionBody(_Body):
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     reasoning_effort: Optional[str] = None
     reasoning: Optional[dict[str, Any]] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
 
 
 class CompletionBody(_Body):
@@ -120,6 +122,8 @@ class CompletionBody(_Body):
     top_p: Optional[float] = Field(default=None, ge=0, le=1)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
     presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    #: OpenAI's legacy form: the number of alternatives (0..20 here) with the chosen tokens' values
+    logprobs: Optional[int] = None
 
 
 class EmbeddingBody(_Body):
@@ -214,6 +218,40 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     ]
 
 
+def chat_logprobs(entries: Any) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` as Ollama's /v1 sends it (``{"content": [...]}``), with
+    ``top_logprobs`` always a list, as OpenAI's schema requires."""
+    if not entries:
+        return None
+    content = []
+    for entry in entries:
+        item = entry.model_dump(mode="json", exclude_none=True)
+        item.setdefault("top_logprobs", [])
+        content.append(item)
+    return {"content": content}
+
+
+class CompletionOffsets:
+    """OpenAI's legacy completion ``logprobs`` (tokens, token_logprobs, top_logprobs, text_offset):
+    offsets count characters of the generated text, across the chunks of a stream."""
+
+    def __init__(self, top: int) -> None:
+        self.top, self.offset = top, 0
+
+    def __call__(self, entries: Any) -> dict[str, Any] | None:
+        if not entries:
+            return None
+        tokens, values, tops, offsets = [], [], [], []
+        for entry in entries:
+            tokens.append(entry.token)
+            values.append(entry.logprob)
+            tops.append({t.token: t.logprob for t in entry.top_logprobs or []})
+            offsets.append(self.offset)
+            self.offset += len(entry.token)
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops if self.top else None,
+                "text_offset": offsets}
+
+
 def _usage(final: Any) -> dict[str, int]:
     prompt, completion = final.prompt_eval_count or 0, final.eval_count or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -247,7 +285,8 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
     think = think_from_effort((body.reasoning or {}).get("effort") or body.reasoning_effort)
     result = await in_thread(lambda: engine.chat(body.model, messages, tools=body.tools or None, format=fmt,
                                                  options=options, stream=body.stream, think=think,
-                                                 tool_choice=body.tool_choice), request)
+                                                 tool_choice=body.tool_choice, logprobs=body.logprobs,
+                                                 top_logprobs=body.top_logprobs), request)
     if not body.stream:
         message = result.message
         calls = _tool_calls(message)
@@ -258,29 +297,37 @@ async def chat_completions(body: ChatCompletionBody, request: Request) -> Respon
             reply["tool_calls"] = calls
         reason = "tool_calls" if calls and result.done_reason == "stop" else result.done_reason
         return JSONResponse({**base, "object": "chat.completion",
-                             "choices": [{"index": 0, "message": reply, "finish_reason": reason, "logprobs": None}],
+                             "choices": [{"index": 0, "message": reply, "finish_reason": reason,
+                                          "logprobs": chat_logprobs(result.logprobs)}],
                              "usage": _usage(result)})
     chunk_base = {**base, "object": "chat.completion.chunk"}
     state = {"first": True, "called": False}
 
-    def chunk_of(delta: dict[str, Any], reason: str | None = None) -> str:
+    def chunk_of(delta: dict[str, Any], reason: str | None = None, logprobs: Any = None) -> str:
         if state["first"]:
             delta = {"role": "assistant", **delta}
             state["first"] = False
-        return sse({**chunk_base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": reason}
+        if logprobs:
+            choice["logprobs"] = logprobs
+        return sse({**chunk_base, "choices": [choice]})
 
     def encode(chunk: Any) -> str:
-        """Ollama's split: the trace, then content or tool calls, each in a chunk of its own."""
+        """Ollama's split: the trace, then content or tool calls, each in a chunk of its own; the
+        engine chunk's log probabilities ride on the first of them."""
         out = ""
         message = chunk.message
+        logprobs = chat_logprobs(chunk.logprobs)
         if message.thinking:
-            out += chunk_of({"content": "", "reasoning": message.thinking})
+            out += chunk_of({"content": "", "reasoning": message.thinking}, logprobs=logprobs)
+            logprobs = None
         calls = _tool_calls(message)
         if calls:
             state["called"] = True
-            out += chunk_of({"content": "", "tool_calls": calls})
-        if message.content or (not out and not chunk.done):
-            out += chunk_of({"content": message.content})
+            out += chunk_of({"content": "", "tool_calls": calls}, logprobs=logprobs)
+            logprobs = None
+        if message.content or (not out and not chunk.done) or logprobs:
+            out += chunk_of({"content": message.content}, logprobs=logprobs)
         if chunk.done:
             reason = "tool_calls" if state["called"] and chunk.done_reason == "stop" else chunk.done_reason
             out += chunk_of({}, reason)
@@ -296,14 +343,18 @@ async def completions(body: CompletionBody, request: Request) -> Response:
     base = {"id": ident, "object": "text_completion", "created": created, "model": body.model,
             "system_fingerprint": "fp_ollama"}
     options = _options(body)
+    wants = body.logprobs is not None
+    offsets = CompletionOffsets(body.logprobs or 0)
     result = await in_thread(lambda: engine.generate(body.model, body.prompt, suffix=body.suffix,
-                                                     options=options, stream=body.stream), request)
+                                                     options=options, stream=body.stream, logprobs=wants,
+                                                     top_logprobs=body.logprobs if wants else None), request)
     if not body.stream:
-        return JSONResponse({**base, "choices": [{"text": result.response, "index": 0, "logprobs": None,
+        return JSONResponse({**base, "choices": [{"text": result.response, "index": 0,
+                                                  "logprobs": offsets(result.logprobs),
                                                   "finish_reason": result.done_reason}], "usage": _usage(result)})
 
     def encode(chunk: Any) -> str:
-        choice = {"text": chunk.response or "", "index": 0, "logprobs": None,
+        choice = {"text": chunk.response or "", "index": 0, "logprobs": offsets(chunk.logprobs),
                   "finish_reason": chunk.done_reason if chunk.done else None}
         return sse({**base, "choices": [choice]})
 

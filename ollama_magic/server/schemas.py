@@ -45,6 +45,9 @@ class GenerateBody(Body):
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Think = None
+    logprobs: Optional[StrictBool] = None
+    #: 0..20, checked by the engine with Ollama's message
+    top_logprobs: Optional[StrictInt] = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
 
 
@@ -80,6 +83,9 @@ class ChatBody(Body):
     options: Optional[dict[str, Any]] = None
     keep_alive: KeepAlive = None
     think: Think = None
+    logprobs: Optional[StrictBool] = None
+    #: 0..20, checked by the engine with Ollama's message
+    top_logprobs: Optional[StrictInt] = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
 
 

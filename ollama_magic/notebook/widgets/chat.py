@@ -58,6 +58,7 @@ _STYLE = """<style>
 .om-chat table { border-collapse: collapse; }
 .om-chat th, .om-chat td { border: 1px solid var(--jp-border-color2, currentColor); padding: 2px 6px; }
 .om-chat p { margin: 4px 0; }
+.om-chat details.om-thinking { color: var(--jp-ui-font-color2, inherit); margin: 2px 0 4px; }
 .om-scroll { max-height: 420px; overflow-y: auto; display: flex; flex-direction: column-reverse; }
 </style>"""
 
@@ -99,11 +100,19 @@ def _role_label(message: Mapping[str, Any]) -> str:
     return label
 
 
+def thinking_html(thinking: str) -> str:
+    """A recorded trace, collapsed above its answer (as ``%%chat --think`` shows it)."""
+    if not thinking:
+        return ""
+    return f'<details class="om-thinking"><summary>Thinking</summary>{markdown_html(thinking.strip())}</details>'
+
+
 def message_html(message: Mapping[str, Any]) -> str:
-    """One message as a block: who said it, then its content rendered from Markdown."""
+    """One message as a block: who said it, its thinking trace collapsed, then its content rendered
+    from Markdown."""
     css = "om-msg om-user" if message.get("role") == "user" else "om-msg"
     return (f'<div class="{css}"><div class="om-role">{html.escape(_role_label(message))}</div>'
-            f'{markdown_html(message.get("content") or "")}</div>')
+            f'{thinking_html(message.get("thinking") or "")}{markdown_html(message.get("content") or "")}</div>')
 
 
 def conversation_html(messages: Iterable[Mapping[str, Any]], *, thread: str = DEFAULT_THREAD) -> str:
@@ -120,6 +129,18 @@ def reply_html(text: str, *, model: str) -> str:
     if not text:
         return ""
     return f'{_STYLE}<div class="om-chat">{message_html({"role": "assistant", "content": text, "model": model})}</div>'
+
+
+def trace_html(thinking: str) -> str:
+    """The thinking trace while it grows, for the collapsed Thinking area above the reply."""
+    if not thinking:
+        return ""
+    return f'{_STYLE}<div class="om-chat">{markdown_html(thinking)}</div>'
+
+
+#: The panel's think menu: label -> Ollama's ``think`` ("default": the model's own rule)
+THINK_CHOICES: dict[str, bool | str | None] = {"default": None, "on": True, "off": False, "low": "low",
+                                               "medium": "medium", "high": "high", "max": "max"}
 
 
 # ---- options ---------------------------------------------------------------------------------------
@@ -147,28 +168,37 @@ def parse_options(temperature: str, seed: str, num_predict: str) -> dict[str, An
 
 
 class _WidgetView:
-    """``chat_turn``'s ``ReplyView``: renders the growing reply into an HTML widget, at most every
-    ``interval`` seconds (the first piece at once), and always once more at the end."""
+    """``chat_turn``'s ``ReplyView``: renders the growing reply (and its thinking trace, which
+    ``chat_turn`` hands to ``append_thinking``) into the panel, at most every ``interval`` seconds
+    (the first piece at once), and always once more at the end."""
 
-    def __init__(self, show: Callable[[str, int], None], interval: float = UPDATE_INTERVAL) -> None:
+    def __init__(self, show: Callable[[str, str, int], None], interval: float = UPDATE_INTERVAL) -> None:
         self.text = ""
+        self.thinking = ""
         self.pieces = 0
         self._show = show
         self._interval = interval
         self._last = float("-inf")
 
     def append(self, piece: str) -> None:
-        if not piece:
-            return
-        self.text += piece
+        if piece:
+            self.text += piece
+            self._grew()
+
+    def append_thinking(self, piece: str) -> None:
+        if piece:
+            self.thinking += piece
+            self._grew()
+
+    def _grew(self) -> None:
         self.pieces += 1
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
-            self._show(self.text, self.pieces)
+            self._show(self.text, self.thinking, self.pieces)
 
     def finish(self) -> None:
-        self._show(self.text, self.pieces)
+        self._show(self.text, self.thinking, self.pieces)
 
 
 # ---- the panel -------------------------------------------------------------------------------------
@@ -204,6 +234,10 @@ class ChatPanel(Panel):
                                        layout=widgets.Layout(width="180px"))
         self.new_thread_button = widgets.Button(description="New thread", tooltip="Start an empty thread")
         self.history = widgets.HTML(layout=widgets.Layout(width="100%"))
+        # the trace of a thinking model, live while it streams, collapsed unless opened (as %%chat --think)
+        self.trace = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.trace_box = widgets.Accordion(children=[self.trace], titles=("Thinking",), selected_index=None,
+                                           layout=widgets.Layout(width="100%", display="none"))
         self.reply = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.message = widgets.Textarea(placeholder="Message (Enter makes a new line; press Send)", rows=3,
                                         layout=widgets.Layout(width="100%"))
@@ -222,13 +256,17 @@ class ChatPanel(Panel):
                                  layout=widgets.Layout(width="180px"))
         self.num_predict = widgets.Text(description="num_predict", placeholder="model default", style=labelled,
                                         layout=widgets.Layout(width="220px"))
+        self.think = widgets.Dropdown(description="think", options=list(THINK_CHOICES), value="default",
+                                      style=labelled, layout=widgets.Layout(width="180px"))
         self.options = widgets.Accordion(
-            children=[widgets.VBox([widgets.HBox([self.temperature, self.seed, self.num_predict]), self.system])],
+            children=[widgets.VBox([widgets.HBox([self.temperature, self.seed, self.num_predict, self.think]),
+                                    self.system])],
             titles=("Options",),
         )
         self.widget = widgets.VBox([
             widgets.HBox([self.model, self.thread, self.new_thread, self.new_thread_button]),
             self.history,
+            self.trace_box,
             self.reply,
             self.status.widget,
             self.message,
@@ -282,6 +320,13 @@ class ChatPanel(Panel):
             messages.append({"role": "user", "content": pending})
         self.history.value = conversation_html(messages, thread=name)
 
+    def show_trace(self, thinking: str, *, live: bool = False) -> None:
+        """The growing trace in the collapsed Thinking area (hidden when there is none); its title says
+        whether the model is still thinking."""
+        self.trace_box.layout.display = None if thinking else "none"
+        self.trace_box.set_title(0, f"Thinking… ({len(thinking.split())} words)" if live else "Thinking")
+        self.trace.value = trace_html(thinking)
+
     # ---- actions -----------------------------------------------------------------------------------
 
     def send(self, text: str | None = None) -> bool:
@@ -303,17 +348,21 @@ class ChatPanel(Panel):
             self.status.error(str(exc))
             return False
         turn = ChatTurn(text=text, model=self.model.value, thread=self.thread.value or DEFAULT_THREAD,
-                        system=self.system.value.strip() or None, options=options)
+                        system=self.system.value.strip() or None, options=options,
+                        think=THINK_CHOICES[self.think.value])
         stop = self._stop = threading.Event()
         started = time.monotonic()
 
-        def show(reply_text: str, pieces: int) -> None:
+        def show(reply_text: str, thinking: str, pieces: int) -> None:
+            self.show_trace(thinking, live=not reply_text)
             self.reply.value = reply_html(reply_text, model=turn.model)
             if not stop.is_set():
-                self.status.busy(f"{turn.model} is answering in thread {turn.thread!r}… ({pieces} tokens)")
+                doing = "thinking" if thinking and not reply_text else "answering"
+                self.status.busy(f"{turn.model} is {doing} in thread {turn.thread!r}… ({pieces} tokens)")
 
         def done(reply: Any) -> None:
             self.reply.value = ""
+            self.show_trace("")
             self.show_history()
             line = _done_line(reply, time.monotonic() - started)
             if reply.interrupted:  # what the user asked for, not a success to celebrate
@@ -325,6 +374,7 @@ class ChatPanel(Panel):
             if not self.message.value:
                 self.message.value = turn.text  # give the message back: nothing typed is lost
             self.reply.value = ""
+            self.show_trace("")
             self.status.error(error_text(exc))
             try:
                 self.show_history()
@@ -434,4 +484,4 @@ def _done_line(reply: Any, seconds: float) -> str:
 
 
 __all__ = ["ChatPanel", "conversation_html", "markdown_html", "message_html", "parse_options",
-           "reply_html"]
+           "reply_html", "thinking_html", "trace_html"]
