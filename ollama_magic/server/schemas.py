@@ -46,6 +46,9 @@ class GenerateBody(Body):
     keep_alive: KeepAlive = None
     think: Think = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+    #: Ollama's: cut a prompt that does not fit (default true; false: 400), shift the context when full
+    truncate: Optional[bool] = None
+    shift: Optional[bool] = None
 
 
 class ToolCallFunction(Body):
@@ -81,6 +84,9 @@ class ChatBody(Body):
     keep_alive: KeepAlive = None
     think: Think = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+    #: Ollama's: cut a prompt that does not fit (default true; false: 400), shift the context when full
+    truncate: Optional[bool] = None
+    shift: Optional[bool] = None
 
 
 class TokenizeBody(Body):
