@@ -18,7 +18,7 @@ import httpx
 import ollama
 
 from .errors import InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError, RemoteError
-from .types import ChatResponse, DetokenizeResponse, RunningModels, TokenizeResponse
+from .types import ChatResponse, ContextFit, DetokenizeResponse, RunningModels, TokenizeResponse
 
 
 @runtime_checkable
@@ -41,6 +41,10 @@ class Backend(Protocol):
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
     def tokenize(self, model: str, content: str) -> Any: ...
     def detokenize(self, model: str, tokens: Sequence[int]) -> Any: ...
+    def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> ContextFit | None:
+        """What a chat with these messages would leave out to fit the context, by the server's own
+        rule and tokenizer; None when the server cannot say (the caller then estimates)."""
+        ...
 
 
 def base_url(url: str, default_port: int = 11434) -> str:
@@ -160,6 +164,7 @@ class RemoteBackend:
         self.headers.update(headers or {})
         self.timeout = timeout
         self.client = ollama.Client(host=self.host, timeout=timeout, headers=self.headers)
+        self._ollama_magic: bool | None = None  # whether the server is ours (asked once, by fit_context)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.host!r})"
@@ -252,6 +257,21 @@ class RemoteBackend:
 
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any:
         return self._call("embed", model, input, **kwargs)
+
+    def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> ContextFit | None:
+        """An ollama-magic server says in its ``_debug_render_only`` answer (``_debug_info.context_fit``).
+        Ollama fits too but does not say how, and one older than 0.11 would run the chat instead of
+        rendering it, so it is not asked: None."""
+        if self._ollama_magic is None:
+            try:
+                resp = httpx.get(f"{self.host}/api/version", headers=self.headers, timeout=self.timeout or 10.0)
+                self._ollama_magic = "ollama_magic_version" in _json(resp)
+            except httpx.HTTPError:
+                self._ollama_magic = False
+        if not self._ollama_magic:
+            return None
+        rendered = self.chat(model, messages, debug_render_only=True, **kwargs)
+        return rendered.debug_info.context_fit if rendered.debug_info else None
 
     def tokenize(self, model: str, content: str) -> Any:
         """/api/tokenize (ollama-magic servers; Ollama has no such route)."""

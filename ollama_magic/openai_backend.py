@@ -332,6 +332,10 @@ class OpenAIBackend:
         return self._call(self._complete, self.client.completions.create, model, False, stream, options,
                           format, prompt=prompt or "")
 
+    def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> None:
+        """OpenAI's API cannot render or count a prompt: None (the notebook estimates)."""
+        return None
+
     def embed(self, model: str = "", input: str | Sequence[str] = "", *, dimensions: int | None = None,
               **kwargs: Any) -> ollama.EmbedResponse:
         """Unit-length vectors, one per input, as Ollama gives. ``truncate`` is the server's setting."""

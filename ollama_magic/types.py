@@ -145,9 +145,23 @@ class ChatMessage(ollama.Message):
     tool_call_id: Optional[str] = None
 
 
+class ContextFit(WireModel):
+    """How a chat fits the model's context, by the engine's one rule (``engine/context_window.py``).
+
+    Ours, not Ollama's: ``Engine.fit_context`` returns it and our ``_debug_render_only`` chat answers
+    carry it as ``_debug_info.context_fit``, so a notebook can say what was left out before it sends."""
+
+    num_ctx: int
+    #: the oldest messages left out (whole turns; never a system message or the last user message)
+    dropped_messages: int = 0
+    #: the fitted prompt's tokens; None when it is short enough not to need counting
+    prompt_tokens: Optional[int] = None
+
+
 class DebugInfo(WireModel):
     rendered_template: str
     image_count: Optional[int] = None
+    context_fit: Optional[ContextFit] = None
 
 
 class TokenLogprob(ollama_types.TokenLogprob):
@@ -169,6 +183,8 @@ class ChatResponse(ollama.ChatResponse):
     message: ChatMessage
     logprobs: Optional[list[Logprob]] = None
     debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
+    #: ours: on the final chunk, the oldest messages left out to fit the context (absent: none)
+    dropped_messages: Optional[int] = None
 
 
 class GenerateResponse(ollama.GenerateResponse):

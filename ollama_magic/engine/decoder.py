@@ -14,6 +14,11 @@ sequence's cells lie in the shared cache), so a seeded job beside others would n
 gives alone. A seeded job therefore runs alone, on a cleared cache, evaluated from scratch: the same
 seed gives the same text whatever else is queued and across reloads, at the price of waiting for the
 running sequences to finish and of pausing the others while it runs.
+
+Context shift: a sequence that fills its slot (``num_ctx`` tokens) discards half of what follows its
+first ``num_keep`` tokens from its KV cells and moves the rest down (``llama_memory_seq_rm`` and
+``llama_memory_seq_add``, as llama-server's context shift), unless its job says ``shift=False``: then
+it ends with done_reason "length". Prompts arrive fitted (``context_window.fit_prompt``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import OllamaMagicError
+from .context_window import shift_discard
 from .jobs import EngineError, Finished, GenerationJob, Token
 from .llama_context import LlamaContext
 from .logprobs import TokenProb, row_logprobs
@@ -113,6 +119,8 @@ class Slot:
     """One of the context's sequence ids and the tokens its KV cells hold now."""
 
     seq_id: int
+    #: the tokens in the KV cells, in position order; STALE for cells a context shift moved (they were
+    #: computed with tokens that are gone, so no later prompt may reuse them)
     cached: list[int] = field(default_factory=list)
     last_used: float = 0.0
     sequence: "Sequence | None" = None
@@ -128,6 +136,7 @@ class Sequence:
         self.n_past = keep
         self.limit = limit
         self.num_ctx = num_ctx
+        self.shifts = 0  # context shifts so far
         self.generated: list[int] = []
         self.next_token: int | None = None  # sampled, not yet fed back
         self.held: list[str] = []
@@ -162,6 +171,10 @@ class Sequence:
             prompt_eval_duration=max(1, first - self.start), eval_count=len(self.generated),
             eval_duration=max(1, end - first), context=self.tokens + self.generated,
         )
+
+
+#: A cached cell whose KV no fresh evaluation would give (see ``Slot.cached``); never a token id.
+STALE = -1
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -231,10 +244,8 @@ class Decoder:
     def _start(self, job: GenerationJob, out: "queue.Queue[Any]", free: list[Slot], seeded: bool) -> None:
         n_ctx = self.num_ctx
         tokens = list(job.tokens)
-        if len(tokens) >= n_ctx:
-            keep = max(0, min(job.num_keep, n_ctx // 2))
-            log.warning("prompt of %d tokens exceeds num_ctx %d; truncating its middle", len(tokens), n_ctx)
-            tokens = tokens[:keep] + tokens[len(tokens) - (n_ctx - 1 - keep) :]
+        if len(tokens) >= n_ctx:  # the engine fits every prompt first (context_window.fit_prompt)
+            raise EngineError(f"a prompt of {len(tokens)} tokens reached the decoder unfitted (num_ctx {n_ctx})")
         if seeded:
             self.lctx.clear()  # evaluated from scratch, alone: see the module docstring
             for s in self.slots:
@@ -249,7 +260,8 @@ class Decoder:
         slot.cached = slot.cached[:reuse]
         sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
                                deferred=bool(job.grammar and job.trace_tags))
-        limit = job.num_predict if job.num_predict >= 0 else n_ctx  # -1 and -2: until the context is full
+        # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
+        limit = job.num_predict if job.num_predict >= 0 else n_ctx
         seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx)
         slot.sequence = seq
         if limit == 0:
@@ -335,9 +347,27 @@ class Decoder:
                                 lambda t: lctx.piece(t, special=True))
         if seq.text.add(piece, prob):
             return self._retire(seq, "stop")
-        if len(seq.generated) >= seq.limit or len(seq.tokens) + len(seq.generated) >= seq.num_ctx:
+        if len(seq.generated) >= seq.limit or not self._room_for_next(seq):
             return self._retire(seq, "length")
         seq.next_token = token
+
+    def _room_for_next(self, seq: Sequence) -> bool:
+        """Whether the sampled token can go into the sequence's slot, shifting its context if full."""
+        if seq.n_past < seq.num_ctx:
+            return True
+        if not seq.job.shift or seq.job.num_predict == -2:
+            return False
+        keep = min(seq.job.num_keep, seq.n_past)
+        discard = shift_discard(seq.n_past, keep)
+        if discard < 1 or not self.lctx.shift(seq.slot.seq_id, keep, discard, seq.n_past):
+            log.warning("cannot shift the context of a full sequence (keep %d of %d); stopping", keep, seq.n_past)
+            return False
+        cached = seq.slot.cached
+        seq.slot.cached = cached[:keep] + [STALE] * (len(cached) - keep - discard)
+        seq.n_past -= discard
+        seq.shifts += 1
+        log.debug("context shift: kept %d, discarded %d, %d in the slot now", keep, discard, seq.n_past)
+        return True
 
     def _retire(self, seq: Sequence, reason: str) -> None:
         seq.done_reason = reason

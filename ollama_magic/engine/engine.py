@@ -29,9 +29,11 @@ from ..options import OPTION_DEFAULTS, check_options
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..store import manifests as mt
-from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, DetokenizeResponse, GenerateResponse,
-                     ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse, TokenizeResponse)
+from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
+                     GenerateResponse, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse,
+                     TokenizeResponse)
 from .capabilities import capabilities, model_template
+from .context_window import ContextWindow, FittedChat, fit_chat, fit_prompt, kept_at_start
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .jobs import Queued
 from .logprobs import as_wire, check_top_logprobs
@@ -332,11 +334,14 @@ class Engine:
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         debug_render_only: bool = False,
+        truncate: bool | None = None,
+        shift: bool | None = None,
         **_: Any,
     ) -> GenerateResponse | Iterator[GenerateResponse]:
         """``debug_render_only`` (Ollama's ``_debug_render_only``) returns the prompt without running it.
         ``logprobs``: each chunk carries its tokens' log probabilities (``top_logprobs``: with that many
-        likeliest alternatives, 0..20); the whole reply carries them all."""
+        likeliest alternatives, 0..20); the whole reply carries them all. ``truncate`` and ``shift``
+        (default true) are Ollama's: see ``context_window``."""
         top = check_top_logprobs(top_logprobs)
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
@@ -360,8 +365,17 @@ class Engine:
         trace = _trace(tmpl, text, think if not raw else False)
         parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tool_tag=tmpl.tool_tag)
         cancel = request_cancel_event()
-        chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
-                           stream=stream, cancel=cancel, logprobs=(bool(logprobs), top), trace=trace)
+        earlier = list(context) if context else None
+
+        def prompt(runner: Runner) -> list[int]:
+            n_vocab = runner.n_vocab
+            if earlier and not all(0 <= t < n_vocab for t in earlier):
+                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
+            tokens = (earlier or []) + runner.tokenize(text, add_bos=not earlier)
+            return fit_prompt(tokens, _window(runner.n_ctx, opts, truncate), _bos(runner))
+
+        chunks = self._run(record, prompt, opts, keep, format, stream=stream, cancel=cancel, shift=shift,
+                           logprobs=(bool(logprobs), top), trace=trace)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> GenerateResponse:
             part = part or ReplyPart()
@@ -394,12 +408,17 @@ class Engine:
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         debug_render_only: bool = False,
+        truncate: bool | None = None,
+        shift: bool | None = None,
         **_: Any,
     ) -> ChatResponse | Iterator[ChatResponse]:
         """Beyond ``ollama.Client.chat``: ``tool_choice`` (OpenAI's "none", "required" or a named function,
-        forced with a grammar) and ``debug_render_only`` (the prompt, not run). ``logprobs`` and
-        ``top_logprobs`` as in :meth:`generate`. With ``format`` a thinking model thinks freely and
-        only its answer is constrained (Ollama's two-phase structured outputs)."""
+        forced with a grammar) and ``debug_render_only`` (the prompt, not run; its ``debug_info.context_fit``
+        says what fitting the context left out). ``logprobs`` and ``top_logprobs`` as in :meth:`generate`.
+        With ``format`` a thinking model thinks freely and only its answer is constrained (Ollama's
+        two-phase structured outputs). ``truncate`` (default true) leaves out the oldest turns that do not
+        fit, ``shift`` (default true) shifts the context when the reply fills it, as Ollama's: see
+        ``context_window``. The final chunk's ``dropped_messages`` counts the turns' messages left out."""
         top = check_top_logprobs(top_logprobs)
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
@@ -429,16 +448,31 @@ class Engine:
                 raise InvalidRequest("format cannot be combined with a forced tool_choice")
             grammar = forced_call_grammar(forced, tmpl.tool_tag)
         think = self._think(model, tmpl, think, grammar)
-        text = tmpl.render_chat(msgs, tool_dicts, think=think)
+
+        def render(kept: list[dict[str, Any]]) -> str:
+            return tmpl.render_chat(kept, tool_dicts, think=think)
+
+        text = render(msgs)
         if debug_render_only:
+            fitted, fit = self._fit_without_running(record, opts, msgs, render, text, truncate, keep)
             message = ChatMessage(role="assistant", content="")
+            info = DebugInfo(rendered_template=fitted.text, context_fit=fit)
             return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
-                                               debug_info=DebugInfo(rendered_template=text)), stream)
+                                               debug_info=info), stream)
         trace = _trace(tmpl, text, think)
         parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tools=tool_dicts, tool_tag=tmpl.tool_tag)
         cancel = request_cancel_event()
-        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar,
-                           logprobs=(bool(logprobs), top), trace=trace)
+        dropped = [0]
+
+        def prompt(runner: Runner) -> list[int]:
+            window = _window(runner.n_ctx, opts, truncate)
+            fitted = fit_chat(msgs, render, runner.tokenize, window, text)
+            dropped[0] = fitted.dropped
+            tokens = fitted.tokens if fitted.tokens is not None else runner.tokenize(fitted.text)
+            return fit_prompt(tokens, window, _bos(runner))
+
+        chunks = self._run(record, prompt, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar,
+                           shift=shift, logprobs=(bool(logprobs), top), trace=trace)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
             part = part or ReplyPart()
@@ -448,7 +482,7 @@ class Engine:
                 return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False, logprobs=lps)
             return ChatResponse(
                 model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
-                logprobs=lps, **_stats(fin, load_ns, total_ns),
+                logprobs=lps, dropped_messages=dropped[0] or None, **_stats(fin, load_ns, total_ns),
             )
 
         def join(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
@@ -456,6 +490,17 @@ class Engine:
             return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
 
         return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
+
+    def fit_context(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
+                    think: bool | str | None = None, options: Mapping[str, Any] | None = None,
+                    format: str | Mapping[str, Any] | None = None) -> ContextFit:
+        """What ``chat`` with these arguments would leave out to fit the context, counted with the
+        model's tokenizer by the very rule ``chat`` uses, without generating (the notebook's context
+        guard). The model is loaded only when the prompt is long enough to need counting."""
+        rendered = self.chat(model, messages, tools=tools, think=think, options=options, format=format,
+                             debug_render_only=True)
+        assert rendered.debug_info is not None and rendered.debug_info.context_fit is not None
+        return rendered.debug_info.context_fit
 
     def tokenize(self, model: str, content: str, *, options: Mapping[str, Any] | None = None,
                  keep_alive: float | str | None = None) -> TokenizeResponse:
@@ -601,6 +646,32 @@ class Engine:
             raise InvalidRequest(f'"{model}" does not support thinking')
         return think
 
+    def _fit_without_running(self, record: ModelRecord, opts: Mapping[str, Any], msgs: list[dict[str, Any]],
+                             render: Callable[[list[dict[str, Any]]], str], text: str, truncate: bool | None,
+                             keep: float | None) -> tuple[FittedChat, ContextFit]:
+        """The chat's fitting for a render-only request: the model is loaded (for its tokenizer) only if
+        the prompt may not fit, as Ollama loads it for every ``_debug_render_only``."""
+        window = _window(self._load_options(record, opts, embedding=False).num_ctx, opts, truncate)
+        entry: Loaded | None = None
+
+        def tokenize(prompt: str) -> list[int]:
+            nonlocal entry
+            if entry is None:
+                entry, _ = self._acquire(record, opts, embedding=False)
+            return entry.runner.tokenize(prompt)
+
+        try:
+            fitted = fit_chat(msgs, render, tokenize, window, text)
+            tokens = fitted.tokens
+            if tokens is None and entry is not None:
+                tokens = tokenize(fitted.text)
+        finally:
+            if entry is not None:
+                self.scheduler.release(entry, keep)
+        fit = ContextFit(num_ctx=window.num_ctx, dropped_messages=fitted.dropped,
+                         prompt_tokens=len(tokens) if tokens is not None else None)
+        return fitted, fit
+
     @staticmethod
     def _rendered(response: Any, stream: bool) -> Any:
         return ChunkStream(iter([response]), threading.Event()) if stream else response
@@ -627,7 +698,7 @@ class Engine:
     def _load_options(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool) -> LoadOptions:
         info = record.gguf_info()
         trained = info.context_length or opts["num_ctx"]
-        num_ctx = max(1, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context
+        num_ctx = max(4, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context, and at 4
         num_gpu = opts.get("num_gpu", -1)
         if not gpu_offload_supported():
             num_gpu = 0
@@ -676,13 +747,14 @@ class Engine:
         return ChunkStream(iter([response]), threading.Event()) if stream else response
 
     def _run(
-        self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
-        format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
-        cancel: threading.Event | None = None, grammar: str | None = None,
+        self, record: ModelRecord, prompt: Callable[[Runner], list[int]], opts: Mapping[str, Any],
+        keep: float | None, format: str | Mapping[str, Any] | None, stream: bool = True,
+        cancel: threading.Event | None = None, grammar: str | None = None, shift: bool | None = None,
         logprobs: tuple[bool, int] = (False, 0), trace: tuple[tuple[str, str] | None, bool] = (None, False),
     ) -> Iterator[Any]:
         """Yield (Token, None, ...) per text piece, then (None, Finished, load_ns, total_ns); a
-        :class:`Queued` marker comes first, once the job is queued.
+        :class:`Queued` marker comes first, once the job is queued. ``prompt`` gives the loaded model's
+        tokens for the request, fitted to its context.
 
         ``trace``: the reply's thinking tags and whether the prompt opened the trace; a ``format``
         grammar then waits for the trace to close."""
@@ -700,14 +772,13 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
-            n_vocab = runner.n_vocab
-            if context and not all(0 <= t < n_vocab for t in context):
-                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
-            tokens = (context or []) + runner.tokenize(text, add_bos=not context)
+            tokens = prompt(runner)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
-                num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
-                stream=stream, cancel=cancel or threading.Event(), logprobs=logprobs[0], top_logprobs=logprobs[1],
+                num_predict=int(opts["num_predict"]), grammar=grammar,
+                num_keep=kept_at_start(int(opts["num_keep"]), tokens, _bos(runner), runner.n_ctx),
+                shift=shift is not False, stream=stream, cancel=cancel or threading.Event(),
+                logprobs=logprobs[0], top_logprobs=logprobs[1],
                 trace_tags=trace[0] if format not in (None, "") else None, trace_started=trace[1],
             )
             items = runner.stream(job)
@@ -748,6 +819,16 @@ class Engine:
         items = ChunkStream(chunks, cancel)
         pending = Pending(lambda: collect(items), items.when_ready, items.close, items.start)
         return pending if DEFER_REPLY.get() else pending.result()
+
+
+def _window(num_ctx: int, opts: Mapping[str, Any], truncate: bool | None) -> ContextWindow:
+    return ContextWindow(num_ctx=num_ctx, num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]),
+                         truncate=truncate is not False)
+
+
+def _bos(runner: Runner) -> list[int]:
+    """The tokens the tokenizer puts before any text (BOS, or none)."""
+    return runner.tokenize("", add_bos=True)
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:

@@ -75,7 +75,12 @@ class GenerationJob:
     sampling: Sampling
     stop: list[str]
     num_predict: int
+    #: tokens at the prompt's start a context shift keeps (the engine resolves BOS and -1: see
+    #: ``context_window.kept_at_start``)
     num_keep: int = 4
+    #: when the sequence fills its slot: discard half of what follows ``num_keep`` and go on (Ollama's
+    #: ``shift``), else end with done_reason "length"
+    shift: bool = True
     grammar: str | None = None
     #: False for non-streaming calls: text is handed over once at the end, so the caller's thread is
     #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)

@@ -116,6 +116,17 @@ class LlamaContext:
         """Drop a sequence's cells from ``start`` on (False: the model cannot cut a sequence there)."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1))
 
+    def shift(self, seq: int, keep: int, discard: int, n_past: int) -> bool:
+        """Context shift: drop positions [keep, keep+discard) of a sequence and move the cells after
+        them down by ``discard`` (RoPE re-applied by llama.cpp at the next decode). False when this
+        model's memory cannot shift (recurrent models, some position encodings)."""
+        if not llama_cpp.llama_memory_can_shift(self.memory):
+            return False
+        if not llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, keep + discard):
+            return False
+        llama_cpp.llama_memory_seq_add(self.memory, seq, keep + discard, n_past, -discard)
+        return True
+
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
-from .context_fit import context_length, fit_history
+from .context_fit import guard_thread
 from .conversations import as_chat_messages, new_message
 from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 from .output_forms import with_instruction
@@ -109,16 +109,19 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     if turn.max_history is not None:
         earlier = last_exchanges(earlier, turn.max_history)
     user = new_message("user", with_instruction(turn.text, turn.fmt), turn.model)
-    sent, dropped = fit_history(as_chat_messages([*earlier, user]), turn.options)
-    if dropped and notice is not None:
-        notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
-               f"{context_length(turn.options)}-token context (they stay in the history)")
 
     session.prepare(turn.model, notice or (lambda _line: None))
     extra: dict[str, Any] = {"think": turn.think} if turn.think is not None else {}
+    reply_format = (turn.schema or "json") if turn.fmt == "json" else None
+    guarded = guard_thread(session.backend, turn.model, as_chat_messages([*earlier, user]), turn.options,
+                           format=reply_format, **extra)
+    sent, dropped = guarded.messages, guarded.fit.dropped_messages
+    if dropped and notice is not None:
+        notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
+               f"{guarded.fit.num_ctx}-token context (they stay in the history)")
     if turn.dry_run:
         rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
-                                        format="json" if turn.fmt == "json" else None, **extra)
+                                        format=reply_format, **extra)
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     probs: list[Any] | None = None
@@ -128,7 +131,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         if turn.logprobs is not None:
             probs = []
             extra.update(logprobs=True, top_logprobs=turn.logprobs)
-        final, interrupted, thinking = _streamed(session, turn, sent, view, stop, extra, probs)
+        final, interrupted, thinking = _streamed(session, turn, sent, view, stop, dict(extra, format=reply_format),
+                                                 probs)
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
@@ -159,8 +163,7 @@ def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: Re
               probs: list[Any] | None = None) -> tuple[Any, bool, str]:
     """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking
     trace. ``probs`` collects the chunks' token log probabilities."""
-    stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None,
-                                  format=(turn.schema or "json") if turn.fmt == "json" else None, **extra)
+    stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None, **extra)
     final, interrupted = None, False
     trace: list[str] = []
     show_trace = getattr(view, "append_thinking", None)

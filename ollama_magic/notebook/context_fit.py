@@ -1,18 +1,28 @@
-"""The notebook's context-length guard: leave out the oldest whole turns so a thread fits ``num_ctx``.
+"""The notebook's context guard: what a turn's thread loses to fit the model's context, said before it goes.
 
-Kept apart because it is moving: context fitting belongs to the engine (Ollama's ``chatPrompt``, with
-the real tokenizer), so HTTP clients get it too. Until then ``%%chat`` and the chat panel call
-:func:`fit_history` before sending.
+The fitting is the engine's, for every front end (``engine/context_window.py``: Ollama's ``chatPrompt``
+with the model's own tokenizer, whole turns, never the system message or the question). The guard
+only asks the backend what that fitting will leave out (``Backend.fit_context``: the in-kernel engine,
+or an ollama-magic server through ``_debug_render_only``), sends the whole thread, and ``%%chat`` says
+"left out the N oldest message(s)".
+
+A server that cannot say (Ollama, which fits but does not report it; an OpenAI-compatible server)
+gets a documented estimate instead: :data:`CHARS_PER_TOKEN` characters per token against the
+request's ``num_ctx`` (else Ollama's 4096), keeping the engine's room for the answer, by the engine's
+turn rule; only the kept messages are sent then, so the note is true of what left the notebook.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
+from ..engine.context_window import ContextWindow, fit_messages
 from ..options import OPTION_DEFAULTS
+from ..types import ContextFit
 
 #: A deliberately pessimistic guess of characters per token (English averages ~4; code and other
-#: languages less). Used only to decide which old turns to leave out; the engine counts exactly.
+#: languages less), used only for servers that cannot count.
 CHARS_PER_TOKEN = 3
 
 
@@ -25,72 +35,27 @@ def context_length(options: Mapping[str, Any]) -> int:
     return int(options.get("num_ctx") or OPTION_DEFAULTS["num_ctx"])
 
 
-def context_budget(options: Mapping[str, Any]) -> int:
-    """Tokens the history may fill: the context, less room for the answer."""
-    n_ctx = context_length(options)
-    answer = int(options.get("num_predict") or 0)
-    reserve = answer if 0 < answer < n_ctx // 2 else n_ctx // 4
-    return n_ctx - reserve
+@dataclass
+class GuardedThread:
+    """What to send for a turn, and how it fits (``estimated``: by characters, not by the server)."""
+
+    messages: list[dict[str, Any]]
+    fit: ContextFit
+    estimated: bool = False
 
 
-def fit_history(messages: list[dict[str, Any]], options: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """``messages`` fitted to the request's context by the character estimate: (kept, messages dropped)."""
-    return fit_to_context(messages, estimate_tokens, context_budget(options))
+def guard_thread(backend: Any, model: str, messages: list[dict[str, Any]], options: Mapping[str, Any],
+                 **chat_fields: Any) -> GuardedThread:
+    """``messages`` as the backend's fitting will treat them; ``chat_fields`` (``think``, ``format``)
+    are the chat's own, since they change the prompt."""
+    fit_context = getattr(backend, "fit_context", None)
+    fields = {k: v for k, v in chat_fields.items() if v is not None}
+    fit = fit_context(model, messages, options=dict(options) or None, **fields) if callable(fit_context) else None
+    if fit is not None:
+        return GuardedThread(list(messages), fit)
+    window = ContextWindow(num_ctx=context_length(options), num_predict=int(options.get("num_predict") or -1))
+    kept, dropped = fit_messages(messages, estimate_tokens, window.history_budget)
+    return GuardedThread(kept, ContextFit(num_ctx=window.num_ctx, dropped_messages=dropped), estimated=True)
 
 
-def fit_to_context(
-    messages: list[dict[str, Any]],
-    count_tokens: Callable[[list[dict[str, Any]]], int],
-    limit: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """Drop the oldest whole turns until ``count_tokens(kept) <= limit``; return (kept, messages dropped).
-
-    A turn is a user message and the replies after it, dropped together so the model never sees an
-    answer without its question. System messages and the last user message (with anything after it)
-    are never dropped: if they alone are over ``limit`` they are returned anyway and the engine
-    truncates. The smallest number of turns to drop is found by bisection, so a slow tokenizer is
-    called O(log turns) times; that relies on fewer messages never counting more tokens.
-    """
-    turns = _droppable_turns(messages)
-
-    def kept_without(turn_count: int) -> list[dict[str, Any]]:
-        dropped = {index for turn in turns[:turn_count] for index in turn}
-        return [message for index, message in enumerate(messages) if index not in dropped]
-
-    if count_tokens(list(messages)) <= limit:
-        return list(messages), 0
-    low, high = 1, len(turns)  # invariant: dropping `high` turns fits, or nothing more can be dropped
-    while low < high:
-        middle = (low + high) // 2
-        if count_tokens(kept_without(middle)) <= limit:
-            high = middle
-        else:
-            low = middle + 1
-    kept = kept_without(high)
-    return kept, len(messages) - len(kept)
-
-
-def _droppable_turns(messages: list[dict[str, Any]]) -> list[list[int]]:
-    """Indices of the droppable messages, grouped in turns, oldest first.
-
-    Everything before the last user message except system messages; a turn starts at each user
-    message (messages before the first user message form a turn of their own).
-    """
-    user_indices = [index for index, message in enumerate(messages) if message.get("role") == "user"]
-    if user_indices:
-        current = user_indices[-1]
-    else:  # no question at all: keep the last non-system message as the "current" one
-        others = [index for index, message in enumerate(messages) if message.get("role") != "system"]
-        current = others[-1] if others else len(messages)
-    turns: list[list[int]] = []
-    for index in range(current):
-        role = messages[index].get("role")
-        if role == "system":
-            continue
-        if role == "user" or not turns:
-            turns.append([])
-        turns[-1].append(index)
-    return turns
-
-
-__all__ = ["CHARS_PER_TOKEN", "context_budget", "context_length", "estimate_tokens", "fit_history", "fit_to_context"]
+__all__ = ["CHARS_PER_TOKEN", "GuardedThread", "context_length", "estimate_tokens", "guard_thread"]

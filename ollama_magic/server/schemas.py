@@ -49,6 +49,9 @@ class GenerateBody(Body):
     #: 0..20, checked by the engine with Ollama's message
     top_logprobs: Optional[StrictInt] = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+    #: Ollama's: cut a prompt that does not fit (default true; false: 400), shift the context when full
+    truncate: Optional[bool] = None
+    shift: Optional[bool] = None
 
 
 class ToolCallFunction(Body):
@@ -87,6 +90,9 @@ class ChatBody(Body):
     #: 0..20, checked by the engine with Ollama's message
     top_logprobs: Optional[StrictInt] = None
     debug_render_only: Optional[bool] = Field(default=None, alias="_debug_render_only")
+    #: Ollama's: cut a prompt that does not fit (default true; false: 400), shift the context when full
+    truncate: Optional[bool] = None
+    shift: Optional[bool] = None
 
 
 class TokenizeBody(Body):

@@ -1,4 +1,4 @@
-"""Per-notebook conversations: identity, storage on disk, export, and the context-length guard."""
+"""Per-notebook conversations: identity, storage on disk and export (the context guard: test_context_window)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from ollama_magic.errors import InvalidRequest
-from ollama_magic.notebook.context_fit import fit_to_context
 from ollama_magic.notebook.conversations import ConversationStore, default_conversations_root, new_message, to_markdown
 from ollama_magic.notebook.identity import NotebookIdentity, notebook_identity
 from ollama_magic.files import TMP_PREFIX
@@ -383,69 +382,3 @@ def test_export_format_argument_overrides_the_suffix(
         convs.export(nb, "main", tmp_path / "chat.txt")
     with pytest.raises(InvalidRequest, match="unknown export format"):
         convs.export(nb, "main", tmp_path / "chat.md", fmt="html")  # type: ignore[arg-type]
-
-
-# ---- fit_to_context -------------------------------------------------------------------------------
-
-
-def char_count(messages: list[dict[str, Any]]) -> int:
-    return sum(len(m["content"]) for m in messages)
-
-
-def conversation() -> list[dict[str, Any]]:
-    return [
-        {"role": "system", "content": "S" * 10},
-        {"role": "user", "content": "u1" * 5},
-        {"role": "assistant", "content": "a1" * 5},
-        {"role": "user", "content": "u2" * 5},
-        {"role": "assistant", "content": "a2" * 5},
-        {"role": "assistant", "content": "a2b" * 5},
-        {"role": "user", "content": "u3" * 5},
-        {"role": "assistant", "content": "a3" * 5},
-        {"role": "user", "content": "now" * 5},
-    ]
-
-
-def test_fit_keeps_everything_that_fits() -> None:
-    messages = conversation()
-    kept, dropped = fit_to_context(messages, char_count, limit=char_count(messages))
-    assert kept == messages and dropped == 0
-
-
-def test_fit_drops_the_oldest_whole_turn_first() -> None:
-    messages = conversation()
-    kept, dropped = fit_to_context(messages, char_count, limit=char_count(messages) - 1)
-    assert dropped == 2
-    assert [m["content"][:2] for m in kept] == ["SS", "u2", "a2", "a2", "u3", "a3", "no"]
-
-
-def test_fit_drops_a_user_message_with_all_its_replies() -> None:
-    messages = conversation()
-    kept, dropped = fit_to_context(messages, char_count, limit=char_count(messages) - 21)
-    assert dropped == 5  # turn 1 (2 messages) and turn 2 (3 messages), never half of turn 2
-    assert [m["content"][:2] for m in kept] == ["SS", "u3", "a3", "no"]
-    assert char_count(kept) <= char_count(messages) - 21
-
-
-def test_fit_never_drops_system_or_the_current_question_even_over_the_limit() -> None:
-    messages = conversation()
-    kept, dropped = fit_to_context(messages, char_count, limit=1)
-    assert roles_and_contents(kept) == [("system", "S" * 10), ("user", "now" * 5)]
-    assert dropped == len(messages) - 2
-
-
-def test_fit_without_a_system_message_and_with_one_message() -> None:
-    only = [{"role": "user", "content": "x" * 100}]
-    assert fit_to_context(only, char_count, limit=5) == (only, 0)
-    messages = conversation()[1:]
-    kept, dropped = fit_to_context(messages, char_count, limit=40)
-    assert kept[-1]["content"] == "now" * 5 and kept[0]["role"] == "user"
-    assert char_count(kept) <= 40 and dropped == len(messages) - len(kept)
-
-
-def test_fit_returns_a_new_list_and_leaves_the_input_alone() -> None:
-    messages = conversation()
-    original = [dict(m) for m in messages]
-    kept, _ = fit_to_context(messages, char_count, limit=30)
-    assert messages == original
-    assert kept is not messages
