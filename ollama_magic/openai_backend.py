@@ -302,8 +302,8 @@ class OpenAIBackend:
     def chat(self, model: str = "", messages: Sequence[Any] | None = None, *, stream: bool = False,
              options: Mapping[str, Any] | None = None, format: Any = None, **kwargs: Any) -> Any:
         """``keep_alive``, ``think`` and ``tools`` have no meaning here and are ignored."""
-        sent = [{"role": m["role"], "content": m["content"]} if isinstance(m, Mapping)
-                else {"role": m.role, "content": m.content} for m in messages or []]
+        sent = [_openai_message(m if isinstance(m, Mapping) else m.model_dump(exclude_none=True))
+                for m in messages or []]
         return self._call(self._complete, self.client.chat.completions.create, model, True, stream, options,
                           format, messages=sent)
 
@@ -323,6 +323,17 @@ class OpenAIBackend:
         vectors = [d.embedding for d in sorted(result.data, key=lambda d: d.index)]
         return ollama.EmbedResponse(model=name, embeddings=_normalised(vectors),
                                     prompt_eval_count=getattr(result.usage, "prompt_tokens", None))
+
+
+def _openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A native message for /v1: its images become ``image_url`` parts with data URLs."""
+    if not message.get("images"):
+        return {"role": message["role"], "content": message.get("content") or ""}
+    from .engine.images import data_url
+
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.get("content") or ""}]
+    parts += [{"type": "image_url", "image_url": {"url": data_url(image)}} for image in message["images"]]
+    return {"role": message["role"], "content": parts}
 
 
 __all__ = ["EXTRA_FIELDS", "OPENAI_FIELDS", "OpenAIBackend", "request_fields", "translate"]

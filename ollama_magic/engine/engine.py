@@ -7,7 +7,6 @@ widgets, the HTTP server) calls these methods; none of them talks to llama.cpp d
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import logging
 import math
@@ -33,6 +32,8 @@ from ..types import (ChatMessage, ChatResponse, CreateRequest, DebugInfo, Detoke
                      ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse, TokenizeResponse)
 from .capabilities import capabilities, model_template
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .images import NO_VISION, Picture, image_bytes, tag_content
+from .images import pictures as decode_pictures
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
@@ -263,24 +264,26 @@ class Engine:
         opts = self._options(record, options)
         if not prompt and not suffix and not context and not debug_render_only:
             return self._load_only(record, model, keep, opts, stream, lambda **kw: GenerateResponse(**kw))
-        self._check_images(record, images)
+        pics = self._pictures(record, list(images or []))
         self._require(record, "completion", "generate")
         if suffix:
             self._require(record, "insert", "generate")  # Ollama checks the model's own template too
         tmpl = self._template(record, template)
         think = self._think(model, tmpl, think, format) if not raw else check_think(think)
+        prompt = tag_content(prompt or "", len(pics)) if pics else prompt
         if raw:
             text = prompt or ""
         else:
             text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""),
                                         suffix or "", think=think)
         if debug_render_only:
+            debug = DebugInfo(rendered_template=text, image_count=len(pics) or None)
             return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
-                                                   debug_info=DebugInfo(rendered_template=text)), stream)
+                                                   debug_info=debug), stream)
         parser = self._reply_parser(tmpl, text, think if not raw else False, None)
         cancel = request_cancel_event()
         chunks = self._run(record, text, opts, keep, format, context=list(context) if context else None,
-                           stream=stream, cancel=cancel)
+                           stream=stream, cancel=cancel, pictures=pics)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> GenerateResponse:
             part = part or ReplyPart()
@@ -323,8 +326,11 @@ class Engine:
                 lambda **kw: ChatResponse(message=ChatMessage(role="assistant", content=""), **kw),
             )
         self._require(record, "completion", "chat")
-        for m in msgs:
-            self._check_images(record, m.get("images"))
+        pics = self._pictures(record, [image for m in msgs for image in (m.get("images") or [])])
+        if pics:
+            for m in msgs:
+                if m.get("images"):
+                    m["content"] = tag_content(m["content"], len(m["images"]))
         tool_dicts = [_tool_dict(t) for t in tools] if tools else None
         mode, forced = resolve_tool_choice(tool_choice, tool_dicts)
         if mode == "none":
@@ -344,11 +350,13 @@ class Engine:
         text = tmpl.render_chat(msgs, tool_dicts, think=think)
         if debug_render_only:
             message = ChatMessage(role="assistant", content="")
+            debug = DebugInfo(rendered_template=text, image_count=len(pics) or None)
             return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
-                                               debug_info=DebugInfo(rendered_template=text)), stream)
+                                               debug_info=debug), stream)
         parser = self._reply_parser(tmpl, text, think, tool_dicts)
         cancel = request_cancel_event()
-        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar)
+        chunks = self._run(record, text, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar,
+                           pictures=pics)
 
         def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
             message = _chat_message(part or ReplyPart())
@@ -460,15 +468,19 @@ class Engine:
         n = record.name
         raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support {capability}")
 
-    def _check_images(self, record: ModelRecord, images: Sequence[Any] | None) -> None:
+    def _pictures(self, record: ModelRecord, images: list[Any]) -> list[Picture]:
+        """A request's images, decoded; refused (400) unless the model can see, in Ollama's order:
+        unreadable base64 first, then a model without vision, then too many or non-images."""
         if not images:
-            return
-        for image in images:
-            if isinstance(image, str) and not _looks_like_base64(image):
-                raise InvalidRequest("images must be base64-encoded")
+            return []
+        encoded = [image_bytes(image) for image in images]
+        if "vision" not in capabilities(record, self._template(record, None)):
+            raise InvalidRequest(NO_VISION)
         if not record.manifest.layers_of(mt.PROJECTOR):
-            raise InvalidRequest(f'"{record.name.short}" does not support images: it has no vision projector')
-        raise InvalidRequest("images are not supported by the in-kernel engine yet")
+            raise InvalidRequest(f"{NO_VISION}: {record.name.short}'s vision weights are inside its model GGUF "
+                                 "(Ollama's own engine format), which llama.cpp cannot load; a model with a "
+                                 "projector layer (an mmproj GGUF) is needed")
+        return decode_pictures(encoded)
 
     def _message(self, message: Any) -> dict[str, Any]:
         m = _as_dict(message)
@@ -532,10 +544,11 @@ class Engine:
         if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
+        projectors = [] if embedding else record.projector_paths
         return LoadOptions(
             num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
             use_mmap=opts.get("use_mmap", True), embedding=embedding,
-            num_parallel=1 if embedding else num_parallel(),
+            num_parallel=1 if embedding else num_parallel(), projector=str(projectors[0]) if projectors else "",
         )
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
@@ -544,7 +557,7 @@ class Engine:
         def describe(runner: Runner) -> dict[str, Any]:
             info = record.gguf_info()
             kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
-            size = record.model_path.stat().st_size + kv
+            size = record.model_path.stat().st_size + kv + (Path(load.projector).stat().st_size if load.projector else 0)
             details = record.details.model_copy(update={"parent_model": ""})
             blocks = int(info.arch_value("block_count") or 0)
             layers = total_layers(blocks)
@@ -578,7 +591,7 @@ class Engine:
     def _run(
         self, record: ModelRecord, text: str, opts: Mapping[str, Any], keep: float | None,
         format: str | Mapping[str, Any] | None, context: list[int] | None = None, stream: bool = True,
-        cancel: threading.Event | None = None, grammar: str | None = None,
+        cancel: threading.Event | None = None, grammar: str | None = None, pictures: Sequence[Picture] = (),
     ) -> Iterator[tuple[str | None, Finished | None, int, int]]:
         """Yield (piece, None, ...) per text piece, then (None, Finished, load_ns, total_ns)."""
         start = time.perf_counter_ns()
@@ -598,11 +611,12 @@ class Engine:
             n_vocab = runner.n_vocab
             if context and not all(0 <= t < n_vocab for t in context):
                 raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
-            tokens = (context or []) + runner.tokenize(text, add_bos=not context)
+            media = self._media(runner, text, pictures, context) if pictures else None
+            tokens = media.tokens if media is not None else (context or []) + runner.tokenize(text, add_bos=not context)
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
                 num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]), grammar=grammar,
-                stream=stream, cancel=cancel or threading.Event(),
+                stream=stream, cancel=cancel or threading.Event(), media=media,
             )
             items = runner.stream(job)
             try:
@@ -615,6 +629,22 @@ class Engine:
                 items.close()  # stops decoding at once if our consumer went away
         finally:
             self.scheduler.release(entry, keep)
+
+    @staticmethod
+    def _media(runner: Runner, text: str, pictures: Sequence[Picture], context: list[int] | None) -> Any:
+        """The prompt split by libmtmd into text and image parts; refused here, before it is queued,
+        when it cannot run: more tokens than the context holds, or an image with no text after it."""
+        media = runner.tokenize_media(text, list(pictures), add_special=not context)
+        media.prepend(context or [])
+        if media.ends_with_image:
+            media.close()
+            raise InvalidRequest("the prompt ends with an image: put some text after it")
+        if len(media.tokens) >= runner.n_ctx:
+            media.close()
+            raise InvalidRequest(f"the prompt and its {len(pictures)} image(s) take {len(media.tokens)} tokens "
+                                 f"({media.image_tokens} for the images), more than the context holds "
+                                 f"(num_ctx {runner.n_ctx}): send fewer or smaller images, or raise num_ctx")
+        return media
 
     @staticmethod
     def _deliver(chunks, wrap, stream, join, cancel):  # noqa: ANN001, ANN205
@@ -657,14 +687,6 @@ def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
 def _normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
-
-
-def _looks_like_base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-        return True
-    except ValueError:
-        return False
 
 
 def _kv_bytes(info: Any, n_ctx: int) -> int:

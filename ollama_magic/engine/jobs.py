@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import EngineError
 from .sampling import Sampling
@@ -23,6 +24,8 @@ class LoadOptions:
     embedding: bool = False
     #: sequences decoded together (OLLAMA_NUM_PARALLEL); the context holds num_ctx tokens for each
     num_parallel: int = 1
+    #: the vision projector (mmproj GGUF) loaded beside the model, if it has one
+    projector: str = ""
 
 
 @dataclass
@@ -37,6 +40,9 @@ class GenerationJob:
     #: not woken for every token (each wake-up competes with llama.cpp's threads for the cores)
     stream: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: a prompt with images (``vision.MediaPrompt``): ``tokens`` is then its flat list, image
+    #: positions included, and the decoder evaluates its image parts when the job gets a slot
+    media: Any = None
 
 
 @dataclass

@@ -69,6 +69,9 @@ class ChatTurn:
     #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
     tools: list[Callable[..., Any]] = field(default_factory=list)
     tool_choice: str = "auto"
+    #: Images sent with the message (paths, bytes, PIL images, matplotlib figures, base64 text); the
+    #: thread keeps them by digest, in files beside its JSON.
+    images: list[Any] = field(default_factory=list)
 
 
 def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -107,7 +110,12 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     if turn.max_history is not None:
         earlier = last_exchanges(earlier, turn.max_history)
     user = new_message("user", with_instruction(turn.text, turn.fmt), turn.model)
-    sent, dropped = fit_history(as_chat_messages([*earlier, user]), turn.options)
+    fresh = _images_of(turn)
+    if fresh:
+        user["images"] = [digest for digest, _ in fresh]
+    new_images = dict(fresh)
+    sent, dropped = fit_history(
+        as_chat_messages([*earlier, user], lambda d: new_images.get(d) or store.load_image(identity, d)), turn.options)
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
                f"{context_length(turn.options)}-token context (they stay in the history)")
@@ -131,6 +139,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
         if thinking:
             reply_message["thinking"] = thinking  # sent back to the template with the thread's next turns
+        for data in new_images.values():
+            store.save_image(identity, data)
         store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
     if turn.fmt == "json" and not interrupted:
         try:
@@ -138,6 +148,18 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"the reply is not valid JSON ({exc}); it is kept in thread {turn.thread!r}") from None
     return reply
+
+
+def _images_of(turn: ChatTurn) -> list[tuple[str, bytes]]:
+    """The turn's images as (digest, file bytes), read now so a bad one is an error before anything runs."""
+    if not turn.images:
+        return []
+    import hashlib
+
+    from ..engine.images import image_bytes
+
+    files = [image_bytes(value) for value in turn.images]
+    return [("sha256:" + hashlib.sha256(data).hexdigest(), data) for data in files]
 
 
 def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
