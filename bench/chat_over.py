@@ -4,8 +4,7 @@ IPython shell, alternated over several rounds. Reported: rows/s of each and the 
 
 The --over path submits up to 4 rows at once to the engine (its parallel sequences per model) and
 asks each distinct text once; the rows here are all distinct, so any speed-up is the engine's
-concurrency. Target: >= 2x, which needs an engine that decodes several sequences per model at once
-(continuous batching); with one sequence per model the two paths are expected to be about equal.
+continuous batching (OLLAMA_NUM_PARALLEL sequences decoded in one llama_decode per step). Target: >= 2x.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from ollama_magic.defaults import register
 from ollama_magic.store import ModelStore
 
 MODEL = "gemma3:270m"
-FLAGS = "--seed 1 --num-predict 8 --temperature 0"
+# No --seed: a seeded request runs alone in the engine (docs/BENCHMARKS.md, "Seeds and batching"), so a
+# seeded column is reproducible but not batched. Greedy (temperature 0) rows are batched.
+FLAGS = "--num-predict {tokens} --temperature 0"
 
 
 def shell_with_models(root: str):  # noqa: ANN201 - an IPython shell
@@ -39,17 +40,17 @@ def shell_with_models(root: str):  # noqa: ANN201 - an IPython shell
     return shell
 
 
-def loop(shell, rows: pd.Series) -> float:  # noqa: ANN001
+def loop(shell, rows: pd.Series, flags: str) -> float:  # noqa: ANN001
     begin = time.perf_counter()
     for text in rows:
-        shell.run_line_magic("chat", f"--no-history -m {MODEL} {FLAGS} Summarize in five words: {text}")
+        shell.run_line_magic("chat", f"--no-history -m {MODEL} {flags} Summarize in five words: {text}")
     return len(rows) / (time.perf_counter() - begin)
 
 
-def over(shell, rows: pd.Series) -> float:  # noqa: ANN001
+def over(shell, rows: pd.Series, flags: str) -> float:  # noqa: ANN001
     shell.user_ns["rows"] = rows
     begin = time.perf_counter()
-    result = shell.run_line_magic("chat", f'--over rows -m {MODEL} {FLAGS} "Summarize in five words: {{text}}"')
+    result = shell.run_line_magic("chat", f'--over rows -m {MODEL} {flags} "Summarize in five words: {{text}}"')
     assert result.notna().all()
     return len(rows) / (time.perf_counter() - begin)
 
@@ -58,22 +59,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=8, help="num_predict per row")
     args = parser.parse_args()
+    flags = FLAGS.format(tokens=args.tokens)
     rows = pd.Series([f"Review {i}: the product number {i} arrived {i % 7} days late but works." for i in range(args.rows)])
     with tempfile.TemporaryDirectory() as root:
         shell = shell_with_models(root)
-        shell.run_line_magic("chat", f"--no-history -m {MODEL} {FLAGS} warm up")
+        shell.run_line_magic("chat", f"--no-history -m {MODEL} {flags} warm up")
         loops, overs = [], []
         for _ in range(args.rounds):
-            loops.append(loop(shell, rows))
-            overs.append(over(shell, rows))
+            loops.append(loop(shell, rows, flags))
+            overs.append(over(shell, rows, flags))
         shell.extension_manager.unload_extension("ollama_magic")
     ratios = [o / lp for o, lp in zip(overs, loops)]
     print(f"{'path':<28}{'rows/s (median)':>16}{'min':>8}{'max':>8}")
     print(f"{'loop over %chat':<28}{statistics.median(loops):>16.2f}{min(loops):>8.2f}{max(loops):>8.2f}")
     print(f"{'%chat --over':<28}{statistics.median(overs):>16.2f}{min(overs):>8.2f}{max(overs):>8.2f}")
     print(f"ratio --over / loop: median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}), "
-          f"{args.rows} rows, {args.rounds} rounds")
+          f"{args.rows} rows, {args.tokens} tokens per row, {args.rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ Both get the same raw prompt (a unique first line per request, so no prompt is c
 tokens, and are read as streams over HTTP with httpx: ours through /api/generate (raw), llama-server
 through its /completion. Rounds alternate ours / anchor; medians (and the spread) over the rounds.
 The anchor binary comes from bench/build_llama_server.sh (llama.cpp vendored in the pinned
-llama-cpp-python sdist); without it the anchor columns are skipped and the run says so.
+llama-cpp-python sdist); without it the anchor columns are skipped and the run says so. Like the
+anchor, our server runs in a process of its own (``python -m ollama_magic serve``), so the bench's
+own HTTP clients do not share its interpreter; ``--in-process`` serves from the bench's process
+instead (a notebook's background server), where the clients' Python competes with the server's.
 
 Targets: 4 streams >= 1.8x one stream and >= 0.9x llama-server at 4 streams; TTFT p95 at 4 streams <= 1 s.
 """
@@ -20,17 +23,18 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 import httpx
+from _models import engine_with
 
 from ollama_magic.engine.runner import physical_cores
 from ollama_magic.server import BackgroundServer
-
-from _models import engine_with
 
 MODEL = "gemma3:270m"
 LLAMA_SERVER_DIRS = [os.environ.get("LLAMA_SERVER_DIR", ""), "/work/tools/llama-server",
@@ -129,6 +133,28 @@ def start_llama_server(binary: Path, gguf: Path, threads: int, parallel: int) ->
         time.sleep(0.2)
 
 
+def start_ours(store_root: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    """``ollama-magic serve`` in a process of its own, on the bench's store (OLLAMA_NUM_PARALLEL inherited)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(store_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "ollama_magic", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": "warm up", "raw": True, "stream": False,
+                                                    "options": {"num_predict": 2, **OPTIONS}}, timeout=120)
+            return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("ollama-magic serve did not start")
+        time.sleep(0.2)
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.1f}-{max(values):.1f}"
 
@@ -139,35 +165,40 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours / anchor")
     parser.add_argument("--clients", default="1,2,4,8")
     parser.add_argument("--threads", type=int, default=physical_cores())
+    parser.add_argument("--in-process", action="store_true", help="serve ours from this process (BackgroundServer)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     parallel = int(os.environ.setdefault("OLLAMA_NUM_PARALLEL", "4"))
     binary = llama_server_binary()
     ours: dict[int, list[tuple[float, float, float]]] = {n: [] for n in counts}
     anchor: dict[int, list[tuple[float, float, float]]] = {n: [] for n in counts}
-    with engine_with(MODEL) as engine:
+    with engine_with(MODEL) as engine, ExitStack() as stack:
         gguf = engine.store.resolve(MODEL).model_path
         OPTIONS["num_thread"] = args.threads
-        engine.generate(MODEL, "warm up", options={"num_predict": 2, **OPTIONS})
-        with BackgroundServer(engine, port=0) as server:
-            proc, anchor_url = start_llama_server(binary, gguf, args.threads, 4) if binary else (None, "")
-            try:
-                offset = 0
-                for _ in range(args.rounds):
-                    for n in counts:
-                        ours[n].append(run(ours_stream, server.url, n, args.tokens, offset))
+        if args.in_process:
+            engine.generate(MODEL, "warm up", options={"num_predict": 2, **OPTIONS})
+            ours_url = stack.enter_context(BackgroundServer(engine, port=0)).url
+        else:
+            server_proc, ours_url = start_ours(engine.store.root, args.threads)
+            stack.callback(lambda: (server_proc.terminate(), server_proc.wait(timeout=30)))
+        proc, anchor_url = start_llama_server(binary, gguf, args.threads, 4) if binary else (None, "")
+        try:
+            offset = 0
+            for _ in range(args.rounds):
+                for n in counts:
+                    ours[n].append(run(ours_stream, ours_url, n, args.tokens, offset))
+                    offset += n
+                    if proc:
+                        anchor[n].append(run(anchor_stream, anchor_url, n, args.tokens, offset))
                         offset += n
-                        if proc:
-                            anchor[n].append(run(anchor_stream, anchor_url, n, args.tokens, offset))
-                            offset += n
-            finally:
-                if proc:
-                    proc.terminate()
-                    proc.wait(timeout=30)
-    med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(timeout=30)
+    med = lambda rows, k: statistics.median(r[k] for r in rows)
     single = med(ours[counts[0]], 0)
     print(f"model {MODEL}, {args.tokens} tokens per stream, {args.threads} threads, OLLAMA_NUM_PARALLEL={parallel}, "
-          f"CPU; medians of {args.rounds} alternating rounds (min-max in brackets)")
+          f"ours {'in the bench process' if args.in_process else 'in its own process'}, CPU; medians of {args.rounds} alternating rounds (min-max in brackets)")
     print(f"anchor: {binary if binary else 'llama-server not built (bench/build_llama_server.sh): skipped'}"
           + (" --parallel 4 -c 8192 -kvu -fa off" if binary else ""))
     print(f"{'streams':<8}{'ours tok/s':>22}{'vs 1 stream':>12}{'llama-server tok/s':>24}{'ours/anchor':>12}"
