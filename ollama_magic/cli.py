@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         transfer.set_defaults(func=cmd_pull if verb == "pull" else cmd_push)
 
     setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
-    setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}")
+    setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}; also: "
+                       "tiny-vision (a plumbing fixture for images: smollm2 plus a projector of random weights)")
     setup.set_defaults(func=cmd_setup)
     return parser
 

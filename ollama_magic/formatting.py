@@ -197,6 +197,16 @@ def show_sections(resp: Any) -> list[tuple[str, list[tuple[str, str]]]]:
         ]),
         ("Capabilities", [(c, "") for c in resp.capabilities or []]),
     ]
+    projector = getattr(resp, "projector_info", None) or {}
+    if projector:  # as `ollama show` prints it, plus the projector's own description
+        rows = [
+            ("architecture", str(projector.get("general.architecture", ""))),
+            ("embedding length", str(projector.get("clip.vision.embedding_length", ""))),
+            ("dimensions", str(projector.get("clip.vision.projection_dim", ""))),
+        ]
+        if projector.get("general.description"):
+            rows.append(("description", str(projector["general.description"])))
+        sections.insert(1, ("Projector", rows))
     if resp.parameters:
         sections.append(("Parameters", [(*line.split(None, 1), "")[:2] for line in resp.parameters.splitlines()]))  # type: ignore[misc]
     if resp.system:

@@ -318,8 +318,8 @@ class OpenAIBackend:
              top_logprobs: int | None = None, **kwargs: Any) -> Any:
         """``keep_alive``, ``think`` and ``tools`` have no meaning here and are ignored; ``logprobs``
         and ``top_logprobs`` are OpenAI's fields of the same names."""
-        sent = [{"role": m["role"], "content": m["content"]} if isinstance(m, Mapping)
-                else {"role": m.role, "content": m.content} for m in messages or []]
+        sent = [_openai_message(m if isinstance(m, Mapping) else m.model_dump(exclude_none=True))
+                for m in messages or []]
         probs: dict[str, Any] = {}
         if logprobs:
             probs = {"logprobs": True, "top_logprobs": top_logprobs or 0}
@@ -346,6 +346,17 @@ class OpenAIBackend:
         vectors = [d.embedding for d in sorted(result.data, key=lambda d: d.index)]
         return ollama.EmbedResponse(model=name, embeddings=_normalised(vectors),
                                     prompt_eval_count=getattr(result.usage, "prompt_tokens", None))
+
+
+def _openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A native message for /v1: its images become ``image_url`` parts with data URLs."""
+    if not message.get("images"):
+        return {"role": message["role"], "content": message.get("content") or ""}
+    from .engine.images import data_url
+
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.get("content") or ""}]
+    parts += [{"type": "image_url", "image_url": {"url": data_url(image)}} for image in message["images"]]
+    return {"role": message["role"], "content": parts}
 
 
 __all__ = ["EXTRA_FIELDS", "OPENAI_FIELDS", "OpenAIBackend", "request_fields", "translate"]

@@ -71,6 +71,8 @@ class ShowResponse(WireModel):
     license: str = ""
     details: ModelDetails
     model_info: dict[str, Any] = Field(default_factory=dict)
+    #: the projector GGUF's metadata (vision models), as Ollama's ``projector_info``
+    projector_info: Optional[dict[str, Any]] = None
     capabilities: list[str] = Field(default_factory=list)
     messages: Optional[list[Message]] = None
     modified_at: datetime

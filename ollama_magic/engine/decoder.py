@@ -31,8 +31,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import OllamaMagicError
+from ..errors import InvalidRequest, OllamaMagicError
 from .context_window import shift_discard
+from .images import NO_VISION
 from .jobs import EngineError, Finished, GenerationJob, Token
 from .llama_context import LlamaContext
 from .logprobs import TokenProb, row_logprobs
@@ -166,10 +167,11 @@ class Sequence:
         if self.held or self.held_probs:
             self.out.put(Token("".join(self.held), self.held_probs))
         first = self.first or end
+        prompt = self.tokens if self.job.media is None else [t for t in self.tokens if t >= 0]  # no image stand-ins
         return Finished(
             done_reason=self.done_reason or "stop", prompt_eval_count=len(self.tokens),
             prompt_eval_duration=max(1, first - self.start), eval_count=len(self.generated),
-            eval_duration=max(1, end - first), context=self.tokens + self.generated,
+            eval_duration=max(1, end - first), context=prompt + self.generated,
         )
 
 
@@ -188,8 +190,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Decoder:
     """The step loop's state: slots, waiting jobs, and the owned llama.cpp context."""
 
-    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None]) -> None:
+    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None) -> None:
         self.lctx = lctx
+        self.projector = projector  # vision.Projector when the model has one
         self.num_ctx = lctx.shape.num_ctx
         self.slots = [Slot(seq_id=i) for i in range(lctx.shape.parallel)]
         self.waiting: deque[tuple[GenerationJob, queue.Queue[Any]]] = deque()
@@ -216,7 +219,7 @@ class Decoder:
         for job, out in self.waiting:
             if job.cancel.is_set():
                 self.on_admit()
-                out.put(Finished("cancelled", len(job.tokens), 1, 0, 1, list(job.tokens)))
+                out.put(Finished("cancelled", len(job.tokens), 1, 0, 1, [t for t in job.tokens if t >= 0]))
             else:
                 kept.append((job, out))
         self.waiting = kept
@@ -244,6 +247,10 @@ class Decoder:
     def _start(self, job: GenerationJob, out: "queue.Queue[Any]", free: list[Slot], seeded: bool) -> None:
         n_ctx = self.num_ctx
         tokens = list(job.tokens)
+        media = job.media
+        if media is not None and len(tokens) >= n_ctx:
+            raise InvalidRequest(f"the prompt and its images take {len(tokens)} tokens, more than the context "
+                                 f"holds (num_ctx {n_ctx}): send fewer or smaller images, or raise num_ctx")
         if len(tokens) >= n_ctx:  # the engine fits every prompt first (context_window.fit_prompt)
             raise EngineError(f"a prompt of {len(tokens)} tokens reached the decoder unfitted (num_ctx {n_ctx})")
         if seeded:
@@ -254,6 +261,8 @@ class Decoder:
         else:
             slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
             reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)  # one token left for fresh logits
+        if media is not None:
+            reuse = media.reusable(reuse)
         if not self.lctx.forget(slot.seq_id, reuse):
             self.lctx.forget(slot.seq_id, 0)
             reuse = 0
@@ -263,9 +272,56 @@ class Decoder:
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
         limit = job.num_predict if job.num_predict >= 0 else n_ctx
         seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx)
+        if media is not None:
+            try:
+                self._evaluate_media(seq)
+            except BaseException:
+                self.lctx.forget(slot.seq_id, 0)
+                slot.cached = []
+                sampler.close()
+                raise
+            finally:
+                media.close()
         slot.sequence = seq
         if limit == 0:
             self._retire(seq, "length")
+
+    def _evaluate_media(self, seq: Sequence) -> None:
+        """Evaluate an image request's parts now, alone, up to its last text part, which is left
+        pending for the batched prefill (it gives the logits the first token is sampled from).
+
+        The simple version: the other sequences wait while an image is encoded (milliseconds for
+        small towers, seconds for big ones on a CPU) instead of interleaving with it.
+        """
+        media = seq.job.media
+        if self.projector is None:
+            raise InvalidRequest(NO_VISION)
+        starts = media.part_starts()
+        if media.parts[-1].is_image:
+            raise InvalidRequest("the prompt ends with an image: put some text after it")
+        for part, start in zip(media.parts[:-1], starts[:-1]):
+            end = start + part.length
+            if end <= seq.n_past:
+                continue  # reused from the slot's cache
+            if not part.is_image:
+                self._decode_alone(seq, part.tokens[seq.n_past - start :])
+            else:
+                position = self.projector.evaluate(part, seq.n_past, seq.slot.seq_id)
+                if position != end:
+                    raise EngineError(f"an image took {position - start} positions for {part.n_tokens} tokens")
+                self.tokens_decoded += part.n_tokens
+            seq.slot.cached.extend(seq.tokens[seq.n_past : end])
+            seq.n_past = end
+        seq.pending = seq.tokens[seq.n_past :]
+
+    def _decode_alone(self, seq: Sequence, tokens: list[int]) -> None:
+        for i in range(0, len(tokens), self.lctx.n_batch):
+            piece = tokens[i : i + self.lctx.n_batch]
+            entries = [(t, seq.n_past + i + k, seq.slot.seq_id, False) for k, t in enumerate(piece)]
+            code = self.lctx.decode(entries)
+            if code != 0:
+                raise EngineError(f"llama_decode failed ({code}) on {len(piece)} prompt tokens before an image")
+            self.tokens_decoded += len(piece)
 
     # ---- one step -------------------------------------------------------------------------------
 

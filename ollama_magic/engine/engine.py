@@ -7,7 +7,6 @@ widgets, the HTTP server) calls these methods; none of them talks to llama.cpp d
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import logging
 import math
@@ -35,6 +34,8 @@ from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, Debug
 from .capabilities import capabilities, model_template
 from .context_window import ContextWindow, FittedChat, fit_chat, fit_prompt, kept_at_start
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .images import NO_VISION, Picture, image_bytes, tag_content
+from .images import pictures as decode_pictures
 from .jobs import Queued
 from .logprobs import as_wire, check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
@@ -348,29 +349,33 @@ class Engine:
         opts = self._options(record, options)
         if not prompt and not suffix and not context and not debug_render_only:
             return self._load_only(record, model, keep, opts, stream, lambda **kw: GenerateResponse(**kw))
-        self._check_images(record, images)
+        pics = self._pictures(record, list(images or []))
         self._require(record, "completion", "generate")
         if suffix:
             self._require(record, "insert", "generate")  # Ollama checks the model's own template too
         tmpl = self._template(record, template)
         think = self._think(model, tmpl, think, None) if not raw else check_think(think)
+        prompt = tag_content(prompt or "", len(pics)) if pics else prompt
         if raw:
             text = prompt or ""
         else:
             text = tmpl.render_generate(prompt or "", system if system is not None else (record.system or ""),
                                         suffix or "", think=think)
         if debug_render_only:
+            debug = DebugInfo(rendered_template=text, image_count=len(pics) or None)
             return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
-                                                   debug_info=DebugInfo(rendered_template=text)), stream)
+                                                   debug_info=debug), stream)
         trace = _trace(tmpl, text, think if not raw else False)
         parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tool_tag=tmpl.tool_tag)
         cancel = request_cancel_event()
         earlier = list(context) if context else None
 
-        def prompt(runner: Runner) -> list[int]:
+        def prompt(runner: Runner) -> Any:
             n_vocab = runner.n_vocab
             if earlier and not all(0 <= t < n_vocab for t in earlier):
                 raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
+            if pics:  # nothing is left out of a prompt with images: it fits, or it is refused
+                return self._media(runner, text, pics, earlier)
             tokens = (earlier or []) + runner.tokenize(text, add_bos=not earlier)
             return fit_prompt(tokens, _window(runner.n_ctx, opts, truncate), _bos(runner))
 
@@ -430,8 +435,11 @@ class Engine:
                 lambda **kw: ChatResponse(message=ChatMessage(role="assistant", content=""), **kw),
             )
         self._require(record, "completion", "chat")
-        for m in msgs:
-            self._check_images(record, m.get("images"))
+        pics = self._pictures(record, [image for m in msgs for image in (m.get("images") or [])])
+        if pics:
+            for m in msgs:
+                if m.get("images"):
+                    m["content"] = tag_content(m["content"], len(m["images"]))
         tool_dicts = [_tool_dict(t) for t in tools] if tools else None
         mode, forced = resolve_tool_choice(tool_choice, tool_dicts)
         if mode == "none":
@@ -454,9 +462,13 @@ class Engine:
 
         text = render(msgs)
         if debug_render_only:
-            fitted, fit = self._fit_without_running(record, opts, msgs, render, text, truncate, keep)
+            if pics:  # as when it runs: a chat with images is not fitted (it fits, or it is refused)
+                num_ctx = self._load_options(record, opts, embedding=False).num_ctx
+                fitted, fit = FittedChat(msgs, text, 0), ContextFit(num_ctx=num_ctx)
+            else:
+                fitted, fit = self._fit_without_running(record, opts, msgs, render, text, truncate, keep)
             message = ChatMessage(role="assistant", content="")
-            info = DebugInfo(rendered_template=fitted.text, context_fit=fit)
+            info = DebugInfo(rendered_template=fitted.text, context_fit=fit, image_count=len(pics) or None)
             return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
                                                debug_info=info), stream)
         trace = _trace(tmpl, text, think)
@@ -464,7 +476,9 @@ class Engine:
         cancel = request_cancel_event()
         dropped = [0]
 
-        def prompt(runner: Runner) -> list[int]:
+        def prompt(runner: Runner) -> Any:
+            if pics:  # nothing is left out of a chat with images: it fits, or it is refused
+                return self._media(runner, text, pics, None)
             window = _window(runner.n_ctx, opts, truncate)
             fitted = fit_chat(msgs, render, runner.tokenize, window, text)
             dropped[0] = fitted.dropped
@@ -611,15 +625,19 @@ class Engine:
         n = record.name
         raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support {capability}")
 
-    def _check_images(self, record: ModelRecord, images: Sequence[Any] | None) -> None:
+    def _pictures(self, record: ModelRecord, images: list[Any]) -> list[Picture]:
+        """A request's images, decoded; refused (400) unless the model can see, in Ollama's order:
+        unreadable base64 first, then a model without vision, then too many or non-images."""
         if not images:
-            return
-        for image in images:
-            if isinstance(image, str) and not _looks_like_base64(image):
-                raise InvalidRequest("images must be base64-encoded")
+            return []
+        encoded = [image_bytes(image) for image in images]
+        if "vision" not in capabilities(record, self._template(record, None)):
+            raise InvalidRequest(NO_VISION)
         if not record.manifest.layers_of(mt.PROJECTOR):
-            raise InvalidRequest(f'"{record.name.short}" does not support images: it has no vision projector')
-        raise InvalidRequest("images are not supported by the in-kernel engine yet")
+            raise InvalidRequest(f"{NO_VISION}: {record.name.short}'s vision weights are inside its model GGUF "
+                                 "(Ollama's own engine format), which llama.cpp cannot load; a model with a "
+                                 "projector layer (an mmproj GGUF) is needed")
+        return decode_pictures(encoded)
 
     def _message(self, message: Any) -> dict[str, Any]:
         m = _as_dict(message)
@@ -703,10 +721,11 @@ class Engine:
         if not gpu_offload_supported():
             num_gpu = 0
         num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
+        projectors = [] if embedding else record.projector_paths
         return LoadOptions(
             num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
             use_mmap=opts.get("use_mmap", True), embedding=embedding,
-            num_parallel=1 if embedding else num_parallel(),
+            num_parallel=1 if embedding else num_parallel(), projector=str(projectors[0]) if projectors else "",
         )
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
@@ -715,7 +734,7 @@ class Engine:
         def describe(runner: Runner) -> dict[str, Any]:
             info = record.gguf_info()
             kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
-            size = record.model_path.stat().st_size + kv
+            size = record.model_path.stat().st_size + kv + (Path(load.projector).stat().st_size if load.projector else 0)
             details = record.details.model_copy(update={"parent_model": ""})
             blocks = int(info.arch_value("block_count") or 0)
             layers = total_layers(blocks)
@@ -747,14 +766,15 @@ class Engine:
         return ChunkStream(iter([response]), threading.Event()) if stream else response
 
     def _run(
-        self, record: ModelRecord, prompt: Callable[[Runner], list[int]], opts: Mapping[str, Any],
+        self, record: ModelRecord, prompt: Callable[[Runner], Any], opts: Mapping[str, Any],
         keep: float | None, format: str | Mapping[str, Any] | None, stream: bool = True,
         cancel: threading.Event | None = None, grammar: str | None = None, shift: bool | None = None,
         logprobs: tuple[bool, int] = (False, 0), trace: tuple[tuple[str, str] | None, bool] = (None, False),
     ) -> Iterator[Any]:
         """Yield (Token, None, ...) per text piece, then (None, Finished, load_ns, total_ns); a
         :class:`Queued` marker comes first, once the job is queued. ``prompt`` gives the loaded model's
-        tokens for the request, fitted to its context.
+        tokens for the request, fitted to its context, or its ``vision.MediaPrompt`` when it has images
+        (those are not context-shifted, as llama-server does not shift multimodal sequences).
 
         ``trace``: the reply's thinking tags and whether the prompt opened the trace; a ``format``
         grammar then waits for the trace to close."""
@@ -772,14 +792,16 @@ class Engine:
             runner = entry.runner
             if grammar:
                 runner.check_grammar(grammar)
-            tokens = prompt(runner)
+            fitted = prompt(runner)
+            media = None if isinstance(fitted, list) else fitted
+            tokens = fitted if media is None else media.tokens
             job = GenerationJob(
                 tokens=tokens, sampling=sampling, stop=list(opts.get("stop") or []),
                 num_predict=int(opts["num_predict"]), grammar=grammar,
                 num_keep=kept_at_start(int(opts["num_keep"]), tokens, _bos(runner), runner.n_ctx),
-                shift=shift is not False, stream=stream, cancel=cancel or threading.Event(),
+                shift=shift is not False and media is None, stream=stream, cancel=cancel or threading.Event(),
                 logprobs=logprobs[0], top_logprobs=logprobs[1],
-                trace_tags=trace[0] if format not in (None, "") else None, trace_started=trace[1],
+                trace_tags=trace[0] if format not in (None, "") else None, trace_started=trace[1], media=media,
             )
             items = runner.stream(job)
             try:
@@ -793,6 +815,22 @@ class Engine:
                 items.close()  # stops decoding at once if our consumer went away
         finally:
             self.scheduler.release(entry, keep)
+
+    @staticmethod
+    def _media(runner: Runner, text: str, pictures: Sequence[Picture], context: list[int] | None) -> Any:
+        """The prompt split by libmtmd into text and image parts; refused here, before it is queued,
+        when it cannot run: more tokens than the context holds, or an image with no text after it."""
+        media = runner.tokenize_media(text, list(pictures), add_special=not context)
+        media.prepend(context or [])
+        if media.ends_with_image:
+            media.close()
+            raise InvalidRequest("the prompt ends with an image: put some text after it")
+        if len(media.tokens) >= runner.n_ctx:
+            media.close()
+            raise InvalidRequest(f"the prompt and its {len(pictures)} image(s) take {len(media.tokens)} tokens "
+                                 f"({media.image_tokens} for the images), more than the context holds "
+                                 f"(num_ctx {runner.n_ctx}): send fewer or smaller images, or raise num_ctx")
+        return media
 
     @staticmethod
     def _deliver(chunks, wrap, stream, join, cancel):  # noqa: ANN001, ANN205
@@ -851,14 +889,6 @@ def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
 def _normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
-
-
-def _looks_like_base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-        return True
-    except ValueError:
-        return False
 
 
 def _kv_bytes(info: Any, n_ctx: int) -> int:

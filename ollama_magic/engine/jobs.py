@@ -67,6 +67,8 @@ class LoadOptions:
     embedding: bool = False
     #: sequences decoded together (OLLAMA_NUM_PARALLEL); the context holds num_ctx tokens for each
     num_parallel: int = 1
+    #: the vision projector (mmproj GGUF) loaded beside the model, if it has one
+    projector: str = ""
 
 
 @dataclass
@@ -94,6 +96,9 @@ class GenerationJob:
     #: constrains only what follows the trace (see ``thinking.GrammarGate``)
     trace_tags: tuple[str, str] | None = None
     trace_started: bool = False
+    #: a prompt with images (``vision.MediaPrompt``): ``tokens`` is then its flat list, image
+    #: positions included, and the decoder evaluates its image parts when the job gets a slot
+    media: Any = None
 
 
 @dataclass

@@ -117,6 +117,7 @@ class Runner:
         self.lctx: LlamaContext | None = None  # generation models
         self.decoder: Decoder | None = None
         self.embed_decodes = 0  # llama_decode calls made for embeddings since the load (tests watch it)
+        self.projector: Any = None  # vision.Projector, for models with an image projector
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
@@ -203,6 +204,9 @@ class Runner:
             if self.decoder is not None:
                 self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
                 self.decoder = None
+            if self.projector is not None:
+                self.projector.close()
+                self.projector = None
             if self.lctx is not None:
                 self.lctx.close()
                 self.lctx = None
@@ -229,7 +233,17 @@ class Runner:
             except ValueError as exc:
                 raise EngineError(f"failed to load model {self.name}: {exc}") from None
             self.vocab = self.lctx.vocab
-            self.decoder = Decoder(self.lctx, self._left_queue)
+            if opts.projector:
+                from .vision import Projector
+
+                try:
+                    self.projector = Projector(Path(opts.projector), self.lctx, threads=threads,
+                                               use_gpu=opts.num_gpu != 0)
+                except BaseException:
+                    self.lctx.close()
+                    self.lctx = None
+                    raise
+            self.decoder = Decoder(self.lctx, self._left_queue, self.projector)
             return
         kwargs: dict[str, Any] = dict(
             model_path=str(self.model_path), n_ctx=opts.num_ctx, n_batch=opts.num_batch, n_ubatch=opts.num_batch,
@@ -304,6 +318,14 @@ class Runner:
             return self.lctx.detokenize(tokens).decode("utf-8", errors="replace")
         assert self.llm is not None
         return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def tokenize_media(self, text: str, images: list[Any], *, add_special: bool) -> Any:
+        """A prompt with images as a ``vision.MediaPrompt`` (libmtmd's chunks), on the owner thread."""
+        if self.projector is None:
+            from .images import NO_VISION
+
+            raise InvalidRequest(NO_VISION)
+        return self.call(lambda: self.projector.tokenize(text, images, add_special=add_special))
 
     def check_grammar(self, gbnf: str) -> None:
         self.call(lambda: check_grammar(self.vocab, gbnf))

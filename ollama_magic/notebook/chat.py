@@ -71,6 +71,9 @@ class ChatTurn:
     tool_choice: str = "auto"
     #: ``--logprobs [N]``: the reply's token probabilities, with N likeliest alternatives (None: off)
     logprobs: int | None = None
+    #: Images sent with the message (paths, bytes, PIL images, matplotlib figures, base64 text); the
+    #: thread keeps them by digest, in files beside its JSON.
+    images: list[Any] = field(default_factory=list)
 
 
 def last_exchanges(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -109,12 +112,16 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     if turn.max_history is not None:
         earlier = last_exchanges(earlier, turn.max_history)
     user = new_message("user", with_instruction(turn.text, turn.fmt), turn.model)
+    fresh = _images_of(turn)
+    if fresh:
+        user["images"] = [digest for digest, _ in fresh]
+    new_images = dict(fresh)
 
     session.prepare(turn.model, notice or (lambda _line: None))
     extra: dict[str, Any] = {"think": turn.think} if turn.think is not None else {}
     reply_format = (turn.schema or "json") if turn.fmt == "json" else None
-    guarded = guard_thread(session.backend, turn.model, as_chat_messages([*earlier, user]), turn.options,
-                           format=reply_format, **extra)
+    thread_messages = as_chat_messages([*earlier, user], lambda d: new_images.get(d) or store.load_image(identity, d))
+    guarded = guard_thread(session.backend, turn.model, thread_messages, turn.options, format=reply_format, **extra)
     sent, dropped = guarded.messages, guarded.fit.dropped_messages
     if dropped and notice is not None:
         notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
@@ -141,6 +148,8 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
         reply_message = new_message("assistant", view.text, turn.model, interrupted=interrupted, **stats)
         if thinking:
             reply_message["thinking"] = thinking  # sent back to the template with the thread's next turns
+        for data in new_images.values():
+            store.save_image(identity, data)
         store.record_turn(identity, turn.thread, [user, reply_message], system=turn.system, reset=turn.new)
     if turn.fmt == "json" and not interrupted:
         try:
@@ -156,6 +165,18 @@ def _frame(probs: list[Any] | None) -> Any:
     from .logprobs import logprob_frame
 
     return logprob_frame(probs)
+
+
+def _images_of(turn: ChatTurn) -> list[tuple[str, bytes]]:
+    """The turn's images as (digest, file bytes), read now so a bad one is an error before anything runs."""
+    if not turn.images:
+        return []
+    import hashlib
+
+    from ..engine.images import image_bytes
+
+    files = [image_bytes(value) for value in turn.images]
+    return [("sha256:" + hashlib.sha256(data).hexdigest(), data) for data in files]
 
 
 def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,

@@ -14,6 +14,7 @@ A turn changes the file once (:meth:`ConversationStore.record_turn`). The DataFr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import re
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 
 from ..errors import InvalidRequest, OllamaMagicError
 from ..files import atomic_writer, data_dir, exclusive_lock, remove_stale_temp_files
@@ -41,6 +42,7 @@ FILE_VERSION = 1
 LOCK_FILE = ".conversations.lock"
 
 _THREAD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 ExportFormat = Literal["markdown", "json"]
 
@@ -108,6 +110,11 @@ def check_message(message: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(f"message {name} must be an int, not {value!r}")
     if not isinstance(checked.get("interrupted", False), bool):
         raise InvalidRequest("message interrupted must be True or False")
+    images = checked.get("images")
+    if images is not None and not (isinstance(images, list) and all(isinstance(d, str) and _DIGEST.fullmatch(d)
+                                                                    for d in images)):
+        raise InvalidRequest("message images must be a list of digests (sha256:<64 hex>): the images "
+                             "themselves are stored beside the thread, not in it")
     try:
         json.dumps(checked)
     except (TypeError, ValueError) as exc:
@@ -115,11 +122,15 @@ def check_message(message: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def as_chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Only ``role``, ``content`` and a reply's ``thinking``: what ``Engine.chat`` (and Ollama's
-    /api/chat) takes; the trace goes back to the template as Ollama sends it."""
+def as_chat_messages(messages: list[dict[str, Any]],
+                     image: Callable[[str], bytes] | None = None) -> list[dict[str, Any]]:
+    """Only ``role``, ``content``, a reply's ``thinking`` and (with ``image``, which reads one by its
+    digest) a message's images: what ``Engine.chat`` (and Ollama's /api/chat) takes; the trace goes
+    back to the template as Ollama sends it."""
     return [{"role": message["role"], "content": message["content"],
-             **({"thinking": message["thinking"]} if message.get("thinking") else {})} for message in messages]
+             **({"thinking": message["thinking"]} if message.get("thinking") else {}),
+             **({"images": [image(d) for d in message["images"]]} if image and message.get("images") else {})}
+            for message in messages]
 
 
 def check_thread_name(name: str) -> str:
@@ -169,6 +180,30 @@ class ConversationStore:
     def path_for(self, identity: NotebookIdentity) -> Path:
         """The file that holds ``identity``'s threads."""
         return self.root / f"{identity.key}.json"
+
+    # ---- images, beside the thread file ------------------------------------------------------
+
+    def images_dir(self, identity: NotebookIdentity) -> Path:
+        """Where the images of ``identity``'s threads live, one file per digest (``sha256-<hex>``),
+        so the thread JSON stays small and an image sent in ten turns is stored once."""
+        return self.root / f"{identity.key}.images"
+
+    def save_image(self, identity: NotebookIdentity, data: bytes) -> str:
+        """Store an image's file bytes (once per content); returns its digest ``sha256:<hex>``."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = self.images_dir(identity) / digest.replace(":", "-")
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_writer(path) as fh:
+                fh.write(data)
+        return digest
+
+    def load_image(self, identity: NotebookIdentity, digest: str) -> bytes:
+        path = self.images_dir(identity) / digest.replace(":", "-")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise InvalidRequest(f"image {digest} of this thread is missing from {path.parent}") from None
 
     # ---- reading ---------------------------------------------------------------------------------
 

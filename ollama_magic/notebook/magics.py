@@ -59,6 +59,9 @@ def chat_parser() -> UsageParser:
     p.add_argument("--logprobs", nargs="?", const=0, type=int, choices=range(21), metavar="N",
                    help="keep the reply's token probabilities as a DataFrame in reply.logprobs, with the N "
                         "likeliest alternatives of each token (0-20, default 0)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH|VAR",
+                   help="send an image with the message (a file, or a variable holding a path, bytes, a PIL "
+                        "image or a matplotlib figure); repeat for several; needs a vision model")
     add_context_flags(p)
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
@@ -83,6 +86,17 @@ def embed_parser() -> UsageParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("expr", nargs="?", help="a Python expression (everything after the flags, as written)")
     return p
+
+
+def _image_arg(value: str, namespace: dict[str, Any]) -> Any:
+    """``--image VAR`` is the variable's value when the notebook has one by that name, else a path."""
+    if value.isidentifier() and value in namespace:
+        return namespace[value]
+    from pathlib import Path
+
+    if not Path(value).expanduser().is_file():
+        raise UsageError(f"--image {value}: no notebook variable and no file by that name")
+    return Path(value).expanduser()
 
 
 @magics_class
@@ -132,7 +146,7 @@ class OllamaMagics(Magics):
                         new=args.new, options=options, schema=notebook_features.schema_of(args.schema, namespace),
                         think=args.think, dry_run=args.dry_run, max_history=args.max_history,
                         tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice,
-                        logprobs=args.logprobs)
+                        logprobs=args.logprobs, images=[_image_arg(value, namespace) for value in args.image])
         reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval, notice=notice,
                           confirm=notebook_features.confirm(args))
         notebook_features.after_reply(self.shell, reply, args.format, notice)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ..defaults import EMBEDDED_MODELS
+from ..defaults import EMBEDDED_MODELS, require_embedded
 from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import (MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, gpu_layers, gpu_offload, model_rows,
                           processor, ps_rows, show_sections)
@@ -78,11 +78,12 @@ def list_models(session: Any, argv: list[str], shell: Any) -> pd.DataFrame:
     return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
 
 
-@verb("setup", f"register the embedded models ({', '.join(EMBEDDED_MODELS)}) if missing")
+@verb("setup", f"[NAME...]: register the embedded models ({', '.join(EMBEDDED_MODELS)}; or tiny-vision) if missing")
 def setup(session: Any, argv: list[str], shell: Any) -> _Text:
-    _parse("setup", argv, lambda p: None)
+    args = _parse("setup", argv, lambda p: p.add_argument("names", nargs="*"))
     lines = []
-    for name in EMBEDDED_MODELS:  # Engine.pull registers them; a remote Ollama downloads them
+    for name in [require_embedded(n).name for n in args.names] or list(EMBEDDED_MODELS):
+        # Engine.pull registers them; a remote Ollama downloads them
         bars = ProgressBars(sys.stdout, lines=False)
         bars.follow(session.backend.pull(name, stream=True))
         if any(s.startswith("registering ") for s in bars.seen):

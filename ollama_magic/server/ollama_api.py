@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .._version import __version__
 from ..engine import Engine
+from ..engine.images import from_base64  # bytes: the engine reads no paths for HTTP
 from ..errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from ..store.blobs import parse_digest
 from ..types import CreateRequest
@@ -71,6 +72,8 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     if body.raw and (body.template or body.system or body.context):
         raise InvalidRequest("raw mode does not support template, system, or context")
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
+    if body.images:
+        args["images"] = [from_base64(image) for image in body.images]
     return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream, request)
 
 
@@ -79,6 +82,9 @@ async def chat(body: ChatBody, request: Request) -> Response:
     """Chat with a model; NDJSON stream unless ``stream`` is false."""
     engine = engine_of(request)
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
+    for message in args.get("messages") or []:
+        if message.get("images"):
+            message["images"] = [from_base64(image) for image in message["images"]]
     return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
 
 

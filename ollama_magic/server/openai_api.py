@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine import Engine
 from ..engine.toolcalls import tool_call_id
 from ..errors import InvalidRequest, NotFound
+from ..engine.images import data_url_payload, from_base64
 from ..names import ModelName
 from .schemas import ModelNameField, openai_responses, sse_responses
 from .sse import DONE, sse, sse_response
@@ -200,9 +201,8 @@ def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
                     native.append({"role": role, "content": part.text, **extra})
                     continue
                 url = part.image_url.url if isinstance(part.image_url, ImageURL) else part.image_url
-                if not url.startswith("data:"):
-                    raise InvalidRequest("image URLs are not currently supported, please use base64 encoded data instead")
-                native.append({"role": role, "content": "", "images": [url.split(",", 1)[-1]], **extra})
+                image = from_base64(data_url_payload(url))  # bytes: the engine reads no paths for HTTP
+                native.append({"role": role, "content": "", "images": [image], **extra})
         else:
             native.append({"role": role, "content": m.content or "", **extra})
     return native

@@ -260,6 +260,7 @@ class ModelStore:
             license="\n".join(record.licenses),
             details=record.details,
             model_info=_model_info(info),
+            projector_info=_projector_info(record, verbose),
             messages=[Message(role=m.get("role", ""), content=m.get("content", "")) for m in messages] or None,
             modified_at=record.modified_at,
         )
@@ -638,6 +639,19 @@ def _model_info(info: GGUFInfo) -> dict[str, Any]:
         model_info[key] = []  # Ollama's non-verbose form: long arrays left out
     model_info["general.parameter_count"] = info.parameter_count
     return dict(sorted(model_info.items()))
+
+
+def _projector_info(record: ModelRecord, verbose: bool) -> dict[str, Any] | None:
+    """The first projector's GGUF metadata (Ollama: ``ProjectorInfo``, its KV map), long arrays
+    left out unless verbose; None for a model without one."""
+    paths = record.projector_paths
+    if not paths:
+        return None
+    info = read_gguf(paths[0], full_arrays=True) if verbose else gguf_header(paths[0])
+    projector_info = dict(info.metadata)
+    for key in info.array_lengths:
+        projector_info[key] = []
+    return dict(sorted(projector_info.items()))
 
 
 def _listed(record: ModelRecord) -> ListedModel:

@@ -290,3 +290,14 @@ def llama_server(registered: ModelStore, tmp_path_factory: pytest.TempPathFactor
         yield LlamaServers(chat, embed)
     finally:
         _stop(started)
+
+
+@pytest.fixture(scope="session")
+def vision_store(clone_registered: Callable[[Path], ModelStore], tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """The registered defaults plus ``tiny-vision``, registered as ``setup tiny-vision`` does, once per
+    session: smollm2's blob is shared (hard-linked), the projector is written in milliseconds."""
+    from ollama_magic.defaults import register
+
+    store = clone_registered(tmp_path_factory.mktemp("vision") / "models")
+    register(store, "tiny-vision")
+    return store

@@ -111,8 +111,11 @@ def message_html(message: Mapping[str, Any]) -> str:
     """One message as a block: who said it, its thinking trace collapsed, then its content rendered
     from Markdown."""
     css = "om-msg om-user" if message.get("role") == "user" else "om-msg"
+    count = len(message.get("images") or [])
+    images = f'<div class="om-role">with {count} image{"s" if count > 1 else ""}</div>' if count else ""
     return (f'<div class="{css}"><div class="om-role">{html.escape(_role_label(message))}</div>'
-            f'{thinking_html(message.get("thinking") or "")}{markdown_html(message.get("content") or "")}</div>')
+            f'{thinking_html(message.get("thinking") or "")}{markdown_html(message.get("content") or "")}'
+            f'{images}</div>')
 
 
 def conversation_html(messages: Iterable[Mapping[str, Any]], *, thread: str = DEFAULT_THREAD) -> str:
@@ -247,6 +250,8 @@ class ChatPanel(Panel):
                                           tooltip="Stop generating; the partial reply is kept")
         self.reset_button = widgets.Button(description="Reset thread", icon="trash",
                                            tooltip="Forget every message of this thread")
+        self.images = widgets.FileUpload(accept="image/*", multiple=True, description="Images",
+                                         tooltip="Images to send with the next message (a vision model reads them)")
         labelled = {"description_width": "initial"}  # "num_predict" must not be cut to "num_pred…"
         self.system = widgets.Text(description="system", placeholder="(keep the thread's)", style=labelled,
                                    layout=widgets.Layout(width="100%"))
@@ -270,12 +275,12 @@ class ChatPanel(Panel):
             self.reply,
             self.status.widget,
             self.message,
-            widgets.HBox([self.send_button, self.stop_button, self.reset_button]),
+            widgets.HBox([self.send_button, self.stop_button, self.reset_button, self.images]),
             self.options,
         ])
         # disabled while a turn runs (Panel._run); Stop is the one button enabled only then
         self._busy_widgets = [self.send_button, self.reset_button, self.model, self.thread, self.new_thread,
-                              self.new_thread_button]
+                              self.new_thread_button, self.images]
 
         self.send_button.on_click(lambda _: self.send())
         self.stop_button.on_click(lambda _: self.stop())
@@ -347,9 +352,10 @@ class ChatPanel(Panel):
         except OllamaMagicError as exc:
             self.status.error(str(exc))
             return False
+        images = [bytes(upload["content"]) for upload in self.images.value]  # sent once, kept by the thread
         turn = ChatTurn(text=text, model=self.model.value, thread=self.thread.value or DEFAULT_THREAD,
                         system=self.system.value.strip() or None, options=options,
-                        think=THINK_CHOICES[self.think.value])
+                        think=THINK_CHOICES[self.think.value], images=images)
         stop = self._stop = threading.Event()
         started = time.monotonic()
 
@@ -382,6 +388,7 @@ class ChatPanel(Panel):
                 log.debug("chat panel could not re-render the thread", exc_info=True)
 
         self.message.value = ""
+        self.images.value = ()
         self.reply.value = ""
         self.show_history(pending=text)
         self.stop_button.disabled = False
