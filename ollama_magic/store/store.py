@@ -139,10 +139,12 @@ class ModelRecord:
 
 @dataclass
 class _Source:
-    """What a FROM names: an installed model (inherits its layers) or a GGUF blob."""
+    """What a FROM names: an installed model (inherits its layers) or a GGUF blob, with the further
+    GGUF blobs converting a vision directory wrote (its projector), which count as more FROM lines."""
 
     record: ModelRecord | None = None
     digest: str | None = None
+    more: list[str] = field(default_factory=list)
 
 
 class ModelStore:
@@ -301,7 +303,10 @@ class ModelStore:
         if spec.from_:
             if models:
                 raise InvalidRequest("'files' holds a model GGUF beside 'from': name the model once")
-            source = self._resolve_source(spec.from_, trusted, base_dir, on_bytes)
+            source = self._resolve_source(spec.from_, trusted, base_dir, on_bytes,
+                                          with_projector=not from_files.get(mt.PROJECTOR))
+            for kind, digests in self._sorted_by_kind(source.more).items():
+                from_files.setdefault(kind, digests)  # a converted directory's projector: a second FROM line
         elif len(models) == 1:
             source = _Source(digest=models[0])
         elif spec.files:
@@ -325,7 +330,7 @@ class ModelStore:
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
         adapters = from_files.get(mt.ADAPTER, []) + [
-            self._resolve_file_ref(value, trusted, base_dir, on_bytes) for value in spec.adapters
+            digest for value in spec.adapters for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes)
         ]
         for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
             if digests:
@@ -497,20 +502,29 @@ class ModelStore:
     ) -> dict[str, list[str]]:
         """``files`` (name -> digest, blob path or, trusted, a local file) sorted by what each GGUF
         holds: a model, a projector or an adapter, read from its header as Ollama's ``ggufLayers``."""
-        by_kind: dict[str, list[str]] = {}
+        digests: list[str] = []
         for filename, value in files.items():
             if filename.startswith("/") or ".." in Path(filename).parts:
                 raise InvalidRequest("file path must be relative")
-            digest = self._resolve_file_ref(value, trusted, base_dir, on_bytes)
-            path = self.blobs.require(digest)
-            if not is_gguf(path):
-                raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
-            by_kind.setdefault(gguf_layer_type(gguf_header(path)), []).append(digest)
+            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes):
+                if not is_gguf(self.blobs.require(digest)):
+                    raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
+                digests.append(digest)
+        return self._sorted_by_kind(digests)
+
+    def _sorted_by_kind(self, digests: list[str]) -> dict[str, list[str]]:
+        """GGUF blobs by the layer each becomes (``gguf_layer_type``): the one rule for further FROM
+        lines, ``files`` entries and the projector a vision directory converts to."""
+        by_kind: dict[str, list[str]] = {}
+        for digest in digests:
+            by_kind.setdefault(gguf_layer_type(gguf_header(self.blobs.require(digest))), []).append(digest)
         return by_kind
 
-    def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> _Source:
+    def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
+                        *, with_projector: bool = True) -> _Source:
         if _is_file_ref(value, trusted, base_dir):
-            return _Source(digest=self._resolve_file_ref(value, trusted, base_dir, on_bytes))
+            first, *more = self._resolve_file_ref(value, trusted, base_dir, on_bytes, with_projector=with_projector)
+            return _Source(digest=first, more=more)
         try:
             return _Source(record=self.resolve(value))
         except InvalidModelName:
@@ -518,17 +532,20 @@ class ModelStore:
         except ModelNotFound:
             raise ModelNotFound(value) from None
 
-    def _resolve_file_ref(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None) -> str:
-        """A digest, a blob path or (trusted only) a local GGUF file / safetensors dir -> a blob digest."""
+    def _resolve_file_ref(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
+                          *, with_projector: bool = True) -> list[str]:
+        """A digest, a blob path or (trusted only) a local GGUF file -> its blob digest; a local
+        safetensors dir -> the digests of the GGUFs it converts to: the model, then (a vision model's,
+        unless not ``with_projector``) its projector."""
         ref = value.strip().removeprefix("@")
         if ref.startswith(("sha256:", "sha256-")):
             digest = parse_digest(ref)
             self.blobs.require(digest)
-            return digest
+            return [digest]
         path = Path(ref).expanduser()
         digest = self.blobs.digest_of_path(path)
         if digest is not None and self.blobs.has(digest):
-            return digest  # the seed's form: FROM <models>/blobs/sha256-<hex>
+            return [digest]  # the seed's form: FROM <models>/blobs/sha256-<hex>
         if not trusted:
             raise InvalidRequest(
                 f"FROM {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
@@ -539,20 +556,23 @@ class ModelStore:
         if not path.exists():
             raise InvalidRequest(f"{path}: no such file or directory")
         if path.is_dir():
-            return self._import_converted(path)
+            return self._import_converted(path, with_projector)
         if not is_gguf(path):
             raise InvalidRequest(f"{path} is not a GGUF file")
-        return self.blobs.import_file(path, progress=on_bytes)
+        return [self.blobs.import_file(path, progress=on_bytes)]
 
-    def _import_converted(self, model_dir: Path) -> str:
+    def _import_converted(self, model_dir: Path, with_projector: bool) -> list[str]:
+        """Convert, then adopt: every file is written before any becomes a blob, so a projector that
+        fails to convert leaves no text model behind."""
         self.blobs.directory.mkdir(parents=True, exist_ok=True)  # a new store's first model may be this one
-        staged = temp_path_in(self.blobs.directory)
+        staged = [temp_path_in(self.blobs.directory), temp_path_in(self.blobs.directory)]
         try:
-            convert_safetensors_dir(model_dir, staged)
-            return self.blobs.adopt(staged)
+            written = convert_safetensors_dir(model_dir, staged[0], staged[1] if with_projector else None)
+            return [self.blobs.adopt(path) for path in written]
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                staged.unlink()
+            for path in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
 
 # ---- request normalisation ---------------------------------------------------------------------
