@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import ollama
+import openai
 import pytest
 import requests
 
@@ -301,3 +303,15 @@ def vision_store(clone_registered: Callable[[Path], ModelStore], tmp_path_factor
     store = clone_registered(tmp_path_factory.mktemp("vision") / "models")
     register(store, "tiny-vision")
     return store
+
+
+@pytest.fixture
+def client(server) -> ollama.Client:  # noqa: ANN001 - the module's own ``server`` fixture
+    """The official ``ollama`` client on the test module's ``server`` (a BackgroundServer fixture)."""
+    return ollama.Client(host=server.url)
+
+
+@pytest.fixture
+def oai(server) -> openai.OpenAI:  # noqa: ANN001 - the module's own ``server`` fixture
+    """The official ``openai`` client on the test module's ``server``'s /v1."""
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")

@@ -75,16 +75,6 @@ def server(engine: Engine):
         yield srv
 
 
-@pytest.fixture
-def client(server: BackgroundServer) -> ollama.Client:
-    return ollama.Client(host=server.url)
-
-
-@pytest.fixture
-def oai(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
-
-
 def ndjson(response: requests.Response) -> list[dict]:
     assert response.status_code == 200, response.text
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]

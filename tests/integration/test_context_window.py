@@ -64,11 +64,6 @@ def server(engine: Engine):
         yield srv
 
 
-@pytest.fixture
-def client(server: BackgroundServer) -> ollama.Client:
-    return ollama.Client(host=server.url)
-
-
 def post(server: BackgroundServer, path: str, body: dict) -> dict:
     response = requests.post(f"{server.url}{path}", json={"stream": False, **body}, timeout=300)
     assert response.status_code == 200, response.text

@@ -41,16 +41,6 @@ def server(engine: Engine):
         yield srv
 
 
-@pytest.fixture
-def client(server: BackgroundServer) -> ollama.Client:
-    return ollama.Client(host=server.url)
-
-
-@pytest.fixture
-def oai(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
-
-
 def check_greedy(entries, top: int) -> None:
     """Greedy: each chosen token is the likeliest of its list; the list is sorted and sums to <= 1."""
     assert entries

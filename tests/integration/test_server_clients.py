@@ -29,16 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, clone_registered):
         srv.stop()
 
 
-@pytest.fixture
-def client(server: BackgroundServer) -> ollama.Client:
-    return ollama.Client(host=server.url)
-
-
-@pytest.fixture
-def oai(server: BackgroundServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
-
-
 def test_list_and_show(client: ollama.Client) -> None:
     listed = client.list()
     names = {m.model for m in listed.models}
