@@ -9,10 +9,29 @@ model's owner thread (see ``runner.py``).
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+
+
+@functools.lru_cache(maxsize=1)
+def extra_buffers_safe() -> bool:
+    """Whether models may load into llama.cpp's extra CPU buffer types (weight repacking, AMX).
+
+    A llama-cpp-python built natively (pip's default, ``GGML_NATIVE=ON``) on a CPU with AMX compiles
+    llama.cpp's AMX kernels in, and with 0.3.36 the first ``llama_decode`` of a quantized model then
+    crashes the process in ``ggml_backend_amx_mul_mat`` (measured here on a Xeon with amx_int8: raw
+    ``llama_cpp.Llama`` segfaults the same way). Such a build loads without extra buffers: slower
+    on those weights than repacked ones, never a dead kernel. ``OLLAMA_MAGIC_EXTRA_BUFFERS=1`` turns
+    them back on for a build whose AMX path works; builds without AMX (``GGML_NATIVE=OFF``, as the
+    Makefile builds) keep them."""
+    if os.environ.get("OLLAMA_MAGIC_EXTRA_BUFFERS") == "1":
+        return True
+    llama_cpp.llama_backend_init()
+    return b"AMX_INT8 = 1" not in (llama_cpp.llama_print_system_info() or b"")
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,7 @@ class LlamaContext:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0x7FFFFFFF if shape.num_gpu < 0 else shape.num_gpu
         mparams.use_mmap = shape.use_mmap
+        mparams.use_extra_bufts = extra_buffers_safe()
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise ValueError(f"failed to load model from file: {path}")
