@@ -27,7 +27,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from ..errors import InvalidRequest, ServerBusy
 from .decoder import Decoder, split_at_stop
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
-from .llama_context import ContextShape, LlamaContext
+from .llama_context import ContextShape, EmbeddingContext, LlamaContext
 from .sampling import Sampling, check_grammar
 
 log = logging.getLogger("ollama_magic")
@@ -102,7 +102,8 @@ class Runner:
     """The owner-thread actor: loads ``model_path`` on its own thread and runs every later call there.
 
     Generation models get a :class:`Decoder` and the thread runs its step loop, taking in new jobs
-    and side calls (``call``) between steps. Embedding models keep llama-cpp-python's ``Llama``.
+    and side calls (``call``) between steps. Embedding models get an :class:`EmbeddingContext` (the
+    same wrapper, loaded the same way) and the thread packs the embed requests queued on it.
     """
 
     def __init__(self, model_path: Path, load: LoadOptions, name: str = "") -> None:
@@ -113,8 +114,7 @@ class Runner:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._waiting = 0  # jobs submitted and not yet taken up (generations in a slot, embeds packed): OLLAMA_MAX_QUEUE
         self._waiting_lock = threading.Lock()
-        self.llm: llama_cpp.Llama | None = None  # embedding models
-        self.lctx: LlamaContext | None = None  # generation models
+        self.lctx: LlamaContext | None = None  # an EmbeddingContext for embedding models
         self.decoder: Decoder | None = None
         self.embed_decodes = 0  # llama_decode calls made for embeddings since the load (tests watch it)
         self.projector: Any = None  # vision.Projector, for models with an image projector
@@ -210,9 +210,6 @@ class Runner:
             if self.lctx is not None:
                 self.lctx.close()
                 self.lctx = None
-            if self.llm is not None:
-                self.llm.close()
-                self.llm = None
 
         try:
             self.call(free)
@@ -245,20 +242,17 @@ class Runner:
                     raise
             self.decoder = Decoder(self.lctx, self._left_queue, self.projector)
             return
-        kwargs: dict[str, Any] = dict(
-            model_path=str(self.model_path), n_ctx=opts.num_ctx, n_batch=opts.num_batch, n_ubatch=opts.num_batch,
-            n_threads=threads, n_threads_batch=threads, n_gpu_layers=opts.num_gpu, use_mmap=opts.use_mmap,
-            verbose=False,
-            # Flash attention: measured 1.6x more texts/s on all-MiniLM (2 CPU threads), same vectors.
-            embedding=True, flash_attn=True,
-        )
+        # One sequence of num_ctx tokens at most per text, and a text must fit one decode (n_batch).
+        shape = ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
+                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
+        pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own
         if self._pooling_from_gguf() is None:
-            kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
+            pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
         try:
-            self.llm = llama_cpp.Llama(**kwargs)
-        except (ValueError, RuntimeError) as exc:
+            self.lctx = EmbeddingContext(self.model_path, shape, pooling)
+        except ValueError as exc:
             raise EngineError(f"failed to load model {self.name}: {exc}") from None
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.vocab = self.lctx.vocab
 
     def _pooling_from_gguf(self) -> int | None:
         from ..store.gguf_meta import gguf_header as read_gguf
@@ -284,11 +278,9 @@ class Runner:
     @property
     def n_vocab(self) -> int:
         """The model's vocabulary size: token ids are 0..n_vocab-1."""
-        if self.lctx is not None:
-            return self.lctx.n_vocab
-        if self.llm is None:
+        if self.lctx is None:
             raise EngineError(f"model {self.name} was unloaded")
-        return self.llm.n_vocab()
+        return self.lctx.n_vocab
 
     @property
     def closed(self) -> bool:
@@ -307,17 +299,14 @@ class Runner:
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         """Thread-safe in llama.cpp (llama.h says so), so it runs on the caller's thread. The scheduler
         never frees a model while a request holds it, so this cannot race an unload."""
-        if self.lctx is not None:
-            return self.lctx.tokenize(text.encode("utf-8"), add_bos=add_bos)
-        if self.llm is None:
+        if self.lctx is None:
             raise EngineError(f"model {self.name} was unloaded")
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return self.lctx.tokenize(text.encode("utf-8"), add_bos=add_bos)
 
     def detokenize(self, tokens: list[int]) -> str:
-        if self.lctx is not None:
-            return self.lctx.detokenize(tokens).decode("utf-8", errors="replace")
-        assert self.llm is not None
-        return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+        if self.lctx is None:
+            raise EngineError(f"model {self.name} was unloaded")
+        return self.lctx.detokenize(tokens).decode("utf-8", errors="replace")
 
     def tokenize_media(self, text: str, images: list[Any], *, add_special: bool) -> Any:
         """A prompt with images as a ``vision.MediaPrompt`` (libmtmd's chunks), on the owner thread."""
@@ -366,13 +355,13 @@ class Runner:
         owner thread then packs the texts of every embed request queued at that moment into the same
         micro-batches (see ``_embed_jobs``), so concurrent requests share llama_decode calls.
         """
-        llm = self.llm
-        if llm is None:
+        ectx = self.lctx
+        if not isinstance(ectx, EmbeddingContext):
             raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
-        limit = min(llm.n_ctx(), llm.n_batch)  # a sequence must fit one decode
+        limit = min(ectx.n_ctx, ectx.n_batch)  # a sequence must fit one decode
         token_lists = []
         for text in texts:
-            tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+            tokens = ectx.tokenize(text.encode("utf-8"), add_bos=True, special=False)
             if len(tokens) > limit:
                 if not truncate:
                     raise InvalidRequest("the input length exceeds the context length")
@@ -389,16 +378,11 @@ class Runner:
         """Owner thread: embed the texts of ``jobs`` together, then hand each request its own vectors."""
         for _ in jobs:
             self._left_queue()
-        llm = self.llm
+        ectx = self.lctx
         try:
-            if llm is None:
+            if not isinstance(ectx, EmbeddingContext):
                 raise EngineError(f"model {self.name} was unloaded")
-            if llm.pooling_type() in (llama_cpp.LLAMA_POOLING_TYPE_NONE, llama_cpp.LLAMA_POOLING_TYPE_RANK):
-                for job in jobs:  # llama-cpp-python's own path (per-token or rank outputs): one request at a time
-                    vectors = llm.embed(job.texts, normalize=job.normalize, truncate=True)
-                    job.future.set_result(([list(map(float, v)) for v in vectors], sum(map(len, job.token_lists))))
-                return
-            matrix, decodes = _embed_packed(llm, [tokens for job in jobs for tokens in job.token_lists])
+            matrix, decodes = _embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists])
             self.embed_decodes += decodes
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             for job in jobs:
@@ -422,45 +406,50 @@ class Runner:
 EMBED_PACK_TOKENS = 256
 
 
-def _embed_packed(llm: llama_cpp.Llama, token_lists: list[list[int]]) -> tuple["np.ndarray", int]:
-    """Pooled vectors for many texts (shortest first, several sequences per decode) and the number
-    of llama_decode calls that took.
+def _embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple[np.ndarray, int]:
+    """One vector per text (shortest first, several sequences per decode, one seq id each) and the
+    number of llama_decode calls that took.
 
-    ``Llama.embed`` packs up to n_batch tokens (512) per decode and truncates inputs to n_batch;
+    ``Llama.embed`` packed up to n_batch tokens (512) per decode and truncated inputs to n_batch;
     here the pack is smaller (faster, see above) while n_batch stays at n_ctx, so any single text
-    that fits the context is embedded whole.
+    that fits the context is embedded whole. Pooled models give llama.cpp's pooled vector per
+    sequence (a reranker's RANK pooling: its ``n_cls_out`` scores); a model whose GGUF says pooling
+    NONE gives its last token's vector, as Ollama's runner falls back to when a context has no
+    pooled output.
     """
-    n_embd = llm.n_embd()
-    out = np.zeros((len(token_lists), n_embd), dtype=np.float32)
-    n_seq_max = llm.context_params.n_seq_max
+    last_token = ectx.pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE
+    out = np.zeros((len(token_lists), ectx.n_embd if last_token else ectx.n_pooled), dtype=np.float32)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-    batch: list[int] = []
-    used = 0
+    entries: list[tuple[int, int, int, bool]] = []  # (token, position, seq id, output) for one decode
+    members: list[int] = []  # the texts in it, by seq id
+    ends: list[int] = []  # each one's last token's place in it
     decodes = 0
 
     def decode() -> None:
         nonlocal decodes
         decodes += 1
-        llm._ctx.kv_cache_clear()
-        llm._ctx.decode(llm._batch)
-        llm._batch.reset()
-        for seq, index in enumerate(batch):
-            pointer = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq)
-            out[index] = np.ctypeslib.as_array(pointer, shape=(n_embd,))
+        ectx.clear()
+        code = ectx.decode(entries)
+        if code != 0:
+            raise EngineError(f"llama_decode returned {code}")
+        for seq, index in enumerate(members):
+            out[index] = ectx.token_vector(ends[seq]) if last_token else ectx.pooled(seq)
 
-    llm._batch.reset()
     for index in order:
         tokens = token_lists[index]
-        if batch and (used + len(tokens) > EMBED_PACK_TOKENS or len(batch) >= n_seq_max):
+        if not tokens:
+            raise EngineError("an input tokenized to no tokens")
+        if members and (len(entries) + len(tokens) > EMBED_PACK_TOKENS or len(members) >= ectx.n_seq_max):
             decode()
-            batch, used = [], 0
-        llm._batch.add_sequence(tokens, len(batch), True)  # every token an output, as llama.cpp requires
-        batch.append(index)
-        used += len(tokens)
-    if batch:
+            entries, members, ends = [], [], []
+        seq = len(members)
+        # every token an output, as llama.cpp requires of an embedding context
+        entries.extend((token, pos, seq, True) for pos, token in enumerate(tokens))
+        members.append(index)
+        ends.append(len(entries) - 1)
+    if members:
         decode()
-    llm._ctx.kv_cache_clear()
-    llm.reset()
+    ectx.clear()
     return out, decodes
 
 
