@@ -112,19 +112,36 @@ def test_queued_non_streaming_requests_hold_no_thread_each(monkeypatch: pytest.M
                                                  for _ in range(queued_count)), return_exceptions=True)
             statuses.extend(r.status_code if isinstance(r, httpx.Response) else repr(r) for r in replies)
 
-        with requests.post(url + "/api/generate", json=body, stream=True, timeout=60) as running:
-            next(running.iter_lines())  # the only slot is taken
+        long_lines: list[dict] = []  # what the long request streamed, read as a real client reads
+        taken = threading.Event()
+
+        def read_long(response: requests.Response) -> None:
+            try:
+                for line in response.iter_lines():
+                    long_lines.append(json.loads(line))
+                    taken.set()
+            except Exception:  # noqa: BLE001 - the test closes the response below
+                pass
+
+        running = requests.post(url + "/api/generate", json=body, stream=True, timeout=60)
+        threading.Thread(target=read_long, args=(running,), daemon=True).start()
+        try:
+            assert taken.wait(120)  # the only slot is taken
             before = threading.active_count()
             clients = threading.Thread(target=asyncio.run, args=(fire(),))
             clients.start()
             deadline = time.monotonic() + 120
             while runner.waiting < queued_count:
+                ended = [{k: v for k, v in line.items() if k != "context"} for line in long_lines[-1:] if line["done"]]
                 assert time.monotonic() < deadline, \
-                    f"{runner.waiting} of {queued_count} requests queued: {statuses}, threads {threading.active_count()}"
+                    f"{runner.waiting} of {queued_count} requests queued: {statuses}, threads " \
+                    f"{threading.active_count()}; the long request streamed {len(long_lines)} lines, ended: {ended}"
                 time.sleep(0.05)
             grown = threading.active_count() - before - 1  # less the clients' thread
             tags = requests.get(url + "/api/tags", timeout=10)  # answers while 60 wait
             assert tags.status_code == 200 and GEMMA in [m["name"] for m in tags.json()["models"]]
             assert grown < queued_count // 2, f"{grown} more threads with {queued_count} requests queued"
-        clients.join(timeout=600)  # the stream's client went away: the queued requests run
+        finally:
+            running.close()  # the stream's client goes away: the queued requests run
+        clients.join(timeout=600)
         assert statuses == [200] * queued_count
