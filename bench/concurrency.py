@@ -121,16 +121,8 @@ def start_llama_server(binary: Path, gguf: Path, threads: int, parallel: int) ->
          "-tb", str(threads), "-c", str(2048 * parallel), "-np", str(parallel), "-cb", "-fa", "off", "-kvu"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("llama-server did not start")
-        time.sleep(0.2)
+    wait_until_serving(proc, "llama-server", lambda: httpx.get(url + "/health", timeout=2).status_code == 200)
+    return proc, url
 
 
 def start_ours(store_root: Path, threads: int) -> tuple[subprocess.Popen, str]:
@@ -142,16 +134,28 @@ def start_ours(store_root: Path, threads: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "ollama_magic", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+
+    def warmed_up() -> bool:
+        httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": "warm up", "raw": True, "stream": False,
+                                                "options": {"num_predict": 2, **OPTIONS}}, timeout=120)
+        return True
+
+    wait_until_serving(proc, "ollama-magic serve", warmed_up)
+    return proc, url
+
+
+def wait_until_serving(proc: subprocess.Popen, name: str, ready: Callable[[], bool]) -> None:
+    """Poll ``ready`` (an HTTP error counts as not yet) until it holds; the process dying or 120 s
+    passing is an error naming ``name``."""
     deadline = time.monotonic() + 120
     while True:
         try:
-            httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": "warm up", "raw": True, "stream": False,
-                                                    "options": {"num_predict": 2, **OPTIONS}}, timeout=120)
-            return proc, url
+            if ready():
+                return
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("ollama-magic serve did not start")
+            raise RuntimeError(f"{name} did not start")
         time.sleep(0.2)
 
 
