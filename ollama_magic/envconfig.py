@@ -98,7 +98,7 @@ class Uint(Var[int]):
     """A positive integer (Ollama's ``Uint``; zero is refused too, as no count here means anything at 0)."""
 
     def parse(self, text: str) -> int:
-        value = int(text, 10)
+        value = int(text, 10) if text.isdigit() else 0
         if value <= 0:
             raise ValueError("not a positive integer")
         return value
@@ -154,22 +154,22 @@ num_parallel = Uint("OLLAMA_NUM_PARALLEL", 4, "requests each model decodes toget
 max_queue = Uint("OLLAMA_MAX_QUEUE", 512, "requests that may wait for a busy model; one more is a 503")
 context_length = Uint("OLLAMA_CONTEXT_LENGTH", int(OPTION_DEFAULTS["num_ctx"]),
                       "num_ctx when neither the request nor the Modelfile sets it (capped at the model's own)")
-origins = String("OLLAMA_ORIGINS", "", "more browser origins the server allows (comma-separated, * wildcards)")
+origins = String("OLLAMA_ORIGINS", "", "more browser origins the server allows (comma-separated, `*` wildcards)")
 no_prune = Bool("OLLAMA_NOPRUNE", False, "never remove unused blobs (at serve's start, or when create replaces a model)")
 api_key = String("OLLAMA_MAGIC_API_KEY", "",
-                 "serve then requires Authorization: Bearer <key>; %ollama connect sends it", secret=True)
+                 "when set, serve requires `Authorization: Bearer <key>`; `%ollama connect` sends it", secret=True)
 max_body = Uint("OLLAMA_MAGIC_MAX_BODY", 100 << 20, "the largest JSON request body, in bytes; a larger one is a 413",
                 default_text=str(100 << 20) + " (100 MiB)")
 max_images = Uint("OLLAMA_MAGIC_MAX_IMAGES", 16, "images one request may carry")
 extra_buffers = Bool("OLLAMA_MAGIC_EXTRA_BUFFERS", False,
                      "1: load weights into llama.cpp's extra CPU buffer types even on a native AMX build "
                      "(0: automatic, off where they crash)")
-conversations = String("OLLAMA_MAGIC_CONVERSATIONS", "", "where %%chat keeps each notebook's conversation",
+conversations = String("OLLAMA_MAGIC_CONVERSATIONS", "", "where `%%chat` keeps each notebook's conversation",
                        default_text="<data dir>/conversations")
 registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for registries that ask (pull, push)",
                        secret=True)
 xdg_data_home = String("XDG_DATA_HOME", "",
-                       "on Linux, the data dir is $XDG_DATA_HOME/ollama-magic", default_text="~/.local/share")
+                       "on Linux, `<data dir>` is `$XDG_DATA_HOME/ollama-magic`", default_text="~/.local/share")
 jpy_session_name = String("JPY_SESSION_NAME", "",
                           "the notebook's path, set by Jupyter Server: names the notebook's conversation")
 
@@ -194,11 +194,23 @@ def as_map() -> dict[str, EnvVar]:
 
 
 def listing(indent: str = "  ") -> str:
-    """One line per variable: name, value now, meaning and default (``serve --help``, ``%ollama status``)."""
-    rows = as_map().values()
-    width = max(len(r.name) for r in rows) + 2
-    return "\n".join(f"{indent}{r.name:<{width}}{r.value}\n{indent}{'':<{width}}{r.meaning} (default {r.default})"
-                     for r in rows)
+    """Two lines per variable: its name and value now, then its meaning and default (``serve --help``,
+    ``%ollama status``)."""
+    width = max(len(v.name) for v in VARS) + 2
+    lines = []
+    for v in VARS:
+        value = v.shown()
+        if v.secret or value == "(unset)":
+            note = ""
+        else:
+            note = f"  (default {v.shown_default()})" if v.raw() else "  (default)"
+        lines += [f"{indent}{v.name:<{width}}{value}{note}", f"{indent}{'':<{width}}{v.meaning}"]
+    return "\n".join(lines)
+
+
+def help_epilog() -> str:
+    """``ollama-magic serve --help``'s closing part: every variable, its value now and its meaning."""
+    return "environment variables (the value now, then what it does):\n" + listing()
 
 
 def markdown_table() -> str:

@@ -49,7 +49,7 @@ def test_a_bad_value_warns_once_and_the_default_is_used(monkeypatch: pytest.Monk
         assert [var() for _ in range(5)] == [default] * 5
     [warning] = warnings_about(caplog, name)  # once per variable and value, not once per request
     assert repr(bad) in warning and "using the default" in warning
-    monkeypatch.setenv(name, bad + "1")  # a different bad value is worth its own warning
+    monkeypatch.setenv(name, bad + "x")  # a different bad value is worth its own warning
     with caplog.at_level(logging.WARNING, logger="ollama_magic"):
         var()
     assert len(warnings_about(caplog, name)) == 2
@@ -137,6 +137,8 @@ def test_the_listing_shows_each_value_and_never_a_secret(monkeypatch: pytest.Mon
     monkeypatch.setenv("OLLAMA_MAX_QUEUE", "abc")
     monkeypatch.delenv("OLLAMA_NUM_PARALLEL", raising=False)
     shown = envconfig.as_map()
+    declared = [v for v in vars(envconfig).values() if isinstance(v, envconfig.Var)]
+    assert len(set(envconfig.VARS)) == len(envconfig.VARS) and set(declared) == set(envconfig.VARS)  # none left out
     assert set(shown) == {v.name for v in envconfig.VARS}
     assert shown["OLLAMA_MAGIC_API_KEY"].value == "(set)"
     assert shown["OLLAMA_KEEP_ALIVE"].value == "1h"
@@ -155,7 +157,7 @@ def test_serve_help_lists_every_variable_with_its_value() -> None:
     assert done.returncode == 0, done.stderr
     for var in envconfig.VARS:
         assert var.name in done.stdout and var.meaning in done.stdout
-    assert re.search(r"OLLAMA_MAX_QUEUE\s+77\n", done.stdout)
+    assert re.search(r"OLLAMA_MAX_QUEUE\s+77  \(default 512\)\n", done.stdout)
     assert "s3cret" not in done.stdout and "OLLAMA_MAGIC_API_KEY" in done.stdout
 
 
