@@ -200,8 +200,8 @@ def listing(indent: str = "  ") -> str:
     lines = []
     for v in VARS:
         value = v.shown()
-        if v.secret or value == "(unset)":
-            note = ""
+        if v.secret or value == "(unset)" or (v.raw() and value != v.raw()):
+            note = ""  # nothing to add, or the value already says it is the default (ignoring a bad one)
         else:
             note = f"  (default {v.shown_default()})" if v.raw() else "  (default)"
         lines += [f"{indent}{v.name:<{width}}{value}{note}", f"{indent}{'':<{width}}{v.meaning}"]
