@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import httpx
 import ollama
 
+from . import envconfig
 from .errors import InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError, RemoteError
 from .types import ChatResponse, ContextFit, DetokenizeResponse, RunningModels, TokenizeResponse
 
@@ -61,7 +62,7 @@ def api_key(env_var: str | None) -> str | None:
     """The key from ``env_var`` (never from the command line, which notebooks save), else
     OLLAMA_MAGIC_API_KEY; a named variable that is unset is an error, not a silent anonymous call."""
     if env_var is None:
-        return os.environ.get("OLLAMA_MAGIC_API_KEY") or None
+        return envconfig.api_key() or None
     if not os.environ.get(env_var):
         raise InvalidRequest(f"the environment variable {env_var} (--api-key-env) is not set")
     return os.environ[env_var]
@@ -159,7 +160,7 @@ class RemoteBackend:
     def __init__(self, host: str, *, timeout: float | None = None, headers: Mapping[str, str] | None = None,
                  api_key: str | None = None) -> None:
         self.host = base_url(host)
-        key = api_key or os.environ.get("OLLAMA_MAGIC_API_KEY")
+        key = api_key or envconfig.api_key()
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.headers.update(headers or {})
         self.timeout = timeout

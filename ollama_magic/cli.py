@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import envconfig
 from ._version import __version__
 from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
@@ -263,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="print timings and token rates")
     run.set_defaults(func=cmd_run)
 
-    sub.add_parser("serve", help="serve Ollama's REST API (and /v1) at $OLLAMA_HOST").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="serve Ollama's REST API (and /v1) at $OLLAMA_HOST", epilog=envconfig.help_epilog(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter).set_defaults(func=cmd_serve)
     sub.add_parser("ps", help="models loaded by the server at $OLLAMA_HOST").set_defaults(func=cmd_ps)
     stop = sub.add_parser("stop", help="unload a model from the server at $OLLAMA_HOST")
     stop.add_argument("name")

@@ -1,24 +1,21 @@
-"""Where Ollama listens by default, defined once for the server, the CLI and the notebook, and
-``OLLAMA_HOST`` read and checked.
+"""``OLLAMA_HOST`` read (through ``envconfig``, which declares it and where Ollama listens by
+default) and checked, for the server, the CLI and the notebook.
 
-Its only import is our exceptions, so a malformed value is one clear error before anything that reads
-the variable itself (the ``ollama`` client does, when it is imported) gets to it.
+It imports only our exceptions and ``envconfig`` (itself light), so a malformed value is one clear
+error before anything that reads the variable itself (the ``ollama`` client does, when it is
+imported) gets to it.
 """
 
 from __future__ import annotations
 
-import os
-
+from . import envconfig
+from .envconfig import DEFAULT_ADDRESS, DEFAULT_HOST, DEFAULT_PORT
 from .errors import InvalidRequest
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 11434
-DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 def ollama_host() -> str:
     """The server a client talks to: ``$OLLAMA_HOST``, else ``127.0.0.1:11434`` (as the ollama CLI)."""
-    return os.environ.get("OLLAMA_HOST") or DEFAULT_ADDRESS
+    return envconfig.host()
 
 
 def parse_host(value: str | None) -> tuple[str, int]:
@@ -46,7 +43,7 @@ def parse_host(value: str | None) -> tuple[str, int]:
 
 def env_host() -> tuple[str, int]:
     """``$OLLAMA_HOST``, checked: where ``serve`` listens."""
-    return parse_host(os.environ.get("OLLAMA_HOST"))
+    return parse_host(envconfig.host.raw())
 
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_HOST", "DEFAULT_PORT", "env_host", "ollama_host", "parse_host"]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ollama
 
+from .. import envconfig
 from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
 from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
@@ -707,8 +708,7 @@ class Engine:
         if request is not None and hasattr(request, "model_dump"):
             request = request.model_dump(exclude_none=True)  # ollama.Options
         merged = dict(OPTION_DEFAULTS)
-        if os.environ.get("OLLAMA_CONTEXT_LENGTH"):
-            merged["num_ctx"] = int(os.environ["OLLAMA_CONTEXT_LENGTH"])
+        merged["num_ctx"] = envconfig.context_length()
         merged.update(check_options(record.parameters, strict=False))
         merged.update(check_options(request, strict=False))
         return merged

@@ -16,19 +16,19 @@ import base64
 import binascii
 import hashlib
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import envconfig
 from ..errors import InvalidRequest
 
 #: libmtmd's default media marker (``mtmd_default_marker()``); the projector is opened with it
 MEDIA_MARKER = "<__media__>"
 #: Ollama's own in-text placeholder: the first one in a message is where its image goes
 OLLAMA_PLACEHOLDER = "[img]"
-DEFAULT_MAX_IMAGES = 16
+DEFAULT_MAX_IMAGES = envconfig.max_images.default
 #: Ollama's text for images sent to a model without a projector (``model.ErrNoVisionModel``)
 NO_VISION = "this model is missing data required for image input"
 _BASE64 = re.compile(r"[A-Za-z0-9+/=]")
@@ -37,8 +37,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/=]")
 def max_images() -> int:
     """Images one request may carry (``OLLAMA_MAGIC_MAX_IMAGES``, default 16): each costs an encode
     and its tokens in the context, so a runaway client is refused instead of filling the KV cache."""
-    raw = os.environ.get("OLLAMA_MAGIC_MAX_IMAGES", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_IMAGES
+    return envconfig.max_images()
 
 
 @dataclass(frozen=True)

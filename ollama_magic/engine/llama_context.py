@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
+
+from .. import envconfig
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +31,7 @@ def extra_buffers_safe() -> bool:
     on those weights than repacked ones, never a dead kernel. ``OLLAMA_MAGIC_EXTRA_BUFFERS=1`` turns
     them back on for a build whose AMX path works; builds without AMX (``GGML_NATIVE=OFF``, as the
     Makefile builds) keep them."""
-    if os.environ.get("OLLAMA_MAGIC_EXTRA_BUFFERS") == "1":
+    if envconfig.extra_buffers():
         return True
     llama_cpp.llama_backend_init()
     return b"AMX_INT8 = 1" not in (llama_cpp.llama_print_system_info() or b"")

@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 from llama_cpp.llama_grammar import JSON_GBNF
 
+from .. import envconfig
 from ..errors import InvalidRequest, ServerBusy
 from .decoder import Decoder, split_at_stop
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
@@ -63,27 +64,10 @@ def physical_cores() -> int:
     return max(1, cores)
 
 
-def env_int(name: str, default: int) -> int:
-    """A positive integer from the environment (Ollama's OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE)."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        log.warning("ignoring %s=%r: not an integer", name, raw)
-        return default
-    return value if value > 0 else default
-
-
-def num_parallel() -> int:
-    return env_int("OLLAMA_NUM_PARALLEL", DEFAULT_NUM_PARALLEL)
-
-
-def max_queue() -> int:
-    return env_int("OLLAMA_MAX_QUEUE", DEFAULT_MAX_QUEUE)
-
-
-DEFAULT_NUM_PARALLEL = 4
-DEFAULT_MAX_QUEUE = 512
+num_parallel = envconfig.num_parallel  # OLLAMA_NUM_PARALLEL, read when called
+max_queue = envconfig.max_queue  # OLLAMA_MAX_QUEUE
+DEFAULT_NUM_PARALLEL = envconfig.num_parallel.default
+DEFAULT_MAX_QUEUE = envconfig.max_queue.default
 
 _STOP = object()
 

@@ -8,9 +8,7 @@ and a memory budget; when a load would exceed either, the least recently used id
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,50 +16,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import InvalidRequest
+from .. import envconfig
+from ..durations import MAX_KEEP_ALIVE, parse_duration  # noqa: F401 - MAX_KEEP_ALIVE: re-exported
 from .runner import LoadOptions, Runner
 
 log = logging.getLogger("ollama_magic")
 
 FOREVER = None  # expires_at of a model kept with a negative keep_alive
-DEFAULT_KEEP_ALIVE = 300.0
-MAX_KEEP_ALIVE = (2**63 - 1) / 1e9  # Go's largest time.Duration, in seconds
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+DEFAULT_KEEP_ALIVE = envconfig.keep_alive.default
 
 
 def parse_keep_alive(value: Any, default: float | None = None) -> float | None:
     """Seconds to keep a model after a request; None means forever. Accepts Go durations or numbers."""
     if value is None or value == "":
         return default if default is not None else env_keep_alive()
-    if isinstance(value, bool):
-        raise InvalidRequest(f"invalid keep_alive {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        sign = -1.0 if text.startswith("-") else 1.0
-        body = text.lstrip("+-")
-        if re.fullmatch(r"\d+(\.\d+)?", body):
-            seconds = sign * float(body)  # bare numbers: seconds (more lenient than Go, as the env var is)
-        else:
-            parts = _DURATION.findall(body)
-            if not parts or "".join(n + u for n, u in parts) != body:
-                raise InvalidRequest(f'invalid keep_alive duration "{value}" (use e.g. "5m", "1h30m", 300, -1)')
-            seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    else:
-        raise InvalidRequest(f"invalid keep_alive {value!r}")
-    if not math.isfinite(seconds) or abs(seconds) > MAX_KEEP_ALIVE:
-        # Go's time.Duration holds about 292 years; past that (or NaN) Ollama cannot parse it either
-        raise InvalidRequest(f"invalid keep_alive {value!r}: use a duration under {int(MAX_KEEP_ALIVE)} seconds")
-    return None if seconds < 0 else seconds
+    return parse_duration(value)
 
 
 def env_keep_alive() -> float | None:
-    raw = os.environ.get("OLLAMA_KEEP_ALIVE")
-    if not raw:
-        return DEFAULT_KEEP_ALIVE
-    return parse_keep_alive(raw, DEFAULT_KEEP_ALIVE)
+    return envconfig.keep_alive()
 
 
 def memory_budget() -> int:
@@ -93,7 +66,7 @@ class Loaded:
 
 class Scheduler:
     def __init__(self, max_loaded: int | None = None, budget: int | None = None) -> None:
-        self.max_loaded = max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 3)
+        self.max_loaded = max_loaded or envconfig.max_loaded_models()
         self.budget = budget or memory_budget()
         self._loaded: dict[tuple[str, bool], Loaded] = {}
         #: taken out of service while requests still use them: their memory is still in use

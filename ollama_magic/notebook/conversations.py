@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 
+from .. import envconfig
 from ..errors import InvalidRequest, OllamaMagicError
 from ..files import atomic_writer, data_dir, exclusive_lock, remove_stale_temp_files
 from ..formatting import now_rfc3339
@@ -56,7 +57,7 @@ def default_conversations_root() -> Path:
     Deliberately not derived from ``$OLLAMA_MODELS``: that may be Ollama's own directory, which
     Ollama manages and where our files have no business.
     """
-    env = os.environ.get("OLLAMA_MAGIC_CONVERSATIONS")
+    env = envconfig.conversations()
     if env:
         return Path(env).expanduser()
     return data_dir() / "conversations"

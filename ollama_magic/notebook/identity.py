@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
 
+from .. import envconfig
+
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -54,7 +56,7 @@ def notebook_identity(shell: Any = None) -> NotebookIdentity:
 def notebook_path(shell: Any = None) -> str | None:
     """The notebook's path as the front end reports it, or None when no front end does."""
     user_ns = getattr(shell, "user_ns", None) or {}
-    candidates = (user_ns.get("__session__"), user_ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"))
+    candidates = (user_ns.get("__session__"), user_ns.get("__vsc_ipynb_file__"), envconfig.jpy_session_name())
     for candidate in candidates:
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()

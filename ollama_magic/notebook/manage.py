@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.core.error import UsageError
 
+from .. import envconfig
 from ..defaults import EMBEDDED_MODELS, require_embedded
 from ..errors import InvalidRequest, OllamaMagicError
 from ..formatting import (MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, gpu_layers, gpu_offload, model_rows,
@@ -236,6 +237,7 @@ def status(session: Any, argv: list[str], shell: Any) -> _Text:
         f"backend:      {s.backend}", f"chat model:   {s.chat_model}", f"embed model:  {s.embed_model}",
         f"notebook:     {s.notebook}", f"HTTP server:  {s.server_url or 'not running'}",
         f"GPU offload:  {gpu_offload(s.gpu_offload)}", f"loaded:       {loaded_text}",
+        "environment (this kernel's; see README):", envconfig.listing(),
     ]))
 
 

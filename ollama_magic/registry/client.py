@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ from typing import Any, Iterable, Mapping
 import httpx
 import urllib3
 
+from .. import envconfig
 from ..errors import InvalidRequest, NotFound, RegistryError, Unauthorized
 from ..names import ModelName
 
-AUTH_ENV = "OLLAMA_MAGIC_REGISTRY_AUTH"
+AUTH_ENV = envconfig.registry_auth.name
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 USER_AGENT = "ollama-magic (Ollama registry protocol)"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -68,7 +68,7 @@ class RegistryRef:
 
 
 def credentials_from_env() -> tuple[str, str] | None:
-    value = os.environ.get(AUTH_ENV, "")
+    value = envconfig.registry_auth()
     if not value:
         return None
     user, sep, password = value.partition(":")

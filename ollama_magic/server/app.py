@@ -6,7 +6,6 @@ CORS headers, the Host check (DNS rebinding), the API key, the body limit, JSON 
 
 from __future__ import annotations
 
-import os
 import re
 
 from fastapi import FastAPI
@@ -14,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from .. import envconfig
 from .._version import __version__
 from ..engine import Engine
 from . import ollama_api, openai_api, responses_api
@@ -70,8 +70,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     install_error_handlers(app)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
-    api_key = api_key if api_key is not None else os.environ.get("OLLAMA_MAGIC_API_KEY") or None
-    allowed = origin_regex(allowed_origins(origins if origins is not None else os.environ.get("OLLAMA_ORIGINS")))
+    api_key = api_key if api_key is not None else envconfig.api_key() or None
+    allowed = origin_regex(allowed_origins(origins if origins is not None else envconfig.origins()))
     # add_middleware wraps: the last one added is the outermost
     app.add_middleware(JSONBodies)
     app.add_middleware(BodyLimit, limit=max_body if max_body is not None else max_body_from_env())

@@ -5,30 +5,20 @@ Both are pure ASGI (no ``BaseHTTPMiddleware``), so streaming routes still see cl
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidRequest
+from .. import envconfig
 from .envelopes import send_error
 
-DEFAULT_MAX_BODY = 100 << 20  # 100 MiB: several base64 images in one chat request
+DEFAULT_MAX_BODY = envconfig.max_body.default  # 100 MiB: several base64 images in one chat request
 BLOB_PREFIX = "/api/blobs/"  # uploads are streamed to disk as they come: no limit, no JSON
 
 
 def max_body_from_env() -> int:
     """``OLLAMA_MAGIC_MAX_BODY`` in bytes (default 100 MiB)."""
-    raw = os.environ.get("OLLAMA_MAGIC_MAX_BODY", "").strip()
-    if not raw:
-        return DEFAULT_MAX_BODY
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"OLLAMA_MAGIC_MAX_BODY={raw!r} is not a number of bytes") from None
-    if value <= 0:
-        raise InvalidRequest(f"OLLAMA_MAGIC_MAX_BODY={raw!r} must be a positive number of bytes")
-    return value
+    return envconfig.max_body()
 
 
 class JSONBodies:

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import envconfig
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
                      temp_path_in)
@@ -42,12 +42,12 @@ PRUNE_GRACE_SECONDS = 3600.0  # Ollama's layerPruneGracePeriod
 
 def no_prune() -> bool:
     """``OLLAMA_NOPRUNE`` set (to anything but an empty value, 0 or false): never remove blobs on our own."""
-    return os.environ.get("OLLAMA_NOPRUNE", "").strip().lower() not in ("", "0", "false")
+    return envconfig.no_prune()
 
 
 def default_root() -> Path:
     """``$OLLAMA_MODELS``, else our own per-user directory (never Ollama's ``~/.ollama``)."""
-    env = os.environ.get("OLLAMA_MODELS")
+    env = envconfig.models()
     if env:
         return Path(env).expanduser()
     return data_dir() / "models"
