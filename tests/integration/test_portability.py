@@ -113,7 +113,7 @@ def test_the_extension_chats_embeds_and_manages_models_without_posix_calls(model
     assert seen["chat"]["eval_count"] == 4 and seen["chat"]["text"]
     assert seen["embed"] == [384, 384]
     assert {"smollm2:135m", "all-minilm:latest"} <= set(seen["listed"])
-    assert "localhost:5000/ns/terse:latest" in seen["created"]
+    assert seen["created"] == "created localhost:5000/ns/terse"
     assert "localhost:5000/ns/terse:latest" in seen["listed_after_create"] and seen["terse"]
     assert seen["listed_after_rm"] == seen["listed"]
     assert live.exists()  # the stale-temp-file sweep asked psutil, and kept a live writer's file
