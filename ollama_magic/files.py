@@ -1,32 +1,44 @@
 """Generic file utilities the model store and the conversations share: crash-safe writes, a
 cross-process lock, and our per-user data directory.
 
-Crash-safe writes: temp file in the same directory, fsync, rename, fsync the directory. A reader (or a process that starts after a crash) sees either the old file or the new one, never a
-half-written one. Temp names carry our pid so a later run can tell an abandoned temp file from one a
+Crash-safe writes: temp file in the same directory, fsync, rename, fsync the directory (where the OS
+lets a directory be opened: not on Windows). A reader (or a process that starts after a crash) sees
+either the old file or the new one, never a half-written one. Temp names carry our pid so a later run can tell an abandoned temp file from one a
 live writer is still filling.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import platformdirs
+import psutil
+from filelock import FileLock
+
 TMP_PREFIX = ".tmp-om-"
 
 
 def data_dir() -> Path:
-    """Our per-user data directory: ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``)."""
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "ollama-magic"
+    """Our per-user data directory, where each OS keeps one (platformdirs): on Linux
+    ``$XDG_DATA_HOME/ollama-magic`` (default ``~/.local/share/ollama-magic``, where it always was), on
+    macOS ``~/Library/Application Support/ollama-magic``, on Windows ``%LOCALAPPDATA%\\ollama-magic``."""
+    return Path(platformdirs.user_data_dir("ollama-magic", appauthor=False))
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Make a rename in ``path`` durable. Windows cannot open a directory (``PermissionError``) and
+    commits the rename's metadata itself, so there, as ``atomicwrites`` did, there is nothing to do."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except PermissionError:  # a directory that cannot be opened cannot be fsynced: the rename stands
+        return
     try:
         os.fsync(fd)
     finally:
@@ -99,24 +111,17 @@ def remove_stale_temp_files(directory: Path) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process ``pid`` runs. Not ``os.kill(pid, 0)``: on Windows that terminates it."""
+    return psutil.pid_exists(pid)
 
 
 @contextlib.contextmanager
 def exclusive_lock(directory: Path, lock_name: str, thread_lock: threading.Lock | threading.RLock) -> Iterator[None]:
-    """Hold ``thread_lock`` and an ``flock`` on ``directory/lock_name``: one writer at a time across
-    threads and processes (a kernel, the CLI and a server sharing one directory)."""
+    """Hold ``thread_lock`` and a file lock on ``directory/lock_name``: one writer at a time across
+    threads and processes (a kernel, the CLI and a server sharing one directory). ``filelock`` takes an
+    ``flock`` on POSIX (the same lock older versions of this package took) and ``msvcrt.locking`` on
+    Windows."""
     with thread_lock:
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / lock_name, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with FileLock(directory / lock_name):
+            yield

@@ -6,6 +6,7 @@ before it is ever joined into a path, so no name can point outside the store's `
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -15,6 +16,12 @@ from .errors import InvalidModelName
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
+
+#: How the ``:`` before a host's port is written in the manifest's directory name (``localhost:5000``).
+#: Windows forbids ``:`` in file names; there it is ``%``, the spelling Ollama's maintainers chose for
+#: this (ollama/ollama#4088). Elsewhere the directory is Ollama's own ``host:port``, so a store shared
+#: with Ollama stays readable by both. Read when a path is made, so a test can choose Windows's.
+PORT_SEPARATOR_ON_DISK = "%" if os.name == "nt" else ":"
 
 # Ollama allows 350 characters for a host, but each part becomes a directory name: at most 255 bytes
 _HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}")
@@ -87,10 +94,23 @@ class ModelName:
 
     @property
     def manifest_relpath(self) -> PurePosixPath:
-        return PurePosixPath(self.host, self.namespace, self.model, self.tag)
+        """Where the manifest lives under ``manifests/``: ``host/namespace/model/tag``, the host's
+        port written as this OS allows (:data:`PORT_SEPARATOR_ON_DISK`)."""
+        return PurePosixPath(host_dirname(self.host), self.namespace, self.model, self.tag)
 
     def __str__(self) -> str:
         return self.short
+
+
+def host_dirname(host: str) -> str:
+    """A host as its directory under ``manifests/`` is named: ``localhost:5000`` -> ``localhost%5000`` on Windows."""
+    return host.replace(":", PORT_SEPARATOR_ON_DISK)
+
+
+def host_from_dirname(dirname: str) -> str:
+    """The host a directory under ``manifests/`` names, in either spelling (a store written on Windows,
+    or by Ollama, is read the same on every OS)."""
+    return dirname.replace("%", ":")
 
 
 def normalize(text: str) -> str:

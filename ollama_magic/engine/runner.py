@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import llama_cpp
 import numpy as np
-import psutil
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from .. import envconfig
@@ -29,6 +28,7 @@ from ..errors import InvalidRequest, ServerBusy
 from .decoder import Decoder, split_at_stop
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
 from .llama_context import ContextShape, EmbeddingContext, LlamaContext
+from .machine import physical_cores, return_freed_memory as _return_freed_memory
 from .sampling import Sampling, check_grammar
 
 log = logging.getLogger("ollama_magic")
@@ -53,15 +53,6 @@ llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
 
 __all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Runner", "Sampling", "Token",
            "physical_cores", "split_at_stop"]
-
-
-def physical_cores() -> int:
-    """Decode threads by default: physical cores, as Ollama and llama-cpp-python choose (SMT
-    siblings share one core's vector units, so using them too only adds contention)."""
-    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        cores = min(cores, len(os.sched_getaffinity(0)))
-    return max(1, cores)
 
 
 num_parallel = envconfig.num_parallel  # OLLAMA_NUM_PARALLEL, read when called
@@ -435,19 +426,6 @@ def _embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple
         decode()
     ectx.clear()
     return out, decodes
-
-
-def _return_freed_memory() -> None:
-    """Give freed heap back to the OS after an unload.
-
-    Each runner thread gets its own glibc malloc arena; without a trim, the few hundred MB a model
-    used stay mapped in the process after it is freed (measured: RSS wandering +80..+190 MB over 40
-    load/unload cycles, flat with the trim).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 JSON_GRAMMAR = JSON_GBNF

@@ -12,15 +12,16 @@ Only a file whose digest matches is renamed to ``sha256-<hex>``; a mismatch dele
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
 import urllib3
+from filelock import FileLock
 
 from ..errors import DigestMismatch, RegistryError
 from ..files import fsync_dir
@@ -63,8 +64,10 @@ def status_of(digest: str) -> str:
 class BlobDownload:
     """Fetch ``digest`` (``size`` bytes, from the manifest) into ``blobs``; ``run`` then ``commit``.
 
-    ``run`` holds an ``flock`` on the partial file, so two processes pulling the same blob (a
-    kernel and a server on one store) do not write it twice: the second waits, then finds the blob.
+    ``run`` holds a file lock on ``.partial-<hex>.lock`` beside the partial file, so two processes
+    pulling the same blob (a kernel and a server on one store) do not write it twice: the second waits,
+    then finds the blob. Each part's thread and the hashing thread open the partial file for
+    themselves and seek (Windows has no ``os.pwrite``/``os.pread``).
     """
 
     def __init__(self, client: RegistryClient, blobs: BlobStore, digest: str, size: int) -> None:
@@ -75,6 +78,7 @@ class BlobDownload:
         hex_digest = self.digest[7:]
         self.data_path = blobs.directory / f"{PARTIAL_PREFIX}{hex_digest}"
         self.state_path = blobs.directory / f"{PARTIAL_PREFIX}{hex_digest}.json"
+        self.lock_path = blobs.directory / f"{PARTIAL_PREFIX}{hex_digest}.lock"
         self.parts: list[Part] = []
         self.cache_hit = False
         self.got: str | None = None
@@ -104,21 +108,22 @@ class BlobDownload:
         if self.blobs.has(self.digest):
             self.cache_hit = True
             return
-        fd = self._open_locked()
-        try:
+        with FileLock(self.lock_path):
             if self.blobs.has(self.digest):  # another process finished it while we waited
                 self.cache_hit = True
                 return
+            with open(self.data_path, "ab"):  # create it, keeping what an interrupted pull wrote
+                pass
             self.parts = self._load_state() or plan_parts(self.total)
             self._save_state()
-            os.ftruncate(fd, self.total)
-            hasher = threading.Thread(target=self._hash, args=(fd, cancel), name="ollama-magic: hash", daemon=True)
+            os.truncate(self.data_path, self.total)
+            hasher = threading.Thread(target=self._hash, args=(cancel,), name="ollama-magic: hash", daemon=True)
             hasher.start()
             todo = [p for p in self.parts if not p.done]
             try:
                 if todo:
                     with ThreadPoolExecutor(len(todo), thread_name_prefix="ollama-magic: part") as pool:
-                        for future in [pool.submit(self._fetch_part, fd, part, cancel) for part in todo]:
+                        for future in [pool.submit(self._fetch_part, part, cancel) for part in todo]:
                             future.result()
             except BaseException as exc:
                 self._fail(exc)
@@ -129,8 +134,6 @@ class BlobDownload:
                 hasher.join()
             if self._error is not None:
                 raise self._error
-        finally:
-            os.close(fd)
 
     def commit(self) -> None:
         """Name the blob if its digest matches; otherwise delete what was downloaded and raise."""
@@ -144,31 +147,17 @@ class BlobDownload:
                                  f"got {self.got}")
         os.chmod(self.data_path, 0o644)
         os.replace(self.data_path, self.blobs.path(self.digest))
-        with contextlib.suppress(FileNotFoundError):
-            self.state_path.unlink()
+        for path in (self.state_path, self.lock_path):  # a waiter on the lock then finds the blob
+            with contextlib.suppress(OSError):  # FileNotFoundError; on Windows, a lock another pull holds
+                path.unlink()
         fsync_dir(self.blobs.directory)
 
     def discard(self) -> None:
-        for path in (self.data_path, self.state_path):
-            with contextlib.suppress(FileNotFoundError):
+        for path in (self.data_path, self.state_path, self.lock_path):
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # Windows: a lock another pull holds
                 path.unlink()
 
     # ---- helpers ----------------------------------------------------------------------------------
-
-    def _open_locked(self) -> int:
-        while True:
-            fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.data_path).st_ino
-            except FileNotFoundError:
-                same = False  # the holder renamed or deleted it while we waited
-            if same:
-                return fd
-            os.close(fd)
-            if self.blobs.has(self.digest):
-                fd = os.open(os.devnull, os.O_RDWR)
-                return fd
 
     def _load_state(self) -> list[Part] | None:
         try:
@@ -189,12 +178,12 @@ class BlobDownload:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_path)
 
-    def _fetch_part(self, fd: int, part: Part, cancel: threading.Event) -> None:
+    def _fetch_part(self, part: Part, cancel: threading.Event) -> None:
         for attempt in range(RETRIES + 1):
             if cancel.is_set() or part.done:
                 return
             try:
-                self._fetch_once(fd, part, cancel)
+                self._fetch_once(part, cancel)
                 return
             except RegistryError:
                 raise
@@ -203,13 +192,14 @@ class BlobDownload:
                     raise RegistryError(f"downloading {self.digest[7:19]} failed: {exc}") from None
                 cancel.wait(min(2**attempt * 0.5, 8))
 
-    def _fetch_once(self, fd: int, part: Part, cancel: threading.Event) -> None:
+    def _fetch_once(self, part: Part, cancel: threading.Event) -> None:
         start, end = part.offset + part.completed, part.offset + part.size - 1
         headers = {"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
         response = self.client.get_blob(self.client.ref.url("blobs", self.digest), headers=headers,
                                         what=f"pull {self.digest[7:19]}")
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
+        out = open(self.data_path, "r+b", buffering=0)  # this part's own handle: its own position
         try:
             if response.status != 206 and start != 0:
                 raise RegistryError(f"{self.client.ref.name.host} ignored a Range request "
@@ -220,7 +210,8 @@ class BlobDownload:
                 if not n:
                     break
                 n = min(n, part.offset + part.size - position)
-                os.pwrite(fd, view[:n], position)
+                out.seek(position)
+                _write_all(out, view[:n])
                 position += n
                 unsaved += n
                 untold += n
@@ -233,6 +224,7 @@ class BlobDownload:
                     self._save_state()
                     unsaved = 0
         finally:
+            out.close()
             view.release()
             response.close()  # one request per part: nothing to keep the connection for
         if not part.done and not cancel.is_set():
@@ -247,22 +239,26 @@ class BlobDownload:
                 break
         return end
 
-    def _hash(self, fd: int, cancel: threading.Event) -> None:
+    def _hash(self, cancel: threading.Event) -> None:
+        """Hash the file from its start as its contiguous prefix grows (on its own handle); when
+        cancelled, ``got`` stays unset (the hasher saw only part of the file)."""
         hasher = hashlib.sha256()
         hashed = 0
         try:
-            while hashed < self.total:
-                with self._cv:
-                    while (limit := self._contiguous()) - hashed < min(HASH_BLOCK, self.total - hashed):
-                        if cancel.is_set() or self._error is not None:
-                            return
-                        self._cv.wait(0.2)
-                while hashed < limit:
-                    block = os.pread(fd, min(HASH_BLOCK, limit - hashed), hashed)
-                    if not block:
-                        raise RegistryError(f"{self.data_path} is shorter than its parts say")
-                    hasher.update(block)
-                    hashed += len(block)
+            with open(self.data_path, "rb", buffering=0) as data:
+                while hashed < self.total:
+                    with self._cv:
+                        while (limit := self._contiguous()) - hashed < min(HASH_BLOCK, self.total - hashed):
+                            if cancel.is_set() or self._error is not None:
+                                return
+                            self._cv.wait(0.2)
+                    data.seek(hashed)
+                    while hashed < limit:
+                        block = data.read(min(HASH_BLOCK, limit - hashed))
+                        if not block:
+                            raise RegistryError(f"{self.data_path} is shorter than its parts say")
+                        hasher.update(block)
+                        hashed += len(block)
             self.got = "sha256:" + hasher.hexdigest()
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
             self._fail(exc)
@@ -272,3 +268,9 @@ class BlobDownload:
             if self._error is None:
                 self._error = exc
             self._cv.notify_all()
+
+
+def _write_all(out: BinaryIO, data: memoryview) -> None:
+    """An unbuffered write may take fewer bytes than it was given: write until all are on disk."""
+    while data:
+        data = data[out.write(data) :]

@@ -7,10 +7,12 @@ The listening socket is bound by us before uvicorn starts, so a busy port is a c
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType
 from typing import Iterator
 
 import uvicorn
@@ -21,10 +23,14 @@ from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
 
 
+#: the signals that stop ``serve`` (uvicorn's list: Ctrl-Break too on Windows)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)) if s is not None)
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _claim_address(sock)
     try:
         sock.bind((host, port))
     except socket.gaierror as exc:
@@ -38,18 +44,42 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _claim_address(sock: socket.socket) -> None:
+    """Make a second server on a port in use fail to bind. On POSIX ``SO_REUSEADDR`` only lets a
+    restarted server bind over connections in TIME_WAIT; on Windows it would let a second process bind
+    the same port and take half the requests, so there the port is claimed with
+    ``SO_EXCLUSIVEADDRUSE`` instead (asyncio sets ``reuse_address`` on Unix only, for the same reason)."""
+    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)  # Windows only
+    if exclusive is not None:
+        sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises a SIGINT/SIGTERM after its graceful shutdown, so ``serve`` would end in a
     KeyboardInterrupt or a kill by signal before the engine is closed. A signal here means "stop
-    serving", which has happened: the process then exits normally."""
+    serving": our own handlers set uvicorn's public ``should_exit`` (a second Ctrl-C, ``force_exit``:
+    open streams are not waited for), so nothing is re-raised and the process then exits normally.
+    Signal handlers can be installed from the main thread only: a kernel's background server installs
+    none, and the kernel's Ctrl-C stays the kernel's."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                getattr(self, "_captured_signals", []).clear()
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._stop_on_signal) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
 
 def make_server(engine: Engine, *, api_key: str | None = None, origins: str | None = None) -> uvicorn.Server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import BinaryIO, Callable, Iterable, Optional
 
 from ..errors import BlobNotFound, DigestMismatch, InvalidDigest
 from ..files import StagedFile, atomic_writer, fsync_dir
+
+log = logging.getLogger("ollama_magic")
 
 _DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 CHUNK = 1 << 20
@@ -123,10 +126,15 @@ class BlobStore:
         return digest
 
     def remove(self, digest: str) -> None:
+        """Delete a blob if it is there. On Windows a file a runner still has open or mapped cannot be
+        deleted (``PermissionError``): it then stays, referenced by no manifest, and the next
+        ``ModelStore.prune`` (at start-up) removes it."""
         try:
             self.path(digest).unlink()
         except FileNotFoundError:
             pass
+        except PermissionError:
+            log.info("blob %s is in use; it is removed at the next prune", digest)
 
 
 class BlobWriter:

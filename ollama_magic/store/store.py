@@ -22,7 +22,7 @@ from .. import envconfig
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
                      temp_path_in)
-from ..names import ModelName
+from ..names import ModelName, host_from_dirname
 from ..options import check_options, format_parameters
 from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
                      ShowResponse)
@@ -192,7 +192,7 @@ class ModelStore:
                 continue
             host, namespace, model, tag = path.relative_to(self.manifests_dir).parts
             try:
-                name = ModelName.parse(f"{host}/{namespace}/{model}:{tag}")
+                name = ModelName.parse(f"{host_from_dirname(host)}/{namespace}/{model}:{tag}")
                 found.append(self._load(name, path))
             except InvalidModelName:
                 continue  # temp files and strays: not a model
@@ -413,7 +413,7 @@ class ModelStore:
             for digest in manifest.digests:
                 self.blobs.require(digest)
             old = self.find(name.short)
-            atomic_write_bytes(self.manifest_path(name), data)
+            atomic_write_bytes(old.manifest_path if old is not None else self.manifest_path(name), data)
             if old is None:
                 return False
             unused = old.manifest.digests - manifest.digests
@@ -474,7 +474,7 @@ class ModelStore:
             cutoff = time.time() - grace
             for digest in sorted(self.blobs.all_digests() - in_use):
                 path = self.blobs.path(digest)
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, PermissionError):  # Windows: a runner holds it; next time
                     if path.stat().st_mtime <= cutoff:
                         path.unlink()
                         removed.append(digest)

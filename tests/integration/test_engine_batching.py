@@ -14,7 +14,7 @@ import ollama
 import pytest
 
 from ollama_magic import Engine
-from ollama_magic.engine.runner import EngineError, LoadOptions, Runner, physical_cores
+from ollama_magic.engine.runner import EngineError, LoadOptions, Runner
 from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -149,12 +149,6 @@ def test_a_failed_load_raises_one_error_and_ends_its_thread(tmp_path: Path) -> N
     with pytest.raises(EngineError, match="failed to load model broken"):
         Runner(bad, load, name="broken")
     assert not [t for t in threading.enumerate() if t.name == "ollama-magic-runner:broken"]
-
-
-def test_default_threads_are_physical_cores() -> None:
-    import psutil
-
-    assert physical_cores() == min(psutil.cpu_count(logical=False) or 1, len(__import__("os").sched_getaffinity(0)))
 
 
 MINILM = "all-minilm"

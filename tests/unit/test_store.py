@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -363,3 +364,53 @@ def test_gguf_header_and_text_blobs_are_read_once_per_blob(store: ModelStore, ti
     assert blobs.blob_text.cache_info().misses == 1
     verbose = store.find("a").gguf_info(full_arrays=True)  # show --verbose: its own full parse, not kept
     assert verbose is not infos[0] and len(verbose.metadata["tokenizer.ggml.tokens"]) == 12
+
+
+def _no_colon_below(root: Path) -> list[str]:
+    return [str(p.relative_to(root)) for p in root.rglob("*") if ":" in p.name]
+
+
+def test_on_windows_a_registry_port_never_becomes_a_colon_in_a_directory_name(
+        store: ModelStore, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTFS refuses ``:`` in a name, so ``localhost:5000/ns/tiny`` is stored under ``localhost%5000``
+    there (ollama/ollama#4088) and still listed, found, copied and removed under its own name."""
+    from ollama_magic import names
+
+    monkeypatch.setattr(names, "PORT_SEPARATOR_ON_DISK", "%")
+    create(store, "localhost:5000/ns/tiny", f"FROM {tiny_gguf}")
+    store.copy("localhost:5000/ns/tiny", "localhost:5000/ns/tiny:v2")
+    assert _no_colon_below(store.root) == []
+    assert (store.manifests_dir / "localhost%5000" / "ns" / "tiny" / "latest").is_file()
+    assert sorted(m.name for m in store.list().models) == ["localhost:5000/ns/tiny:latest", "localhost:5000/ns/tiny:v2"]
+    assert store.find("LOCALHOST:5000/ns/tiny").name.short == "localhost:5000/ns/tiny:latest"
+    store.delete("localhost:5000/ns/tiny:v2")
+    store.delete("localhost:5000/ns/tiny")
+    assert store.list().models == [] and not (store.manifests_dir / "localhost%5000").exists()
+
+
+@pytest.mark.parametrize("host_dir", ["localhost:5000", "localhost%5000"])
+def test_a_port_host_manifest_is_found_in_either_spelling(store: ModelStore, tiny_gguf: Path, host_dir: str) -> None:
+    """A store Ollama wrote on Linux (``localhost:5000``) and one written on Windows (``localhost%5000``)
+    are read alike; a pull or create over the name writes over that same manifest, not beside it."""
+    create(store, "tiny", f"FROM {tiny_gguf}")
+    written = store.manifests_dir / host_dir / "ns" / "tiny" / "latest"
+    written.parent.mkdir(parents=True)
+    written.write_bytes(store.find("tiny").manifest_path.read_bytes())
+    assert store.find("localhost:5000/ns/tiny").manifest_path == written
+    assert "localhost:5000/ns/tiny:latest" in [m.name for m in store.list().models]
+    store.install_manifest(store.find("localhost:5000/ns/tiny").name, written.read_bytes())
+    store.copy("tiny", "localhost:5000/ns/tiny")
+    assert sorted(p.name for p in store.manifests_dir.iterdir()) == sorted(["registry.ollama.ai", host_dir])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux layout")
+def test_on_linux_the_data_directory_stays_where_existing_users_have_it(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """platformdirs chooses each OS's place; on Linux that is where earlier versions kept the models."""
+    from ollama_magic.files import data_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_dir() == tmp_path / ".local" / "share" / "ollama-magic"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert data_dir() == tmp_path / "xdg" / "ollama-magic"

@@ -115,3 +115,26 @@ def test_prune_removes_nothing_while_a_manifest_is_unreadable(two_models: ModelS
     before = store.blobs.all_digests()
     assert store.prune() == []
     assert store.blobs.all_digests() == before
+
+
+def test_a_blob_a_runner_still_holds_is_left_for_the_next_prune(two_models: ModelStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows a file that is open or memory-mapped (the weights of a model still answering a
+    request) cannot be deleted: ``rm`` removes the model and leaves the blob, which the next prune
+    removes once nothing holds it."""
+    store = two_models
+    held = store.blobs.path(weights(store, "llama-like"))
+    unlink = Path.unlink
+
+    def windows_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == held:
+            raise PermissionError(13, "The process cannot access the file because it is being used by "
+                                      "another process", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", windows_unlink)
+    store.delete("llama-like")
+    assert store.find("llama-like") is None and held.exists()
+    assert store.prune(grace=0) == []  # still held: kept, and no error
+    monkeypatch.setattr(Path, "unlink", unlink)  # the runner let go
+    assert store.prune(grace=0) == [f"sha256:{held.name[7:]}"] and not held.exists()
