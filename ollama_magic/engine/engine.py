@@ -33,14 +33,15 @@ from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, Debug
                      TokenizeResponse)
 from .capabilities import capabilities, model_template
 from .context_window import ContextWindow, FittedChat, fit_chat, fit_prompt, kept_at_start
-from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .gpu import gpu_offload_supported
 from .images import NO_VISION, Picture, image_bytes, tag_content
 from .images import pictures as decode_pictures
 from .jobs import Queued
+from .loading import describe, load_options, plan_load
 from .logprobs import as_wire, check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
-from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
+from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token,
                      schema_grammar)
 from .scheduler import Loaded, Scheduler, parse_keep_alive
 from .thinking import check_think, think_enabled
@@ -714,39 +715,13 @@ class Engine:
         return merged
 
     def _load_options(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool) -> LoadOptions:
-        info = record.gguf_info()
-        trained = info.context_length or opts["num_ctx"]
-        num_ctx = max(4, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context, and at 4
-        num_gpu = opts.get("num_gpu", -1)
-        if not gpu_offload_supported():
-            num_gpu = 0
-        num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
-        projectors = [] if embedding else record.projector_paths
-        return LoadOptions(
-            num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
-            use_mmap=opts.get("use_mmap", True), embedding=embedding,
-            num_parallel=1 if embedding else num_parallel(), projector=str(projectors[0]) if projectors else "",
-        )
+        """The checked load options of ``record`` for ``opts`` (the rules: ``engine/loading.py``)."""
+        return load_options(record, opts, embedding)
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
-        load = self._load_options(record, opts, embedding)
-
-        def describe(runner: Runner) -> dict[str, Any]:
-            info = record.gguf_info()
-            kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
-            size = record.model_path.stat().st_size + kv + (Path(load.projector).stat().st_size if load.projector else 0)
-            details = record.details.model_copy(update={"parent_model": ""})
-            blocks = int(info.arch_value("block_count") or 0)
-            layers = total_layers(blocks)
-            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
-            return dict(
-                name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size * on_gpu // layers, details=details.model_dump(),
-                context_length=runner.n_ctx,  # the context each request gets (the decoder caps every slot at it)
-                gpu_layers=on_gpu, layers=layers,
-            )
-
-        return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
+        plan = plan_load(record, opts, embedding)
+        return self.scheduler.acquire((record.name.short, embedding), plan.options, record.model_path,
+                                      lambda runner: describe(record, plan, runner))
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
         start = time.perf_counter_ns()
@@ -889,17 +864,6 @@ def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
 def _normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
-
-
-def _kv_bytes(info: Any, n_ctx: int) -> int:
-    """KV cache size (f16): n_ctx x layers x (k + v widths) x 2 bytes."""
-    layers = int(info.arch_value("block_count") or 0)
-    heads = int(info.arch_value("attention.head_count") or 1)
-    kv_heads = int(info.arch_value("attention.head_count_kv") or heads)
-    width = int(info.arch_value("embedding_length") or 0)
-    k = int(info.arch_value("attention.key_length") or (width // heads if heads else 0))
-    v = int(info.arch_value("attention.value_length") or k)
-    return n_ctx * layers * kv_heads * (k + v) * 2
 
 
 def _trace(tmpl: PromptTemplate, text: str, think: Any) -> tuple[tuple[str, str] | None, bool]:
