@@ -721,7 +721,7 @@ class Engine:
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
         plan = plan_load(record, opts, embedding)
         return self.scheduler.acquire((record.name.short, embedding), plan.options, record.model_path,
-                                      lambda runner: describe(record, plan, runner))
+                                      lambda runner: describe(record, plan, runner), size=plan.size)
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
         start = time.perf_counter_ns()

@@ -92,7 +92,14 @@ class Loaded:
 
 
 class Scheduler:
-    def __init__(self, max_loaded: int | None = None, budget: int | None = None) -> None:
+    """Ollama's ``sched.go`` rules over :class:`Runner` actors.
+
+    ``runner_factory`` builds a runner (``Runner(model_path, load, name=...)``); tests pass a fake
+    that loads nothing, as Ollama's ``sched_test.go`` replaces ``newServerFn``."""
+
+    def __init__(self, max_loaded: int | None = None, budget: int | None = None, *,
+                 runner_factory: Callable[..., Runner] = Runner) -> None:
+        self._runner_factory = runner_factory
         self.max_loaded = max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 3)
         self.budget = budget or memory_budget()
         self._loaded: dict[tuple[str, bool], Loaded] = {}
@@ -113,9 +120,13 @@ class Scheduler:
         load: LoadOptions,
         model_path: Path,
         describe: Callable[[Runner], dict[str, Any]],
+        *,
+        size: int | None = None,
     ) -> tuple[Loaded, int]:
         """The loaded model for ``key`` (loading it, or reloading on new load options); marks it busy.
 
+        ``size`` is the bytes the load takes (``loading.LoadPlan.size``: weights, the KV cache of every
+        slot, the projector): room is made for all of it before loading. Without it, the weights' file.
         Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
         """
         with self._lock:
@@ -130,9 +141,9 @@ class Scheduler:
                     return entry, 0
                 if entry is not None:
                     to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
-                to_free += self._make_room_locked(model_path.stat().st_size)
+                to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
             self._free(to_free)
-            runner = Runner(model_path, load, name=key[0])  # slow: outside the scheduler lock
+            runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
             # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
             # from now, as Ollama does for a freshly loaded model, not "forever".

@@ -213,3 +213,16 @@ def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registere
         assert not gemma.closed and m_entry.runner.closed
         running.close()
         assert gemma.closed
+
+
+def test_loading_a_model_makes_room_for_its_kv_cache_not_only_its_weights(registered: ModelStore) -> None:
+    with Engine(registered) as engine:
+        engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
+        [m_entry] = engine.scheduler.loaded()
+        gemma = registered.resolve(GEMMA).model_path.stat().st_size
+        # room for MiniLM beside Gemma's weights, but not beside Gemma's weights and the KV cache of its 4 slots
+        engine.scheduler.budget = m_entry.size + gemma + 1024 * 1024
+        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1
+        [g_entry] = engine.scheduler.loaded()
+        assert g_entry.name == GEMMA and g_entry.size > gemma + 1024 * 1024  # the KV cache counts in ps too
+        assert m_entry.runner.closed
