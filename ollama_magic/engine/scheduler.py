@@ -91,6 +91,11 @@ class Loaded:
     expiring: bool = False
 
 
+def _serves(entry: Loaded, load: LoadOptions, model_path: Path) -> bool:
+    """Whether ``entry``'s runner was loaded as a request with ``load`` needs (else: a reload)."""
+    return entry.runner.load_options == load and entry.runner.model_path == model_path
+
+
 class Scheduler:
     """Ollama's ``sched.go`` rules over :class:`Runner` actors.
 
@@ -135,13 +140,20 @@ class Scheduler:
             to_free: list[Loaded] = []
             with self._lock:
                 entry = self._loaded.get(key)
-                if entry is not None and entry.runner.load_options == load and entry.runner.model_path == model_path:
+                if entry is not None and _serves(entry, load, model_path):
                     entry.active += 1
                     entry.last_used = time.monotonic()
                     return entry, 0
+                reused = self._expiring_match_locked(key, load, model_path)
                 if entry is not None:
                     to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
-                to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
+                if reused is not None:
+                    self._revive_locked(reused)
+                else:
+                    to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
+            if reused is not None:
+                self._free(to_free)
+                return reused, 0
             self._free(to_free)
             runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
@@ -152,6 +164,19 @@ class Scheduler:
             with self._lock:
                 self._loaded[key] = entry
             return entry, runner.load_duration
+
+    def _expiring_match_locked(self, key: tuple[str, bool], load: LoadOptions, model_path: Path) -> Loaded | None:
+        """An entry taken out of service while requests still use it, with these load options: Ollama's
+        ``useLoadedRunner`` serves a new request from it rather than loading a second copy."""
+        return next((e for e in self._expiring.values() if e.key == key and _serves(e, load, model_path)), None)
+
+    def _revive_locked(self, entry: Loaded) -> None:
+        """Put an expiring entry back in service for one more request (its unload is called off)."""
+        del self._expiring[id(entry)]
+        entry.expiring = False
+        entry.active += 1
+        entry.last_used = time.monotonic()
+        self._loaded[entry.key] = entry
 
     def release(self, entry: Loaded, keep_alive: float | None) -> None:
         """A request finished: start the keep_alive clock (0 unloads now)."""
@@ -193,8 +218,9 @@ class Scheduler:
     # ---- unloading ---------------------------------------------------------------------------
 
     def _expire_locked(self, entry: Loaded) -> list[Loaded]:
-        """Take ``entry`` out of service (new requests load afresh); it is returned for freeing only
-        when no request uses it, else its last ``release`` frees it (Ollama's expire-at-refcount-0)."""
+        """Take ``entry`` out of service; it is returned for freeing only when no request uses it, else
+        its last ``release`` frees it (Ollama's expire-at-refcount-0). Until then a new request with the
+        same load options is served by it again (:meth:`_revive_locked`), and its memory counts."""
         if self._loaded.get(entry.key) is entry:
             del self._loaded[entry.key]
         entry.expiring = True

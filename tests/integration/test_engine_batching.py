@@ -196,6 +196,19 @@ def test_concurrent_embed_requests_share_packed_batches_and_keep_their_vectors(e
         assert (np.sum(a * b, axis=1) >= 0.9999).all()  # unit vectors: the dot product is the cosine
 
 
+def test_a_request_while_its_model_is_unloading_is_served_by_the_loaded_runner(engine: Engine) -> None:
+    running = stream(engine, "Count to one hundred.", 2000)
+    next(running)
+    runner = runner_of(engine)
+    assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
+    hi = engine.generate(GEMMA, "Hi", options={"num_predict": 1})
+    assert hi.eval_count == 1 and hi.load_duration == 0  # no second copy loaded (Ollama's useLoadedRunner)
+    assert runner_of(engine) is runner and GEMMA in [m.model for m in engine.ps().models]
+    running.cancel()
+    last(running)
+    assert not runner.closed  # back in service: the unload was called off by the new request
+
+
 def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registered: ModelStore) -> None:
     with Engine(registered) as engine:
         engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
@@ -207,10 +220,11 @@ def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registere
         # room for what is loaded now, not for a second copy of Gemma's weights beside the first
         engine.scheduler.budget = g_entry.size + m_entry.size + gemma.model_path.stat().st_size // 2
         assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
-        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1  # a fresh Gemma
+        # other load options: a second Gemma, while the first still holds its memory
+        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1, "num_ctx": 2048}).eval_count == 1
         loaded = [(e.name, e.key[1]) for e in engine.scheduler.loaded()]
-        assert not any(embedding for _, embedding in loaded), f"MiniLM should have made room: {loaded}"
-        assert not gemma.closed and m_entry.runner.closed
+        assert loaded == [(GEMMA, False)], f"MiniLM should have made room: {loaded}"
+        assert runner_of(engine) is not gemma and not gemma.closed and m_entry.runner.closed
         running.close()
         assert gemma.closed
 

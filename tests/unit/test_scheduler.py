@@ -98,3 +98,29 @@ def test_eviction_makes_room_for_the_kv_cache_of_every_slot_not_only_the_weights
     acquire(scheduler, "b", size=weights + kv)
     assert names(scheduler) == ["b"]
     assert first.runner.closed
+
+
+def test_a_request_while_its_model_expires_reuses_the_runner_instead_of_loading_a_second(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler()
+    busy = acquire(scheduler, "a")
+    assert scheduler.unload("a") and names(scheduler) == []  # expiring: out of service, still in use
+    again = acquire(scheduler, "a")
+    assert again is busy and len(factory.built) == 1 and names(scheduler) == ["a"]
+    scheduler.release(busy, 300)
+    scheduler.release(again, 300)
+    assert not busy.runner.closed  # the new request called the unload off
+
+
+def test_new_load_options_replace_the_runner_and_both_count_until_the_old_one_is_freed(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler(budget=5 * GIB)
+    idle = acquire(scheduler, "other", size=2 * GIB)
+    scheduler.release(idle, 300)
+    old = acquire(scheduler, "a", size=2 * GIB, options=load(num_ctx=2048))
+    new = acquire(scheduler, "a", size=2 * GIB, options=load(num_ctx=4096))
+    assert new is not old and len(factory.built) == 3
+    assert idle.runner.closed  # 2 + 2 + 2 GiB would not fit 5: the old "a" still counts while in use
+    assert not old.runner.closed and names(scheduler) == ["a"]
+    scheduler.release(old, 300)
+    assert old.runner.closed  # its last request ended: freed
