@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,8 @@ from .thinking import check_think, think_enabled
 from .toolcalls import forced_call_grammar, resolve_tool_choice
 
 log = logging.getLogger("ollama_magic")
+#: parsed templates an Engine keeps (the models' own and recent per-request overrides)
+TEMPLATE_CACHE = 64
 
 #: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
 #: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
@@ -186,7 +189,8 @@ class Engine:
     def __init__(self, store: ModelStore | None = None, *, max_loaded: int | None = None) -> None:
         self.store = store or ModelStore()
         self.scheduler = Scheduler(max_loaded)
-        self._templates: dict[tuple[str, str | None], PromptTemplate] = {}
+        self._templates: OrderedDict[tuple[str, str | None], PromptTemplate] = OrderedDict()
+        self._templates_lock = threading.Lock()
 
     def close(self) -> None:
         """Unload every model and stop the keep-alive thread."""
@@ -696,13 +700,20 @@ class Engine:
         return ChunkStream(iter([response]), threading.Event()) if stream else response
 
     def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
+        """The parsed template, cached: the last TEMPLATE_CACHE used (a client may send a new override
+        with every request; the cache must not grow with them)."""
         key = (record.manifest_digest, override)
-        if key not in self._templates:
-            if override:
-                self._templates[key] = GoPrompt(override)
-            else:
-                self._templates[key] = model_template(record)
-        return self._templates[key]
+        with self._templates_lock:
+            tmpl = self._templates.get(key)
+            if tmpl is not None:
+                self._templates.move_to_end(key)
+                return tmpl
+        tmpl = GoPrompt(override) if override else model_template(record)
+        with self._templates_lock:
+            self._templates[key] = tmpl
+            while len(self._templates) > TEMPLATE_CACHE:
+                self._templates.popitem(last=False)
+        return tmpl
 
     def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:
         if request is not None and hasattr(request, "model_dump"):

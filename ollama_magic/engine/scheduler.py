@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import InvalidRequest
+from ..errors import EngineError, InvalidRequest
 from .runner import LoadOptions, Runner
 
 log = logging.getLogger("ollama_magic")
@@ -91,6 +91,17 @@ class Loaded:
     expiring: bool = False
 
 
+_CLOSED = "the engine is closed: it unloaded its models and loads no more (make a new Engine)"
+
+
+@dataclass
+class _KeyLock:
+    """Serialises loads of one model; ``users`` counts the acquires holding or waiting for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
 def _serves(entry: Loaded, load: LoadOptions, model_path: Path) -> bool:
     """Whether ``entry``'s runner was loaded as a request with ``load`` needs (else: a reload)."""
     return entry.runner.load_options == load and entry.runner.model_path == model_path
@@ -110,7 +121,8 @@ class Scheduler:
         self._loaded: dict[tuple[str, bool], Loaded] = {}
         #: taken out of service while requests still use them: their memory is still in use
         self._expiring: dict[int, Loaded] = {}  # by id(): entries compare by value
-        self._key_locks: dict[tuple[str, bool], threading.Lock] = {}
+        #: one per model being acquired, dropped when no acquire waits on it (else one per name, forever)
+        self._key_locks: dict[tuple[str, bool], _KeyLock] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._reaper = threading.Thread(target=self._reap, name="ollama-magic-keepalive", daemon=True)
@@ -135,35 +147,60 @@ class Scheduler:
         Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
         """
         with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # one load per model at a time; other models keep serving meanwhile
-            to_free: list[Loaded] = []
+            self._check_running_locked()
+            key_lock = self._key_locks.setdefault(key, _KeyLock())
+            key_lock.users += 1
+        try:
+            with key_lock.lock:  # one load per model at a time; other models keep serving meanwhile
+                return self._acquire_locked_key(key, load, model_path, describe, size)
+        finally:
             with self._lock:
-                entry = self._loaded.get(key)
-                if entry is not None and _serves(entry, load, model_path):
-                    entry.active += 1
-                    entry.last_used = time.monotonic()
-                    return entry, 0
-                reused = self._expiring_match_locked(key, load, model_path)
-                if entry is not None:
-                    to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
-                if reused is not None:
-                    self._revive_locked(reused)
-                else:
-                    to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
+                key_lock.users -= 1
+                if key_lock.users == 0:  # the last one waiting for this model: forget its lock
+                    del self._key_locks[key]
+
+    def _acquire_locked_key(self, key: tuple[str, bool], load: LoadOptions, model_path: Path,
+                            describe: Callable[[Runner], dict[str, Any]], size: int | None) -> tuple[Loaded, int]:
+        """The body of :meth:`acquire`, under the model's key lock."""
+        to_free: list[Loaded] = []
+        with self._lock:
+            entry = self._loaded.get(key)
+            if entry is not None and _serves(entry, load, model_path):
+                entry.active += 1
+                entry.last_used = time.monotonic()
+                return entry, 0
+            reused = self._expiring_match_locked(key, load, model_path)
+            if entry is not None:
+                to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
             if reused is not None:
-                self._free(to_free)
-                return reused, 0
-            self._free(to_free)
-            runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
+                self._revive_locked(reused)
+            else:
+                to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
+        self._free(to_free)
+        if reused is not None:
+            return reused, 0
+        runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
+        try:
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
-            # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
-            # from now, as Ollama does for a freshly loaded model, not "forever".
-            default = env_keep_alive()
-            entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
-            with self._lock:
+        except BaseException:  # e.g. a blob pruned meanwhile: no runner is left without an owner
+            runner.close()
+            raise
+        # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
+        # from now, as Ollama does for a freshly loaded model, not "forever".
+        default = env_keep_alive()
+        entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
                 self._loaded[key] = entry
-            return entry, runner.load_duration
+        if stopped:  # shut down while it loaded: nobody would ever reap it
+            runner.close()
+            raise EngineError(_CLOSED)
+        return entry, runner.load_duration
+
+    def _check_running_locked(self) -> None:
+        if self._stopped:
+            raise EngineError(_CLOSED)
 
     def _expiring_match_locked(self, key: tuple[str, bool], load: LoadOptions, model_path: Path) -> Loaded | None:
         """An entry taken out of service while requests still use it, with these load options: Ollama's

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ollama_magic.engine.jobs import LoadOptions
+from ollama_magic.errors import EngineError
 from ollama_magic.engine.scheduler import Scheduler
 
 GIB = 1 << 30
@@ -124,3 +125,128 @@ def test_new_load_options_replace_the_runner_and_both_count_until_the_old_one_is
     assert not old.runner.closed and names(scheduler) == ["a"]
     scheduler.release(old, 300)
     assert old.runner.closed  # its last request ended: freed
+
+
+def test_a_model_loads_once_and_is_freed_only_when_its_last_request_ends_after_an_unload(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler()
+    first, second = acquire(scheduler, "a"), acquire(scheduler, "a")
+    assert first is second and first.active == 2 and len(factory.built) == 1
+    assert scheduler.unload("a")
+    scheduler.release(first, 300)
+    assert not first.runner.closed  # one request still uses it
+    scheduler.release(second, 300)
+    assert first.runner.closed and names(scheduler) == []
+
+
+def test_keep_alive_zero_unloads_when_the_request_ends(make_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = make_scheduler()
+    entry = acquire(scheduler, "a")
+    scheduler.release(entry, 0)
+    assert entry.runner.closed and names(scheduler) == []
+
+
+def test_the_keep_alive_reaper_unloads_an_idle_model_once_its_time_is_up(
+        make_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = make_scheduler()
+    entry = acquire(scheduler, "a")
+    scheduler.release(entry, 0.2)
+    assert not entry.runner.closed and names(scheduler) == ["a"]
+    deadline = time.monotonic() + 5
+    while not entry.runner.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert entry.runner.closed and names(scheduler) == []
+
+
+def test_the_least_recently_used_idle_model_makes_room_and_a_busy_one_never_does(
+        make_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = make_scheduler(max_loaded=2)
+    a, b = acquire(scheduler, "a"), acquire(scheduler, "b")
+    scheduler.release(b, 300)
+    scheduler.release(a, 300)  # a was used last
+    acquire(scheduler, "c")
+    assert names(scheduler) == ["a", "c"] and b.runner.closed
+    busy = acquire(scheduler, "a")
+    acquire(scheduler, "d")  # c is idle: it goes; a is busy: it stays
+    assert names(scheduler) == ["a", "d"] and not busy.runner.closed
+
+
+def test_a_failed_load_raises_its_error_and_the_next_request_loads_again(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler()
+
+    def fail() -> None:
+        raise RuntimeError("no such file")
+
+    factory.before_load = fail
+    with pytest.raises(RuntimeError, match="no such file"):
+        acquire(scheduler, "a")
+    assert names(scheduler) == []
+    factory.before_load = lambda: None
+    assert acquire(scheduler, "a").runner is factory.built[-1]
+
+
+def test_a_describe_that_raises_closes_the_runner_it_was_given(make_scheduler: Callable[..., Scheduler],
+                                                                factory: Factory) -> None:
+    def describe(runner: Any) -> dict[str, Any]:
+        raise FileNotFoundError("the projector blob was pruned")
+
+    scheduler = make_scheduler()
+    with pytest.raises(FileNotFoundError):
+        acquire(scheduler, "a", describe=describe)
+    [runner] = factory.built
+    assert runner.closed and names(scheduler) == []
+
+
+def test_requests_queued_behind_a_load_share_it_while_other_models_load_meanwhile(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler()
+    gate, loading = threading.Event(), threading.Event()
+
+    def slow_a() -> None:
+        if not factory.built:  # the first load ("a") waits for the gate
+            loading.set()
+            assert gate.wait(5)
+
+    factory.before_load = slow_a
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(acquire(scheduler, "a"))) for _ in range(3)]
+    threads[0].start()
+    assert loading.wait(5)
+    for t in threads[1:]:
+        t.start()
+    factory.before_load = lambda: None
+    other = acquire(scheduler, "b")  # not held up by a's load
+    assert other.name == "b" and len(results) == 0
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert len(results) == 3 and all(r is results[0] for r in results) and results[0].active == 3
+    assert [r.name for r in factory.built] == ["b", "a"]
+    assert scheduler._key_locks == {}  # no lock kept per model once nobody waits for it
+
+
+def test_acquire_after_shutdown_refuses_instead_of_loading_a_model_nobody_reaps(
+        make_scheduler: Callable[..., Scheduler], factory: Factory) -> None:
+    scheduler = make_scheduler()
+    scheduler.shutdown()
+    with pytest.raises(EngineError, match="the engine is closed"):
+        acquire(scheduler, "a")
+    assert factory.built == []
+
+
+def test_a_load_that_ends_after_shutdown_is_freed_and_refused(make_scheduler: Callable[..., Scheduler],
+                                                              factory: Factory) -> None:
+    scheduler = make_scheduler()
+    factory.before_load = scheduler.shutdown  # shutdown arrives while the model loads
+    with pytest.raises(EngineError, match="the engine is closed"):
+        acquire(scheduler, "a")
+    [runner] = factory.built
+    assert runner.closed and names(scheduler) == []
+
+
+def test_key_locks_do_not_grow_with_every_model_name(make_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = make_scheduler()
+    for i in range(50):
+        scheduler.release(acquire(scheduler, f"model-{i}"), 0)
+    assert scheduler._key_locks == {}
