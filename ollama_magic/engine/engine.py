@@ -44,7 +44,7 @@ from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token,
                      schema_grammar)
-from .scheduler import Loaded, Scheduler, parse_keep_alive
+from .scheduler import Loaded, LoadedKey, LoadedStats, Scheduler, parse_keep_alive
 from .thinking import check_think, think_enabled
 from .toolcalls import forced_call_grammar, resolve_tool_choice
 
@@ -309,6 +309,11 @@ class Engine:
             ],
             gpu_offload=gpu_offload_supported(),
         )
+
+    def stats(self) -> list[LoadedStats]:
+        """Each loaded model's load now (active and waiting requests, tokens decoded, peak batch),
+        including models unloaded while requests still use them."""
+        return self.scheduler.stats()
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
         """Load a model now (Ollama: a generate request with an empty prompt)."""
@@ -731,7 +736,7 @@ class Engine:
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
         plan = plan_load(record, opts, embedding)
-        return self.scheduler.acquire((record.name.short, embedding), plan.options, record.model_path,
+        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), plan.options, record.model_path,
                                       lambda runner: describe(record, plan, runner), size=plan.size)
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from ..errors import EngineError, InvalidRequest
 from .runner import LoadOptions, Runner
@@ -72,9 +72,36 @@ def memory_budget() -> int:
         return 1 << 62
 
 
+class LoadedKey(NamedTuple):
+    """What the scheduler keeps one runner per: a model, as a generator or as an embedder. A tuple,
+    so ``(name, embedding)`` and ``key[1]`` keep working."""
+
+    name: str
+    embedding: bool
+
+
+@dataclass(frozen=True)
+class LoadedStats:
+    """One loaded model's load, for ``Engine.stats()``: what tests and dashboards may read instead
+    of the scheduler's and runner's internals."""
+
+    name: str
+    embedding: bool
+    #: requests holding the model now
+    active: int
+    #: jobs submitted and not yet in a slot (OLLAMA_MAX_QUEUE counts these)
+    waiting: int
+    #: tokens generated since the load
+    tokens_decoded: int
+    #: the most sequences decoded in one step since the load
+    peak_active: int
+    #: unloaded or replaced while still in use: freed when ``active`` reaches 0
+    expiring: bool
+
+
 @dataclass
 class Loaded:
-    key: tuple[str, bool]
+    key: LoadedKey
     name: str
     digest: str
     runner: Runner
@@ -118,11 +145,11 @@ class Scheduler:
         self._runner_factory = runner_factory
         self.max_loaded = max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 3)
         self.budget = budget or memory_budget()
-        self._loaded: dict[tuple[str, bool], Loaded] = {}
+        self._loaded: dict[LoadedKey, Loaded] = {}
         #: taken out of service while requests still use them: their memory is still in use
         self._expiring: dict[int, Loaded] = {}  # by id(): entries compare by value
         #: one per model being acquired, dropped when no acquire waits on it (else one per name, forever)
-        self._key_locks: dict[tuple[str, bool], _KeyLock] = {}
+        self._key_locks: dict[LoadedKey, _KeyLock] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._reaper = threading.Thread(target=self._reap, name="ollama-magic-keepalive", daemon=True)
@@ -133,7 +160,7 @@ class Scheduler:
 
     def acquire(
         self,
-        key: tuple[str, bool],
+        key: LoadedKey,
         load: LoadOptions,
         model_path: Path,
         describe: Callable[[Runner], dict[str, Any]],
@@ -146,6 +173,7 @@ class Scheduler:
         slot, the projector): room is made for all of it before loading. Without it, the weights' file.
         Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
         """
+        key = LoadedKey(*key)
         with self._lock:
             self._check_running_locked()
             key_lock = self._key_locks.setdefault(key, _KeyLock())
@@ -159,7 +187,7 @@ class Scheduler:
                 if key_lock.users == 0:  # the last one waiting for this model: forget its lock
                     del self._key_locks[key]
 
-    def _acquire_locked_key(self, key: tuple[str, bool], load: LoadOptions, model_path: Path,
+    def _acquire_locked_key(self, key: LoadedKey, load: LoadOptions, model_path: Path,
                             describe: Callable[[Runner], dict[str, Any]], size: int | None) -> tuple[Loaded, int]:
         """The body of :meth:`acquire`, under the model's key lock."""
         to_free: list[Loaded] = []
@@ -202,7 +230,7 @@ class Scheduler:
         if self._stopped:
             raise EngineError(_CLOSED)
 
-    def _expiring_match_locked(self, key: tuple[str, bool], load: LoadOptions, model_path: Path) -> Loaded | None:
+    def _expiring_match_locked(self, key: LoadedKey, load: LoadOptions, model_path: Path) -> Loaded | None:
         """An entry taken out of service while requests still use it, with these load options: Ollama's
         ``useLoadedRunner`` serves a new request from it rather than loading a second copy."""
         return next((e for e in self._expiring.values() if e.key == key and _serves(e, load, model_path)), None)
@@ -310,6 +338,17 @@ class Scheduler:
             self._free(to_free)
 
     # ---- reporting ---------------------------------------------------------------------------
+
+    def stats(self) -> list[LoadedStats]:
+        """Every loaded model's load, those in service first, then those expiring."""
+        with self._lock:
+            entries = [*self._loaded.values(), *self._expiring.values()]
+        return [
+            LoadedStats(name=e.name, embedding=bool(e.key[1]), active=e.active, waiting=e.runner.waiting,
+                        tokens_decoded=e.runner.tokens_decoded, expiring=e.expiring,
+                        peak_active=e.runner.decoder.peak_active if e.runner.decoder is not None else 0)
+            for e in entries
+        ]
 
     def loaded(self) -> list[Loaded]:
         with self._lock:

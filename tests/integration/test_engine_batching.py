@@ -15,6 +15,7 @@ import pytest
 
 from ollama_magic import Engine
 from ollama_magic.engine.runner import EngineError, LoadOptions, Runner, physical_cores
+from ollama_magic.engine.scheduler import LoadedStats
 from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,13 @@ def engine(registered: ModelStore) -> Iterator[Engine]:
 
 
 def runner_of(engine: Engine) -> Runner:
-    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key[1]]
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key.embedding]
     return entry.runner
+
+
+def stats_of(engine: Engine) -> LoadedStats:
+    [stats] = [s for s in engine.stats() if s.name == GEMMA and not s.embedding and not s.expiring]
+    return stats
 
 
 def stream(engine: Engine, prompt: str, n: int, **options) -> Iterator[ollama.GenerateResponse]:
@@ -48,7 +54,7 @@ def test_four_streams_at_once_all_finish_with_their_own_stats(engine: Engine) ->
     streams = [stream(engine, p, 12 + 2 * i, temperature=0) for i, p in enumerate(prompts)]
     for s in streams:
         assert next(s).done is False  # all four are decoding before any has finished
-    assert runner_of(engine).decoder.peak_active >= 4
+    assert stats_of(engine).peak_active >= 4
     finals = [last(s)[1] for s in streams]
     for i, (prompt, fin) in enumerate(zip(prompts, finals)):
         assert fin.done and fin.done_reason == "length" and fin.eval_count == 12 + 2 * i
@@ -107,7 +113,7 @@ def test_a_job_cancelled_while_queued_still_finishes(engine: Engine) -> None:
     queued = stream(engine, "I wait.", 5)
     pool = ThreadPoolExecutor(1)
     first = pool.submit(next, queued)  # waits for a slot in another thread
-    while runner.waiting == 0:  # bounded by the future's timeout below
+    while stats_of(engine).waiting == 0:  # bounded by the future's timeout below
         assert not first.done()
     queued.cancel()
     chunk = first.result(timeout=30)  # without the fix this waits forever
@@ -161,7 +167,7 @@ MINILM = "all-minilm"
 
 
 def embed_runner_of(engine: Engine) -> Runner:
-    [entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+    [entry] = [e for e in engine.scheduler.loaded() if e.key.embedding]
     return entry.runner
 
 
@@ -215,14 +221,14 @@ def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registere
         running = stream(engine, "Count to one hundred.", 2000)
         next(running)  # Gemma loaded and busy
         gemma = runner_of(engine)
-        [g_entry] = [e for e in engine.scheduler.loaded() if not e.key[1]]
-        [m_entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+        [g_entry] = [e for e in engine.scheduler.loaded() if not e.key.embedding]
+        [m_entry] = [e for e in engine.scheduler.loaded() if e.key.embedding]
         # room for what is loaded now, not for a second copy of Gemma's weights beside the first
         engine.scheduler.budget = g_entry.size + m_entry.size + gemma.model_path.stat().st_size // 2
         assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
         # other load options: a second Gemma, while the first still holds its memory
         assert engine.generate(GEMMA, "Hi", options={"num_predict": 1, "num_ctx": 2048}).eval_count == 1
-        loaded = [(e.name, e.key[1]) for e in engine.scheduler.loaded()]
+        loaded = [(e.name, e.key.embedding) for e in engine.scheduler.loaded()]
         assert loaded == [(GEMMA, False)], f"MiniLM should have made room: {loaded}"
         assert runner_of(engine) is not gemma and not gemma.closed and m_entry.runner.closed
         running.close()

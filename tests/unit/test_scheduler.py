@@ -12,7 +12,7 @@ import pytest
 
 from ollama_magic.engine.jobs import LoadOptions
 from ollama_magic.errors import EngineError
-from ollama_magic.engine.scheduler import Scheduler
+from ollama_magic.engine.scheduler import LoadedKey, LoadedStats, Scheduler
 
 GIB = 1 << 30
 
@@ -250,3 +250,23 @@ def test_key_locks_do_not_grow_with_every_model_name(make_scheduler: Callable[..
     for i in range(50):
         scheduler.release(acquire(scheduler, f"model-{i}"), 0)
     assert scheduler._key_locks == {}
+
+
+def test_entries_are_keyed_by_a_named_tuple_that_still_reads_as_name_and_embedding(
+        make_scheduler: Callable[..., Scheduler]) -> None:
+    entry = acquire(make_scheduler(), "a")
+    assert entry.key == LoadedKey("a", False) == ("a", False)
+    assert (entry.key.name, entry.key.embedding, entry.key[1]) == ("a", False, False)
+
+
+def test_stats_report_each_model_s_requests_including_an_expiring_one(make_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = make_scheduler()
+    a = acquire(scheduler, "a")
+    a.runner.tokens_decoded, a.runner.waiting = 12, 2
+    acquire(scheduler, "a")
+    scheduler.release(acquire(scheduler, "b"), 300)
+    scheduler.unload("a")
+    assert scheduler.stats() == [
+        LoadedStats(name="b", embedding=False, active=0, waiting=0, tokens_decoded=0, peak_active=0, expiring=False),
+        LoadedStats(name="a", embedding=False, active=2, waiting=2, tokens_decoded=12, peak_active=0, expiring=True),
+    ]
