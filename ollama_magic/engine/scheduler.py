@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+import psutil
+
 from ..errors import EngineError, InvalidRequest
 from .runner import LoadOptions, Runner
 
@@ -65,11 +67,9 @@ def env_keep_alive() -> float | None:
 
 
 def memory_budget() -> int:
-    """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.9)
-    except (ValueError, OSError):
-        return 1 << 62
+    """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here); psutil
+    reads it on every platform (``os.sysconf`` does not exist on Windows)."""
+    return int(psutil.virtual_memory().total * 0.9)
 
 
 class LoadedKey(NamedTuple):

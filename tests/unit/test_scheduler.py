@@ -270,3 +270,14 @@ def test_stats_report_each_model_s_requests_including_an_expiring_one(make_sched
         LoadedStats(name="b", embedding=False, active=0, waiting=0, tokens_decoded=0, peak_active=0, expiring=False),
         LoadedStats(name="a", embedding=False, active=2, waiting=2, tokens_decoded=12, peak_active=0, expiring=True),
     ]
+
+
+def test_the_memory_budget_is_most_of_the_ram_also_where_os_has_no_sysconf(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import psutil
+
+    from ollama_magic.engine.scheduler import memory_budget
+
+    monkeypatch.delattr(os, "sysconf", raising=False)  # as on Windows
+    assert memory_budget() == int(psutil.virtual_memory().total * 0.9)
