@@ -44,8 +44,8 @@ def opts(**options: Any) -> dict[str, Any]:
     ("num_batch", -3, "at least 1"),
     ("num_ctx", 0, "at least 1"),
     ("num_ctx", -1, "at least 1"),
-    ("num_thread", 100_000, "at most 512"),
-    ("num_gpu", 2**40, "at most 2147483647"),
+    ("num_thread", 100_000, "at most 512 (0: one per physical core)"),
+    ("num_gpu", 2**40, "at most 2147483647 (-1: every layer that fits)"),
     ("num_ctx", "many", "an integer"),
 ])
 def test_a_load_option_llama_cpp_must_not_see_is_one_clear_400(record: FakeRecord, name: str, value: Any,

@@ -164,7 +164,7 @@ def test_the_least_recently_used_idle_model_makes_room_and_a_busy_one_never_does
     a, b = acquire(scheduler, "a"), acquire(scheduler, "b")
     scheduler.release(b, 300)
     scheduler.release(a, 300)  # a was used last
-    acquire(scheduler, "c")
+    scheduler.release(acquire(scheduler, "c"), 300)
     assert names(scheduler) == ["a", "c"] and b.runner.closed
     busy = acquire(scheduler, "a")
     acquire(scheduler, "d")  # c is idle: it goes; a is busy: it stays
