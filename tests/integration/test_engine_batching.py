@@ -243,6 +243,8 @@ def test_loading_a_model_makes_room_for_its_kv_cache_not_only_its_weights(regist
         # room for MiniLM beside Gemma's weights, but not beside Gemma's weights and the KV cache of its 4 slots
         engine.scheduler.budget = m_entry.size + gemma + 1024 * 1024
         assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1
-        [g_entry] = engine.scheduler.loaded()
-        assert g_entry.name == GEMMA and g_entry.size > gemma + 1024 * 1024  # the KV cache counts in ps too
+        loaded = [(e.name, e.key.embedding) for e in engine.scheduler.loaded()]
+        assert loaded == [(GEMMA, False)], f"MiniLM should have made room for Gemma's KV cache: {loaded}"
         assert m_entry.runner.closed
+        [gemma_ps] = engine.ps().models
+        assert gemma_ps.size > gemma + 1024 * 1024  # ps counts the same size: weights and KV cache
