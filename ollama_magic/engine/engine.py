@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,20 +35,23 @@ from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, Debug
                      TokenizeResponse)
 from .capabilities import capabilities, model_template
 from .context_window import ContextWindow, FittedChat, fit_chat, fit_prompt, kept_at_start
-from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from .gpu import gpu_offload_supported
 from .images import NO_VISION, Picture, image_bytes, tag_content
 from .images import pictures as decode_pictures
 from .jobs import Queued
+from .loading import describe, load_options, plan_load
 from .logprobs import as_wire, check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
-from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token, num_parallel,
+from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token,
                      schema_grammar)
-from .scheduler import Loaded, Scheduler, parse_keep_alive
+from .scheduler import Loaded, LoadedKey, LoadedStats, Scheduler, parse_keep_alive
 from .thinking import check_think, think_enabled
 from .toolcalls import forced_call_grammar, resolve_tool_choice
 
 log = logging.getLogger("ollama_magic")
+#: parsed templates an Engine keeps (the models' own and recent per-request overrides)
+TEMPLATE_CACHE = 64
 
 #: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
 #: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
@@ -186,7 +190,8 @@ class Engine:
     def __init__(self, store: ModelStore | None = None, *, max_loaded: int | None = None) -> None:
         self.store = store or ModelStore()
         self.scheduler = Scheduler(max_loaded)
-        self._templates: dict[tuple[str, str | None], PromptTemplate] = {}
+        self._templates: OrderedDict[tuple[str, str | None], PromptTemplate] = OrderedDict()
+        self._templates_lock = threading.Lock()
 
     def close(self) -> None:
         """Unload every model and stop the keep-alive thread."""
@@ -305,6 +310,11 @@ class Engine:
             ],
             gpu_offload=gpu_offload_supported(),
         )
+
+    def stats(self) -> list[LoadedStats]:
+        """Each loaded model's load now (active and waiting requests, tokens decoded, peak batch),
+        including models unloaded while requests still use them."""
+        return self.scheduler.stats()
 
     def load(self, model: str, keep_alive: float | str | None = None) -> ollama.GenerateResponse:
         """Load a model now (Ollama: a generate request with an empty prompt)."""
@@ -696,13 +706,20 @@ class Engine:
         return ChunkStream(iter([response]), threading.Event()) if stream else response
 
     def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
+        """The parsed template, cached: the last TEMPLATE_CACHE used (a client may send a new override
+        with every request; the cache must not grow with them)."""
         key = (record.manifest_digest, override)
-        if key not in self._templates:
-            if override:
-                self._templates[key] = GoPrompt(override)
-            else:
-                self._templates[key] = model_template(record)
-        return self._templates[key]
+        with self._templates_lock:
+            tmpl = self._templates.get(key)
+            if tmpl is not None:
+                self._templates.move_to_end(key)
+                return tmpl
+        tmpl = GoPrompt(override) if override else model_template(record)
+        with self._templates_lock:
+            self._templates[key] = tmpl
+            while len(self._templates) > TEMPLATE_CACHE:
+                self._templates.popitem(last=False)
+        return tmpl
 
     def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:
         if request is not None and hasattr(request, "model_dump"):
@@ -714,39 +731,13 @@ class Engine:
         return merged
 
     def _load_options(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool) -> LoadOptions:
-        info = record.gguf_info()
-        trained = info.context_length or opts["num_ctx"]
-        num_ctx = max(4, min(int(opts["num_ctx"]), trained))  # Ollama caps at the trained context, and at 4
-        num_gpu = opts.get("num_gpu", -1)
-        if not gpu_offload_supported():
-            num_gpu = 0
-        num_batch = num_ctx if embedding else max(1, min(opts["num_batch"], num_ctx))
-        projectors = [] if embedding else record.projector_paths
-        return LoadOptions(
-            num_ctx=num_ctx, num_batch=num_batch, num_gpu=num_gpu, num_thread=opts.get("num_thread", 0),
-            use_mmap=opts.get("use_mmap", True), embedding=embedding,
-            num_parallel=1 if embedding else num_parallel(), projector=str(projectors[0]) if projectors else "",
-        )
+        """The checked load options of ``record`` for ``opts`` (the rules: ``engine/loading.py``)."""
+        return load_options(record, opts, embedding)
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
-        load = self._load_options(record, opts, embedding)
-
-        def describe(runner: Runner) -> dict[str, Any]:
-            info = record.gguf_info()
-            kv = _kv_bytes(info, load.num_ctx * load.num_parallel)  # each slot holds num_ctx tokens
-            size = record.model_path.stat().st_size + kv + (Path(load.projector).stat().st_size if load.projector else 0)
-            details = record.details.model_copy(update={"parent_model": ""})
-            blocks = int(info.arch_value("block_count") or 0)
-            layers = total_layers(blocks)
-            on_gpu = offloaded_layers(load.num_gpu, blocks, gpu_offload_supported())
-            return dict(
-                name=record.name.short, digest=record.manifest_digest, size=size,
-                size_vram=size * on_gpu // layers, details=details.model_dump(),
-                context_length=runner.n_ctx,  # the context each request gets (the decoder caps every slot at it)
-                gpu_layers=on_gpu, layers=layers,
-            )
-
-        return self.scheduler.acquire((record.name.short, embedding), load, record.model_path, describe)
+        plan = plan_load(record, opts, embedding)
+        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), plan.options, record.model_path,
+                                      lambda runner: describe(record, plan, runner), size=plan.size)
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
         start = time.perf_counter_ns()
@@ -889,17 +880,6 @@ def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
 def _normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
-
-
-def _kv_bytes(info: Any, n_ctx: int) -> int:
-    """KV cache size (f16): n_ctx x layers x (k + v widths) x 2 bytes."""
-    layers = int(info.arch_value("block_count") or 0)
-    heads = int(info.arch_value("attention.head_count") or 1)
-    kv_heads = int(info.arch_value("attention.head_count_kv") or heads)
-    width = int(info.arch_value("embedding_length") or 0)
-    k = int(info.arch_value("attention.key_length") or (width // heads if heads else 0))
-    v = int(info.arch_value("attention.value_length") or k)
-    return n_ctx * layers * kv_heads * (k + v) * 2
 
 
 def _trace(tmpl: PromptTemplate, text: str, think: Any) -> tuple[tuple[str, str] | None, bool]:

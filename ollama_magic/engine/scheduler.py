@@ -8,16 +8,18 @@ and a memory budget; when a load would exceed either, the least recently used id
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
+
+import psutil
 
 from .. import envconfig
 from ..durations import MAX_KEEP_ALIVE, parse_duration  # noqa: F401 - MAX_KEEP_ALIVE: re-exported
+from ..errors import EngineError
 from .runner import LoadOptions, Runner
 
 log = logging.getLogger("ollama_magic")
@@ -38,16 +40,41 @@ def env_keep_alive() -> float | None:
 
 
 def memory_budget() -> int:
-    """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.9)
-    except (ValueError, OSError):
-        return 1 << 62
+    """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here); psutil
+    reads it on every platform (``os.sysconf`` does not exist on Windows)."""
+    return int(psutil.virtual_memory().total * 0.9)
+
+
+class LoadedKey(NamedTuple):
+    """What the scheduler keeps one runner per: a model, as a generator or as an embedder. A tuple,
+    so ``(name, embedding)`` and ``key[1]`` keep working."""
+
+    name: str
+    embedding: bool
+
+
+@dataclass(frozen=True)
+class LoadedStats:
+    """One loaded model's load, for ``Engine.stats()``: what tests and dashboards may read instead
+    of the scheduler's and runner's internals."""
+
+    name: str
+    embedding: bool
+    #: requests holding the model now
+    active: int
+    #: jobs submitted and not yet in a slot (OLLAMA_MAX_QUEUE counts these)
+    waiting: int
+    #: tokens generated since the load
+    tokens_decoded: int
+    #: the most sequences decoded in one step since the load
+    peak_active: int
+    #: unloaded or replaced while still in use: freed when ``active`` reaches 0
+    expiring: bool
 
 
 @dataclass
 class Loaded:
-    key: tuple[str, bool]
+    key: LoadedKey
     name: str
     digest: str
     runner: Runner
@@ -64,14 +91,38 @@ class Loaded:
     expiring: bool = False
 
 
+_CLOSED = "the engine is closed: it unloaded its models and loads no more (make a new Engine)"
+
+
+@dataclass
+class _KeyLock:
+    """Serialises loads of one model; ``users`` counts the acquires holding or waiting for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+def _serves(entry: Loaded, load: LoadOptions, model_path: Path) -> bool:
+    """Whether ``entry``'s runner was loaded as a request with ``load`` needs (else: a reload)."""
+    return entry.runner.load_options == load and entry.runner.model_path == model_path
+
+
 class Scheduler:
-    def __init__(self, max_loaded: int | None = None, budget: int | None = None) -> None:
+    """Ollama's ``sched.go`` rules over :class:`Runner` actors.
+
+    ``runner_factory`` builds a runner (``Runner(model_path, load, name=...)``); tests pass a fake
+    that loads nothing, as Ollama's ``sched_test.go`` replaces ``newServerFn``."""
+
+    def __init__(self, max_loaded: int | None = None, budget: int | None = None, *,
+                 runner_factory: Callable[..., Runner] = Runner) -> None:
+        self._runner_factory = runner_factory
         self.max_loaded = max_loaded or envconfig.max_loaded_models()
         self.budget = budget or memory_budget()
-        self._loaded: dict[tuple[str, bool], Loaded] = {}
+        self._loaded: dict[LoadedKey, Loaded] = {}
         #: taken out of service while requests still use them: their memory is still in use
         self._expiring: dict[int, Loaded] = {}  # by id(): entries compare by value
-        self._key_locks: dict[tuple[str, bool], threading.Lock] = {}
+        #: one per model being acquired, dropped when no acquire waits on it (else one per name, forever)
+        self._key_locks: dict[LoadedKey, _KeyLock] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._reaper = threading.Thread(target=self._reap, name="ollama-magic-keepalive", daemon=True)
@@ -82,38 +133,88 @@ class Scheduler:
 
     def acquire(
         self,
-        key: tuple[str, bool],
+        key: LoadedKey,
         load: LoadOptions,
         model_path: Path,
         describe: Callable[[Runner], dict[str, Any]],
+        *,
+        size: int | None = None,
     ) -> tuple[Loaded, int]:
         """The loaded model for ``key`` (loading it, or reloading on new load options); marks it busy.
 
+        ``size`` is the bytes the load takes (``loading.LoadPlan.size``: weights, the KV cache of every
+        slot, the projector): room is made for all of it before loading. Without it, the weights' file.
         Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
         """
+        key = LoadedKey(*key)
         with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # one load per model at a time; other models keep serving meanwhile
-            to_free: list[Loaded] = []
+            self._check_running_locked()
+            key_lock = self._key_locks.setdefault(key, _KeyLock())
+            key_lock.users += 1
+        try:
+            with key_lock.lock:  # one load per model at a time; other models keep serving meanwhile
+                return self._acquire_locked_key(key, load, model_path, describe, size)
+        finally:
             with self._lock:
-                entry = self._loaded.get(key)
-                if entry is not None and entry.runner.load_options == load and entry.runner.model_path == model_path:
-                    entry.active += 1
-                    entry.last_used = time.monotonic()
-                    return entry, 0
-                if entry is not None:
-                    to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
-                to_free += self._make_room_locked(model_path.stat().st_size)
-            self._free(to_free)
-            runner = Runner(model_path, load, name=key[0])  # slow: outside the scheduler lock
+                key_lock.users -= 1
+                if key_lock.users == 0:  # the last one waiting for this model: forget its lock
+                    del self._key_locks[key]
+
+    def _acquire_locked_key(self, key: LoadedKey, load: LoadOptions, model_path: Path,
+                            describe: Callable[[Runner], dict[str, Any]], size: int | None) -> tuple[Loaded, int]:
+        """The body of :meth:`acquire`, under the model's key lock."""
+        to_free: list[Loaded] = []
+        with self._lock:
+            entry = self._loaded.get(key)
+            if entry is not None and _serves(entry, load, model_path):
+                entry.active += 1
+                entry.last_used = time.monotonic()
+                return entry, 0
+            reused = self._expiring_match_locked(key, load, model_path)
+            if entry is not None:
+                to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
+            if reused is not None:
+                self._revive_locked(reused)
+            else:
+                to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
+        self._free(to_free)
+        if reused is not None:
+            return reused, 0
+        runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
+        try:
             entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
-            # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
-            # from now, as Ollama does for a freshly loaded model, not "forever".
-            default = env_keep_alive()
-            entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
-            with self._lock:
+        except BaseException:  # e.g. a blob pruned meanwhile: no runner is left without an owner
+            runner.close()
+            raise
+        # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
+        # from now, as Ollama does for a freshly loaded model, not "forever".
+        default = env_keep_alive()
+        entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
                 self._loaded[key] = entry
-            return entry, runner.load_duration
+        if stopped:  # shut down while it loaded: nobody would ever reap it
+            runner.close()
+            raise EngineError(_CLOSED)
+        return entry, runner.load_duration
+
+    def _check_running_locked(self) -> None:
+        if self._stopped:
+            raise EngineError(_CLOSED)
+
+    def _expiring_match_locked(self, key: LoadedKey, load: LoadOptions, model_path: Path) -> Loaded | None:
+        """An entry taken out of service while requests still use it, with these load options: Ollama's
+        ``useLoadedRunner`` serves a new request from it rather than loading a second copy."""
+        return next((e for e in self._expiring.values() if e.key == key and _serves(e, load, model_path)), None)
+
+    def _revive_locked(self, entry: Loaded) -> None:
+        """Put an expiring entry back in service for one more request (its unload is called off)."""
+        del self._expiring[id(entry)]
+        entry.expiring = False
+        entry.active += 1
+        entry.last_used = time.monotonic()
+        self._loaded[entry.key] = entry
 
     def release(self, entry: Loaded, keep_alive: float | None) -> None:
         """A request finished: start the keep_alive clock (0 unloads now)."""
@@ -155,8 +256,9 @@ class Scheduler:
     # ---- unloading ---------------------------------------------------------------------------
 
     def _expire_locked(self, entry: Loaded) -> list[Loaded]:
-        """Take ``entry`` out of service (new requests load afresh); it is returned for freeing only
-        when no request uses it, else its last ``release`` frees it (Ollama's expire-at-refcount-0)."""
+        """Take ``entry`` out of service; it is returned for freeing only when no request uses it, else
+        its last ``release`` frees it (Ollama's expire-at-refcount-0). Until then a new request with the
+        same load options is served by it again (:meth:`_revive_locked`), and its memory counts."""
         if self._loaded.get(entry.key) is entry:
             del self._loaded[entry.key]
         entry.expiring = True
@@ -209,6 +311,17 @@ class Scheduler:
             self._free(to_free)
 
     # ---- reporting ---------------------------------------------------------------------------
+
+    def stats(self) -> list[LoadedStats]:
+        """Every loaded model's load, those in service first, then those expiring."""
+        with self._lock:
+            entries = [*self._loaded.values(), *self._expiring.values()]
+        return [
+            LoadedStats(name=e.name, embedding=bool(e.key[1]), active=e.active, waiting=e.runner.waiting,
+                        tokens_decoded=e.runner.tokens_decoded, expiring=e.expiring,
+                        peak_active=e.runner.decoder.peak_active if e.runner.decoder is not None else 0)
+            for e in entries
+        ]
 
     def loaded(self) -> list[Loaded]:
         with self._lock:

@@ -15,6 +15,7 @@ import pytest
 
 from ollama_magic import Engine
 from ollama_magic.engine.runner import EngineError, LoadOptions, Runner
+from ollama_magic.engine.scheduler import LoadedStats
 from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,13 @@ def engine(registered: ModelStore) -> Iterator[Engine]:
 
 
 def runner_of(engine: Engine) -> Runner:
-    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key[1]]
+    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA and not e.key.embedding]
     return entry.runner
+
+
+def stats_of(engine: Engine) -> LoadedStats:
+    [stats] = [s for s in engine.stats() if s.name == GEMMA and not s.embedding and not s.expiring]
+    return stats
 
 
 def stream(engine: Engine, prompt: str, n: int, **options) -> Iterator[ollama.GenerateResponse]:
@@ -48,7 +54,7 @@ def test_four_streams_at_once_all_finish_with_their_own_stats(engine: Engine) ->
     streams = [stream(engine, p, 12 + 2 * i, temperature=0) for i, p in enumerate(prompts)]
     for s in streams:
         assert next(s).done is False  # all four are decoding before any has finished
-    assert runner_of(engine).decoder.peak_active >= 4
+    assert stats_of(engine).peak_active >= 4
     finals = [last(s)[1] for s in streams]
     for i, (prompt, fin) in enumerate(zip(prompts, finals)):
         assert fin.done and fin.done_reason == "length" and fin.eval_count == 12 + 2 * i
@@ -107,7 +113,7 @@ def test_a_job_cancelled_while_queued_still_finishes(engine: Engine) -> None:
     queued = stream(engine, "I wait.", 5)
     pool = ThreadPoolExecutor(1)
     first = pool.submit(next, queued)  # waits for a slot in another thread
-    while runner.waiting == 0:  # bounded by the future's timeout below
+    while stats_of(engine).waiting == 0:  # bounded by the future's timeout below
         assert not first.done()
     queued.cancel()
     chunk = first.result(timeout=30)  # without the fix this waits forever
@@ -155,7 +161,7 @@ MINILM = "all-minilm"
 
 
 def embed_runner_of(engine: Engine) -> Runner:
-    [entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+    [entry] = [e for e in engine.scheduler.loaded() if e.key.embedding]
     return entry.runner
 
 
@@ -190,20 +196,49 @@ def test_concurrent_embed_requests_share_packed_batches_and_keep_their_vectors(e
         assert (np.sum(a * b, axis=1) >= 0.9999).all()  # unit vectors: the dot product is the cosine
 
 
+def test_a_request_while_its_model_is_unloading_is_served_by_the_loaded_runner(engine: Engine) -> None:
+    running = stream(engine, "Count to one hundred.", 2000)
+    next(running)
+    runner = runner_of(engine)
+    assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
+    hi = engine.generate(GEMMA, "Hi", options={"num_predict": 1})
+    assert hi.eval_count == 1 and hi.load_duration == 0  # no second copy loaded (Ollama's useLoadedRunner)
+    assert runner_of(engine) is runner and GEMMA in [m.model for m in engine.ps().models]
+    running.cancel()
+    last(running)
+    assert not runner.closed  # back in service: the unload was called off by the new request
+
+
 def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registered: ModelStore) -> None:
     with Engine(registered) as engine:
         engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
         running = stream(engine, "Count to one hundred.", 2000)
         next(running)  # Gemma loaded and busy
         gemma = runner_of(engine)
-        [g_entry] = [e for e in engine.scheduler.loaded() if not e.key[1]]
-        [m_entry] = [e for e in engine.scheduler.loaded() if e.key[1]]
+        [g_entry] = [e for e in engine.scheduler.loaded() if not e.key.embedding]
+        [m_entry] = [e for e in engine.scheduler.loaded() if e.key.embedding]
         # room for what is loaded now, not for a second copy of Gemma's weights beside the first
         engine.scheduler.budget = g_entry.size + m_entry.size + gemma.model_path.stat().st_size // 2
         assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
-        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1  # a fresh Gemma
-        loaded = [(e.name, e.key[1]) for e in engine.scheduler.loaded()]
-        assert not any(embedding for _, embedding in loaded), f"MiniLM should have made room: {loaded}"
-        assert not gemma.closed and m_entry.runner.closed
+        # other load options: a second Gemma, while the first still holds its memory
+        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1, "num_ctx": 2048}).eval_count == 1
+        loaded = [(e.name, e.key.embedding) for e in engine.scheduler.loaded()]
+        assert loaded == [(GEMMA, False)], f"MiniLM should have made room: {loaded}"
+        assert runner_of(engine) is not gemma and not gemma.closed and m_entry.runner.closed
         running.close()
         assert gemma.closed
+
+
+def test_loading_a_model_makes_room_for_its_kv_cache_not_only_its_weights(registered: ModelStore) -> None:
+    with Engine(registered) as engine:
+        engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
+        [m_entry] = engine.scheduler.loaded()
+        gemma = registered.resolve(GEMMA).model_path.stat().st_size
+        # room for MiniLM beside Gemma's weights, but not beside Gemma's weights and the KV cache of its 4 slots
+        engine.scheduler.budget = m_entry.size + gemma + 1024 * 1024
+        assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1
+        loaded = [(e.name, e.key.embedding) for e in engine.scheduler.loaded()]
+        assert loaded == [(GEMMA, False)], f"MiniLM should have made room for Gemma's KV cache: {loaded}"
+        assert m_entry.runner.closed
+        [gemma_ps] = engine.ps().models
+        assert gemma_ps.size > gemma + 1024 * 1024  # ps counts the same size: weights and KV cache
