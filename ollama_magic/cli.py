@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._version import __version__
-from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
+from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
 from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
@@ -32,7 +32,7 @@ def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
 
 
 def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
-    record = store.resolve(args.name)
+    record = store.resolve(args.name, on_missing=register_if_default)
     resp = store.show_record(record, verbose=args.verbose)
     resp.capabilities = capabilities(record)
     for flag in ("modelfile", "parameters", "template", "system", "license"):
@@ -55,7 +55,8 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
         text, base_dir = f"FROM {args.from_}", Path.cwd()
     update, close = byte_progress("importing")
     try:
-        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update):
+        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update,
+                                   on_missing=register_if_default):
             close()
             print(status.status, file=sys.stderr)
     finally:
@@ -63,7 +64,7 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
 
 
 def cmd_cp(store: ModelStore, args: argparse.Namespace) -> None:
-    store.copy(args.source, args.destination)
+    store.copy(args.source, args.destination, on_missing=register_if_default)
     print(f"copied '{args.source}' to '{args.destination}'")
 
 
@@ -147,7 +148,7 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
         close()
     with Engine(store) as engine:
         try:
-            store.resolve(args.name)  # a clear "not found" before anything loads
+            store.resolve(args.name, on_missing=register_if_default)  # a clear "not found" before anything loads
         except ModelNotFound as exc:
             if not args.prompt:
                 raise

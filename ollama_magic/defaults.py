@@ -178,7 +178,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 def _tiny_vision_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
     from .tiny_vision import tiny_vision_request
 
-    return tiny_vision_request(store, on_bytes)
+    return tiny_vision_request(store, smollm2_request(store, on_bytes))
 
 
 #: Registered only when named (``setup tiny-vision``, a pull or a first use by that name): test
@@ -244,7 +244,8 @@ def register_on_first_use(store: ModelStore, name: str, notice: Callable[[str], 
 
 
 def register_if_default(store: ModelStore, name: str) -> bool:
-    """First-use hook of ModelStore.resolve: register ``name`` if it is an embedded default."""
+    """The first-use hook the engine and the CLI pass to the store (``ModelStore.resolve``'s
+    ``on_missing``): register ``name`` if it is an embedded default whose package is installed."""
     model = embedded_model(name)
     if model is None or importlib.util.find_spec(model.package) is None:
         return False

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ollama
 
-from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
+from ..defaults import INSTALL_HINT, embedded_model, register_if_default, register_with_progress
 from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
 from ..names import ModelName
@@ -200,20 +200,21 @@ class Engine:
     # ---- model management (the store) --------------------------------------------------------
 
     def list(self) -> ListResponse:
-        return self.store.list()
+        """``/api/tags``: the store's listing, with each model's capabilities by the rule ``show`` uses."""
+        return self.store.list(capabilities=lambda record: capabilities(record, self._template(record, None)))
 
     def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
-        record = self.store.resolve(model)
+        record = self.store.resolve(model, on_missing=register_if_default)
         resp = self.store.show_record(record, verbose=verbose)
         resp.capabilities = capabilities(record, self._template(record, None))
         return resp
 
     def copy(self, source: str, destination: str) -> ollama.StatusResponse:
-        self.store.copy(source, destination)
+        self.store.copy(source, destination, on_missing=register_if_default)
         return ollama.StatusResponse(status="success")
 
     def delete(self, model: str) -> ollama.StatusResponse:
-        record = self.store.resolve(model, register_defaults=False)
+        record = self.store.resolve(model)
         self.scheduler.unload(record.name.short)
         self.store.delete(model)
         return ollama.StatusResponse(status="success")
@@ -247,7 +248,8 @@ class Engine:
             messages=[_as_dict(m) for m in messages] if messages else None, modelfile=modelfile,
         )
         base = (base_dir or os.getcwd()) if local_paths else None
-        statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes)
+        statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes,
+                                     on_missing=register_if_default)
         return statuses if stream else _last(statuses)
 
     def pull(self, model: str, *, insecure: bool = False, stream: bool = False,
@@ -312,7 +314,7 @@ class Engine:
     def unload(self, model: str) -> bool:
         """Unload a model now; False if it was not loaded. An embedded default that is not installed
         is not registered just to say so (that would convert MiniLM): it is not found."""
-        return self.scheduler.unload(self.store.resolve(model, register_defaults=False).name.short)
+        return self.scheduler.unload(self.store.resolve(model).name.short)
 
     # ---- inference ---------------------------------------------------------------------------
 
@@ -614,7 +616,7 @@ class Engine:
         if not model:
             raise InvalidRequest("model is required")
         ModelName.parse(model)
-        return self.store.resolve(model)
+        return self.store.resolve(model, on_missing=register_if_default)  # an embedded default: on first use
 
     def _require(self, record: ModelRecord, capability: str, verb: str) -> None:
         """Refuse a request needing a capability the model lacks, by the rule ``show`` lists them with."""

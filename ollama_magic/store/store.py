@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
@@ -37,6 +37,12 @@ from .modelfile import parse as parse_modelfile
 log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
+
+#: What to do when a name is not installed: install it if it can (True), or not (False). The store
+#: itself installs nothing on its own; the engine and the CLI pass ``defaults.register_if_default``.
+OnMissing = Callable[["ModelStore", str], bool]
+#: The capabilities a listing shows, decided by the engine (``engine.capabilities``), not the store.
+Capabilities = Callable[["ModelRecord"], "list[str]"]
 PRUNE_GRACE_SECONDS = 3600.0  # Ollama's layerPruneGracePeriod
 
 
@@ -209,23 +215,33 @@ class ModelStore:
         wanted = parsed.short.lower()
         return next((r for r in self.records() if r.name.short.lower() == wanted), None)
 
-    def resolve(self, name: str, *, register_defaults: bool = True) -> ModelRecord:
-        """The installed model ``name``; an embedded default model is registered on first use."""
+    def resolve(self, name: str, *, on_missing: OnMissing | None = None) -> ModelRecord:
+        """The installed model ``name``, else ModelNotFound. ``on_missing(store, name)`` may install
+        it first (the engine's first-use registration of the embedded defaults)."""
         record = self.find(name)
-        if record is None and register_defaults:
-            from ..defaults import register_if_default
-
-            if register_if_default(self, name):
-                record = self.find(name)
+        if record is None and on_missing is not None and on_missing(self, name):
+            record = self.find(name)
         if record is None:
             raise ModelNotFound(name)
         return record
 
+    def _ensure(self, name: str, on_missing: OnMissing | None) -> None:
+        """Give ``on_missing`` its chance before the store's lock is taken (installing a model
+        creates it, which takes that lock itself)."""
+        if on_missing is None:
+            return
+        try:
+            if self.find(name) is None:
+                on_missing(self, name)
+        except InvalidModelName:
+            pass  # the locked step says what is wrong with the name
+
     def exists(self, name: str) -> bool:
         return self.find(name) is not None
 
-    def list(self) -> ListResponse:
-        models = [_listed(r) for r in self.records()]
+    def list(self, capabilities: Capabilities | None = None) -> ListResponse:
+        """``/api/tags``; each model's ``capabilities`` only when the caller (the engine) says how."""
+        models = [_listed(r, capabilities) for r in self.records()]
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return ListResponse(models=models)
 
@@ -277,12 +293,14 @@ class ModelStore:
         trusted: bool = True,
         base_dir: str | Path | None = None,
         on_bytes: Progress | None = None,
+        on_missing: OnMissing | None = None,
     ) -> Iterator[ProgressResponse]:
         """Create (or replace) ``name``; yields Ollama's status messages, ending with ``success``.
 
         ``request`` is a structured CreateRequest, a parsed Modelfile or Modelfile text. ``trusted``
         callers (Python API, CLI) may name local files in FROM/ADAPTER; untrusted ones (HTTP) may only
-        name installed models, blobs already in the store, or digests.
+        name installed models, blobs already in the store, or digests. ``on_missing`` may install a
+        FROM model that is not installed yet (see ``resolve``).
         """
         target = ModelName.parse(name)
         spec = _to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
@@ -290,6 +308,8 @@ class ModelStore:
             from ..engine.gotemplate import Template
 
             Template(spec.template)  # a TEMPLATE that does not parse is refused here, as Ollama does
+        if spec.from_ and not _is_file_ref(spec.from_, trusted, Path(base_dir) if base_dir else None):
+            self._ensure(spec.from_, on_missing)
         with self._locked():
             yield from self._create_locked(target, spec, trusted, Path(base_dir) if base_dir else None, on_bytes)
 
@@ -383,12 +403,14 @@ class ModelStore:
         self._write_manifest(target, Manifest(config_layer, tuple(layers)))
         yield ProgressResponse(status="success")
 
-    def copy(self, source: str, destination: str) -> None:
-        """Copy a model under a new name; blobs are shared, as in Ollama.
+    def copy(self, source: str, destination: str, *, on_missing: OnMissing | None = None) -> None:
+        """Copy a model under a new name; blobs are shared, as in Ollama. ``on_missing`` may install
+        ``source`` first (see ``resolve``).
 
         Copying over an existing name deletes nothing (Ollama's CopyModel only writes the manifest): the
         replaced model's blobs stay until a delete or the next start-up prune finds them unreferenced."""
         dst = ModelName.parse(destination)
+        self._ensure(source, on_missing)
         with self._locked():
             record = self.resolve(source)
             self._write_manifest(dst, record.manifest, prune=False)
@@ -674,15 +696,13 @@ def _projector_info(record: ModelRecord, verbose: bool) -> dict[str, Any] | None
     return dict(sorted(projector_info.items()))
 
 
-def _listed(record: ModelRecord) -> ListedModel:
+def _listed(record: ModelRecord, capabilities: Capabilities | None) -> ListedModel:
     """A /api/tags entry; a model whose weights cannot be read is still listed, without the extras."""
-    from ..engine.capabilities import capabilities
-
     details = ListedModelDetails(**record.details.model_dump())
     caps = None
     try:
         info = record.gguf_info()
-        caps = capabilities(record)
+        caps = capabilities(record) if capabilities is not None else None
     except (OSError, ValueError, OllamaMagicError) as exc:
         log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
     else:
