@@ -25,7 +25,7 @@ import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ..engine.engine import CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending
+from ..engine.delivery import CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending
 from ..errors import OllamaMagicError
 from .envelopes import native_error
 
