@@ -17,7 +17,7 @@ from ._version import __version__
 from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, require_embedded
 from .engine.capabilities import capabilities
 from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
-from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
+from .formatting import EMPTY_STORE_HINT, PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
 from .hosts import env_host, ollama_host
 from .names import ModelName
 from .store import ModelStore
@@ -29,6 +29,8 @@ from .types import RunningModels
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
     rows = [[r["name"], r["id"], r["size"], r["modified"]] for r in model_rows(store.list().models)]
     print(table(rows, ["NAME", "ID", "SIZE", "MODIFIED"]))
+    if not rows:  # a fresh store: say how to get a model, not just a header
+        print(EMPTY_STORE_HINT.format(cmd="ollama-magic"))
 
 
 def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
@@ -220,12 +222,30 @@ def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
         server.run(sockets=[sock])  # uvicorn stops gracefully on SIGINT / SIGTERM
 
 
+class _Parser(argparse.ArgumentParser):
+    """A verb's parser; with ``intermixed``, its flags may stand anywhere between and around its
+    positionals (``run MODEL --num-predict 8 PROMPT``), which argparse's default parse refuses once
+    the positionals have started."""
+
+    intermixed = False
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        if not self.intermixed or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollama-magic", description="Local LLM models in Ollama's layout.")
     parser.add_argument("--version", action="version", version=f"ollama-magic {__version__}")
     parser.add_argument("--models", metavar="DIR", help="model store root (default: $OLLAMA_MODELS or ours)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("list", aliases=["ls"], help="list installed models").set_defaults(func=cmd_list)
 
@@ -263,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=["json"], help="constrain the answer to JSON")
     run.add_argument("--verbose", action="store_true", help="print timings and token rates")
     run.set_defaults(func=cmd_run)
+    run.intermixed = True
 
     sub.add_parser("serve", help="serve Ollama's REST API (and /v1) at $OLLAMA_HOST").set_defaults(func=cmd_serve)
     sub.add_parser("ps", help="models loaded by the server at $OLLAMA_HOST").set_defaults(func=cmd_ps)

@@ -350,7 +350,8 @@ class ModelStore:
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
         adapters = from_files.get(mt.ADAPTER, []) + [
-            digest for value in spec.adapters for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+            digest for value in spec.adapters
+            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")
         ]
         for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
             if digests:
@@ -528,7 +529,7 @@ class ModelStore:
         for filename, value in files.items():
             if filename.startswith("/") or ".." in Path(filename).parts:
                 raise InvalidRequest("file path must be relative")
-            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes):
+            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line=f"files[{filename!r}]"):
                 if not is_gguf(self.blobs.require(digest)):
                     raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
                 digests.append(digest)
@@ -555,10 +556,10 @@ class ModelStore:
             raise ModelNotFound(value) from None
 
     def _resolve_file_ref(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
-                          *, with_projector: bool = True) -> list[str]:
+                          *, with_projector: bool = True, line: str = "FROM") -> list[str]:
         """A digest, a blob path or (trusted only) a local GGUF file -> its blob digest; a local
         safetensors dir -> the digests of the GGUFs it converts to: the model, then (a vision model's,
-        unless not ``with_projector``) its projector."""
+        unless not ``with_projector``) its projector. ``line`` names what gave ``value`` in a refusal."""
         ref = value.strip().removeprefix("@")
         if ref.startswith(("sha256:", "sha256-")):
             digest = parse_digest(ref)
@@ -570,7 +571,7 @@ class ModelStore:
             return [digest]  # the seed's form: FROM <models>/blobs/sha256-<hex>
         if not trusted:
             raise InvalidRequest(
-                f"FROM {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
+                f"{line} {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
                 "and named by its digest or blob path"
             )
         if not path.is_absolute() and base_dir is not None:

@@ -134,3 +134,36 @@ def test_run_with_a_question_where_the_model_goes_says_to_name_the_model_first(c
     assert err == ('Error: model "why" not found: name the model first, '
                    f"e.g. ollama-magic run {DEFAULT_CHAT_MODEL} 'why is the sky blue'\n")
     assert not (tmp_path / "models" / "manifests").exists()  # nothing was registered or loaded
+
+
+def test_list_in_a_fresh_store_says_how_to_get_a_model(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "--models", str(tmp_path / "models"), "list")
+    header, hint = out.strip().splitlines()
+    assert code == 0 and header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert hint == ("No models yet: ollama-magic setup registers the embedded ones, ollama-magic pull NAME downloads "
+                    "one, ollama-magic create NAME --from PATH imports a GGUF.")
+    from ollama_magic.cli import build_parser
+
+    parser = build_parser()  # the verbs it names are this CLI's own
+    for argv in (["setup"], ["pull", "NAME"], ["create", "NAME", "--from", "PATH"]):
+        assert parser.parse_args(argv).command == argv[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "smollm2:135m", "--num-predict", "8", "Why is the sky blue?"],
+    ["run", "--num-predict", "8", "smollm2:135m", "Why is the sky blue?"],
+    ["run", "smollm2:135m", "Why is the sky blue?", "--num-predict", "8"],
+    ["run", "smollm2:135m", "--num-predict", "8", "Why", "is", "the", "sky", "blue?"],
+    ["run", "smollm2:135m", "Why", "--num-predict", "8", "is", "the", "sky", "blue?"],
+])
+def test_run_takes_its_flags_anywhere_around_the_model_and_the_prompt(argv: list[str]) -> None:
+    from ollama_magic.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.name, " ".join(args.prompt), args.num_predict) == ("smollm2:135m", "Why is the sky blue?", 8)
+
+
+def test_run_still_refuses_a_flag_it_does_not_know(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "smollm2:135m", "--bogus", "hi"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -363,3 +363,15 @@ def test_gguf_header_and_text_blobs_are_read_once_per_blob(store: ModelStore, ti
     assert blobs.blob_text.cache_info().misses == 1
     verbose = store.find("a").gguf_info(full_arrays=True)  # show --verbose: its own full parse, not kept
     assert verbose is not infos[0] and len(verbose.metadata["tokenizer.ggml.tokens"]) == 12
+
+
+def test_an_adapter_named_by_a_local_path_over_http_is_refused_as_an_adapter(store: ModelStore, tiny_gguf: Path) -> None:
+    """The refusal names the line that was wrong: an ADAPTER line, not FROM (which was fine)."""
+    create(store, "base", f"FROM {tiny_gguf}")
+    digest = store.find("base").manifest.layers[0].digest
+    with pytest.raises(InvalidRequest, match="uploaded first") as refused:
+        create(store, "x", f"FROM {digest}\nADAPTER {tiny_gguf}", trusted=False)
+    assert str(refused.value).startswith(f"ADAPTER {str(tiny_gguf)!r}:")
+    with pytest.raises(InvalidRequest, match="uploaded first") as refused:
+        create(store, "x", CreateRequest(files={"model.gguf": str(tiny_gguf)}), trusted=False)
+    assert "FROM" not in str(refused.value)  # a 'files' entry is not a FROM line either
