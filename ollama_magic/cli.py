@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._version import __version__
-from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, require_embedded
+from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, setup_models
 from .engine.capabilities import capabilities
 from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from .formatting import EMPTY_STORE_HINT, PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
@@ -79,10 +79,9 @@ def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
 def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
 
-    names = [require_embedded(name).name for name in args.names or list(EMBEDDED_MODELS)]
     with Engine(store) as engine:
-        for name in names:
-            ProgressBars().follow(engine.pull(name, stream=True))
+        for _name, _outcome in setup_models(engine, args.names, ProgressBars):
+            pass  # the progress lines said it
 
 
 def cmd_pull(store: ModelStore, args: argparse.Namespace) -> None:

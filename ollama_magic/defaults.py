@@ -26,7 +26,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .errors import InvalidModelName, MissingPackage, NotFound
 from .names import ModelName
@@ -34,6 +34,10 @@ from .registry.progress import run_with_progress
 from .store.blobs import CHUNK, Progress
 from .store.store import ModelStore
 from .types import CreateRequest, ProgressResponse
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .formatting import ProgressBars
 
 log = logging.getLogger("ollama_magic")
 
@@ -280,3 +284,20 @@ def register_with_progress(store: ModelStore, name: str) -> Iterator[ProgressRes
     yield from run_with_progress(lambda _cancel: register(store, model.name, on_bytes), progress,
                                  threading.Event(), f"register {model.name}")
     yield ProgressResponse(status="success")
+
+
+def setup_models(backend: Backend, names: Sequence[str], bars: Callable[[], ProgressBars]) -> Iterator[tuple[str, str]]:
+    """``setup``, the one loop of ``ollama-magic setup`` and ``%ollama setup``: each embedded model
+    named (every default one when none is; an unknown name is refused before any work), got through
+    ``backend.pull`` (an Engine registers it from its package, a remote Ollama downloads it) with a
+    progress display of its own from ``bars()``. Yields each name with what happened to it:
+    ``"registered"``, ``"already installed"`` or ``"pulled"``."""
+    for name in [require_embedded(n).name for n in names] or list(EMBEDDED_MODELS):
+        shown = bars()
+        shown.follow(backend.pull(name, stream=True))
+        if any(s.startswith("registering ") for s in shown.seen):
+            yield name, "registered"
+        elif any(" is installed" in s for s in shown.seen):
+            yield name, "already installed"
+        else:
+            yield name, "pulled"

@@ -95,7 +95,9 @@ def test_every_exception_is_defined_in_errors_and_exported_by_the_package() -> N
     from ollama_magic import errors
 
     defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
-    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown"} <= defined
+    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown", "ServerBusy", "RowError"} <= defined
+    listed = errors.__doc__ or ""  # the docstring's tree names every class (HelpShown aside, in its own line)
+    assert all(name in listed for name in defined), sorted(name for name in defined if name not in listed)
     assert defined <= set(ollama_magic.__all__)
     assert all(getattr(ollama_magic, name) is getattr(errors, name) for name in defined)
 
@@ -167,3 +169,29 @@ def test_run_still_refuses_a_flag_it_does_not_know(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["run", "smollm2:135m", "--bogus", "hi"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_setup_models_is_one_loop_for_the_cli_and_the_notebook() -> None:
+    """What each front end's ``setup`` reports per model, from the statuses its backend's pull sent."""
+    from ollama_magic.defaults import EMBEDDED_MODELS, setup_models
+    from ollama_magic.errors import NotFound
+    from ollama_magic.formatting import ProgressBars
+    from ollama_magic.types import ProgressResponse
+
+    class Backend:
+        def __init__(self) -> None:
+            self.pulled: list[str] = []
+
+        def pull(self, model: str, *, insecure: bool = False, stream: bool = False):  # noqa: ANN202
+            self.pulled.append(model)
+            status = {"smollm2:135m": f"registering {model} from its Python package",
+                      "gemma3:270m": f"{model} is installed (embedded in the package)"}.get(model, "pulling manifest")
+            return iter([ProgressResponse(status=status), ProgressResponse(status="success")])
+
+    backend = Backend()
+    outcomes = dict(setup_models(backend, [], lambda: ProgressBars(lines=False)))
+    assert outcomes == {"smollm2:135m": "registered", "gemma3:270m": "already installed",
+                        "all-minilm:latest": "pulled"} and backend.pulled == list(EMBEDDED_MODELS)
+    with pytest.raises(NotFound):
+        list(setup_models(backend, ["gemma3:270m", "no-such-model"], lambda: ProgressBars(lines=False)))
+    assert backend.pulled == list(EMBEDDED_MODELS)  # nothing was pulled for a list with an unknown name
