@@ -23,7 +23,7 @@ from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagi
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
                      temp_path_in)
 from ..names import ModelName
-from ..options import check_options, format_parameters
+from ..options import format_parameters
 from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
                      ShowResponse)
 from . import manifests as mt
@@ -31,8 +31,11 @@ from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
-from .modelfile import DEFAULT_TEMPLATE, Modelfile, create_fields
-from .modelfile import parse as parse_modelfile
+from .modelfile import DEFAULT_TEMPLATE, Modelfile
+from .requests import CreateSpec, apply_structured, is_file_ref, to_spec
+
+# their names before they moved to ``requests``
+_Spec, _to_spec, _apply_structured, _is_file_ref = CreateSpec, to_spec, apply_structured, is_file_ref
 
 log = logging.getLogger("ollama_magic")
 
@@ -303,18 +306,18 @@ class ModelStore:
         FROM model that is not installed yet (see ``resolve``).
         """
         target = ModelName.parse(name)
-        spec = _to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
+        spec = to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
         if spec.template is not None:
             from ..engine.gotemplate import Template
 
             Template(spec.template)  # a TEMPLATE that does not parse is refused here, as Ollama does
-        if spec.from_ and not _is_file_ref(spec.from_, trusted, Path(base_dir) if base_dir else None):
+        if spec.from_ and not is_file_ref(spec.from_, trusted, Path(base_dir) if base_dir else None):
             self._ensure(spec.from_, on_missing)
         with self._locked():
             yield from self._create_locked(target, spec, trusted, Path(base_dir) if base_dir else None, on_bytes)
 
     def _create_locked(
-        self, target: ModelName, spec: "_Spec", trusted: bool, base_dir: Path | None, on_bytes: Progress | None
+        self, target: ModelName, spec: CreateSpec, trusted: bool, base_dir: Path | None, on_bytes: Progress | None
     ) -> Iterator[ProgressResponse]:
         layers: list[Layer] = []
         params: dict[str, Any] = {}
@@ -545,7 +548,7 @@ class ModelStore:
 
     def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
                         *, with_projector: bool = True) -> _Source:
-        if _is_file_ref(value, trusted, base_dir):
+        if is_file_ref(value, trusted, base_dir):
             first, *more = self._resolve_file_ref(value, trusted, base_dir, on_bytes, with_projector=with_projector)
             return _Source(digest=first, more=more)
         try:
@@ -596,71 +599,6 @@ class ModelStore:
             for path in staged:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-
-
-# ---- request normalisation ---------------------------------------------------------------------
-
-
-@dataclass
-class _Spec:
-    from_: str | None = None
-    files: dict[str, str] | None = None
-    adapters: list[str] = field(default_factory=list)
-    template: str | None = None
-    system: str | None = None
-    licenses: list[str] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    messages: list[dict[str, str]] = field(default_factory=list)
-
-
-def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_dir: Path | None) -> _Spec:
-    if isinstance(request, str):
-        request = parse_modelfile(request)
-    if isinstance(request, Modelfile):
-        request = CreateRequest(**create_fields(request))
-    if request.quantize or request.quantization:
-        raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
-    spec = _Spec()
-    if request.modelfile is not None or request.path is not None:
-        if request.modelfile is None:
-            if not trusted:
-                raise InvalidRequest("'path' is not accepted over HTTP: send the Modelfile text as 'modelfile'")
-            text = Path(request.path).expanduser().read_text("utf-8")  # type: ignore[arg-type]
-        else:
-            text = request.modelfile
-        _apply_structured(spec, CreateRequest(**create_fields(parse_modelfile(text))))
-    # fields sent beside a legacy modelfile override it, as the seed document describes
-    _apply_structured(spec, request)
-    return spec
-
-
-def _apply_structured(spec: _Spec, request: CreateRequest) -> None:
-    if request.from_:
-        spec.from_ = request.from_
-    if request.files:
-        spec.files = dict(request.files)
-    if request.adapters:
-        spec.adapters = list(request.adapters.values())
-    if request.template is not None:
-        spec.template = request.template
-    if request.system is not None:
-        spec.system = request.system
-    if request.license is not None:
-        spec.licenses = [request.license] if isinstance(request.license, str) else list(request.license)
-    if request.parameters:
-        spec.parameters.update(check_options(request.parameters, strict=True))
-    if request.messages:
-        spec.messages = [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def _is_file_ref(value: str, trusted: bool, base_dir: Path | None) -> bool:
-    ref = value.strip().removeprefix("@")
-    if ref.startswith(("sha256:", "sha256-", "/", "./", "../", "~")) or ref.lower().endswith(".gguf"):
-        return True
-    if trusted:
-        candidate = (base_dir / ref) if base_dir is not None else Path(ref)
-        return candidate.exists()
-    return False
 
 
 def gguf_layer_type(info: GGUFInfo) -> str:
