@@ -40,7 +40,7 @@ def test_create_list_show_cp_rm_round_trip(capsys, tmp_path: Path, tiny_gguf: Pa
     assert run(capsys, "--models", root, "cp", "brief", "brief2")[0] == 0
     code, out, _ = run(capsys, "--models", root, "rm", "brief", "brief2")
     assert code == 0 and "deleted 'brief2'" in out
-    assert run(capsys, "--models", root, "list")[1].strip() == "NAME    ID    SIZE    MODIFIED"
+    assert run(capsys, "--models", root, "list")[1].splitlines()[0].strip() == "NAME    ID    SIZE    MODIFIED"
 
 
 def test_errors_are_one_line_with_exit_code_1(capsys, tmp_path: Path) -> None:
