@@ -15,10 +15,10 @@ from typing import Sequence
 
 from . import envconfig
 from ._version import __version__
-from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_on_first_use, require_embedded
+from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, setup_models
 from .engine.capabilities import capabilities
 from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
-from .formatting import PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
+from .formatting import EMPTY_STORE_HINT, PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
 from .hosts import env_host, ollama_host
 from .names import ModelName
 from .store import ModelStore
@@ -30,10 +30,12 @@ from .types import RunningModels
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
     rows = [[r["name"], r["id"], r["size"], r["modified"]] for r in model_rows(store.list().models)]
     print(table(rows, ["NAME", "ID", "SIZE", "MODIFIED"]))
+    if not rows:  # a fresh store: say how to get a model, not just a header
+        print(EMPTY_STORE_HINT.format(cmd="ollama-magic"))
 
 
 def cmd_show(store: ModelStore, args: argparse.Namespace) -> None:
-    record = store.resolve(args.name)
+    record = store.resolve(args.name, on_missing=register_if_default)
     resp = store.show_record(record, verbose=args.verbose)
     resp.capabilities = capabilities(record)
     for flag in ("modelfile", "parameters", "template", "system", "license"):
@@ -56,7 +58,8 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
         text, base_dir = f"FROM {args.from_}", Path.cwd()
     update, close = byte_progress("importing")
     try:
-        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update):
+        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update,
+                                   on_missing=register_if_default):
             close()
             print(status.status, file=sys.stderr)
     finally:
@@ -64,7 +67,7 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
 
 
 def cmd_cp(store: ModelStore, args: argparse.Namespace) -> None:
-    store.copy(args.source, args.destination)
+    store.copy(args.source, args.destination, on_missing=register_if_default)
     print(f"copied '{args.source}' to '{args.destination}'")
 
 
@@ -77,10 +80,9 @@ def cmd_rm(store: ModelStore, args: argparse.Namespace) -> None:
 def cmd_setup(store: ModelStore, args: argparse.Namespace) -> None:
     from .engine import Engine
 
-    names = [require_embedded(name).name for name in args.names or list(EMBEDDED_MODELS)]
     with Engine(store) as engine:
-        for name in names:
-            ProgressBars().follow(engine.pull(name, stream=True))
+        for _name, _outcome in setup_models(engine, args.names, ProgressBars):
+            pass  # the progress lines said it
 
 
 def cmd_pull(store: ModelStore, args: argparse.Namespace) -> None:
@@ -148,7 +150,7 @@ def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
         close()
     with Engine(store) as engine:
         try:
-            store.resolve(args.name)  # a clear "not found" before anything loads
+            store.resolve(args.name, on_missing=register_if_default)  # a clear "not found" before anything loads
         except ModelNotFound as exc:
             if not args.prompt:
                 raise
@@ -220,12 +222,30 @@ def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
         server.run(sockets=[sock])  # uvicorn stops gracefully on SIGINT / SIGTERM
 
 
+class _Parser(argparse.ArgumentParser):
+    """A verb's parser; with ``intermixed``, its flags may stand anywhere between and around its
+    positionals (``run MODEL --num-predict 8 PROMPT``), which argparse's default parse refuses once
+    the positionals have started."""
+
+    intermixed = False
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        if not self.intermixed or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollama-magic", description="Local LLM models in Ollama's layout.")
     parser.add_argument("--version", action="version", version=f"ollama-magic {__version__}")
     parser.add_argument("--models", metavar="DIR", help="model store root (default: $OLLAMA_MODELS or ours)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("list", aliases=["ls"], help="list installed models").set_defaults(func=cmd_list)
 
@@ -263,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=["json"], help="constrain the answer to JSON")
     run.add_argument("--verbose", action="store_true", help="print timings and token rates")
     run.set_defaults(func=cmd_run)
+    run.intermixed = True
 
     sub.add_parser("serve", help="serve Ollama's REST API (and /v1) at $OLLAMA_HOST", epilog=envconfig.help_epilog(),
                    formatter_class=argparse.RawDescriptionHelpFormatter).set_defaults(func=cmd_serve)

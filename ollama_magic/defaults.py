@@ -26,7 +26,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .errors import InvalidModelName, MissingPackage, NotFound
 from .names import ModelName
@@ -34,6 +34,10 @@ from .registry.progress import run_with_progress
 from .store.blobs import CHUNK, Progress
 from .store.store import ModelStore
 from .types import CreateRequest, ProgressResponse
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .formatting import ProgressBars
 
 log = logging.getLogger("ollama_magic")
 
@@ -178,7 +182,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 def _tiny_vision_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
     from .tiny_vision import tiny_vision_request
 
-    return tiny_vision_request(store, on_bytes)
+    return tiny_vision_request(store, smollm2_request(store, on_bytes))
 
 
 #: Registered only when named (``setup tiny-vision``, a pull or a first use by that name): test
@@ -244,7 +248,8 @@ def register_on_first_use(store: ModelStore, name: str, notice: Callable[[str], 
 
 
 def register_if_default(store: ModelStore, name: str) -> bool:
-    """First-use hook of ModelStore.resolve: register ``name`` if it is an embedded default."""
+    """The first-use hook the engine and the CLI pass to the store (``ModelStore.resolve``'s
+    ``on_missing``): register ``name`` if it is an embedded default whose package is installed."""
     model = embedded_model(name)
     if model is None or importlib.util.find_spec(model.package) is None:
         return False
@@ -279,3 +284,20 @@ def register_with_progress(store: ModelStore, name: str) -> Iterator[ProgressRes
     yield from run_with_progress(lambda _cancel: register(store, model.name, on_bytes), progress,
                                  threading.Event(), f"register {model.name}")
     yield ProgressResponse(status="success")
+
+
+def setup_models(backend: Backend, names: Sequence[str], bars: Callable[[], ProgressBars]) -> Iterator[tuple[str, str]]:
+    """``setup``, the one loop of ``ollama-magic setup`` and ``%ollama setup``: each embedded model
+    named (every default one when none is; an unknown name is refused before any work), got through
+    ``backend.pull`` (an Engine registers it from its package, a remote Ollama downloads it) with a
+    progress display of its own from ``bars()``. Yields each name with what happened to it:
+    ``"registered"``, ``"already installed"`` or ``"pulled"``."""
+    for name in [require_embedded(n).name for n in names] or list(EMBEDDED_MODELS):
+        shown = bars()
+        shown.follow(backend.pull(name, stream=True))
+        if any(s.startswith("registering ") for s in shown.seen):
+            yield name, "registered"
+        elif any(" is installed" in s for s in shown.seen):
+            yield name, "already installed"
+        else:
+            yield name, "pulled"

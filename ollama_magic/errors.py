@@ -7,10 +7,15 @@ line in the CLI and the magics), so no front end has to guess what went wrong fr
     OllamaMagicError            every error we raise on purpose
     ├── InvalidRequest (400)    InvalidModelName, InvalidDigest, DigestMismatch, ModelfileError, TemplateError
     ├── NotFound (404)          ModelNotFound, BlobNotFound
+    ├── Unauthorized (401)      a registry refused our credentials
+    ├── NotSupported (501)      the connected server's API cannot do it
+    ├── ServerBusy (503)        more requests wait for a model than OLLAMA_MAX_QUEUE allows
     ├── MissingPackage          an optional package is not installed
     ├── EngineError             llama.cpp failed at run time
     ├── ServerError             ``ollama-magic serve`` could not start
-    └── RemoteError             a remote server is unreachable or answered an error
+    ├── RegistryError           a registry is unreachable or answered something unusable
+    ├── RemoteError             a remote server is unreachable or answered an error
+    └── RowError                what a failed row of ``%%chat --over`` holds; RowInterrupted: stopped by Ctrl-C
     HelpShown                   not an error: a magic's --help was printed
 """
 
@@ -120,6 +125,20 @@ class NotSupported(OllamaMagicError):
     status_code = 501
 
 
+class ServerBusy(OllamaMagicError):
+    """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
+
+    status_code = 503
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded") -> None:
+        super().__init__(message)
+
+
+class RowError(OllamaMagicError):
+    """What a row of ``%%chat --over`` (``notebook.over.chat_over``) that failed holds instead of an
+    answer (``str(err)`` says why)."""
+
+
 class HelpShown(Exception):
     """--help was printed; nothing else to do. (Not an OllamaMagicError: nothing went wrong.)"""
 
@@ -140,17 +159,9 @@ __all__ = [
     "OllamaMagicError",
     "RegistryError",
     "RemoteError",
+    "RowError",
     "ServerError",
     "ServerBusy",
     "TemplateError",
     "Unauthorized",
 ]
-
-
-class ServerBusy(OllamaMagicError):
-    """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
-
-    status_code = 503
-
-    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded") -> None:
-        super().__init__(message)

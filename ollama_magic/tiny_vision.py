@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from .files import temp_path_in
-from .store.blobs import Progress
 from .store.store import ModelStore
 from .types import CreateRequest
 
@@ -119,11 +118,9 @@ def projector_blob(store: ModelStore) -> str:
             staged.unlink()
 
 
-def tiny_vision_request(store: ModelStore, on_bytes: Progress | None) -> CreateRequest:
-    """smollm2:135m's GGUF, template and stops, plus the projector as a second file."""
-    from .defaults import smollm2_request
-
-    text = smollm2_request(store, on_bytes)
+def tiny_vision_request(store: ModelStore, text: CreateRequest) -> CreateRequest:
+    """``text`` (smollm2:135m's request: its GGUF, template and stops, from ``defaults``) plus the
+    projector as a second file."""
     return text.model_copy(update={"files": {"mmproj-tiny-vision.gguf": projector_blob(store)}, "license": LICENSE})
 
 

@@ -8,12 +8,14 @@ line here and nothing anywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..store import manifests as mt
 from ..store.gguf_meta import GGUFInfo
-from ..store.store import ModelRecord
 from .prompt import PromptTemplate, prompt_template
+
+if TYPE_CHECKING:  # the store lists what this decides: a run-time import would point back up
+    from ..store.store import ModelRecord
 
 
 @dataclass(frozen=True)

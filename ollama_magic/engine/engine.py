@@ -13,175 +13,65 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ollama
 
-from .. import envconfig
-from ..defaults import INSTALL_HINT, embedded_model, register_with_progress
+from ..defaults import INSTALL_HINT, embedded_model, register_if_default, register_with_progress
 from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
-from ..names import ModelName
-from ..options import OPTION_DEFAULTS, check_options
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
-from ..store import manifests as mt
 from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
                      GenerateResponse, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse,
                      TokenizeResponse)
+from . import requests
 from .capabilities import capabilities, model_template
-from .context_window import ContextWindow, FittedChat, fit_chat, fit_prompt, kept_at_start
+from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
+from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending, _deliver, _parsed, deliver, parsed,
+                       request_cancel_event, single)
 from .gpu import gpu_offload_supported
-from .images import NO_VISION, Picture, image_bytes, tag_content
-from .images import pictures as decode_pictures
+from .images import Picture, tag_content
 from .jobs import Queued
 from .loading import describe, load_options, plan_load
-from .logprobs import as_wire, check_top_logprobs
+from .logprobs import check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
-from .runner import (JSON_GRAMMAR, Finished, GenerationJob, LoadOptions, Runner, Sampling, Token,
-                     schema_grammar)
+from .runner import Finished, GenerationJob, LoadOptions, Runner, Sampling, Token
 from .scheduler import Loaded, LoadedKey, LoadedStats, Scheduler, parse_keep_alive
-from .thinking import check_think, think_enabled
+from .thinking import check_think
 from .toolcalls import forced_call_grammar, resolve_tool_choice
 
 log = logging.getLogger("ollama_magic")
 #: parsed templates an Engine keeps (the models' own and recent per-request overrides)
 TEMPLATE_CACHE = 64
 
-#: Set by a front end around a blocking (non-streaming) call, so it can stop that generation from
-#: outside, e.g. when the HTTP client went away. Streaming calls are cancelled through ChunkStream.
-CANCEL_SCOPE: ContextVar[threading.Event | None] = ContextVar("ollama_magic_cancel", default=None)
+# Request normalisation lives in ``requests``, the delivery protocol in ``delivery``; their old names here
+# keep working (``server/streaming.py`` and older callers import them from this module).
+_as_dict, _tool_dict, _grammar, _trace = requests.as_dict, requests.tool_dict, requests.grammar, requests.trace
+_with_tool_names, _window = requests.with_tool_names, requests.window
 
 
-#: Set by a front end that waits for replies without holding a thread (the HTTP server's event loop):
-#: a non-streaming generate/chat then returns a :class:`Pending` instead of blocking until it is done.
-DEFER_REPLY: ContextVar[bool] = ContextVar("ollama_magic_defer_reply", default=False)
+@dataclass
+class _Request:
+    """What ``generate`` and ``chat`` share once a request is checked: the model, its options and
+    how the reply goes back."""
 
-
-def request_cancel_event() -> threading.Event:
-    return CANCEL_SCOPE.get() or threading.Event()
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(exclude_none=True, by_alias=True)
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise InvalidRequest(f"expected an object, got {type(value).__name__}")
-
-
-def _tool_dict(tool: Any) -> dict[str, Any]:
-    if callable(tool) and not hasattr(tool, "model_dump"):
-        from ollama._utils import convert_function_to_tool
-
-        tool = convert_function_to_tool(tool)
-    return _as_dict(tool)
-
-
-class ChunkStream:
-    """The iterator a streaming call returns. ``cancel()`` (safe from any thread, even while another
-    thread waits in ``next()``) stops decoding after the current token; ``close()`` also ends the
-    stream and hands the model back, waiting for a ``next()`` running elsewhere to return first.
-
-    ``start()`` then ``when_ready(callback)`` let a front end wait for a job queued behind others
-    without a thread of its own: ``start`` goes as far as queuing the job (loading the model if
-    needed), ``when_ready`` calls back once ``next()`` will not wait for the queue."""
-
-    def __init__(self, chunks: Iterator[Any], cancel: threading.Event) -> None:
-        self._chunks = chunks
-        self._cancel = cancel
-        self._lock = threading.RLock()
-        self._closed = False
-        self._started = False
-        self._ahead: list[Any] = []  # an item start() read that was not the Queued marker
-        self._queued: Queued | None = None
-
-    def __iter__(self) -> "ChunkStream":
-        return self
-
-    def __next__(self) -> Any:
-        with self._lock:
-            if self._closed:
-                raise StopIteration
-            self._started = True
-            if self._ahead:
-                return self._ahead.pop()
-            while True:
-                item = next(self._chunks)
-                if not isinstance(item, Queued):
-                    return item
-                self._queued = item
-
-    def start(self) -> None:
-        with self._lock:
-            if self._started or self._closed:
-                return
-            self._started = True
-            try:
-                item = next(self._chunks)
-            except StopIteration:
-                return
-            if isinstance(item, Queued):
-                self._queued = item
-            else:
-                self._ahead.append(item)
-
-    def when_ready(self, callback: Callable[[], None]) -> None:
-        queued = self._queued
-        if queued is None:
-            callback()
-        else:
-            queued.output.when_ready(callback)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def close(self) -> None:
-        self._cancel.set()  # a next() in another thread now returns within a token
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                close = getattr(self._chunks, "close", None)  # a load-only stream is a plain iterator
-                if close is not None:
-                    close()
-
-
-class Pending:
-    """A non-streaming reply still to come (see ``DEFER_REPLY``): ``start()`` queues its job,
-    ``when_ready(callback)`` calls back (from any thread) when ``result()`` will not wait for the
-    model's queue, ``result()`` collects it; ``close()`` abandons it (a generation stops, the model
-    is handed back). Closing twice, or after ``result()``, does nothing."""
-
-    def __init__(self, collect: Callable[[], Any], when_ready: Callable[[Callable[[], None]], None],
-                 close: Callable[[], None], start: Callable[[], None] | None = None) -> None:
-        self._collect, self._when_ready, self._close, self._start = collect, when_ready, close, start
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def start(self) -> None:
-        if self._start is not None:
-            self._start()
-
-    def when_ready(self, callback: Callable[[], None]) -> None:
-        self._when_ready(callback)
-
-    def result(self) -> Any:
-        try:
-            return self._collect()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._close()
+    model: str
+    record: ModelRecord
+    keep: float | None
+    opts: dict[str, Any]
+    stream: bool
+    format: str | Mapping[str, Any] | None
+    shift: bool | None
+    truncate: bool | None
+    logprobs: tuple[bool, int]
 
 
 class Engine:
@@ -206,20 +96,21 @@ class Engine:
     # ---- model management (the store) --------------------------------------------------------
 
     def list(self) -> ListResponse:
-        return self.store.list()
+        """``/api/tags``: the store's listing, with each model's capabilities by the rule ``show`` uses."""
+        return self.store.list(capabilities=lambda record: capabilities(record, self._template(record, None)))
 
     def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
-        record = self.store.resolve(model)
+        record = self.store.resolve(model, on_missing=register_if_default)
         resp = self.store.show_record(record, verbose=verbose)
         resp.capabilities = capabilities(record, self._template(record, None))
         return resp
 
     def copy(self, source: str, destination: str) -> ollama.StatusResponse:
-        self.store.copy(source, destination)
+        self.store.copy(source, destination, on_missing=register_if_default)
         return ollama.StatusResponse(status="success")
 
     def delete(self, model: str) -> ollama.StatusResponse:
-        record = self.store.resolve(model, register_defaults=False)
+        record = self.store.resolve(model)
         self.scheduler.unload(record.name.short)
         self.store.delete(model)
         return ollama.StatusResponse(status="success")
@@ -253,7 +144,8 @@ class Engine:
             messages=[_as_dict(m) for m in messages] if messages else None, modelfile=modelfile,
         )
         base = (base_dir or os.getcwd()) if local_paths else None
-        statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes)
+        statuses = self.store.create(model, request, trusted=local_paths, base_dir=base, on_bytes=on_bytes,
+                                     on_missing=register_if_default)
         return statuses if stream else _last(statuses)
 
     def pull(self, model: str, *, insecure: bool = False, stream: bool = False,
@@ -323,7 +215,7 @@ class Engine:
     def unload(self, model: str) -> bool:
         """Unload a model now; False if it was not loaded. An embedded default that is not installed
         is not registered just to say so (that would convert MiniLM): it is not found."""
-        return self.scheduler.unload(self.store.resolve(model, register_defaults=False).name.short)
+        return self.scheduler.unload(self.store.resolve(model).name.short)
 
     # ---- inference ---------------------------------------------------------------------------
 
@@ -354,12 +246,11 @@ class Engine:
         ``logprobs``: each chunk carries its tokens' log probabilities (``top_logprobs``: with that many
         likeliest alternatives, 0..20); the whole reply carries them all. ``truncate`` and ``shift``
         (default true) are Ollama's: see ``context_window``."""
-        top = check_top_logprobs(top_logprobs)
-        record = self._record(model)
-        keep = parse_keep_alive(keep_alive)
-        opts = self._options(record, options)
+        req = self._prepare(model, options, keep_alive, stream=stream, format=format, shift=shift,
+                            truncate=truncate, logprobs=logprobs, top_logprobs=top_logprobs)
         if not prompt and not suffix and not context and not debug_render_only:
-            return self._load_only(record, model, keep, opts, stream, lambda **kw: GenerateResponse(**kw))
+            return self._load_only(req.record, model, req.keep, req.opts, stream, lambda **kw: GenerateResponse(**kw))
+        record = req.record
         pics = self._pictures(record, list(images or []))
         self._require(record, "completion", "generate")
         if suffix:
@@ -374,40 +265,12 @@ class Engine:
                                         suffix or "", think=think)
         if debug_render_only:
             debug = DebugInfo(rendered_template=text, image_count=len(pics) or None)
-            return self._rendered(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
-                                                   debug_info=debug), stream)
-        trace = _trace(tmpl, text, think if not raw else False)
-        parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tool_tag=tmpl.tool_tag)
-        cancel = request_cancel_event()
-        earlier = list(context) if context else None
-
-        def prompt(runner: Runner) -> Any:
-            n_vocab = runner.n_vocab
-            if earlier and not all(0 <= t < n_vocab for t in earlier):
-                raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
-            if pics:  # nothing is left out of a prompt with images: it fits, or it is refused
-                return self._media(runner, text, pics, earlier)
-            tokens = (earlier or []) + runner.tokenize(text, add_bos=not earlier)
-            return fit_prompt(tokens, _window(runner.n_ctx, opts, truncate), _bos(runner))
-
-        chunks = self._run(record, prompt, opts, keep, format, stream=stream, cancel=cancel, shift=shift,
-                           logprobs=(bool(logprobs), top), trace=trace)
-
-        def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> GenerateResponse:
-            part = part or ReplyPart()
-            fields = dict(model=model, created_at=now_rfc3339(), response=part.content, thinking=part.thinking or None,
-                          logprobs=part.logprobs or None)
-            if fin is None:
-                return GenerateResponse(**fields, done=False)
-            return GenerateResponse(**fields, done=True, done_reason=fin.done_reason, context=fin.context,
-                                    **_stats(fin, load_ns, total_ns))
-
-        def join(parts: list[ReplyPart], last: GenerateResponse) -> GenerateResponse:
-            whole = join_parts(parts)
-            return last.model_copy(update={"response": whole.content, "thinking": whole.thinking or None,
-                                           "logprobs": whole.logprobs or None})
-
-        return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
+            return single(GenerateResponse(model=model, created_at=now_rfc3339(), response="", done=False,
+                                           debug_info=debug), stream)
+        tokens = partial(self._generate_tokens, text=text, pics=pics, earlier=list(context) if context else None,
+                         opts=req.opts, truncate=truncate)
+        return self._respond(req, tmpl, text, think if not raw else False, tokens, partial(_generate_chunk, model),
+                             _generate_reply)
 
     def chat(
         self,
@@ -435,16 +298,71 @@ class Engine:
         two-phase structured outputs). ``truncate`` (default true) leaves out the oldest turns that do not
         fit, ``shift`` (default true) shifts the context when the reply fills it, as Ollama's: see
         ``context_window``. The final chunk's ``dropped_messages`` counts the turns' messages left out."""
-        top = check_top_logprobs(top_logprobs)
-        record = self._record(model)
-        keep = parse_keep_alive(keep_alive)
-        opts = self._options(record, options)
+        req = self._prepare(model, options, keep_alive, stream=stream, format=format, shift=shift,
+                            truncate=truncate, logprobs=logprobs, top_logprobs=top_logprobs)
         msgs = _with_tool_names([self._message(m) for m in (messages or [])])
         if not msgs and not debug_render_only:
             return self._load_only(
-                record, model, keep, opts, stream,
+                req.record, model, req.keep, req.opts, stream,
                 lambda **kw: ChatResponse(message=ChatMessage(role="assistant", content=""), **kw),
             )
+        msgs, pics, tool_dicts, grammar = self._chat_turn(req, msgs, tools, tool_choice)
+        tmpl = self._template(req.record, None)
+        think = self._think(model, tmpl, think, grammar)
+
+        def render(kept: list[dict[str, Any]]) -> str:
+            return tmpl.render_chat(kept, tool_dicts, think=think)
+
+        text = render(msgs)
+        if debug_render_only:
+            return self._chat_rendered(req, msgs, render, text, pics)
+        dropped = [0]  # how many messages fitting the context left out: the prompt says, the last chunk tells
+        tokens = partial(self._chat_tokens, msgs=msgs, render=render, text=text, pics=pics, opts=req.opts,
+                         truncate=truncate, dropped=dropped)
+        return self._respond(req, tmpl, text, think, tokens, partial(_chat_chunk, model, dropped), _chat_reply,
+                             grammar=grammar, tools=tool_dicts)
+
+    # ---- generate and chat: one path ---------------------------------------------------------
+
+    def _prepare(self, model: str, options: Mapping[str, Any] | None, keep_alive: float | str | None, *,
+                 stream: bool, format: str | Mapping[str, Any] | None, shift: bool | None,
+                 truncate: bool | None, logprobs: bool | None, top_logprobs: int | None) -> _Request:
+        """The checks and settings every generation starts with, in Ollama's order."""
+        top = check_top_logprobs(top_logprobs)
+        record = self._record(model)
+        return _Request(model=model, record=record, keep=parse_keep_alive(keep_alive),
+                        opts=self._options(record, options), stream=stream, format=format, shift=shift,
+                        truncate=truncate, logprobs=(bool(logprobs), top))
+
+    def _respond(self, req: _Request, tmpl: PromptTemplate, text: str, think: Any,
+                 tokens: Callable[[Runner], Any], wrap: Callable[..., Any], join: Callable[[list[Any], Any], Any],
+                 *, grammar: str | None = None, tools: list[dict[str, Any]] | None = None) -> Any:
+        """Run the prompt ``text`` (``tokens`` gives the loaded model's tokens for it) and deliver the
+        reply, parsed into content, thinking and tool calls, as the caller asked (``delivery``)."""
+        trace = _trace(tmpl, text, think)
+        parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tools=tools, tool_tag=tmpl.tool_tag)
+        cancel = request_cancel_event()
+        chunks = self._run(req.record, tokens, req.opts, req.keep, req.format, stream=req.stream, cancel=cancel,
+                           grammar=grammar, shift=req.shift, logprobs=req.logprobs, trace=trace)
+        return deliver(parsed(chunks, parser), wrap, req.stream, join, cancel)
+
+    def _generate_tokens(self, runner: Runner, *, text: str, pics: list[Picture], earlier: list[int] | None,
+                         opts: Mapping[str, Any], truncate: bool | None) -> Any:
+        """A generate prompt's tokens after the ``context`` it continues, fitted to the loaded context."""
+        n_vocab = runner.n_vocab
+        if earlier and not all(0 <= t < n_vocab for t in earlier):
+            raise InvalidRequest(f"context holds token ids outside the model's vocabulary (0..{n_vocab - 1})")
+        if pics:  # nothing is left out of a prompt with images: it fits, or it is refused
+            return self._media(runner, text, pics, earlier)
+        tokens = (earlier or []) + runner.tokenize(text, add_bos=not earlier)
+        return fit_prompt(tokens, _window(runner.n_ctx, opts, truncate), _bos(runner))
+
+    def _chat_turn(self, req: _Request, msgs: list[dict[str, Any]], tools: Sequence[Any] | None,
+                   tool_choice: str | Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], list[Picture],
+                                                                         list[dict[str, Any]] | None, str | None]:
+        """A chat's messages as the template gets them (images tagged, the model's own system prompt and
+        messages first), its pictures, its tools, and the grammar a forced tool call needs."""
+        record = req.record
         self._require(record, "completion", "chat")
         pics = self._pictures(record, [image for m in msgs for image in (m.get("images") or [])])
         if pics:
@@ -463,58 +381,35 @@ class Engine:
             self._require(record, "tools", "chat")
         grammar = None
         if mode == "required":
-            if format:
+            if req.format:
                 raise InvalidRequest("format cannot be combined with a forced tool_choice")
             grammar = forced_call_grammar(forced, tmpl.tool_tag)
-        think = self._think(model, tmpl, think, grammar)
+        return msgs, pics, tool_dicts, grammar
 
-        def render(kept: list[dict[str, Any]]) -> str:
-            return tmpl.render_chat(kept, tool_dicts, think=think)
+    def _chat_rendered(self, req: _Request, msgs: list[dict[str, Any]], render: Callable[[list[dict[str, Any]]], str],
+                       text: str, pics: list[Picture]) -> Any:
+        """A render-only chat: the prompt, and what fitting the context would leave out of it."""
+        if pics:  # as when it runs: a chat with images is not fitted (it fits, or it is refused)
+            num_ctx = self._load_options(req.record, req.opts, embedding=False).num_ctx
+            fitted, fit = FittedChat(msgs, text, 0), ContextFit(num_ctx=num_ctx)
+        else:
+            fitted, fit = self._fit_without_running(req.record, req.opts, msgs, render, text, req.truncate, req.keep)
+        message = ChatMessage(role="assistant", content="")
+        info = DebugInfo(rendered_template=fitted.text, context_fit=fit, image_count=len(pics) or None)
+        return single(ChatResponse(model=req.model, created_at=now_rfc3339(), message=message, done=False,
+                                   debug_info=info), req.stream)
 
-        text = render(msgs)
-        if debug_render_only:
-            if pics:  # as when it runs: a chat with images is not fitted (it fits, or it is refused)
-                num_ctx = self._load_options(record, opts, embedding=False).num_ctx
-                fitted, fit = FittedChat(msgs, text, 0), ContextFit(num_ctx=num_ctx)
-            else:
-                fitted, fit = self._fit_without_running(record, opts, msgs, render, text, truncate, keep)
-            message = ChatMessage(role="assistant", content="")
-            info = DebugInfo(rendered_template=fitted.text, context_fit=fit, image_count=len(pics) or None)
-            return self._rendered(ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False,
-                                               debug_info=info), stream)
-        trace = _trace(tmpl, text, think)
-        parser = ReplyParser(thinking=trace[0], started_thinking=trace[1], tools=tool_dicts, tool_tag=tmpl.tool_tag)
-        cancel = request_cancel_event()
-        dropped = [0]
-
-        def prompt(runner: Runner) -> Any:
-            if pics:  # nothing is left out of a chat with images: it fits, or it is refused
-                return self._media(runner, text, pics, None)
-            window = _window(runner.n_ctx, opts, truncate)
-            fitted = fit_chat(msgs, render, runner.tokenize, window, text)
-            dropped[0] = fitted.dropped
-            tokens = fitted.tokens if fitted.tokens is not None else runner.tokenize(fitted.text)
-            return fit_prompt(tokens, window, _bos(runner))
-
-        chunks = self._run(record, prompt, opts, keep, format, stream=stream, cancel=cancel, grammar=grammar,
-                           shift=shift, logprobs=(bool(logprobs), top), trace=trace)
-
-        def wrap(part: ReplyPart | None, fin: Finished | None, load_ns: int, total_ns: int) -> ChatResponse:
-            part = part or ReplyPart()
-            message = _chat_message(part)
-            lps = part.logprobs or None
-            if fin is None:
-                return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False, logprobs=lps)
-            return ChatResponse(
-                model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
-                logprobs=lps, dropped_messages=dropped[0] or None, **_stats(fin, load_ns, total_ns),
-            )
-
-        def join(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
-            whole = join_parts(parts)
-            return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
-
-        return self._deliver(_parsed(chunks, parser), wrap, stream, join, cancel)
+    def _chat_tokens(self, runner: Runner, *, msgs: list[dict[str, Any]], render: Callable[[list[dict[str, Any]]], str],
+                     text: str, pics: list[Picture], opts: Mapping[str, Any], truncate: bool | None,
+                     dropped: list[int]) -> Any:
+        """A chat's tokens, its oldest turns left out until it fits the loaded context."""
+        if pics:  # nothing is left out of a chat with images: it fits, or it is refused
+            return self._media(runner, text, pics, None)
+        window = _window(runner.n_ctx, opts, truncate)
+        fitted = fit_chat(msgs, render, runner.tokenize, window, text)
+        dropped[0] = fitted.dropped
+        tokens = fitted.tokens if fitted.tokens is not None else runner.tokenize(fitted.text)
+        return fit_prompt(tokens, window, _bos(runner))
 
     def fit_context(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
                     think: bool | str | None = None, options: Mapping[str, Any] | None = None,
@@ -622,58 +517,22 @@ class Engine:
     # ---- internals ---------------------------------------------------------------------------
 
     def _record(self, model: str) -> ModelRecord:
-        if not model:
-            raise InvalidRequest("model is required")
-        ModelName.parse(model)
-        return self.store.resolve(model)
+        requests.check_model_name(model)
+        return self.store.resolve(model, on_missing=register_if_default)  # an embedded default: on first use
+
+    def _capabilities(self, record: ModelRecord) -> list[str]:
+        return capabilities(record, self._template(record, None))
 
     def _require(self, record: ModelRecord, capability: str, verb: str) -> None:
-        """Refuse a request needing a capability the model lacks, by the rule ``show`` lists them with."""
-        if capability in capabilities(record, self._template(record, None)):
-            return
-        if capability == "completion":
-            raise InvalidRequest(f'"{record.name.short}" does not support {verb}: it is an embedding model')
-        n = record.name
-        raise InvalidRequest(f"{n.host}/{n.namespace}/{n.model}:{n.tag} does not support {capability}")
+        requests.require(record, self._capabilities(record), capability, verb)
 
     def _pictures(self, record: ModelRecord, images: list[Any]) -> list[Picture]:
-        """A request's images, decoded; refused (400) unless the model can see, in Ollama's order:
-        unreadable base64 first, then a model without vision, then too many or non-images."""
         if not images:
             return []
-        encoded = [image_bytes(image) for image in images]
-        if "vision" not in capabilities(record, self._template(record, None)):
-            raise InvalidRequest(NO_VISION)
-        if not record.manifest.layers_of(mt.PROJECTOR):
-            raise InvalidRequest(f"{NO_VISION}: {record.name.short}'s vision weights are inside its model GGUF "
-                                 "(Ollama's own engine format), which llama.cpp cannot load; a model with a "
-                                 "projector layer (an mmproj GGUF) is needed")
-        return decode_pictures(encoded)
+        return requests.pictures(record, self._capabilities(record), images)
 
-    def _message(self, message: Any) -> dict[str, Any]:
-        m = _as_dict(message)
-        role = m.get("role")
-        if role not in ("system", "user", "assistant", "tool"):
-            raise InvalidRequest(f"invalid message role {role!r}: use system, user, assistant or tool")
-        content = m.get("content")
-        if content is not None and not isinstance(content, str):
-            raise InvalidRequest("message content must be a string")
-        m["content"] = content or ""
-        return m
-
-    @staticmethod
-    def _think(model: str, tmpl: PromptTemplate, think: Any, constrained: Any) -> bool | str | None:
-        """Ollama's rule: a model that can think thinks unless told not to; asking one that cannot is a
-        400. Under a forced tool call's grammar the trace is left out; under ``format`` it is not (the
-        decoder applies that grammar after the trace: ``thinking.GrammarGate``)."""
-        think = check_think(think)
-        if all(tmpl.thinking_tags):
-            if constrained:
-                return False
-            return True if think is None else think
-        if think_enabled(think):
-            raise InvalidRequest(f'"{model}" does not support thinking')
-        return think
+    _message = staticmethod(requests.message)
+    _think = staticmethod(requests.think)
 
     def _fit_without_running(self, record: ModelRecord, opts: Mapping[str, Any], msgs: list[dict[str, Any]],
                              render: Callable[[list[dict[str, Any]]], str], text: str, truncate: bool | None,
@@ -701,9 +560,7 @@ class Engine:
                          prompt_tokens=len(tokens) if tokens is not None else None)
         return fitted, fit
 
-    @staticmethod
-    def _rendered(response: Any, stream: bool) -> Any:
-        return ChunkStream(iter([response]), threading.Event()) if stream else response
+    _rendered = staticmethod(single)
 
     def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
         """The parsed template, cached: the last TEMPLATE_CACHE used (a client may send a new override
@@ -722,13 +579,7 @@ class Engine:
         return tmpl
 
     def _options(self, record: ModelRecord, request: Mapping[str, Any] | None) -> dict[str, Any]:
-        if request is not None and hasattr(request, "model_dump"):
-            request = request.model_dump(exclude_none=True)  # ollama.Options
-        merged = dict(OPTION_DEFAULTS)
-        merged["num_ctx"] = envconfig.context_length()
-        merged.update(check_options(record.parameters, strict=False))
-        merged.update(check_options(request, strict=False))
-        return merged
+        return requests.options(record.parameters, request)
 
     def _load_options(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool) -> LoadOptions:
         """The checked load options of ``record`` for ``opts`` (the rules: ``engine/loading.py``)."""
@@ -782,7 +633,7 @@ class Engine:
         try:
             runner = entry.runner
             if grammar:
-                runner.check_grammar(grammar)
+                _check_grammar(runner, grammar)
             fitted = prompt(runner)
             media = None if isinstance(fitted, list) else fitted
             tokens = fitted if media is None else media.tokens
@@ -823,41 +674,43 @@ class Engine:
                                  f"(num_ctx {runner.n_ctx}): send fewer or smaller images, or raise num_ctx")
         return media
 
-    @staticmethod
-    def _deliver(chunks, wrap, stream, join, cancel):  # noqa: ANN001, ANN205
-        if stream:
-            def iterate():  # noqa: ANN202
-                try:
-                    for chunk in chunks:
-                        yield chunk if isinstance(chunk, Queued) else wrap(*chunk)
-                finally:
-                    chunks.close()
-
-            return ChunkStream(iterate(), cancel)
-
-        def collect(items: ChunkStream) -> Any:
-            parts: list[Any] = []
-            last = None
-            for piece, fin, load_ns, total_ns in items:
-                if piece:
-                    parts.append(piece)
-                if fin is not None:
-                    last = wrap(None, fin, load_ns, total_ns)
-            return join(parts, last)
-
-        items = ChunkStream(chunks, cancel)
-        pending = Pending(lambda: collect(items), items.when_ready, items.close, items.start)
-        return pending if DEFER_REPLY.get() else pending.result()
+    _deliver = staticmethod(deliver)
 
 
-def _window(num_ctx: int, opts: Mapping[str, Any], truncate: bool | None) -> ContextWindow:
-    return ContextWindow(num_ctx=num_ctx, num_predict=int(opts["num_predict"]), num_keep=int(opts["num_keep"]),
-                         truncate=truncate is not False)
+#: What a runner's model answers the same every time, asked once per runner (and forgotten with it).
+_per_runner: weakref.WeakKeyDictionary[Runner, dict[str, Any]] = weakref.WeakKeyDictionary()
+_per_runner_lock = threading.Lock()
+_GRAMMARS_KEPT = 64  # grammars remembered as valid per runner (a schema per request would grow without end)
+
+
+def _facts(runner: Runner) -> dict[str, Any]:
+    with _per_runner_lock:
+        facts = _per_runner.get(runner)
+        if facts is None:
+            facts = _per_runner[runner] = {"grammars": set()}
+        return facts
 
 
 def _bos(runner: Runner) -> list[int]:
-    """The tokens the tokenizer puts before any text (BOS, or none)."""
-    return runner.tokenize("", add_bos=True)
+    """The tokens the tokenizer puts before any text (BOS, or none): tokenized once per runner."""
+    facts = _facts(runner)
+    if "bos" not in facts:
+        facts["bos"] = tuple(runner.tokenize("", add_bos=True))
+    return list(facts["bos"])
+
+
+def _check_grammar(runner: Runner, grammar: str) -> None:
+    """An invalid grammar crashes llama.cpp at sampling time, so each is tried on its own first
+    (``Runner.check_grammar``); a grammar that passed for this runner is not compiled again for the
+    check (a client sends the same ``format`` with every request)."""
+    grammars = _facts(runner)["grammars"]
+    if grammar in grammars:
+        return
+    runner.check_grammar(grammar)
+    with _per_runner_lock:
+        if len(grammars) >= _GRAMMARS_KEPT:
+            grammars.clear()
+        grammars.add(grammar)
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:
@@ -867,47 +720,11 @@ def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:
     )
 
 
-def _grammar(format: str | Mapping[str, Any] | None) -> str | None:
-    if format in (None, ""):
-        return None
-    if format == "json":
-        return JSON_GRAMMAR
-    if isinstance(format, Mapping):
-        return schema_grammar(dict(format))
-    raise InvalidRequest(f'invalid format {format!r}: use "json" or a JSON schema object')
-
-
 def _normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
 
 
-def _trace(tmpl: PromptTemplate, text: str, think: Any) -> tuple[tuple[str, str] | None, bool]:
-    """The reply's thinking tags (None: no trace expected) and whether the prompt ``text`` opened it."""
-    tags = tmpl.thinking_tags if think_enabled(think) and all(tmpl.thinking_tags) else None
-    return tags, bool(tags) and text.rstrip().endswith(tags[0])
-
-
-def _parsed(chunks: Iterator[Any], parser: ReplyParser) -> Iterator[Any]:
-    """The runner's text pieces as reply parts; pieces held back by the parsers yield nothing yet
-    (unless they carry log probabilities: those go out at once, with whatever text is certain). The
-    Queued marker passes through."""
-    try:
-        for chunk in chunks:
-            if isinstance(chunk, Queued):
-                yield chunk
-                continue
-            token, fin, load_ns, total_ns = chunk
-            if fin is None:
-                part = parser.add(token.text)
-                if token.logprobs:
-                    part.logprobs = as_wire(token.logprobs)
-                if part:
-                    yield part, None, load_ns, total_ns
-            else:
-                yield parser.finish(), fin, load_ns, total_ns
-    finally:
-        chunks.close()  # type: ignore[attr-defined]
 
 
 def _chat_message(part: ReplyPart) -> ChatMessage:
@@ -915,16 +732,39 @@ def _chat_message(part: ReplyPart) -> ChatMessage:
                        tool_calls=part.tool_calls or None)
 
 
-def _with_tool_names(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A tool result that names its call only by ``tool_call_id`` gets that call's function name."""
-    names: dict[str, str] = {}
-    for m in messages:
-        for call in m.get("tool_calls") or []:
-            if isinstance(call, Mapping) and call.get("id"):
-                names[str(call["id"])] = str((call.get("function") or {}).get("name") or "")
-        if m["role"] == "tool" and not (m.get("tool_name") or m.get("name")) and m.get("tool_call_id"):
-            m["tool_name"] = names.get(str(m["tool_call_id"]), "")
-    return messages
+def _generate_chunk(model: str, part: ReplyPart | None, fin: Finished | None, load_ns: int,
+                    total_ns: int) -> GenerateResponse:
+    part = part or ReplyPart()
+    fields = dict(model=model, created_at=now_rfc3339(), response=part.content, thinking=part.thinking or None,
+                  logprobs=part.logprobs or None)
+    if fin is None:
+        return GenerateResponse(**fields, done=False)
+    return GenerateResponse(**fields, done=True, done_reason=fin.done_reason, context=fin.context,
+                            **_stats(fin, load_ns, total_ns))
+
+
+def _generate_reply(parts: list[ReplyPart], last: GenerateResponse) -> GenerateResponse:
+    whole = join_parts(parts)
+    return last.model_copy(update={"response": whole.content, "thinking": whole.thinking or None,
+                                   "logprobs": whole.logprobs or None})
+
+
+def _chat_chunk(model: str, dropped: list[int], part: ReplyPart | None, fin: Finished | None, load_ns: int,
+                total_ns: int) -> ChatResponse:
+    part = part or ReplyPart()
+    message = _chat_message(part)
+    lps = part.logprobs or None
+    if fin is None:
+        return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False, logprobs=lps)
+    return ChatResponse(
+        model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
+        logprobs=lps, dropped_messages=dropped[0] or None, **_stats(fin, load_ns, total_ns),
+    )
+
+
+def _chat_reply(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
+    whole = join_parts(parts)
+    return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
 
 
 def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:
@@ -933,3 +773,6 @@ def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:
     for last in statuses:
         pass
     return last
+
+
+__all__ = ["CANCEL_SCOPE", "DEFER_REPLY", "ChunkStream", "Engine", "Pending", "request_cancel_event"]

@@ -21,17 +21,13 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from ..errors import InvalidRequest, OllamaMagicError
+from ..errors import InvalidRequest, RowError  # RowError lives in errors; importable from here as before
 from .display import strip_fence
 
 #: Where the row's text goes in the prompt; a prompt without it gets the text after a blank line.
 ROW_FIELD = "{text}"
 #: Requests in flight at once: the engine's parallel sequences per model (see the engine's scheduler).
 DEFAULT_WORKERS = 4
-
-
-class RowError(OllamaMagicError):
-    """What a row that failed holds instead of an answer (``str(err)`` says why)."""
 
 
 def row_prompt(prompt: str, text: str) -> str:

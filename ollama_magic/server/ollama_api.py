@@ -17,7 +17,7 @@ from ..store.blobs import parse_digest
 from ..types import CreateRequest
 from .schemas import (ChatBody, CopyBody, DetokenizeBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody,
                       TokenizeBody, native_responses, ndjson_responses)
-from .streaming import in_thread, ndjson, to_json
+from .streaming import in_thread, ollama_response, to_json
 
 router = APIRouter(tags=["ollama"], responses=native_responses())
 UPLOAD_BATCH = 4 << 20  # bytes of an upload handed to a worker thread at a time (hash + write)
@@ -53,16 +53,16 @@ async def status() -> dict[str, Any]:
 async def tokenize(body: TokenizeBody, request: Request) -> Response:
     """Not in Ollama: the model's token ids for ``content``, to budget a context."""
     engine = engine_of(request)
-    return await ndjson(lambda: engine.tokenize(body.model, body.content, options=body.options,
-                                                keep_alive=body.keep_alive), stream=False)
+    return await ollama_response(lambda: engine.tokenize(body.model, body.content, options=body.options,
+                                                         keep_alive=body.keep_alive), stream=False)
 
 
 @router.post("/api/detokenize")
 async def detokenize(body: DetokenizeBody, request: Request) -> Response:
     """Not in Ollama: the text of token ids."""
     engine = engine_of(request)
-    return await ndjson(lambda: engine.detokenize(body.model, body.tokens, options=body.options,
-                                                  keep_alive=body.keep_alive), stream=False)
+    return await ollama_response(lambda: engine.detokenize(body.model, body.tokens, options=body.options,
+                                                           keep_alive=body.keep_alive), stream=False)
 
 
 @router.post("/api/generate", responses=ndjson_responses())
@@ -74,7 +74,7 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     args = body.model_dump(exclude={"stream"}, exclude_none=True)
     if body.images:
         args["images"] = [from_base64(image) for image in body.images]
-    return await ndjson(lambda: engine.generate(**args, stream=body.stream), body.stream, request)
+    return await ollama_response(lambda: engine.generate(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/chat", responses=ndjson_responses())
@@ -85,7 +85,7 @@ async def chat(body: ChatBody, request: Request) -> Response:
     for message in args.get("messages") or []:
         if message.get("images"):
             message["images"] = [from_base64(image) for image in message["images"]]
-    return await ndjson(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
+    return await ollama_response(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
 
 
 @router.post("/api/create", responses=ndjson_responses())
@@ -103,7 +103,7 @@ async def create(body: CreateRequest, request: Request) -> Response:
     fields.pop("quantization", None)
     if body.quantization and not body.quantize:
         fields["quantize"] = body.quantization
-    return await ndjson(lambda: engine.create(name, **fields, stream=stream, local_paths=False), stream)
+    return await ollama_response(lambda: engine.create(name, **fields, stream=stream, local_paths=False), stream)
 
 
 @router.head("/api/blobs/{digest}")
@@ -189,7 +189,7 @@ async def ps(request: Request) -> JSONResponse:
 async def embed(body: EmbedBody, request: Request) -> Response:
     engine = engine_of(request)
     args = body.model_dump(exclude_none=True)
-    return await ndjson(lambda: engine.embed(**args), stream=False, request=request)
+    return await ollama_response(lambda: engine.embed(**args), stream=False, request=request)
 
 
 @router.post("/api/embeddings")
@@ -211,7 +211,7 @@ async def pull(body: ModelBody, request: Request) -> Response:
     if not name:
         raise InvalidRequest("model is required")
     insecure = bool(body.insecure)
-    return await ndjson(lambda: engine.pull(name, insecure=insecure, stream=body.stream), body.stream)
+    return await ollama_response(lambda: engine.pull(name, insecure=insecure, stream=body.stream), body.stream)
 
 
 @router.post("/api/push", responses=ndjson_responses())
@@ -222,4 +222,4 @@ async def push(body: ModelBody, request: Request) -> Response:
     if not name:
         raise InvalidRequest("model is required")
     insecure = bool(body.insecure)
-    return await ndjson(lambda: engine.push(name, insecure=insecure, stream=body.stream), body.stream)
+    return await ollama_response(lambda: engine.push(name, insecure=insecure, stream=body.stream), body.stream)

@@ -25,7 +25,7 @@ import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ..engine.engine import CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending
+from ..engine.delivery import CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending
 from ..errors import OllamaMagicError
 from .envelopes import native_error
 
@@ -219,9 +219,10 @@ async def open_stream(iterator: Iterator[Any], encode: Callable[[Any], str],
     return relay, await relay.first()
 
 
-async def ndjson(call: Callable[[], Any], stream: bool, request: Request | None = None) -> Response:
-    """Run an engine call; one JSON object, or NDJSON lines flushed one by one. Pass ``request`` for
-    inference calls (see ``in_thread``)."""
+async def ollama_response(call: Callable[[], Any], stream: bool, request: Request | None = None) -> Response:
+    """Run an engine call and answer as Ollama's API does: one JSON object, or (``stream``) NDJSON
+    lines flushed one by one; one of our errors becomes Ollama's error body and status. Pass
+    ``request`` for inference calls (see ``in_thread``)."""
     try:
         result = await in_thread(call, request)
         if not stream:
@@ -231,3 +232,6 @@ async def ndjson(call: Callable[[], Any], stream: bool, request: Request | None 
     except OllamaMagicError as exc:
         return native_error(exc)
     return StreamingResponse(stream.body(first), media_type="application/x-ndjson")
+
+
+ndjson = ollama_response  # its old name

@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import envconfig
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
 from ..files import (TMP_PREFIX, atomic_write_bytes, data_dir, exclusive_lock, fsync_dir, remove_stale_temp_files,
                      temp_path_in)
 from ..names import ModelName, host_from_dirname
-from ..options import check_options, format_parameters
+from ..options import format_parameters
 from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListResponse, Message, ModelDetails, ProgressResponse,
                      ShowResponse)
 from . import manifests as mt
@@ -31,12 +31,21 @@ from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
-from .modelfile import DEFAULT_TEMPLATE, Modelfile, create_fields
-from .modelfile import parse as parse_modelfile
+from .modelfile import DEFAULT_TEMPLATE, Modelfile
+from .requests import CreateSpec, apply_structured, is_file_ref, to_spec
+
+# their names before they moved to ``requests``
+_Spec, _to_spec, _apply_structured, _is_file_ref = CreateSpec, to_spec, apply_structured, is_file_ref
 
 log = logging.getLogger("ollama_magic")
 
 LOCK_FILE = ".ollama-magic.lock"
+
+#: What to do when a name is not installed: install it if it can (True), or not (False). The store
+#: itself installs nothing on its own; the engine and the CLI pass ``defaults.register_if_default``.
+OnMissing = Callable[["ModelStore", str], bool]
+#: The capabilities a listing shows, decided by the engine (``engine.capabilities``), not the store.
+Capabilities = Callable[["ModelRecord"], "list[str]"]
 PRUNE_GRACE_SECONDS = 3600.0  # Ollama's layerPruneGracePeriod
 
 
@@ -209,23 +218,33 @@ class ModelStore:
         wanted = parsed.short.lower()
         return next((r for r in self.records() if r.name.short.lower() == wanted), None)
 
-    def resolve(self, name: str, *, register_defaults: bool = True) -> ModelRecord:
-        """The installed model ``name``; an embedded default model is registered on first use."""
+    def resolve(self, name: str, *, on_missing: OnMissing | None = None) -> ModelRecord:
+        """The installed model ``name``, else ModelNotFound. ``on_missing(store, name)`` may install
+        it first (the engine's first-use registration of the embedded defaults)."""
         record = self.find(name)
-        if record is None and register_defaults:
-            from ..defaults import register_if_default
-
-            if register_if_default(self, name):
-                record = self.find(name)
+        if record is None and on_missing is not None and on_missing(self, name):
+            record = self.find(name)
         if record is None:
             raise ModelNotFound(name)
         return record
 
+    def _ensure(self, name: str, on_missing: OnMissing | None) -> None:
+        """Give ``on_missing`` its chance before the store's lock is taken (installing a model
+        creates it, which takes that lock itself)."""
+        if on_missing is None:
+            return
+        try:
+            if self.find(name) is None:
+                on_missing(self, name)
+        except InvalidModelName:
+            pass  # the locked step says what is wrong with the name
+
     def exists(self, name: str) -> bool:
         return self.find(name) is not None
 
-    def list(self) -> ListResponse:
-        models = [_listed(r) for r in self.records()]
+    def list(self, capabilities: Capabilities | None = None) -> ListResponse:
+        """``/api/tags``; each model's ``capabilities`` only when the caller (the engine) says how."""
+        models = [_listed(r, capabilities) for r in self.records()]
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return ListResponse(models=models)
 
@@ -277,24 +296,28 @@ class ModelStore:
         trusted: bool = True,
         base_dir: str | Path | None = None,
         on_bytes: Progress | None = None,
+        on_missing: OnMissing | None = None,
     ) -> Iterator[ProgressResponse]:
         """Create (or replace) ``name``; yields Ollama's status messages, ending with ``success``.
 
         ``request`` is a structured CreateRequest, a parsed Modelfile or Modelfile text. ``trusted``
         callers (Python API, CLI) may name local files in FROM/ADAPTER; untrusted ones (HTTP) may only
-        name installed models, blobs already in the store, or digests.
+        name installed models, blobs already in the store, or digests. ``on_missing`` may install a
+        FROM model that is not installed yet (see ``resolve``).
         """
         target = ModelName.parse(name)
-        spec = _to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
+        spec = to_spec(request, trusted=trusted, base_dir=Path(base_dir) if base_dir else None)
         if spec.template is not None:
             from ..engine.gotemplate import Template
 
             Template(spec.template)  # a TEMPLATE that does not parse is refused here, as Ollama does
+        if spec.from_ and not is_file_ref(spec.from_, trusted, Path(base_dir) if base_dir else None):
+            self._ensure(spec.from_, on_missing)
         with self._locked():
             yield from self._create_locked(target, spec, trusted, Path(base_dir) if base_dir else None, on_bytes)
 
     def _create_locked(
-        self, target: ModelName, spec: "_Spec", trusted: bool, base_dir: Path | None, on_bytes: Progress | None
+        self, target: ModelName, spec: CreateSpec, trusted: bool, base_dir: Path | None, on_bytes: Progress | None
     ) -> Iterator[ProgressResponse]:
         layers: list[Layer] = []
         params: dict[str, Any] = {}
@@ -330,7 +353,8 @@ class ModelStore:
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
         adapters = from_files.get(mt.ADAPTER, []) + [
-            digest for value in spec.adapters for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes)
+            digest for value in spec.adapters
+            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")
         ]
         for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
             if digests:
@@ -383,12 +407,14 @@ class ModelStore:
         self._write_manifest(target, Manifest(config_layer, tuple(layers)))
         yield ProgressResponse(status="success")
 
-    def copy(self, source: str, destination: str) -> None:
-        """Copy a model under a new name; blobs are shared, as in Ollama.
+    def copy(self, source: str, destination: str, *, on_missing: OnMissing | None = None) -> None:
+        """Copy a model under a new name; blobs are shared, as in Ollama. ``on_missing`` may install
+        ``source`` first (see ``resolve``).
 
         Copying over an existing name deletes nothing (Ollama's CopyModel only writes the manifest): the
         replaced model's blobs stay until a delete or the next start-up prune finds them unreferenced."""
         dst = ModelName.parse(destination)
+        self._ensure(source, on_missing)
         with self._locked():
             record = self.resolve(source)
             self._write_manifest(dst, record.manifest, prune=False)
@@ -506,7 +532,7 @@ class ModelStore:
         for filename, value in files.items():
             if filename.startswith("/") or ".." in Path(filename).parts:
                 raise InvalidRequest("file path must be relative")
-            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes):
+            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line=f"files[{filename!r}]"):
                 if not is_gguf(self.blobs.require(digest)):
                     raise InvalidRequest(f"{filename}: only GGUF files are supported in 'files'")
                 digests.append(digest)
@@ -522,7 +548,7 @@ class ModelStore:
 
     def _resolve_source(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
                         *, with_projector: bool = True) -> _Source:
-        if _is_file_ref(value, trusted, base_dir):
+        if is_file_ref(value, trusted, base_dir):
             first, *more = self._resolve_file_ref(value, trusted, base_dir, on_bytes, with_projector=with_projector)
             return _Source(digest=first, more=more)
         try:
@@ -533,10 +559,10 @@ class ModelStore:
             raise ModelNotFound(value) from None
 
     def _resolve_file_ref(self, value: str, trusted: bool, base_dir: Path | None, on_bytes: Progress | None,
-                          *, with_projector: bool = True) -> list[str]:
+                          *, with_projector: bool = True, line: str = "FROM") -> list[str]:
         """A digest, a blob path or (trusted only) a local GGUF file -> its blob digest; a local
         safetensors dir -> the digests of the GGUFs it converts to: the model, then (a vision model's,
-        unless not ``with_projector``) its projector."""
+        unless not ``with_projector``) its projector. ``line`` names what gave ``value`` in a refusal."""
         ref = value.strip().removeprefix("@")
         if ref.startswith(("sha256:", "sha256-")):
             digest = parse_digest(ref)
@@ -548,7 +574,7 @@ class ModelStore:
             return [digest]  # the seed's form: FROM <models>/blobs/sha256-<hex>
         if not trusted:
             raise InvalidRequest(
-                f"FROM {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
+                f"{line} {value!r}: over HTTP a file must be uploaded first (POST /api/blobs/sha256:<hex>) "
                 "and named by its digest or blob path"
             )
         if not path.is_absolute() and base_dir is not None:
@@ -573,71 +599,6 @@ class ModelStore:
             for path in staged:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-
-
-# ---- request normalisation ---------------------------------------------------------------------
-
-
-@dataclass
-class _Spec:
-    from_: str | None = None
-    files: dict[str, str] | None = None
-    adapters: list[str] = field(default_factory=list)
-    template: str | None = None
-    system: str | None = None
-    licenses: list[str] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    messages: list[dict[str, str]] = field(default_factory=list)
-
-
-def _to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_dir: Path | None) -> _Spec:
-    if isinstance(request, str):
-        request = parse_modelfile(request)
-    if isinstance(request, Modelfile):
-        request = CreateRequest(**create_fields(request))
-    if request.quantize or request.quantization:
-        raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
-    spec = _Spec()
-    if request.modelfile is not None or request.path is not None:
-        if request.modelfile is None:
-            if not trusted:
-                raise InvalidRequest("'path' is not accepted over HTTP: send the Modelfile text as 'modelfile'")
-            text = Path(request.path).expanduser().read_text("utf-8")  # type: ignore[arg-type]
-        else:
-            text = request.modelfile
-        _apply_structured(spec, CreateRequest(**create_fields(parse_modelfile(text))))
-    # fields sent beside a legacy modelfile override it, as the seed document describes
-    _apply_structured(spec, request)
-    return spec
-
-
-def _apply_structured(spec: _Spec, request: CreateRequest) -> None:
-    if request.from_:
-        spec.from_ = request.from_
-    if request.files:
-        spec.files = dict(request.files)
-    if request.adapters:
-        spec.adapters = list(request.adapters.values())
-    if request.template is not None:
-        spec.template = request.template
-    if request.system is not None:
-        spec.system = request.system
-    if request.license is not None:
-        spec.licenses = [request.license] if isinstance(request.license, str) else list(request.license)
-    if request.parameters:
-        spec.parameters.update(check_options(request.parameters, strict=True))
-    if request.messages:
-        spec.messages = [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def _is_file_ref(value: str, trusted: bool, base_dir: Path | None) -> bool:
-    ref = value.strip().removeprefix("@")
-    if ref.startswith(("sha256:", "sha256-", "/", "./", "../", "~")) or ref.lower().endswith(".gguf"):
-        return True
-    if trusted:
-        candidate = (base_dir / ref) if base_dir is not None else Path(ref)
-        return candidate.exists()
-    return False
 
 
 def gguf_layer_type(info: GGUFInfo) -> str:
@@ -674,15 +635,13 @@ def _projector_info(record: ModelRecord, verbose: bool) -> dict[str, Any] | None
     return dict(sorted(projector_info.items()))
 
 
-def _listed(record: ModelRecord) -> ListedModel:
+def _listed(record: ModelRecord, capabilities: Capabilities | None) -> ListedModel:
     """A /api/tags entry; a model whose weights cannot be read is still listed, without the extras."""
-    from ..engine.capabilities import capabilities
-
     details = ListedModelDetails(**record.details.model_dump())
     caps = None
     try:
         info = record.gguf_info()
-        caps = capabilities(record)
+        caps = capabilities(record) if capabilities is not None else None
     except (OSError, ValueError, OllamaMagicError) as exc:
         log.warning("model %s: weights unreadable for the listing (%s)", record.name.short, exc)
     else:

@@ -123,7 +123,8 @@ def test_registering_reuses_an_existing_blob(fresh_store: ModelStore, gemma_blob
 def test_default_model_registers_on_first_use(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "models")
     assert store.list().models == []
-    assert store.show("gemma3:270m").details.family == "gemma3"
+    with Engine(store) as engine:  # the store registers nothing on its own: the engine does, on first use
+        assert engine.show("gemma3:270m").details.family == "gemma3"
     assert [m.name for m in store.list().models] == ["gemma3:270m"]
 
 
@@ -142,3 +143,27 @@ def test_all_minilm_alone_registers_in_a_new_store(tmp_path) -> None:
     store = ModelStore(tmp_path / "models")
     assert register(store, "all-minilm")
     assert store.show("all-minilm").details.family == "bert"
+
+
+def test_copy_and_create_from_a_default_not_registered_yet_register_it_first(tmp_path: Path) -> None:
+    """Both used to hang for ever: the store registered the default inside its own lock, and registering
+    creates a model, which takes that lock again (a second flock of the same file in one process)."""
+    import threading
+
+    store = ModelStore(tmp_path / "models")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with Engine(store) as engine:
+                engine.copy("smollm2:135m", "mine")
+                engine.create("brief", from_="smollm2:135m", system="Answer in one line.")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "copy/create of an unregistered default hung"
+    assert errors == []
+    assert {m.name for m in store.list().models} == {"smollm2:135m", "mine:latest", "brief:latest"}

@@ -40,7 +40,7 @@ def test_create_list_show_cp_rm_round_trip(capsys, tmp_path: Path, tiny_gguf: Pa
     assert run(capsys, "--models", root, "cp", "brief", "brief2")[0] == 0
     code, out, _ = run(capsys, "--models", root, "rm", "brief", "brief2")
     assert code == 0 and "deleted 'brief2'" in out
-    assert run(capsys, "--models", root, "list")[1].strip() == "NAME    ID    SIZE    MODIFIED"
+    assert run(capsys, "--models", root, "list")[1].splitlines()[0].strip() == "NAME    ID    SIZE    MODIFIED"
 
 
 def test_errors_are_one_line_with_exit_code_1(capsys, tmp_path: Path) -> None:
@@ -95,7 +95,9 @@ def test_every_exception_is_defined_in_errors_and_exported_by_the_package() -> N
     from ollama_magic import errors
 
     defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
-    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown"} <= defined
+    assert {"EngineError", "TemplateError", "ServerError", "RemoteError", "HelpShown", "ServerBusy", "RowError"} <= defined
+    listed = errors.__doc__ or ""  # the docstring's tree names every class (HelpShown aside, in its own line)
+    assert all(name in listed for name in defined), sorted(name for name in defined if name not in listed)
     assert defined <= set(ollama_magic.__all__)
     assert all(getattr(ollama_magic, name) is getattr(errors, name) for name in defined)
 
@@ -134,3 +136,62 @@ def test_run_with_a_question_where_the_model_goes_says_to_name_the_model_first(c
     assert err == ('Error: model "why" not found: name the model first, '
                    f"e.g. ollama-magic run {DEFAULT_CHAT_MODEL} 'why is the sky blue'\n")
     assert not (tmp_path / "models" / "manifests").exists()  # nothing was registered or loaded
+
+
+def test_list_in_a_fresh_store_says_how_to_get_a_model(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "--models", str(tmp_path / "models"), "list")
+    header, hint = out.strip().splitlines()
+    assert code == 0 and header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert hint == ("No models yet: ollama-magic setup registers the embedded ones, ollama-magic pull NAME downloads "
+                    "one, ollama-magic create NAME --from PATH imports a GGUF.")
+    from ollama_magic.cli import build_parser
+
+    parser = build_parser()  # the verbs it names are this CLI's own
+    for argv in (["setup"], ["pull", "NAME"], ["create", "NAME", "--from", "PATH"]):
+        assert parser.parse_args(argv).command == argv[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "smollm2:135m", "--num-predict", "8", "Why is the sky blue?"],
+    ["run", "--num-predict", "8", "smollm2:135m", "Why is the sky blue?"],
+    ["run", "smollm2:135m", "Why is the sky blue?", "--num-predict", "8"],
+    ["run", "smollm2:135m", "--num-predict", "8", "Why", "is", "the", "sky", "blue?"],
+    ["run", "smollm2:135m", "Why", "--num-predict", "8", "is", "the", "sky", "blue?"],
+])
+def test_run_takes_its_flags_anywhere_around_the_model_and_the_prompt(argv: list[str]) -> None:
+    from ollama_magic.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.name, " ".join(args.prompt), args.num_predict) == ("smollm2:135m", "Why is the sky blue?", 8)
+
+
+def test_run_still_refuses_a_flag_it_does_not_know(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "smollm2:135m", "--bogus", "hi"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_setup_models_is_one_loop_for_the_cli_and_the_notebook() -> None:
+    """What each front end's ``setup`` reports per model, from the statuses its backend's pull sent."""
+    from ollama_magic.defaults import EMBEDDED_MODELS, setup_models
+    from ollama_magic.errors import NotFound
+    from ollama_magic.formatting import ProgressBars
+    from ollama_magic.types import ProgressResponse
+
+    class Backend:
+        def __init__(self) -> None:
+            self.pulled: list[str] = []
+
+        def pull(self, model: str, *, insecure: bool = False, stream: bool = False):  # noqa: ANN202
+            self.pulled.append(model)
+            status = {"smollm2:135m": f"registering {model} from its Python package",
+                      "gemma3:270m": f"{model} is installed (embedded in the package)"}.get(model, "pulling manifest")
+            return iter([ProgressResponse(status=status), ProgressResponse(status="success")])
+
+    backend = Backend()
+    outcomes = dict(setup_models(backend, [], lambda: ProgressBars(lines=False)))
+    assert outcomes == {"smollm2:135m": "registered", "gemma3:270m": "already installed",
+                        "all-minilm:latest": "pulled"} and backend.pulled == list(EMBEDDED_MODELS)
+    with pytest.raises(NotFound):
+        list(setup_models(backend, ["gemma3:270m", "no-such-model"], lambda: ProgressBars(lines=False)))
+    assert backend.pulled == list(EMBEDDED_MODELS)  # nothing was pulled for a list with an unknown name

@@ -414,3 +414,15 @@ def test_on_linux_the_data_directory_stays_where_existing_users_have_it(monkeypa
     assert data_dir() == tmp_path / ".local" / "share" / "ollama-magic"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert data_dir() == tmp_path / "xdg" / "ollama-magic"
+
+
+def test_an_adapter_named_by_a_local_path_over_http_is_refused_as_an_adapter(store: ModelStore, tiny_gguf: Path) -> None:
+    """The refusal names the line that was wrong: an ADAPTER line, not FROM (which was fine)."""
+    create(store, "base", f"FROM {tiny_gguf}")
+    digest = store.find("base").manifest.layers[0].digest
+    with pytest.raises(InvalidRequest, match="uploaded first") as refused:
+        create(store, "x", f"FROM {digest}\nADAPTER {tiny_gguf}", trusted=False)
+    assert str(refused.value).startswith(f"ADAPTER {str(tiny_gguf)!r}:")
+    with pytest.raises(InvalidRequest, match="uploaded first") as refused:
+        create(store, "x", CreateRequest(files={"model.gguf": str(tiny_gguf)}), trusted=False)
+    assert "FROM" not in str(refused.value)  # a 'files' entry is not a FROM line either
