@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
-from .context_fit import guard_thread
+from ..types import ContextFit
+from .context_fit import fit_note, guard_thread, loaded_context_length, model_context_length, reports_fit
 from .conversations import as_chat_messages, new_message
 from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 from .output_forms import with_instruction
@@ -121,14 +122,23 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     extra: dict[str, Any] = {"think": turn.think} if turn.think is not None else {}
     reply_format = (turn.schema or "json") if turn.fmt == "json" else None
     thread_messages = as_chat_messages([*earlier, user], lambda d: new_images.get(d) or store.load_image(identity, d))
-    guarded = guard_thread(session.backend, turn.model, thread_messages, turn.options, format=reply_format, **extra)
-    sent, dropped = guarded.messages, guarded.fit.dropped_messages
-    if dropped and notice is not None:
-        notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
-               f"{guarded.fit.num_ctx}-token context (they stay in the history)")
+    backend = session.backend
+    say = notice or (lambda _line: None)
+    # The in-kernel engine fits the thread as it runs and says what it left out in the final chunk: its
+    # prompt is rendered once. Any other backend is asked first (or estimated), and told only what fits.
+    after = reports_fit(backend)
+    sent = thread_messages
+    if not after:
+        guarded = guard_thread(backend, turn.model, thread_messages, turn.options, format=reply_format, **extra)
+        sent = guarded.messages
+        if note := fit_note(turn.thread, guarded.fit):
+            say(note)
     if turn.dry_run:
-        rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
-                                        format=reply_format, **extra)
+        rendered = backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
+                                format=reply_format, **extra)
+        fit = rendered.debug_info.context_fit if rendered.debug_info else None
+        if after and fit is not None and (note := fit_note(turn.thread, fit)):
+            say(note)
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     probs: list[Any] | None = None
@@ -140,6 +150,10 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
             extra.update(logprobs=True, top_logprobs=turn.logprobs)
         final, interrupted, thinking = _streamed(session, turn, sent, view, stop, dict(extra, format=reply_format),
                                                  probs)
+
+    if after and final is not None and getattr(final, "dropped_messages", None):
+        num_ctx = loaded_context_length(backend, turn.model) or model_context_length(backend, turn.model, turn.options)
+        say(fit_note(turn.thread, ContextFit(num_ctx=num_ctx, dropped_messages=final.dropped_messages)) or "")
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
