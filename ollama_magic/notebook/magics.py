@@ -17,12 +17,12 @@ from traitlets import Bool, Float
 
 from ..defaults import DEFAULT_CHAT_MODEL
 from ..errors import OllamaMagicError
-from . import manage
 from .arguments import HelpShown, UsageParser, leading_flags, split_line
 from . import notebook_features
 from .chat import FORMATS, ChatTurn, chat_turn, interpolate
 from .chat_flags import add_context_flags
 from .session import NotebookSession
+from .verbs import run as run_verb
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -194,7 +194,7 @@ class OllamaMagics(Magics):
     @line_magic
     def ollama(self, line: str) -> Any:
         """Manage models, threads, the backend and the HTTP server. ``%ollama help`` lists the verbs."""
-        return self._guard(lambda: manage.run(self.session, split_line(line), self.shell))
+        return self._guard(lambda: run_verb(self.session, split_line(line), self.shell))
 
     # ---- errors ------------------------------------------------------------------------------------
 

@@ -159,9 +159,9 @@ def chat_over(
     if workers < 1:
         raise InvalidRequest("workers must be at least 1")
     if backend is None or model is None:
-        from . import current_session
+        from .session import current
 
-        session = current_session()
+        session = current()
         backend = backend if backend is not None else session.backend
         model = model or session.chat_model
     column = _as_series(values)

@@ -93,9 +93,9 @@ class OllamaPanel:
 def panel(session: Any = None, *, interval: float = 1.0) -> OllamaPanel:
     """The kernel's panel: ``session`` defaults to the one the magics use (``current_session()``)."""
     if session is None:
-        from .. import current_session
+        from ..session import current
 
-        session = current_session()
+        session = current()
     return OllamaPanel(session, interval=interval)
 
 
