@@ -70,6 +70,8 @@ class ChatTurn:
     #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
     tools: list[Callable[..., Any]] = field(default_factory=list)
     tool_choice: str = "auto"
+    #: ``--confirm``: asked before each tool call runs (False skips it)
+    confirm: Callable[[str], bool] | None = None
     #: ``--logprobs [N]``: the reply's token probabilities, with N likeliest alternatives (None: off)
     logprobs: int | None = None
     #: Images sent with the message (paths, bytes, PIL images, matplotlib figures, base64 text); the
@@ -143,7 +145,7 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     probs: list[Any] | None = None
     if turn.tools:
-        final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm), False, ""
+        final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm or turn.confirm), False, ""
     else:
         if turn.logprobs is not None:
             probs = []
