@@ -10,7 +10,7 @@ import json
 import string
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
 from ..types import ContextFit
@@ -18,6 +18,9 @@ from .context_fit import fit_note, guard_thread, loaded_context_length, model_co
 from .conversations import as_chat_messages, new_message
 from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 from .output_forms import with_instruction
+
+if TYPE_CHECKING:
+    from .session import NotebookSession
 
 FORMATS = ("markdown", "text", "code", "json", "html", "math")
 
@@ -95,7 +98,7 @@ class ReplyView(Protocol):
     def finish(self) -> None: ...
 
 
-def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
+def chat_turn(session: NotebookSession, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
               view: ReplyView | None = None, stop: threading.Event | None = None,
               interval: float = 0.1, confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
@@ -195,7 +198,7 @@ def _images_of(turn: ChatTurn) -> list[tuple[str, bytes]]:
     return [("sha256:" + hashlib.sha256(data).hexdigest(), data) for data in files]
 
 
-def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+def _streamed(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
               stop: threading.Event | None, extra: Mapping[str, Any],
               probs: list[Any] | None = None) -> tuple[Any, bool, str]:
     """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking
@@ -227,7 +230,7 @@ def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: Re
     return final, interrupted, "".join(trace)
 
 
-def _tool_rounds(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+def _tool_rounds(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
                  confirm: Callable[[str], bool] | None) -> Any:
     """Tool calls are whole JSON objects, so these rounds are not streamed; each call is shown."""
     from IPython.display import display

@@ -16,6 +16,8 @@ from ..errors import InvalidRequest
 from .context_fit import guess_tokens, model_context_length
 
 if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
     from ..backends import Backend
 
 #: The share of the model's context the attached notebook context may fill (the rest is for the
@@ -102,7 +104,7 @@ def summarize(name: str, value: Any, limit: int = TEXT_LIMIT) -> str:
     return f"{name}: {type(value).__name__}: {truncate(repr(value), limit)}"
 
 
-def _text_result(shell: Any, value: Any) -> str:
+def _text_result(shell: InteractiveShell, value: Any) -> str:
     data, _ = shell.display_formatter.format(value)
     return str(data.get("text/plain", ""))
 
@@ -118,7 +120,7 @@ def cell_block(number: int | None, code: str, output: str | None, error: str | N
     return block
 
 
-def recent_cells(shell: Any, count: int) -> list[tuple[int | None, str]]:
+def recent_cells(shell: InteractiveShell, count: int) -> list[tuple[int | None, str]]:
     """The last ``count`` cells before the running one: their code, text result and error.
 
     Read from the extension's own record of executed cells (cell_log.py), which holds cells run
@@ -132,7 +134,7 @@ def recent_cells(shell: Any, count: int) -> list[tuple[int | None, str]]:
     return _cells_from_history(shell, count)
 
 
-def _cells_from_history(shell: Any, count: int) -> list[tuple[int | None, str]]:
+def _cells_from_history(shell: InteractiveShell, count: int) -> list[tuple[int | None, str]]:
     from .errorhelp import error_log
 
     ns = shell.user_ns
@@ -150,7 +152,7 @@ def _cells_from_history(shell: Any, count: int) -> list[tuple[int | None, str]]:
     return blocks
 
 
-def build_context(shell: Any, namespace: Mapping[str, Any], *, cells: int = 0, names: list[str] | None = None,
+def build_context(shell: InteractiveShell, namespace: Mapping[str, Any], *, cells: int = 0, names: list[str] | None = None,
                   count_tokens: TokenCounter, budget: int) -> NotebookContext:
     """The context for ``--context cells --vars names``, within ``budget`` tokens."""
     if cells < 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
@@ -22,6 +22,9 @@ from .chat import ChatTurn, chat_turn, interpolate
 from .features import FEATURES, NOT_ANSWERED, Cell
 from .session import NotebookSession
 from .verbs import run as run_verb
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -94,7 +97,7 @@ class OllamaMagics(Magics):
     stream = Bool(True, help="Show tokens as they arrive (False: only the finished reply).").tag(config=True)
     update_interval = Float(0.1, help="Seconds between live updates of a streaming reply.").tag(config=True)
 
-    def __init__(self, shell: Any, session: NotebookSession | None = None) -> None:
+    def __init__(self, shell: InteractiveShell, session: NotebookSession | None = None) -> None:
         super().__init__(shell)
         self.session = session or NotebookSession(shell)
 

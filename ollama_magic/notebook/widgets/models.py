@@ -10,12 +10,15 @@ panel works on the in-kernel engine and on a connected server alike. The plain-d
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ...formatting import model_rows
 from ._common import COLORS, MONO_CLASS, MONO_STYLE, Panel, StatusLine, error_text, escape, pre
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 #: (key of a row, column title) in the order shown.
 COLUMNS = [("name", "NAME"), ("size", "SIZE"), ("family", "FAMILY"), ("parameters", "PARAMETERS"),
@@ -50,7 +53,7 @@ class ModelsPanel(Panel):
         The notebook's session; every action goes through ``session.backend``.
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: NotebookSession) -> None:
         super().__init__()
         self.session = session
         self._all_rows: list[dict[str, str]] = []
