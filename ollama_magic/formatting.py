@@ -152,6 +152,10 @@ def gpu_offload(can_offload: bool | None) -> str:
 #: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR.
 PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL"]
 #: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
+#: What a fresh store's empty model list says (``cmd``: ``%ollama`` in a notebook, ``ollama-magic`` in a shell).
+EMPTY_STORE_HINT = ("No models yet: {cmd} setup registers the embedded ones, {cmd} pull NAME downloads one, "
+                    "{cmd} create NAME --from PATH imports a GGUF.")
+
 MODEL_COLUMNS = ["name", "id", "size", "family", "parameters", "quantization", "modified"]
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...defaults import EMBEDDED_MODELS, require_embedded
 from ...errors import OllamaMagicError
-from ...formatting import MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections
+from ...formatting import EMPTY_STORE_HINT, MODEL_COLUMNS, PS_HEADER, ProgressBars, byte_progress, model_rows, ps_rows, show_sections
 from ...store.modelfile import create_fields
 from ...store.modelfile import parse as parse_modelfile
 from ...store.modelfile import read as read_modelfile
@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 @verb("list", "installed models (a DataFrame)")
 def list_models(session: NotebookSession, argv: list[str], shell: InteractiveShell | None) -> pd.DataFrame:
     parse("list", argv, lambda p: None)
-    return pd.DataFrame(model_rows(session.backend.list().models), columns=MODEL_COLUMNS)
+    models = session.backend.list().models
+    if not models:
+        print(EMPTY_STORE_HINT.format(cmd="%ollama"))
+    return pd.DataFrame(model_rows(models), columns=MODEL_COLUMNS)
 
 
 @verb("setup", f"[NAME...]: register the embedded models ({', '.join(EMBEDDED_MODELS)}; or tiny-vision) if missing")
