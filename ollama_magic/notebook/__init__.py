@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .session import NotebookSession
 
 
-def current_session() -> Any:
+def current_session() -> NotebookSession:
     """The kernel's NotebookSession (the one the magics use): its ``backend``, default models,
     conversations and server, for code that wants them without a magic."""
-    from IPython import get_ipython
+    from .session import current  # imported on use: importing a notebook module stays cheap
 
-    from .extension import session_of
-
-    shell = get_ipython()
-    if shell is None:
-        raise RuntimeError("current_session() needs IPython or Jupyter: run it in a notebook")
-    return session_of(shell)
+    return current()
 
 
 __all__ = ["current_session"]

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
+
+from .session import per_shell
+from .tracebacks import format_error
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 #: Cells kept (the oldest are forgotten): far more than a model's context takes.
 MAX_CELLS = 200
@@ -43,8 +49,6 @@ def _text(value: Any) -> str:
 
 
 def _error_text(error: BaseException) -> str:
-    from .errorhelp import format_error
-
     if isinstance(error, UsageError):
         return f"UsageError: {error}"  # a magic's one-line mistake: its traceback is IPython's, not the user's
     return format_error(error)
@@ -53,7 +57,7 @@ def _error_text(error: BaseException) -> str:
 class CellLog:
     """Listens to the shell's ``post_run_cell`` and keeps the last :data:`MAX_CELLS` cells."""
 
-    def __init__(self, shell: Any, limit: int = MAX_CELLS) -> None:
+    def __init__(self, shell: InteractiveShell, limit: int = MAX_CELLS) -> None:
         self.shell = shell
         self.cells: deque[RanCell] = deque(maxlen=limit)
 
@@ -65,7 +69,7 @@ class CellLog:
         if self.record in self.shell.events.callbacks["post_run_cell"]:
             self.shell.events.unregister("post_run_cell", self.record)
 
-    def record(self, result: Any) -> None:
+    def record(self, result: ExecutionResult) -> None:
         info = getattr(result, "info", None)
         code = getattr(info, "raw_cell", None) or ""
         if not code.strip():
@@ -85,13 +89,9 @@ class CellLog:
         return list(self.cells)[-count:] if count > 0 else []
 
 
-def cell_log(shell: Any) -> CellLog:
-    """The shell's log (one per shell; it outlives a ``%reload_ext``, as ``In`` does)."""
-    log = getattr(shell, "_ollama_magic_cells", None)
-    if log is None:
-        log = CellLog(shell)
-        shell._ollama_magic_cells = log
-    return log
+def cell_log(shell: InteractiveShell) -> CellLog:
+    """The shell's log (one per shell, in the session registry; it outlives a ``%reload_ext``, as ``In`` does)."""
+    return per_shell(shell, "cell_log", lambda: CellLog(shell))
 
 
 __all__ = ["MAX_CELLS", "CellLog", "RanCell", "cell_log"]

@@ -10,13 +10,17 @@ import json
 import string
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
-from .context_fit import guard_thread
+from ..types import ContextFit
+from .context_fit import fit_note, guard_thread, loaded_context_length, model_context_length, reports_fit
 from .conversations import as_chat_messages, new_message
 from .display import ChatReply, RenderedPrompt, StreamDisplay, strip_fence
 from .output_forms import with_instruction
+
+if TYPE_CHECKING:
+    from .session import NotebookSession
 
 FORMATS = ("markdown", "text", "code", "json", "html", "math")
 
@@ -69,6 +73,8 @@ class ChatTurn:
     #: Notebook functions the model may call (``--tools``); "required" forces a first call by grammar.
     tools: list[Callable[..., Any]] = field(default_factory=list)
     tool_choice: str = "auto"
+    #: ``--confirm``: asked before each tool call runs (False skips it)
+    confirm: Callable[[str], bool] | None = None
     #: ``--logprobs [N]``: the reply's token probabilities, with N likeliest alternatives (None: off)
     logprobs: int | None = None
     #: Images sent with the message (paths, bytes, PIL images, matplotlib figures, base64 text); the
@@ -92,7 +98,7 @@ class ReplyView(Protocol):
     def finish(self) -> None: ...
 
 
-def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
+def chat_turn(session: NotebookSession, turn: ChatTurn, *, live: bool = True, notice: Callable[[str], None] | None = None,
               view: ReplyView | None = None, stop: threading.Event | None = None,
               interval: float = 0.1, confirm: Callable[[str], bool] | None = None) -> ChatReply | Any:
     """Run one turn and return the reply (``fmt="json"``: the parsed object).
@@ -121,25 +127,38 @@ def chat_turn(session: Any, turn: ChatTurn, *, live: bool = True, notice: Callab
     extra: dict[str, Any] = {"think": turn.think} if turn.think is not None else {}
     reply_format = (turn.schema or "json") if turn.fmt == "json" else None
     thread_messages = as_chat_messages([*earlier, user], lambda d: new_images.get(d) or store.load_image(identity, d))
-    guarded = guard_thread(session.backend, turn.model, thread_messages, turn.options, format=reply_format, **extra)
-    sent, dropped = guarded.messages, guarded.fit.dropped_messages
-    if dropped and notice is not None:
-        notice(f"left out the {dropped} oldest message(s) of thread {turn.thread!r} to fit the "
-               f"{guarded.fit.num_ctx}-token context (they stay in the history)")
+    backend = session.backend
+    say = notice or (lambda _line: None)
+    # The in-kernel engine fits the thread as it runs and says what it left out in the final chunk: its
+    # prompt is rendered once. Any other backend is asked first (or estimated), and told only what fits.
+    after = reports_fit(backend)
+    sent = thread_messages
+    if not after:
+        guarded = guard_thread(backend, turn.model, thread_messages, turn.options, format=reply_format, **extra)
+        sent = guarded.messages
+        if note := fit_note(turn.thread, guarded.fit):
+            say(note)
     if turn.dry_run:
-        rendered = session.backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
-                                        format=reply_format, **extra)
+        rendered = backend.chat(turn.model, sent, options=turn.options or None, debug_render_only=True,
+                                format=reply_format, **extra)
+        fit = rendered.debug_info.context_fit if rendered.debug_info else None
+        if after and fit is not None and (note := fit_note(turn.thread, fit)):
+            say(note)
         return RenderedPrompt(rendered.debug_info.rendered_template if rendered.debug_info else "")
     view = view if view is not None else StreamDisplay(session.shell, interval=interval, live=live)
     probs: list[Any] | None = None
     if turn.tools:
-        final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm), False, ""
+        final, interrupted, thinking = _tool_rounds(session, turn, sent, view, confirm or turn.confirm), False, ""
     else:
         if turn.logprobs is not None:
             probs = []
             extra.update(logprobs=True, top_logprobs=turn.logprobs)
         final, interrupted, thinking = _streamed(session, turn, sent, view, stop, dict(extra, format=reply_format),
                                                  probs)
+
+    if after and final is not None and getattr(final, "dropped_messages", None):
+        num_ctx = loaded_context_length(backend, turn.model) or model_context_length(backend, turn.model, turn.options)
+        say(fit_note(turn.thread, ContextFit(num_ctx=num_ctx, dropped_messages=final.dropped_messages)) or "")
 
     stats = {k: int(getattr(final, k) or 0) for k in ("total_duration", "prompt_eval_count", "eval_count")} if final else {}
     reply = ChatReply(view.text, model=turn.model, thread=turn.thread, fmt=turn.fmt, interrupted=interrupted,
@@ -179,7 +198,7 @@ def _images_of(turn: ChatTurn) -> list[tuple[str, bytes]]:
     return [("sha256:" + hashlib.sha256(data).hexdigest(), data) for data in files]
 
 
-def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+def _streamed(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
               stop: threading.Event | None, extra: Mapping[str, Any],
               probs: list[Any] | None = None) -> tuple[Any, bool, str]:
     """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking
@@ -211,7 +230,7 @@ def _streamed(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: Re
     return final, interrupted, "".join(trace)
 
 
-def _tool_rounds(session: Any, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
+def _tool_rounds(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any]], view: ReplyView,
                  confirm: Callable[[str], bool] | None) -> Any:
     """Tool calls are whole JSON objects, so these rounds are not streamed; each call is shown."""
     from IPython.display import display

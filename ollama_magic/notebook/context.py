@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import InvalidRequest
-from .context_fit import CHARS_PER_TOKEN, context_length
+from .context_fit import guess_tokens, model_context_length
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ..backends import Backend
 
 #: The share of the model's context the attached notebook context may fill (the rest is for the
 #: thread, the message and the answer).
@@ -99,7 +104,7 @@ def summarize(name: str, value: Any, limit: int = TEXT_LIMIT) -> str:
     return f"{name}: {type(value).__name__}: {truncate(repr(value), limit)}"
 
 
-def _text_result(shell: Any, value: Any) -> str:
+def _text_result(shell: InteractiveShell, value: Any) -> str:
     data, _ = shell.display_formatter.format(value)
     return str(data.get("text/plain", ""))
 
@@ -115,7 +120,7 @@ def cell_block(number: int | None, code: str, output: str | None, error: str | N
     return block
 
 
-def recent_cells(shell: Any, count: int) -> list[tuple[int | None, str]]:
+def recent_cells(shell: InteractiveShell, count: int) -> list[tuple[int | None, str]]:
     """The last ``count`` cells before the running one: their code, text result and error.
 
     Read from the extension's own record of executed cells (cell_log.py), which holds cells run
@@ -129,7 +134,7 @@ def recent_cells(shell: Any, count: int) -> list[tuple[int | None, str]]:
     return _cells_from_history(shell, count)
 
 
-def _cells_from_history(shell: Any, count: int) -> list[tuple[int | None, str]]:
+def _cells_from_history(shell: InteractiveShell, count: int) -> list[tuple[int | None, str]]:
     from .errorhelp import error_log
 
     ns = shell.user_ns
@@ -147,7 +152,7 @@ def _cells_from_history(shell: Any, count: int) -> list[tuple[int | None, str]]:
     return blocks
 
 
-def build_context(shell: Any, namespace: Mapping[str, Any], *, cells: int = 0, names: list[str] | None = None,
+def build_context(shell: InteractiveShell, namespace: Mapping[str, Any], *, cells: int = 0, names: list[str] | None = None,
                   count_tokens: TokenCounter, budget: int) -> NotebookContext:
     """The context for ``--context cells --vars names``, within ``budget`` tokens."""
     if cells < 0:
@@ -170,20 +175,17 @@ def build_context(shell: Any, namespace: Mapping[str, Any], *, cells: int = 0, n
     return context
 
 
-def token_counter(backend: Any, model: str) -> TokenCounter:
-    """The model's tokenizer through the Backend: its ``tokenize`` when it has one, else the loaded
-    runner's (the in-kernel engine), else a pessimistic guess (a remote server without /api/tokenize)."""
+def token_counter(backend: Backend, model: str) -> TokenCounter:
+    """The model's tokenizer through the Backend (``tokenize``: the in-kernel engine, an ollama-magic
+    server), else the one pessimistic guess (a server without /api/tokenize)."""
     tokenize = getattr(backend, "tokenize", None)
     if callable(tokenize):
         try:
             _count_with(tokenize, model, "probe")
             return lambda text: _count_with(tokenize, model, text)
-        except Exception:  # noqa: BLE001 - another signature or a server without it: try the runner
+        except Exception:  # noqa: BLE001 - a server without the route (Ollama), another signature: guess
             pass
-    runner = _loaded_runner(backend, model)
-    if runner is not None:
-        return lambda text: len(runner.tokenize(text, add_bos=False))
-    return lambda text: len(text) // CHARS_PER_TOKEN + 1
+    return guess_tokens
 
 
 def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
@@ -192,33 +194,6 @@ def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
     if tokens is None and isinstance(result, Mapping):
         tokens = result.get("tokens")
     return len(tokens if tokens is not None else result)
-
-
-def _loaded_runner(backend: Any, model: str) -> Any:
-    scheduler = getattr(backend, "scheduler", None)
-    if scheduler is None:
-        return None
-    from ..names import ModelName
-
-    name = ModelName.parse(model).short
-    backend.load(model)  # the chat needs it loaded anyway; loading first makes the count exact
-    for entry in scheduler:
-        if entry.key == (name, False):
-            return entry.runner
-    return None
-
-
-def model_context_length(backend: Any, model: str, options: Mapping[str, Any]) -> int:
-    """The request's num_ctx, else the loaded model's context, else the default."""
-    if options.get("num_ctx"):
-        return context_length(options)
-    from ..names import ModelName
-
-    name = ModelName.parse(model).short
-    for entry in getattr(backend, "scheduler", None) or []:
-        if entry.key == (name, False):
-            return int(entry.context_length)
-    return context_length(options)
 
 
 __all__ = ["NotebookContext", "SentWith", "build_context", "cell_block", "model_context_length", "recent_cells",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 FENCE = "```"
 
@@ -23,7 +26,7 @@ def thinking_block(thinking: str) -> str:
     return f"<details><summary>Thinking</summary>\n\n{html.escape(thinking.strip())}\n\n</details>\n\n"
 
 
-def renders_rich(shell: Any) -> bool:
+def renders_rich(shell: InteractiveShell) -> bool:
     """A Jupyter kernel, or output being captured (``%%capture``, tests): displays, not prints."""
     return type(shell).__name__ == "ZMQInteractiveShell" or \
         type(getattr(shell, "display_pub", None)).__name__ == "CapturingDisplayPublisher"
@@ -43,7 +46,7 @@ class _Markdown:
 class StreamDisplay:
     """A live view of text that grows; ``finish()`` clears it so the final render appears once."""
 
-    def __init__(self, shell: Any, *, interval: float = 0.1, live: bool = True) -> None:
+    def __init__(self, shell: InteractiveShell, *, interval: float = 0.1, live: bool = True) -> None:
         self.rich = live and renders_rich(shell)
         self.printing = live and not self.rich
         self.interval = interval

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 
 from ..defaults import DEFAULT_EMBED_MODEL
 from ..errors import InvalidRequest, MissingPackage, OllamaMagicError
+
+if TYPE_CHECKING:
+    from ..backends import Backend
 
 log = logging.getLogger("ollama_magic")
 
@@ -131,7 +134,7 @@ def _short(value: Any) -> str:
 
 
 def embed_frame(
-    backend: Any,
+    backend: Backend,
     value: Any,
     *,
     model: str = DEFAULT_EMBED_MODEL,
@@ -160,7 +163,7 @@ def embed_frame(
 
 
 def _embed_distinct(
-    backend: Any, model: str, distinct: list[str], batch_size: int, progress: bool | None, truncate: bool | None
+    backend: Backend, model: str, distinct: list[str], batch_size: int, progress: bool | None, truncate: bool | None
 ) -> np.ndarray:
     """One float32 row per distinct text, in order, asking the backend one batch at a time."""
     if not distinct:
@@ -310,7 +313,7 @@ def _texts_of(frame: Any, what: str) -> np.ndarray:
 
 
 def search(
-    backend: Any, query: str, corpus_frame: pd.DataFrame, k: int = 5, model: str | None = None
+    backend: Backend, query: str, corpus_frame: pd.DataFrame, k: int = 5, model: str | None = None
 ) -> pd.DataFrame:
     """The ``k`` corpus rows most similar to ``query``, best first.
 

@@ -12,22 +12,26 @@ is ``%%chat -t fix``) and puts the corrected cell the model wrote into a new cel
 
 from __future__ import annotations
 
-import os
+import argparse
 import re
 import sys
-import traceback
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
 from ..errors import InvalidRequest
-from .manage import _parse, verb
 from .output_forms import insert_code_cell
+from .session import per_shell
+from .tracebacks import format_error
+from .verbs import parse, verb
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+
+    from .session import NotebookSession
 
 FIX_THREAD = "fix"
-_IPYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("IPython").__file__)))
 _FENCED = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 
@@ -36,21 +40,6 @@ class CellError:
     cell: int
     code: str
     traceback: str
-
-
-def _user_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Skip IPython's own frames (run_code, exec) at the top of the traceback."""
-    while tb is not None and tb.tb_next is not None and \
-            os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_IPYTHON_DIR + os.sep + "IPython"):
-        tb = tb.tb_next
-    return tb
-
-
-def format_error(error: BaseException) -> str:
-    """The plain traceback text of ``error``, as a user reads it (no ANSI colours, no IPython frames)."""
-    if isinstance(error, SyntaxError):
-        return "".join(traceback.format_exception_only(type(error), error)).rstrip("\n")
-    return "".join(traceback.format_exception(type(error), error, _user_frames(error.__traceback__))).rstrip("\n")
 
 
 class Errors(dict):
@@ -64,7 +53,7 @@ class Errors(dict):
 class ErrorLog:
     """Watches the shell's cells and keeps each error as ``Err[n]`` in the user namespace."""
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: InteractiveShell) -> None:
         self.shell = shell
         self.errors: dict[int, CellError] = {}
         self.last: int | None = None
@@ -82,11 +71,11 @@ class ErrorLog:
             self.shell.events.unregister("pre_run_cell", self.starting)
             self.shell.events.unregister("post_run_cell", self.record)
 
-    def starting(self, info: Any) -> None:
+    def starting(self, info: ExecutionInfo) -> None:
         # IPython 9 counts the cell before pre_run_cell fires: the running cell is the one before.
         self.running = self.shell.execution_count - 1 if info.store_history and not info.silent else None
 
-    def record(self, result: Any) -> None:
+    def record(self, result: ExecutionResult) -> None:
         self.running = None
         error = result.error_before_exec or result.error_in_exec
         cell = result.execution_count or self.shell.execution_count
@@ -136,26 +125,23 @@ def corrected_code(answer: str) -> str | None:
     return chosen[-1].strip("\n") if chosen and chosen[-1].strip() else None
 
 
-def error_log(shell: Any) -> ErrorLog:
-    log = getattr(shell, "_ollama_magic_errors", None)
-    if log is None:
-        log = ErrorLog(shell)
-        shell._ollama_magic_errors = log
-    return log
+def error_log(shell: InteractiveShell) -> ErrorLog:
+    """The shell's error log (one per shell, in the session registry; it outlives a ``%reload_ext``)."""
+    return per_shell(shell, "error_log", lambda: ErrorLog(shell))
 
 
 @verb("fix", "explain the last error (or cell N's) and insert a corrected cell below")
-def fix(session: Any, argv: list[str], shell: Any) -> Any:
+def fix(session: NotebookSession, argv: list[str], shell: InteractiveShell | None) -> Any:
     from .chat import ChatTurn, chat_turn
 
-    def setup(p: Any) -> None:
+    def setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("cell", nargs="?", type=int, help="the failing cell's number (default: the last error)")
         p.add_argument("-m", "--model")
         p.add_argument("--seed", type=int)
         p.add_argument("--temperature", type=float)
         p.add_argument("--num-predict", type=int)
 
-    args = _parse("fix", argv, setup)
+    args = parse("fix", argv, setup)
     error = error_log(shell).get(args.cell)
     options = {k: v for k, v in (("seed", args.seed), ("temperature", args.temperature),
                                  ("num_predict", args.num_predict)) if v is not None}

@@ -1,24 +1,29 @@
-"""Loading and unloading the extension: one session per kernel, magics, tab completion."""
+"""Loading and unloading the extension: the magics, the cell and error logs, tab completion.
+
+The session itself lives in the per-shell registry of ``session.py`` (``session_for``), which imports
+nothing of this; the ``%ollama`` verbs are imported here so that each registers itself.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+# The verb groups register themselves, in the order %ollama help lists them; errorhelp adds fix last.
+from .verbs import VERBS, models, panel, server, threads, tokens  # noqa: F401, I001 - imported to register
 from .cell_log import cell_log
 from .errorhelp import error_log
 from .magics import OllamaMagics
-from .manage import VERBS, model_names
-from .session import NotebookSession
+from .session import NotebookSession, forget, per_shell, session_for
+from .verbs.models import model_names
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 _MODEL_VERBS = {"show", "rm", "cp", "load", "unload", "use"}
-_loaded: dict[int, OllamaMagics] = {}
 
 
-def load(shell: Any) -> OllamaMagics:
-    magics = _loaded.get(id(shell))
-    if magics is None:
-        magics = OllamaMagics(shell, NotebookSession(shell))
-        _loaded[id(shell)] = magics
+def load(shell: InteractiveShell) -> OllamaMagics:
+    magics = per_shell(shell, "magics", lambda: OllamaMagics(shell, session_for(shell)))
     shell.register_magics(magics)
     error_log(shell).install()
     cell_log(shell).install()
@@ -26,11 +31,13 @@ def load(shell: Any) -> OllamaMagics:
     return magics
 
 
-def unload(shell: Any) -> None:
+def unload(shell: InteractiveShell) -> None:
     """``%unload_ext``/``%reload_ext``: stop the server and free the models, then forget the session."""
-    magics = _loaded.pop(id(shell), None)
+    magics = forget(shell, "magics")
+    session = forget(shell, "session")
+    if session is not None:
+        session.close()
     if magics is not None:
-        magics.session.close()
         error_log(shell).uninstall()
         cell_log(shell).uninstall()
         for kind in ("line", "cell"):
@@ -38,12 +45,12 @@ def unload(shell: Any) -> None:
                 shell.magics_manager.magics[kind].pop(name, None)
 
 
-def session_of(shell: Any) -> NotebookSession:
-    """The session the magics use (the widget panels share it)."""
+def session_of(shell: InteractiveShell) -> NotebookSession:
+    """The session the magics use (the widget panels share it); loads the extension if it is not loaded."""
     return load(shell).session
 
 
-def _install_completer(shell: Any, session: NotebookSession) -> None:
+def _install_completer(shell: InteractiveShell, session: NotebookSession) -> None:
     def complete(_self: Any, event: Any) -> list[str]:
         words = event.line.split()
         typing_new_word = event.line.endswith(" ")

@@ -13,7 +13,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 from .. import envconfig
 
@@ -35,7 +38,7 @@ class NotebookIdentity:
     source: Literal["path", "session", "fallback"]
 
 
-def notebook_identity(shell: Any = None) -> NotebookIdentity:
+def notebook_identity(shell: InteractiveShell | None = None) -> NotebookIdentity:
     """The identity of the notebook ``shell`` runs (``shell`` may be None outside IPython).
 
     Looked up in order: ``__session__`` in the user namespace (ipykernel sets it from
@@ -53,7 +56,7 @@ def notebook_identity(shell: Any = None) -> NotebookIdentity:
     return NotebookIdentity(_identity_key("fallback", pid, pid), f"python process {os.getpid()}", "fallback")
 
 
-def notebook_path(shell: Any = None) -> str | None:
+def notebook_path(shell: InteractiveShell | None = None) -> str | None:
     """The notebook's path as the front end reports it, or None when no front end does."""
     user_ns = getattr(shell, "user_ns", None) or {}
     candidates = (user_ns.get("__session__"), user_ns.get("__vsc_ipynb_file__"), envconfig.jpy_session_name())

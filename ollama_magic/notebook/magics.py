@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
@@ -17,12 +17,14 @@ from traitlets import Bool, Float
 
 from ..defaults import DEFAULT_CHAT_MODEL
 from ..errors import OllamaMagicError
-from . import manage
 from .arguments import HelpShown, UsageParser, leading_flags, split_line
-from . import notebook_features
-from .chat import FORMATS, ChatTurn, chat_turn, interpolate
-from .chat_flags import add_context_flags
+from .chat import ChatTurn, chat_turn, interpolate
+from .features import FEATURES, NOT_ANSWERED, Cell
 from .session import NotebookSession
+from .verbs import run as run_verb
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -44,9 +46,6 @@ def chat_parser() -> UsageParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--num-predict", type=int, help="maximum tokens in the answer")
-    p.add_argument("-f", "--format", choices=FORMATS, default="markdown",
-                   help="markdown (default), text, code (a code block, also put in a new cell below), "
-                   "json (the parsed object), html, math (LaTeX)")
     p.add_argument("--no-history", action="store_true", help="send only this message; record nothing")
     p.add_argument("--new", action="store_true", help="start the thread afresh")
     p.add_argument("-o", "--output", metavar="VAR", help="also store the reply in this variable")
@@ -59,10 +58,8 @@ def chat_parser() -> UsageParser:
     p.add_argument("--logprobs", nargs="?", const=0, type=int, choices=range(21), metavar="N",
                    help="keep the reply's token probabilities as a DataFrame in reply.logprobs, with the N "
                         "likeliest alternatives of each token (0-20, default 0)")
-    p.add_argument("--image", action="append", default=[], metavar="PATH|VAR",
-                   help="send an image with the message (a file, or a variable holding a path, bytes, a PIL "
-                        "image or a matplotlib figure); repeat for several; needs a vision model")
-    add_context_flags(p)
+    for feature in FEATURES:
+        feature.add_flags(p)
     p.add_argument("message", nargs="?", help="the message (line form: everything after the flags, as written)")
     return p
 
@@ -89,14 +86,10 @@ def embed_parser() -> UsageParser:
 
 
 def _image_arg(value: str, namespace: dict[str, Any]) -> Any:
-    """``--image VAR`` is the variable's value when the notebook has one by that name, else a path."""
-    if value.isidentifier() and value in namespace:
-        return namespace[value]
-    from pathlib import Path
+    """Kept for callers of the old name: ``features.image.image_arg``."""
+    from .features.image import image_arg
 
-    if not Path(value).expanduser().is_file():
-        raise UsageError(f"--image {value}: no notebook variable and no file by that name")
-    return Path(value).expanduser()
+    return image_arg(value, namespace)
 
 
 @magics_class
@@ -104,7 +97,7 @@ class OllamaMagics(Magics):
     stream = Bool(True, help="Show tokens as they arrive (False: only the finished reply).").tag(config=True)
     update_interval = Float(0.1, help="Seconds between live updates of a streaming reply.").tag(config=True)
 
-    def __init__(self, shell: Any, session: NotebookSession | None = None) -> None:
+    def __init__(self, shell: InteractiveShell, session: NotebookSession | None = None) -> None:
         super().__init__(shell)
         self.session = session or NotebookSession(shell)
 
@@ -132,27 +125,28 @@ class OllamaMagics(Magics):
             if value is not None:
                 options[key] = value
         model = args.model or self.session.chat_model
-        notice = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-        notebook_features.validate(args)
-        if args.over is not None:
-            result = notebook_features.over(self.session, args, text, namespace, local_ns, model, options)
-            if args.output:
-                self.shell.user_ns[args.output] = result
-            return result
-        text = notebook_features.with_context(self.session, args, interpolate(text, namespace), namespace, model,
-                                              options)
-        turn = ChatTurn(text=text, model=model,
-                        thread=args.thread, system=args.system, fmt=args.format, history=not args.no_history,
-                        new=args.new, options=options, schema=notebook_features.schema_of(args.schema, namespace),
-                        think=args.think, dry_run=args.dry_run, max_history=args.max_history,
-                        tools=notebook_features.tools(args, namespace), tool_choice=args.tool_choice,
-                        logprobs=args.logprobs, images=[_image_arg(value, namespace) for value in args.image])
-        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval, notice=notice,
-                          confirm=notebook_features.confirm(args))
-        notebook_features.after_reply(self.shell, reply, args.format, notice)
+        cell_info = Cell(self.session, self.shell, text, model, options, namespace, local_ns)
+        for feature in FEATURES:
+            feature.check(args)
+        for feature in FEATURES:
+            if (answer := feature.answer(args, cell_info)) is not NOT_ANSWERED:
+                return self._keep(args, answer)
+        turn = ChatTurn(text=interpolate(text, namespace), model=model, thread=args.thread, system=args.system,
+                        history=not args.no_history, new=args.new, options=options, think=args.think,
+                        dry_run=args.dry_run, logprobs=args.logprobs)
+        for feature in FEATURES:
+            feature.apply(turn, args, cell_info)
+        reply = chat_turn(self.session, turn, live=self.stream, interval=self.update_interval,
+                          notice=lambda msg: print(msg, file=sys.stderr))
+        for feature in FEATURES:
+            feature.after(reply, args, cell_info)
+        return self._keep(args, reply)
+
+    def _keep(self, args: argparse.Namespace, value: Any) -> Any:
+        """``-o VAR``: the cell's value also goes into a variable."""
         if args.output:
-            self.shell.user_ns[args.output] = reply
-        return reply
+            self.shell.user_ns[args.output] = value
+        return value
 
     # ---- %embed ------------------------------------------------------------------------------------
 
@@ -194,7 +188,7 @@ class OllamaMagics(Magics):
     @line_magic
     def ollama(self, line: str) -> Any:
         """Manage models, threads, the backend and the HTTP server. ``%ollama help`` lists the verbs."""
-        return self._guard(lambda: manage.run(self.session, split_line(line), self.shell))
+        return self._guard(lambda: run_verb(self.session, split_line(line), self.shell))
 
     # ---- errors ------------------------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ front end that ignores ``set_next_input`` (older VS Code) would otherwise lose i
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 #: Appended to the message, after a blank line. Markdown, text and json add nothing: markdown is
 #: the default render, text is raw, and json is constrained by a grammar instead of by words.
@@ -35,7 +38,7 @@ def as_latex(text: str) -> str:
     return f"$$\n{body}\n$$"
 
 
-def insert_code_cell(shell: Any, code: str, notice: Callable[[str], None] | None = None) -> bool:
+def insert_code_cell(shell: InteractiveShell, code: str, notice: Callable[[str], None] | None = None) -> bool:
     """Put ``code`` in a new cell below the running one; False (and nothing done) when it is empty."""
     if not code.strip() or shell is None:
         return False

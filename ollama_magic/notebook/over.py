@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
 
 from ..errors import InvalidRequest, RowError  # RowError lives in errors; importable from here as before
 from .display import strip_fence
+
+if TYPE_CHECKING:
+    from ..backends import Backend
 
 #: Where the row's text goes in the prompt; a prompt without it gets the text after a blank line.
 ROW_FIELD = "{text}"
@@ -105,7 +108,7 @@ class InFlight:
                 pass
 
 
-def _ask(backend: Any, model: str, messages: list[dict[str, Any]], options: Mapping[str, Any] | None,
+def _ask(backend: Backend, model: str, messages: list[dict[str, Any]], options: Mapping[str, Any] | None,
          format: Any, flight: InFlight) -> str:
     if flight.stopped:
         raise _Cancelled
@@ -135,7 +138,7 @@ def chat_over(
     prompt: str,
     *,
     model: str | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     system: str | None = None,
     options: Mapping[str, Any] | None = None,
     fmt: str = "text",
@@ -155,9 +158,9 @@ def chat_over(
     if workers < 1:
         raise InvalidRequest("workers must be at least 1")
     if backend is None or model is None:
-        from . import current_session
+        from .session import current
 
-        session = current_session()
+        session = current()
         backend = backend if backend is not None else session.backend
         model = model or session.chat_model
     column = _as_series(values)

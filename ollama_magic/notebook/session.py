@@ -3,13 +3,17 @@ conversations and the HTTP server, shared by the magics and the widget panels.
 
 The in-kernel Engine is created on first use (loading llama.cpp is not free) and kept while a remote
 server is connected, so ``disconnect`` returns to the same loaded models.
+
+This module is the bottom of ``notebook/``: it also keeps what each shell holds (its session, its cell
+and error logs, the loaded magics) in one per-shell registry (:func:`per_shell`), and imports nothing of
+the magics, so the magics, the widgets and ``over`` find the kernel's session here (:func:`current`).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..backends import Backend
 from ..backends import connect as connect_backend
@@ -19,6 +23,13 @@ from ..hosts import DEFAULT_HOST, DEFAULT_PORT
 from ..names import ModelName
 from .conversations import ConversationStore, default_conversations_root
 from .identity import NotebookIdentity, notebook_identity
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ..engine import Engine
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,8 +44,8 @@ class SessionStatus:
 
 
 class NotebookSession:
-    def __init__(self, shell: Any = None, *, conversations: ConversationStore | None = None,
-                 engine: Any = None) -> None:
+    def __init__(self, shell: InteractiveShell | None = None, *, conversations: ConversationStore | None = None,
+                 engine: Engine | None = None) -> None:
         self.shell = shell
         self.chat_model = DEFAULT_CHAT_MODEL
         self.embed_model = DEFAULT_EMBED_MODEL
@@ -48,7 +59,7 @@ class NotebookSession:
     # ---- backends --------------------------------------------------------------------------------
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The in-kernel Engine (created on first use)."""
         with self._lock:
             if self._engine is None:
@@ -154,3 +165,47 @@ class NotebookSession:
         if self._owns_engine and self._engine is not None:
             self._engine.close()
             self._engine = None
+
+
+# ---- one registry of what each shell holds ------------------------------------------------------------
+
+_shells: dict[int, tuple[Any, dict[str, Any]]] = {}
+_shells_lock = threading.RLock()  # re-entrant: a make() may ask for another entry (magics -> session)
+
+
+def per_shell(shell: InteractiveShell, key: str, make: Callable[[], T]) -> T:
+    """The shell's ``key`` entry, made by ``make()`` on first use: the one place per-shell state lives
+    (the session, the cell log, the error log, the loaded magics)."""
+    with _shells_lock:
+        held, state = _shells.setdefault(id(shell), (shell, {}))
+        if held is not shell:  # another shell got a freed shell's id
+            state = {}
+            _shells[id(shell)] = (shell, state)
+        if key not in state:
+            state[key] = make()
+        return state[key]
+
+
+def forget(shell: InteractiveShell, key: str) -> Any:
+    """Drop the shell's ``key`` entry (``%unload_ext``); returns it, or None."""
+    with _shells_lock:
+        held, state = _shells.get(id(shell), (None, {}))
+        return state.pop(key, None) if held is shell else None
+
+
+def session_for(shell: InteractiveShell) -> NotebookSession:
+    """The shell's session, the one its magics and panels use (made on first use)."""
+    return per_shell(shell, "session", lambda: NotebookSession(shell))
+
+
+def current() -> NotebookSession:
+    """The running kernel's session, for code that wants it without a magic."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("current_session() needs IPython or Jupyter: run it in a notebook")
+    return session_for(shell)
+
+
+__all__ = ["NotebookSession", "SessionStatus", "current", "forget", "per_shell", "session_for"]

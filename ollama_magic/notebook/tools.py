@@ -15,9 +15,12 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from ..backends import Backend
 
 MAX_ROUNDS = 5
 RESULT_LIMIT = 2000
@@ -60,16 +63,45 @@ def tool_schemas(functions: Sequence[Callable[..., Any]]) -> list[dict[str, Any]
 
 
 def required_call_format(functions: Sequence[Callable[..., Any]]) -> dict[str, Any]:
-    """A JSON schema that admits exactly one call ``{"name": ..., "arguments": {...}}`` of one tool."""
-    variants = []
-    for schema in tool_schemas(functions):
-        fn = schema["function"]
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
-        arguments = {"type": "object", "properties": params.get("properties") or {},
-                     "required": list(params.get("required") or [])}
-        variants.append({"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": arguments},
-                         "required": ["name", "arguments"]})
-    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+    """A JSON schema that admits exactly one call ``{"name": ..., "arguments": {...}}`` of one tool: the
+    engine's own (``engine/toolcalls.py``), for backends that cannot take ``tool_choice``."""
+    from ..engine.toolcalls import forced_call_schema
+
+    return forced_call_schema(tool_schemas(functions))
+
+
+def takes_tool_choice(backend: Backend) -> bool:
+    """Whether ``backend.chat`` forces a call itself (``tool_choice``, the in-kernel Engine): it knows the
+    template's tool tag and puts it in front of the call, so its parser reads the reply as a call."""
+    import inspect
+
+    try:
+        return "tool_choice" in inspect.signature(backend.chat).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _forced(backend: Backend, functions: Sequence[Callable[..., Any]]) -> dict[str, Any]:
+    """The chat arguments that force one call: the engine's ``tool_choice``, else its schema as ``format``."""
+    if takes_tool_choice(backend):
+        return {"tool_choice": "required"}
+    return {"format": required_call_format(functions)}
+
+
+def _call_in_content(response: Any, names: Sequence[str]) -> list[Any]:
+    """A call forced by ``format`` whose template starts calls with a tag (``<tool_call>``) comes back as
+    bare JSON content: the server's parser waits for the tag. The grammar made it a call, so read it as one."""
+    import ollama
+
+    try:
+        value = json.loads(response.message.content or "")
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(value, dict) or value.get("name") not in names or not isinstance(value.get("arguments"), dict):
+        return []
+    response.message.content = ""
+    return [ollama.Message.ToolCall(function=ollama.Message.ToolCall.Function(name=value["name"],
+                                                                                arguments=value["arguments"]))]
 
 
 def _run_call(function: Callable[..., Any], arguments: dict[str, Any]) -> str:
@@ -86,7 +118,7 @@ def _jsonable(value: Any) -> bool:
 
 
 def run_with_tools(
-    backend: Any, model: str, messages: list[dict[str, Any]], functions: Sequence[Callable[..., Any]], *,
+    backend: Backend, model: str, messages: list[dict[str, Any]], functions: Sequence[Callable[..., Any]], *,
     options: Mapping[str, Any] | None = None, confirm: Callable[[str], bool] | None = None,
     show: Callable[[ToolCall], None] | None = None, tool_choice: str = "auto",
 ) -> tuple[Any, list[ToolCall]]:
@@ -103,8 +135,10 @@ def run_with_tools(
         force = tool_choice == "required" and round_number == 0
         response = backend.chat(model, conversation, tools=list(functions), stream=False,
                                 options=dict(options) if options else None,
-                                format=required_call_format(functions) if force else None)
+                                **(_forced(backend, functions) if force else {}))
         asked = list(response.message.tool_calls or [])
+        if force and not asked:
+            asked = _call_in_content(response, list(by_name))
         if not asked or round_number == MAX_ROUNDS:
             return response, calls
         conversation.append({"role": "assistant", "content": response.message.content or "",
@@ -131,4 +165,5 @@ def ask_before(description: str) -> bool:
     return input(f"run {description}? [y/N] ").strip().lower() in ("y", "yes")
 
 
-__all__ = ["ToolCall", "ask_before", "required_call_format", "resolve", "run_with_tools", "tool_schemas"]
+__all__ = ["ToolCall", "ask_before", "required_call_format", "resolve", "run_with_tools", "takes_tool_choice",
+           "tool_schemas"]

@@ -234,12 +234,18 @@ def test_history_export_and_reset(ip, tmp_path: Path) -> None:
     assert ip.run_line_magic("ollama", "threads").empty
 
 
-def test_context_guard_leaves_out_old_turns_and_says_so(ip) -> None:
+def test_context_guard_leaves_out_old_turns_and_says_so(ip, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(4):
         chat(ip, SHORT, f"Fact {i}: " + "the quick brown fox jumps over the lazy dog. " * 12)
+    from ollama_magic.notebook import current_session
+
+    engine = current_session().backend
+    real, calls = engine.chat, []
+    monkeypatch.setattr(engine, "chat", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     with capture_output() as cap:
         reply = chat(ip, SHORT + " --options '{\"num_ctx\": 512}'", "Summarise.")
-    assert "left out the" in cap.stderr and "oldest message" in cap.stderr
+    assert len(calls) == 1 and not calls[0].get("debug_render_only")  # one render of the prompt: no pre-flight
+    assert "left out the" in cap.stderr and "oldest message" in cap.stderr and "512-token context" in cap.stderr
     assert reply.stats["prompt_eval_count"] < 512
     assert len(history(ip)) == 10  # nothing is deleted from the history
 

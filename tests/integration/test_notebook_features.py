@@ -388,6 +388,41 @@ def test_tools_run_in_the_kernel_and_the_result_goes_back(ip, tools_model: str) 
     assert list(history(ip, "tools").role) == ["user", "assistant"]
 
 
+#: SmolLM2 with a Hermes-style tool template: its calls start with the ``<tool_call>`` tag, as Qwen's do.
+TAGGED_TOOLS_TEMPLATE = """{{- if .Tools }}<|im_start|>system
+You can call these tools. To call one, answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call>.
+{{ range .Tools }}{{ . }}
+{{ end }}<|im_end|>
+{{ end }}
+{{- range .Messages }}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ if .ToolCalls }}{{ range .ToolCalls }}<tool_call>
+{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
+</tool_call>{{ end }}{{ else }}{{ .Content }}{{ end }}<|im_end|>
+{{ else if eq .Role "tool" }}<|im_start|>user
+<tool_response>{{ .Content }}</tool_response><|im_end|>
+{{ end }}
+{{- end }}<|im_start|>assistant
+"""
+
+
+def test_tool_choice_required_calls_the_tool_with_a_tool_call_tag_template(ip) -> None:
+    """The forced call is the engine's (tag, then the call's JSON): the tool really runs, rather than
+    bare JSON coming back as the answer (review R1)."""
+    from ollama_magic.notebook import current_session
+
+    current_session().backend.create("smollm2-tagged", from_="smollm2:135m", template=TAGGED_TOOLS_TEMPLATE)
+    calls = _define_add(ip)
+    with capture_output() as cap:
+        reply = chat(ip, "--tools add --tool-choice required -m smollm2-tagged -t tagged --seed 1 --num-predict 32",
+                     "What is 2 plus 3? Use the tool.")
+    assert calls and all(isinstance(a, int) and isinstance(b, int) for a, b in calls)
+    assert any(o.data["text/plain"].startswith("tool call: add(") for o in cap.outputs)
+    assert '"name"' not in str(reply)  # the call ran; it is not the answer
+
+
 def test_tools_confirm_asks_before_each_call(ip, tools_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _define_add(ip)
     asked: list[str] = []

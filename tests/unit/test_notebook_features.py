@@ -138,3 +138,39 @@ def test_a_tool_call_shows_collapsed() -> None:
     data, _ = DisplayFormatter().format(ToolCall("add", {"a": 2, "b": 3}, "5"))
     assert data["text/plain"] == "tool call: add(a=2, b=3) -> 5"
     assert data["text/html"] == "<details><summary>tool call: <code>add(a=2, b=3)</code></summary><pre>5</pre></details>"
+
+
+class _ToolServer:
+    """A backend that answers a forced call as a server whose template starts calls with ``<tool_call>``
+    does: the format-constrained JSON comes back as content, with no parsed tool_calls."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    def chat(self, model: str, messages: list, **kwargs: object) -> object:
+        import ollama
+
+        self.requests.append(kwargs)
+        content = '{"name": "_shout", "arguments": {"text": "hi"}}' if len(self.requests) == 1 else "HI it is."
+        return ollama.ChatResponse(model=model, message=ollama.Message(role="assistant", content=content), done=True)
+
+
+class _ToolEngine(_ToolServer):
+    """A backend that takes ``tool_choice`` (the in-kernel Engine's signature)."""
+
+    def chat(self, model: str, messages: list, *, tool_choice: object = None, **kwargs: object) -> object:  # type: ignore[override]
+        return super().chat(model, messages, tool_choice=tool_choice, **kwargs)
+
+
+def test_a_forced_call_is_the_engines_tool_choice_or_its_schema_read_back_as_a_call() -> None:
+    from ollama_magic.notebook.tools import run_with_tools
+
+    engine = _ToolEngine()
+    run_with_tools(engine, "m", [{"role": "user", "content": "x"}], [_shout], tool_choice="required")
+    assert engine.requests[0].get("tool_choice") == "required" and engine.requests[0].get("format") is None
+
+    server = _ToolServer()
+    final, calls = run_with_tools(server, "m", [{"role": "user", "content": "x"}], [_shout], tool_choice="required")
+    assert server.requests[0]["format"] == required_call_format([_shout])
+    assert [(c.name, c.arguments, c.result) for c in calls] == [("_shout", {"text": "hi"}, "HI")]
+    assert final.message.content == "HI it is."

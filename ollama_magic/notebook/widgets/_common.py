@@ -12,12 +12,15 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import ipywidgets as widgets
 
 from ...errors import OllamaMagicError
 from ...names import ModelName
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 log = logging.getLogger("ollama_magic")
 
@@ -257,7 +260,7 @@ def matching_model(name: str | None, names: list[str]) -> str | None:
     return None
 
 
-def model_choices(session: Any, current: str | None, default: str, status: "StatusLine") -> tuple[list[str], str]:
+def model_choices(session: NotebookSession, current: str | None, default: str, status: "StatusLine") -> tuple[list[str], str]:
     """A model menu's entries and selection: the installed models, keeping ``current`` (else the
     session's ``default``). A model that is not installed stays listed, so using it says so clearly;
     a backend that does not answer is reported on ``status``, not raised."""

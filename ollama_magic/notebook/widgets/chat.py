@@ -26,7 +26,7 @@ import html
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import ipywidgets as widgets
 
@@ -34,6 +34,9 @@ from ...errors import InvalidRequest, OllamaMagicError
 from ..chat import ChatTurn, chat_turn
 from ..conversations import DEFAULT_THREAD, check_thread_name
 from ._common import Panel, StatusLine, error_text, model_choices
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 log = logging.getLogger("ollama_magic")
 
@@ -223,7 +226,7 @@ class ChatPanel(Panel):
     module docstring), so press Send or Tab to it and press Enter.
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: NotebookSession) -> None:
         super().__init__()
         self.session = session
         self._stop = threading.Event()

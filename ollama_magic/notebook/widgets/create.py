@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import ipywidgets as widgets
 
@@ -21,6 +21,9 @@ from ...errors import InvalidModelName, ModelNotFound, OllamaMagicError
 from ...names import ModelName
 from ...options import OPTION_TYPES, parse_parameter_text
 from ._common import Panel, StatusLine, close_tree, error_text
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 SOURCE_FILE = "GGUF file"
 SOURCE_MODEL = "Installed model"
@@ -65,7 +68,7 @@ class CreatePanel(Panel):
         should only set trait values, e.g. refresh another panel).
     """
 
-    def __init__(self, session: Any, on_created: Callable[[str], None] | None = None) -> None:
+    def __init__(self, session: NotebookSession, on_created: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.session = session
         self.on_created = on_created

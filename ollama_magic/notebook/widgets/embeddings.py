@@ -13,13 +13,16 @@ from __future__ import annotations
 import base64
 import io
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ...errors import InvalidRequest, MissingPackage
 from ..embeddings import embed_frame, plot_projection
 from ._common import Panel, StatusLine, model_choices
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 #: Past this many points the labels hide each other; the dots alone say more.
 MAX_LABELS = 30
@@ -38,7 +41,7 @@ class EmbeddingsPanel(Panel):
     in the notebook under that name.
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: NotebookSession) -> None:
         super().__init__()
         self.session = session
         self.frame: Any = None

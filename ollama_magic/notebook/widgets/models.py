@@ -10,12 +10,15 @@ panel works on the in-kernel engine and on a connected server alike. The plain-d
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ...formatting import model_rows
+from ...formatting import EMPTY_STORE_HINT, model_rows
 from ._common import COLORS, MONO_CLASS, MONO_STYLE, Panel, StatusLine, error_text, escape, pre
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 #: (key of a row, column title) in the order shown.
 COLUMNS = [("name", "NAME"), ("size", "SIZE"), ("family", "FAMILY"), ("parameters", "PARAMETERS"),
@@ -50,7 +53,7 @@ class ModelsPanel(Panel):
         The notebook's session; every action goes through ``session.backend``.
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: NotebookSession) -> None:
         super().__init__()
         self.session = session
         self._all_rows: list[dict[str, str]] = []
@@ -287,8 +290,8 @@ class ModelsPanel(Panel):
             self.header.value = f'{MONO_STYLE}<div class="{MONO_CLASS}" style="white-space: pre; padding-left: 4px; '\
                                 f'color: {COLORS["info"]}"><b>{escape(header)}</b></div>'
             if not self._all_rows:
-                self.empty_note.value = f'<i style="color: {COLORS["info"]}">No models installed. ' \
-                                        "Run %ollama setup, or create one in the Create tab.</i>"
+                hint = escape(EMPTY_STORE_HINT.format(cmd="%ollama"))
+                self.empty_note.value = f'<i style="color: {COLORS["info"]}">{hint} Or create one in the Create tab.</i>'
             elif not rows:
                 self.empty_note.value = f'<i style="color: {COLORS["info"]}">No model matches the filter.</i>'
             else:

@@ -6,7 +6,7 @@ The panels share the kernel's session with the magics, so a model created here c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
@@ -16,6 +16,9 @@ from .create import CreatePanel
 from .embeddings import EmbeddingsPanel
 from .models import ModelsPanel
 from .running import RunningPanel
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 TITLES = ("Models", "Running", "Create", "Chat", "Embeddings")
 
@@ -34,7 +37,7 @@ class OllamaPanel:
     model menus; opening the Chat tab picks up threads that ``%%chat`` changed meanwhile.
     """
 
-    def __init__(self, session: Any, *, interval: float = 1.0) -> None:
+    def __init__(self, session: NotebookSession, *, interval: float = 1.0) -> None:
         self.session = session
         self.models = ModelsPanel(session)
         self.running = RunningPanel(session, interval=interval)
@@ -90,12 +93,12 @@ class OllamaPanel:
             panel.status.error(error_text(exc))
 
 
-def panel(session: Any = None, *, interval: float = 1.0) -> OllamaPanel:
+def panel(session: NotebookSession | None = None, *, interval: float = 1.0) -> OllamaPanel:
     """The kernel's panel: ``session`` defaults to the one the magics use (``current_session()``)."""
     if session is None:
-        from .. import current_session
+        from ..session import current
 
-        session = current_session()
+        session = current()
     return OllamaPanel(session, interval=interval)
 
 

@@ -12,12 +12,15 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ...formatting import gpu_layers, human_bytes, processor
 from ._common import COLORS, Panel, StatusLine, error_text, escape
+
+if TYPE_CHECKING:
+    from ..session import NotebookSession
 
 log = logging.getLogger("ollama_magic")
 
@@ -77,7 +80,7 @@ class RunningPanel(Panel):
         Seconds between refreshes; 0 or less turns the timer off (``refresh()`` still works).
     """
 
-    def __init__(self, session: Any, interval: float = 1.0) -> None:
+    def __init__(self, session: NotebookSession, interval: float = 1.0) -> None:
         super().__init__()
         self.session = session
         self.interval = interval

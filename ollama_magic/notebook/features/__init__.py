@@ -1,0 +1,18 @@
+"""The ``%%chat`` features, listed once: each declares its flags, checks and effect in its own module
+(``base.Feature``); the magic runs their hooks in this order."""
+
+from __future__ import annotations
+
+from . import history, image, notebook_context, output, over, tools
+from .base import NOT_ANSWERED, Cell, Feature
+
+FEATURES: tuple[Feature, ...] = (
+    output.FEATURE,            # -f/--format, --schema
+    history.FEATURE,           # --max-history
+    over.FEATURE,              # --over, --workers
+    tools.FEATURE,             # --tools, --confirm, --tool-choice
+    image.FEATURE,             # --image
+    notebook_context.FEATURE,  # --context, --vars: last, since it may load the model to count tokens
+)
+
+__all__ = ["FEATURES", "NOT_ANSWERED", "Cell", "Feature"]
