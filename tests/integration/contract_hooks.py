@@ -1,12 +1,18 @@
 """schemathesis hooks for tests/integration/test_server_contract.py (loaded through SCHEMATHESIS_HOOKS).
 
-Generated requests keep every field schemathesis draws but two: the model of an inference route is one
-that is installed (a random name only ever reaches the 400/404 path, never the engine), and how much
-they may generate: 2 tokens at most, so a run over the real models stays bounded (an unset
-num_predict would decode up to num_ctx). Routes that change the store keep their random names."""
+Generated requests keep every field schemathesis draws but three: the model of an inference route is one
+that is installed (a random name only ever reaches the 400/404 path, never the engine); how much they
+may generate: 2 tokens at most, so a run over the real models stays bounded (an unset num_predict would
+decode up to num_ctx); and the load-time options, which are fuzzed on purpose but from small sets of
+values (each new combination reloads the model, and an unbounded num_ctx would allocate gigabytes):
+zero, negative, tiny, huge and ordinary values of num_batch, num_ctx, num_thread, num_gpu and num_keep,
+the values that once aborted the process (num_batch 0, a batch smaller than the slots). Routes that
+change the store keep their random names."""
 
 from __future__ import annotations
 
+import json
+import random
 from typing import Any
 
 import schemathesis
@@ -18,6 +24,22 @@ REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
 MAX_TOKENS = 2
+#: the values each load-time option is drawn from: the bad and the edge ones, and one ordinary value
+LOAD_TIME_OPTIONS = {"num_ctx": (0, 1, 300, 2048), "num_batch": (-1, 0, 1, 2, 512),
+                     "num_thread": (-1, 0, 1, 2, 100_000), "num_gpu": (-1, 0, 999),
+                     "num_keep": (-1, 0, 4, 1_000_000)}
+
+
+def bounded_load_options(options: dict[str, Any]) -> None:
+    """Each load-time option from its set: a value schemathesis drew picks one by its own value, an
+    absent one is drawn (or left out) by a generator seeded with the request, so a run is repeatable."""
+    rng = random.Random(json.dumps(options, sort_keys=True, default=str))
+    for name, values in LOAD_TIME_OPTIONS.items():
+        drawn = options.get(name)
+        if isinstance(drawn, int) and not isinstance(drawn, bool):
+            options[name] = values[drawn % len(values)]
+        elif name not in options and rng.random() < 0.5:
+            options[name] = rng.choice(values)
 
 
 @schemathesis.hook
@@ -30,10 +52,13 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
     if path in NATIVE_GENERATION:
         options = body.get("options")
         if isinstance(options, dict):
-            options.pop("num_ctx", None)  # a new context size reloads the model: slow, and not the point here
+            bounded_load_options(options)
             options["num_predict"] = MAX_TOKENS
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
+            bounded_load_options(body["options"])
+    elif path in ("/api/embed", "/api/embeddings") and isinstance(body.get("options"), dict):
+        bounded_load_options(body["options"])
     elif path in OPENAI_GENERATION:
         body["max_tokens"] = MAX_TOKENS
         body.pop("max_completion_tokens", None)
