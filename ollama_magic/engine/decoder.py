@@ -199,6 +199,7 @@ class Decoder:
         self.on_admit = on_admit  # a job left the queue (admitted or dropped): for OLLAMA_MAX_QUEUE
         self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
         self.peak_active = 0  # most sequences decoded together so far
+        self._turn = 0
 
     def submit(self, job: GenerationJob, out: "queue.Queue[Any]") -> None:
         self.waiting.append((job, out))
@@ -336,11 +337,18 @@ class Decoder:
         self.peak_active = max(self.peak_active, len(running))
         entries: list[tuple[int, int, int, bool]] = []
         outputs: list[tuple[Sequence, int]] = []
-        for seq in running:
-            if seq.next_token is not None:
+        capacity = self.lctx.n_batch  # at least the slot count (LlamaContext sizes it so); bounded anyway
+        fed: list[Sequence] = []  # decoding sequences whose next token goes into this batch
+        order = running
+        if len(running) > capacity:  # a short batch (never with LlamaContext's sizing): take turns
+            self._turn = (self._turn + 1) % len(running)
+            order = running[self._turn:] + running[:self._turn]
+        for seq in order:
+            if seq.next_token is not None and len(entries) < capacity:
+                fed.append(seq)
                 outputs.append((seq, len(entries)))
                 entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
-        budget = self.lctx.n_batch - len(entries)
+        budget = capacity - len(entries)
         prefilling = [s for s in running if s.pending]
         for i, seq in enumerate(prefilling):
             share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
@@ -365,16 +373,16 @@ class Decoder:
             return
         self.tokens_decoded += len(entries)
         # What each sequence fed in is now in its KV cells.
-        for seq in running:
+        for seq in fed:
             if seq.next_token is not None:
                 seq.slot.cached.append(seq.next_token)
                 seq.n_past += 1
                 seq.next_token = None
         for seq in prefilling:
-            fed = [e for e in entries if e[2] == seq.slot.seq_id]
-            seq.slot.cached.extend(seq.pending[: len(fed)])
-            seq.n_past += len(fed)
-            seq.pending = seq.pending[len(fed) :]
+            taken = sum(1 for e in entries if e[2] == seq.slot.seq_id)
+            seq.slot.cached.extend(seq.pending[:taken])
+            seq.n_past += taken
+            seq.pending = seq.pending[taken:]
         for seq, row in outputs:
             self._advance(seq, row)
 

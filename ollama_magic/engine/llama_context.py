@@ -18,6 +18,8 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from ..errors import EngineError
+
 
 @functools.lru_cache(maxsize=1)
 def extra_buffers_safe() -> bool:
@@ -50,6 +52,24 @@ class ContextShape:
     @property
     def n_ctx(self) -> int:
         return self.num_ctx * self.parallel
+
+    @property
+    def batch_capacity(self) -> int:
+        """Tokens per llama_decode: ``num_batch``, but never fewer than the sequences decoded together
+        (llama-server's ``max(n_batch, n_parallel)``: every generating sequence feeds one token per
+        step, and llama.cpp asserts that its output buffer holds one row per sequence)."""
+        return max(1, self.num_batch, self.parallel)
+
+
+def check_shape(shape: ContextShape) -> None:
+    """Refuse numbers llama.cpp would abort on (or misuse) with a ValueError, before it sees them."""
+    if shape.num_ctx < 1:
+        raise ValueError(f"num_ctx must be at least 1 (got {shape.num_ctx})")
+    if not 1 <= shape.parallel <= llama_cpp.llama_max_parallel_sequences():
+        raise ValueError(f"parallel sequences must be 1 to {llama_cpp.llama_max_parallel_sequences()} "
+                         f"(got {shape.parallel})")
+    if shape.threads < 1:
+        raise ValueError(f"threads must be at least 1 (got {shape.threads})")
 
 
 def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
@@ -84,6 +104,7 @@ class LlamaContext:
     """
 
     def __init__(self, path: Path, shape: ContextShape) -> None:
+        check_shape(shape)
         self.shape = shape
         self.model = load_model(path, shape)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -94,7 +115,9 @@ class LlamaContext:
             raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
-        self.n_batch = shape.num_batch
+        # What llama.cpp settled on (it caps n_batch at n_ctx): one decode never takes more entries, and
+        # a non-causal (embedding) context needs the whole of it in one micro-batch.
+        self.n_batch = min(llama_cpp.llama_n_batch(self.ctx), llama_cpp.llama_n_ubatch(self.ctx))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._piece_buffer = ctypes.create_string_buffer(256)
 
@@ -102,8 +125,8 @@ class LlamaContext:
         """The generation context: ``parallel`` sequences in one unified KV cache (see the class)."""
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = shape.n_ctx
-        cparams.n_batch = shape.num_batch
-        cparams.n_ubatch = shape.num_batch
+        cparams.n_batch = shape.batch_capacity
+        cparams.n_ubatch = shape.batch_capacity
         cparams.n_seq_max = shape.parallel
         cparams.n_threads = shape.threads
         cparams.n_threads_batch = shape.threads
@@ -142,8 +165,14 @@ class LlamaContext:
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
         """Decode (token, position, seq_id, wants_logits) entries in one llama_decode; returns its code.
 
-        Output rows are numbered in entry order, counting only entries that want logits.
+        Output rows are numbered in entry order, counting only entries that want logits. More entries
+        than the batch holds would write past its arrays (and trip llama.cpp's asserts, which abort the
+        process), so they are refused here, before ctypes touches anything.
         """
+        if len(entries) > self.n_batch:
+            raise EngineError(f"{len(entries)} tokens in one decode, more than the batch holds ({self.n_batch})")
+        if not self.ctx:
+            raise EngineError("the model was unloaded")
         batch = self.batch
         for i, (token, pos, seq, logits) in enumerate(entries):
             batch.token[i] = token
@@ -205,7 +234,7 @@ class EmbeddingContext(LlamaContext):
 
     def context_params(self, shape: ContextShape) -> llama_cpp.llama_context_params:
         cparams = super().context_params(shape)
-        cparams.n_seq_max = min(shape.num_batch, llama_cpp.llama_max_parallel_sequences())
+        cparams.n_seq_max = min(shape.batch_capacity, llama_cpp.llama_max_parallel_sequences())
         cparams.embeddings = True
         cparams.pooling_type = self._pooling_request
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED

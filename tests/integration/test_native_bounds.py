@@ -1,0 +1,55 @@
+"""Where Python meets llama.cpp's memory (review §6 B1, B2): sizes a user sends must never reach
+llama.cpp unchecked, since its GGML_ASSERTs abort the whole process (a dead kernel or server).
+
+Each scenario runs in a child Python process, so that an abort shows up as that child's exit code
+instead of killing the test session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from ollama_magic.store import ModelStore
+
+import pytest
+
+pytestmark = pytest.mark.integration
+SMOLLM2 = "smollm2:135m"
+
+
+def run_isolated(root: Path, body: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh interpreter with ``engine`` (an Engine on the registered store) in scope."""
+    code = "from ollama_magic import Engine\nfrom ollama_magic.store import ModelStore\n" \
+           f"engine = Engine(ModelStore({str(root)!r}))\n" + textwrap.dedent(body) + "\nengine.close()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_batch_smaller_than_the_concurrent_streams_answers_every_stream(registered_root: Path) -> None:
+    done = run_isolated(registered_root, f"""
+        from concurrent.futures import ThreadPoolExecutor
+        def ask(i):
+            return engine.generate({SMOLLM2!r}, f"Count to {{i + 3}}.",
+                                   options={{"num_batch": 2, "num_predict": 6, "temperature": 0}}).response
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(ask, range(3)))
+        assert all(a.strip() for a in answers), answers
+        print("ANSWERED", len(answers))
+    """)
+    assert done.returncode == 0 and "ANSWERED 3" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("num_batch", [0, -5])
+def test_a_zero_or_negative_batch_answers_or_is_refused_cleanly(registered_root: Path, num_batch: int) -> None:
+    done = run_isolated(registered_root, f"""
+        from ollama_magic.errors import OllamaMagicError
+        try:
+            reply = engine.generate({SMOLLM2!r}, "Hi", options={{"num_batch": {num_batch}, "num_predict": 4}})
+            print("ANSWERED", bool(reply.done))
+        except OllamaMagicError as exc:
+            print("REFUSED", exc)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ANSWERED True" in done.stdout or "REFUSED" in done.stdout, done.stdout
+
