@@ -435,11 +435,14 @@ def _embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple
         for seq, index in enumerate(members):
             out[index] = ectx.token_vector(ends[seq]) if last_token else ectx.pooled(seq)
 
+    pack = min(EMBED_PACK_TOKENS, ectx.n_batch)  # a small num_ctx makes the batch itself smaller
     for index in order:
         tokens = token_lists[index]
         if not tokens:
             raise EngineError("an input tokenized to no tokens")
-        if members and (len(entries) + len(tokens) > EMBED_PACK_TOKENS or len(members) >= ectx.n_seq_max):
+        if len(tokens) > ectx.n_batch:  # submit_embed cuts or refuses these: never past the batch
+            raise EngineError(f"an input of {len(tokens)} tokens is longer than the batch ({ectx.n_batch})")
+        if members and (len(entries) + len(tokens) > pack or len(members) >= ectx.n_seq_max):
             decode()
             entries, members, ends = [], [], []
         seq = len(members)

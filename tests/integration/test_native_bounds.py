@@ -1,4 +1,4 @@
-"""Where Python meets llama.cpp's memory (review §6 B1, B2): sizes a user sends must never reach
+"""Where Python meets llama.cpp's memory (review §6 B1-B4): sizes a user sends must never reach
 llama.cpp unchecked, since its GGML_ASSERTs abort the whole process (a dead kernel or server).
 
 Each scenario runs in a child Python process, so that an abort shows up as that child's exit code
@@ -52,4 +52,20 @@ def test_a_zero_or_negative_batch_answers_or_is_refused_cleanly(registered_root:
     """)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ANSWERED True" in done.stdout or "REFUSED" in done.stdout, done.stdout
+
+
+def test_embedding_texts_longer_together_than_a_small_context_gives_each_its_own_vector(
+        registered_root: Path) -> None:
+    done = run_isolated(registered_root, """
+        import numpy as np
+        text = " ".join(f"word{i}" for i in range(30))  # about 60 tokens
+        texts = [text, text + " again", "short " + text]
+        together = engine.embed("all-minilm", texts, options={"num_ctx": 128}).embeddings
+        alone = [engine.embed("all-minilm", t, options={"num_ctx": 128}).embeddings[0] for t in texts]
+        assert len(together) == 3
+        for a, b in zip(together, alone):
+            assert np.allclose(a, b, atol=1e-4), float(np.abs(np.array(a) - np.array(b)).max())
+        print("EMBEDDED", len(together))
+    """)
+    assert done.returncode == 0 and "EMBEDDED 3" in done.stdout, done.stderr[-3000:]
 
