@@ -4,7 +4,9 @@ The high-level ``llama_cpp.Llama`` serves one sequence per context (it raises ``
 embedding contexts), so the batching decoder drives the C API itself through this small wrapper
 instead of reaching into ``Llama``'s privates; embedding models use its sibling
 :class:`EmbeddingContext`, so every model loads through :func:`load_model`. Everything here except
-:meth:`LlamaContext.tokenize` must run on the model's owner thread (see ``runner.py``).
+the vocabulary calls (:meth:`LlamaContext.tokenize`, :meth:`~LlamaContext.piece`,
+:meth:`~LlamaContext.detokenize`: thread-safe in llama.cpp, each with its own buffers) must run on
+the model's owner thread (see ``runner.py``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,6 @@ class LlamaContext:
         # a non-causal (embedding) context needs the whole of it in one micro-batch.
         self.n_batch = min(llama_cpp.llama_n_batch(self.ctx), llama_cpp.llama_n_ubatch(self.ctx))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._piece_buffer = ctypes.create_string_buffer(256)
 
     def context_params(self, shape: ContextShape) -> llama_cpp.llama_context_params:
         """The generation context: ``parallel`` sequences in one unified KV cache (see the class)."""
@@ -147,12 +148,17 @@ class LlamaContext:
         return list(buffer[:n])
 
     def piece(self, token: int, special: bool = False) -> bytes:
-        """The token's bytes as the reply's text has them; ``special``: control tokens by their names."""
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, special)
+        """The token's bytes as the reply's text has them; ``special``: control tokens by their names.
+
+        The buffer is this call's own: ``detokenize`` runs on callers' threads while the owner thread
+        decodes, and ctypes releases the GIL inside ``llama_token_to_piece`` (a shared buffer gave one
+        stream another call's bytes)."""
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
         if n < 0:
-            self._piece_buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, special)
-        return self._piece_buffer.raw[:n]
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -n, 0, special)
+        return buffer.raw[:n]
 
     def detokenize(self, tokens: list[int]) -> bytes:
         return b"".join(self.piece(t) for t in tokens)

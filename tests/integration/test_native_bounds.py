@@ -69,3 +69,35 @@ def test_embedding_texts_longer_together_than_a_small_context_gives_each_its_own
     """)
     assert done.returncode == 0 and "EMBEDDED 3" in done.stdout, done.stderr[-3000:]
 
+
+def test_detokenize_beside_a_stream_gives_exact_text_to_both(registered: ModelStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ollama_magic import Engine
+
+    options = {"num_predict": 160, "temperature": 0, "stop": []}
+    prompt = "Write a long story about a lighthouse keeper and the sea."
+    with Engine(registered) as engine:
+        alone = engine.generate(SMOLLM2, prompt, options=options).response
+        words = engine.tokenize(SMOLLM2, "antidisestablishmentarianism, a! b? supercalifragilistic").tokens
+        expected = engine.detokenize(SMOLLM2, words).content
+        stop = False
+
+        def hammer() -> list[str]:
+            wrong = []
+            while not stop:
+                got = engine.detokenize(SMOLLM2, words).content
+                if got != expected:
+                    wrong.append(got)
+            return wrong
+
+        with ThreadPoolExecutor(3) as pool:
+            hammers = [pool.submit(hammer) for _ in range(3)]
+            try:
+                streamed = "".join(c.response for c in engine.generate(SMOLLM2, prompt, options=options, stream=True))
+            finally:
+                stop = True
+            wrong = [w for h in hammers for w in h.result()]
+    assert streamed == alone
+    assert wrong == []
+
