@@ -140,6 +140,7 @@ class Runner:
                 if item is _STOP:
                     for job in embeds:  # not run yet (they were all run at the first one otherwise)
                         job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
+                    self._free()  # close() freed it already; a load cut short (Ctrl-C) did not
                     return
                 if isinstance(item, EmbedJob):
                     if embeds:  # every embed request queued now goes into the same packed batches
@@ -199,25 +200,25 @@ class Runner:
         """
         if self._closed:
             return
-
-        def free() -> None:
-            if self.decoder is not None:
-                self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
-                self.decoder = None
-            if self.projector is not None:
-                self.projector.close()
-                self.projector = None
-            if self.lctx is not None:
-                self.lctx.close()
-                self.lctx = None
-
         try:
-            self.call(free)
+            self.call(self._free)
         finally:
             self._stop_thread()
             _return_freed_memory()
 
     # ---- owner-thread work --------------------------------------------------------------------
+
+    def _free(self) -> None:
+        """Free whatever the load created (owner thread); jobs still here end with an error."""
+        if self.decoder is not None:
+            self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
+            self.decoder = None
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
+        if self.lctx is not None:
+            self.lctx.close()
+            self.lctx = None
 
     def _load(self) -> None:
         opts = self.load_options

@@ -101,3 +101,41 @@ def test_detokenize_beside_a_stream_gives_exact_text_to_both(registered: ModelSt
     assert streamed == alone
     assert wrong == []
 
+
+def test_ctrl_c_during_a_load_frees_the_model_and_a_later_load_works(registered_root: Path) -> None:
+    """Ctrl-C lands on the waiting (kernel) thread while the owner thread is still loading: what the
+    load created must be freed when it ends, not leaked until the process dies."""
+    done = run_isolated(registered_root, f"""
+        import os, signal, time
+        from ollama_magic.engine import runner as runner_module
+        from ollama_magic.engine.runner import LoadOptions, Runner
+
+        contexts = []
+
+        class InterruptedWhileLoading(runner_module.LlamaContext):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                contexts.append(self)
+                os.kill(os.getpid(), signal.SIGINT)  # the user presses Stop now
+                time.sleep(0.5)  # and the load goes on a little after it
+
+        path = engine.store.find({SMOLLM2!r}).model_path
+        load = LoadOptions(num_ctx=256, num_batch=64, num_gpu=0, num_thread=1, use_mmap=True,
+                           embedding=False, num_parallel=2, projector="")
+        runner_module.LlamaContext = InterruptedWhileLoading
+        started = time.monotonic()
+        try:
+            Runner(path, load, name="smollm2")
+            print("NOT INTERRUPTED")
+        except KeyboardInterrupt:
+            print("INTERRUPTED after", round(time.monotonic() - started, 1))
+        runner_module.LlamaContext = InterruptedWhileLoading.__mro__[1]
+        time.sleep(1)
+        print("FREED", [c.ctx is None and c.model is None for c in contexts])
+        again = Runner(path, load, name="smollm2")
+        print("RELOADED", again.lctx is not None)
+        again.close()
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "INTERRUPTED" in done.stdout and "FREED [True]" in done.stdout and "RELOADED True" in done.stdout, \
+        done.stdout
