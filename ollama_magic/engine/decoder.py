@@ -335,35 +335,18 @@ class Decoder:
         if not running:
             return
         self.peak_active = max(self.peak_active, len(running))
-        entries: list[tuple[int, int, int, bool]] = []
-        outputs: list[tuple[Sequence, int]] = []
         capacity = self.lctx.n_batch  # at least the slot count (LlamaContext sizes it so); bounded anyway
-        fed: list[Sequence] = []  # decoding sequences whose next token goes into this batch
-        order = running
-        if len(running) > capacity:  # a short batch (never with LlamaContext's sizing): take turns
-            self._turn = (self._turn + 1) % len(running)
-            order = running[self._turn:] + running[:self._turn]
-        for seq in order:
-            if seq.next_token is not None and len(entries) < capacity:
-                fed.append(seq)
-                outputs.append((seq, len(entries)))
-                entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
-        budget = capacity - len(entries)
-        prefilling = [s for s in running if s.pending]
-        for i, seq in enumerate(prefilling):
-            share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
-            chunk = seq.pending[:share]
-            if not chunk:
+        while True:
+            entries, outputs, fed = self._batch(running, capacity)
+            if not entries:
+                return
+            code = self.lctx.decode(entries)
+            if code == 1 and len(entries) > 1:
+                # No KV slot for this many tokens: retry with half the batch, as llama-server does
+                # (llama_decode returns 1 before it computes anything, so nothing needs undoing).
+                capacity = max(1, len(entries) // 2)
                 continue
-            for k, token in enumerate(chunk):
-                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
-                if last:
-                    outputs.append((seq, len(entries)))
-                entries.append((token, seq.n_past + k, seq.slot.seq_id, last))
-            budget -= len(chunk)
-        if not entries:
-            return
-        code = self.lctx.decode(entries)
+            break
         if code != 0:
             error = EngineError(f"llama_decode failed ({code}) with {len(entries)} tokens in {len(running)} sequences")
             for seq in running:
@@ -374,17 +357,56 @@ class Decoder:
         self.tokens_decoded += len(entries)
         # What each sequence fed in is now in its KV cells.
         for seq in fed:
+            taken = [e[0] for e in entries if e[2] == seq.slot.seq_id]
+            seq.slot.cached.extend(taken)
+            seq.n_past += len(taken)
             if seq.next_token is not None:
-                seq.slot.cached.append(seq.next_token)
-                seq.n_past += 1
                 seq.next_token = None
-        for seq in prefilling:
-            taken = sum(1 for e in entries if e[2] == seq.slot.seq_id)
-            seq.slot.cached.extend(seq.pending[:taken])
-            seq.n_past += taken
-            seq.pending = seq.pending[taken:]
+            else:
+                seq.pending = seq.pending[len(taken):]
         for seq, row in outputs:
-            self._advance(seq, row)
+            try:
+                self._advance(seq, row)
+            except BaseException as exc:  # noqa: BLE001 - one sequence's failure ends that sequence only
+                if seq.slot.sequence is not seq:
+                    continue  # it had already finished; its consumer has its result
+                log.exception("sequence in slot %d failed", seq.slot.seq_id)
+                self.lctx.forget(seq.slot.seq_id, 0)  # cells it may have half-written are not reused
+                seq.slot.cached = []
+                self._fail(seq, exc if isinstance(exc, OllamaMagicError) else EngineError(f"generation failed: {exc}"))
+
+    def _batch(self, running: list[Sequence], capacity: int
+               ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[Sequence, int]], list[Sequence]]:
+        """One decode's entries (at most ``capacity``): the last token of every decoding sequence
+        (taking turns should they outnumber the batch), then prompt chunks sharing what is left.
+        -> (entries, (sequence, batch row) of each output, the sequences fed). Changes nothing."""
+        entries: list[tuple[int, int, int, bool]] = []
+        outputs: list[tuple[Sequence, int]] = []
+        fed: list[Sequence] = []
+        order = running
+        if len(running) > capacity:  # a short batch (never with LlamaContext's sizing): take turns
+            self._turn = (self._turn + 1) % len(running)
+            order = running[self._turn:] + running[:self._turn]
+        for seq in order:
+            if seq.next_token is not None and len(entries) < capacity:
+                fed.append(seq)
+                outputs.append((seq, len(entries)))
+                entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
+        budget = capacity - len(entries)
+        prefilling = [s for s in running if s.pending and s.next_token is None]
+        for i, seq in enumerate(prefilling):
+            share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
+            chunk = seq.pending[:share]
+            if not chunk:
+                continue
+            fed.append(seq)
+            for k, token in enumerate(chunk):
+                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
+                if last:
+                    outputs.append((seq, len(entries)))
+                entries.append((token, seq.n_past + k, seq.slot.seq_id, last))
+            budget -= len(chunk)
+        return entries, outputs, fed
 
     def _advance(self, seq: Sequence, row: int) -> None:
         """Sample this sequence's next token from batch row ``row``; emit or retire it."""
