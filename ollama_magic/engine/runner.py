@@ -86,6 +86,25 @@ DEFAULT_NUM_PARALLEL = 4
 DEFAULT_MAX_QUEUE = 512
 
 _STOP = object()
+#: how often a caller's wait wakes up: lock waits are not interruptible by Ctrl-C on Windows
+#: (bpo-29971), and a dead owner thread is noticed at the next wake-up instead of never
+WAIT_SLICE = 0.2
+
+
+@dataclass
+class _Call:
+    """A function to run on the owner thread, and the future its caller waits on."""
+
+    fn: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.future.set_exception(exc)
 
 
 @dataclass
@@ -132,6 +151,25 @@ class Runner:
     # ---- thread plumbing ----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._fail_inbox()
+
+    def _fail_inbox(self) -> None:
+        """The thread is ending: whatever is still queued (put after ``_STOP``) ends with an error."""
+        error = EngineError(f"model {self.name} was unloaded")
+        for item in self._take(block=False):
+            if isinstance(item, _Call) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+            elif isinstance(item, EmbedJob):
+                self._left_queue()
+                item.future.set_exception(error)
+            elif isinstance(item, tuple):
+                self._left_queue()
+                item[1].put(error)
+
+    def _serve(self) -> None:
         while True:
             decoder = self.decoder
             items = self._take(block=decoder is None or not decoder.busy())
@@ -139,6 +177,7 @@ class Runner:
             for item in items:
                 if item is _STOP:
                     for job in embeds:  # not run yet (they were all run at the first one otherwise)
+                        self._left_queue()
                         job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
                     self._free()  # close() freed it already; a load cut short (Ctrl-C) did not
                     return
@@ -150,7 +189,7 @@ class Runner:
                     assert self.decoder is not None
                     self.decoder.submit(*item)
                 else:
-                    item()
+                    item.run()
             if self.decoder is not None and self.decoder.busy():
                 try:
                     self.decoder.step()
@@ -179,18 +218,19 @@ class Runner:
         """Run ``fn`` on the owner thread (between decode steps) and wait for its result."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
-        future: Future[T] = Future()
+        item = _Call(fn)
+        self._inbox.put(item)
+        return self._wait(item.future)
 
-        def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
+    def _wait(self, future: "Future[T]") -> T:
+        """``future.result()`` in slices: Ctrl-C lands within one (on every OS), and a caller whose
+        job can never run (the owner thread has ended) gets an error instead of waiting forever."""
+        while True:
             try:
-                future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                future.set_exception(exc)
-
-        self._inbox.put(job)
-        return future.result()
+                return future.result(timeout=WAIT_SLICE)
+            except TimeoutError:
+                if not self._thread.is_alive() and not future.done():  # nothing will ever run it
+                    raise EngineError(f"model {self.name} was unloaded") from None
 
     def close(self) -> None:
         """Free the model (on its own thread) and stop the thread.
@@ -331,11 +371,15 @@ class Runner:
         self._inbox.put((job, job.output))
         return self._drain(job, job.output)
 
-    @staticmethod
-    def _drain(job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
+    def _drain(self, job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
         try:
             while True:
-                item = out.get()
+                try:
+                    item = out.get(timeout=WAIT_SLICE)  # in slices: see _wait
+                except queue.Empty:
+                    if not self._thread.is_alive() and out.empty():
+                        raise EngineError(f"model {self.name} was unloaded") from None
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -346,7 +390,7 @@ class Runner:
 
     def embed(self, texts: list[str], truncate: bool, normalize: bool = True) -> tuple[list[list[float]], int]:
         """One vector per text (L2-normalised unless asked not to) and the number of tokens read."""
-        return self.submit_embed(texts, truncate, normalize).result()
+        return self._wait(self.submit_embed(texts, truncate, normalize))
 
     def submit_embed(self, texts: list[str], truncate: bool,
                      normalize: bool = True) -> "Future[tuple[list[list[float]], int]]":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from ollama_magic.store import ModelStore
@@ -139,3 +140,27 @@ def test_ctrl_c_during_a_load_frees_the_model_and_a_later_load_works(registered_
     assert done.returncode == 0, done.stderr[-3000:]
     assert "INTERRUPTED" in done.stdout and "FREED [True]" in done.stdout and "RELOADED True" in done.stdout, \
         done.stdout
+
+
+def test_a_stream_dropped_before_it_was_read_stops_decoding(registered: ModelStore) -> None:
+    """A server task cancelled at shutdown drops its queued stream without closing it: the job must
+    stop, not decode to num_predict with nobody reading (review §6 B8)."""
+    import gc
+
+    from ollama_magic import Engine
+
+    with Engine(registered) as engine:
+        engine.generate(SMOLLM2, "Hi", options={"num_predict": 1})  # loaded
+        [entry] = [e for e in engine.scheduler.loaded() if e.name == SMOLLM2]
+        runner = entry.runner
+        stream = engine.generate(SMOLLM2, "Tell me a very long story.", stream=True,
+                                 options={"num_predict": 2000, "stop": [], "temperature": 0})
+        stream.start()  # queued on the model; nothing read yet
+        before = runner.tokens_decoded
+        del stream
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while runner.decoder.busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not runner.decoder.busy()
+        assert runner.tokens_decoded - before < 500
