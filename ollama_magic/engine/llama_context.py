@@ -21,6 +21,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import EngineError
+from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
 
 
 @functools.lru_cache(maxsize=1)
