@@ -190,8 +190,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Decoder:
     """The step loop's state: slots, waiting jobs, and the owned llama.cpp context."""
 
-    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None) -> None:
+    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None,
+                 sampler_factory: Callable[..., SamplerChain] = SamplerChain) -> None:
         self.lctx = lctx
+        #: builds each sequence's sampler chain (``SamplerChain``'s signature); tests inject fakes
+        self.sampler_factory = sampler_factory
         self.projector = projector  # vision.Projector when the model has one
         self.num_ctx = lctx.shape.num_ctx
         self.slots = [Slot(seq_id=i) for i in range(lctx.shape.parallel)]
@@ -268,7 +271,7 @@ class Decoder:
             self.lctx.forget(slot.seq_id, 0)
             reuse = 0
         slot.cached = slot.cached[:reuse]
-        sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
+        sampler = self.sampler_factory(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
                                deferred=bool(job.grammar and job.trace_tags))
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
         limit = job.num_predict if job.num_predict >= 0 else n_ctx

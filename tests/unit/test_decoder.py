@@ -7,9 +7,6 @@ from __future__ import annotations
 import queue
 from typing import Any
 
-import pytest
-
-from ollama_magic.engine import decoder as decoder_module
 from ollama_magic.engine.decoder import Decoder
 from ollama_magic.engine.jobs import EngineError, Finished, GenerationJob, Token
 from ollama_magic.engine.llama_context import ContextShape
@@ -56,7 +53,8 @@ class FakeContext:
 
 
 class FakeSampler:
-    """Samples 1, 2, 3, ...; a job whose grammar is "boom" fails at its first sample."""
+    """Samples 1, 2, 3, ...; a job whose grammar is "boom" fails at its first sample, one whose grammar
+    is "eog" samples the end of generation third."""
 
     deferred = False
 
@@ -70,15 +68,12 @@ class FakeSampler:
         if self.grammar == "boom":
             raise RuntimeError("the sampler broke")
         self.count += 1
+        if self.grammar == "eog" and self.count == 3:
+            return EOG
         return self.count
 
     def close(self) -> None:
         self.closed = True
-
-
-@pytest.fixture(autouse=True)
-def fake_samplers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(decoder_module, "SamplerChain", FakeSampler)
 
 
 def job(tokens: list[int], n: int = 4, **kwargs: Any) -> GenerationJob:
@@ -107,10 +102,10 @@ def results(j: GenerationJob) -> tuple[str, Finished | BaseException]:
 
 
 def make(lctx: FakeContext) -> Decoder:
-    return Decoder(lctx, lambda: None)
+    return Decoder(lctx, lambda: None, sampler_factory=FakeSampler)  # type: ignore[arg-type]
 
 
-def test_more_decoding_sequences_than_the_batch_holds_take_turns_and_all_finish() -> None:
+def test_three_streams_on_a_batch_of_two_all_finish_within_the_bound() -> None:
     lctx = FakeContext(parallel=3, n_batch=2)
     jobs = [job([10 + i, 20, 30], n=5) for i in range(3)]
     run(make(lctx), *jobs)
@@ -162,7 +157,7 @@ def test_no_kv_slot_even_for_one_token_fails_the_running_jobs() -> None:
 
 def test_a_job_cancelled_while_queued_ends_cancelled_without_decoding() -> None:
     lctx = FakeContext(parallel=1)
-    running, queued = job([1, 2], n=6), job([3, 4], n=6)
+    running, queued = job([1, 2], n=6), job([70, 71], n=6)
     decoder = make(lctx)
     decoder.submit(running, running.output)
     decoder.step()
@@ -172,7 +167,7 @@ def test_a_job_cancelled_while_queued_ends_cancelled_without_decoding() -> None:
     assert isinstance(results(running)[1], Finished)
     text, fin = results(queued)
     assert text == "" and isinstance(fin, Finished) and fin.done_reason == "cancelled"
-    assert all(entry[0] not in (3, 4) for batch in lctx.batches for entry in batch)
+    assert all(entry[0] not in (70, 71) for batch in lctx.batches for entry in batch)
 
 
 def test_a_new_job_goes_to_the_slot_that_caches_its_prefix_and_evaluates_only_the_rest() -> None:
@@ -195,3 +190,42 @@ def test_num_predict_zero_finishes_at_admission() -> None:
     run(make(lctx), a)
     text, fin = results(a)
     assert text == "" and isinstance(fin, Finished) and fin.done_reason == "length"
+
+
+def test_end_of_generation_finishes_with_stop_and_keeps_its_text() -> None:
+    lctx = FakeContext(parallel=1)
+    a = job([1, 2], n=10, grammar="eog")
+    run(make(lctx), a)
+    text, fin = results(a)
+    assert text == "bc" and isinstance(fin, Finished) and fin.done_reason == "stop" and fin.eval_count == 2
+
+
+def test_a_seeded_job_waits_for_the_running_ones_runs_alone_and_nothing_passes_it() -> None:
+    lctx = FakeContext(parallel=3)
+    decoder = make(lctx)
+    running = job([1, 2], n=4)
+    decoder.submit(running, running.output)
+    decoder.step()
+    seeded = GenerationJob(tokens=[50, 51], sampling=Sampling(temperature=0, seed=7), stop=[], num_predict=2)
+    later = job([60, 61], n=2)
+    run(decoder, seeded, later)
+    slots_of = [{entry[0] for entry in batch} for batch in lctx.batches]
+    first_seeded = next(i for i, tokens in enumerate(slots_of) if 50 in tokens)
+    first_later = next(i for i, tokens in enumerate(slots_of) if 60 in tokens)
+    assert all(len({e[2] for e in batch}) == 1 for batch in lctx.batches[first_seeded:first_later])  # alone
+    assert first_later > first_seeded
+    assert all(isinstance(results(j)[1], Finished) for j in (running, seeded, later))
+
+
+def test_every_queued_job_leaves_the_queue_once_and_fail_all_ends_them_all() -> None:
+    lctx = FakeContext(parallel=1)
+    left: list[int] = []
+    decoder = Decoder(lctx, lambda: left.append(1), sampler_factory=FakeSampler)  # type: ignore[arg-type]
+    jobs = [job([i + 1, i + 2], n=50) for i in range(3)]
+    for j in jobs:
+        decoder.submit(j, j.output)
+    decoder.step()
+    assert len(left) == 1  # one admitted, two waiting
+    decoder.fail_all(EngineError("unloaded"))
+    assert len(left) == 3 and not decoder.busy()
+    assert all(isinstance(results(j)[1], EngineError) for j in jobs)
