@@ -190,8 +190,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Decoder:
     """The step loop's state: slots, waiting jobs, and the owned llama.cpp context."""
 
-    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None) -> None:
+    def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None,
+                 sampler_factory: Callable[..., SamplerChain] = SamplerChain) -> None:
         self.lctx = lctx
+        #: builds each sequence's sampler chain (``SamplerChain``'s signature); tests inject fakes
+        self.sampler_factory = sampler_factory
         self.projector = projector  # vision.Projector when the model has one
         self.num_ctx = lctx.shape.num_ctx
         self.slots = [Slot(seq_id=i) for i in range(lctx.shape.parallel)]
@@ -199,6 +202,7 @@ class Decoder:
         self.on_admit = on_admit  # a job left the queue (admitted or dropped): for OLLAMA_MAX_QUEUE
         self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
         self.peak_active = 0  # most sequences decoded together so far
+        self._turn = 0
 
     def submit(self, job: GenerationJob, out: "queue.Queue[Any]") -> None:
         self.waiting.append((job, out))
@@ -267,7 +271,7 @@ class Decoder:
             self.lctx.forget(slot.seq_id, 0)
             reuse = 0
         slot.cached = slot.cached[:reuse]
-        sampler = SamplerChain(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
+        sampler = self.sampler_factory(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
                                deferred=bool(job.grammar and job.trace_tags))
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
         limit = job.num_predict if job.num_predict >= 0 else n_ctx
@@ -334,28 +338,18 @@ class Decoder:
         if not running:
             return
         self.peak_active = max(self.peak_active, len(running))
-        entries: list[tuple[int, int, int, bool]] = []
-        outputs: list[tuple[Sequence, int]] = []
-        for seq in running:
-            if seq.next_token is not None:
-                outputs.append((seq, len(entries)))
-                entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
-        budget = self.lctx.n_batch - len(entries)
-        prefilling = [s for s in running if s.pending]
-        for i, seq in enumerate(prefilling):
-            share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
-            chunk = seq.pending[:share]
-            if not chunk:
+        capacity = self.lctx.n_batch  # at least the slot count (LlamaContext sizes it so); bounded anyway
+        while True:
+            entries, outputs, fed = self._batch(running, capacity)
+            if not entries:
+                return
+            code = self.lctx.decode(entries)
+            if code == 1 and len(entries) > 1:
+                # No KV slot for this many tokens: retry with half the batch, as llama-server does
+                # (llama_decode returns 1 before it computes anything, so nothing needs undoing).
+                capacity = max(1, len(entries) // 2)
                 continue
-            for k, token in enumerate(chunk):
-                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
-                if last:
-                    outputs.append((seq, len(entries)))
-                entries.append((token, seq.n_past + k, seq.slot.seq_id, last))
-            budget -= len(chunk)
-        if not entries:
-            return
-        code = self.lctx.decode(entries)
+            break
         if code != 0:
             error = EngineError(f"llama_decode failed ({code}) with {len(entries)} tokens in {len(running)} sequences")
             for seq in running:
@@ -365,18 +359,57 @@ class Decoder:
             return
         self.tokens_decoded += len(entries)
         # What each sequence fed in is now in its KV cells.
-        for seq in running:
+        for seq in fed:
+            taken = [e[0] for e in entries if e[2] == seq.slot.seq_id]
+            seq.slot.cached.extend(taken)
+            seq.n_past += len(taken)
             if seq.next_token is not None:
-                seq.slot.cached.append(seq.next_token)
-                seq.n_past += 1
                 seq.next_token = None
-        for seq in prefilling:
-            fed = [e for e in entries if e[2] == seq.slot.seq_id]
-            seq.slot.cached.extend(seq.pending[: len(fed)])
-            seq.n_past += len(fed)
-            seq.pending = seq.pending[len(fed) :]
+            else:
+                seq.pending = seq.pending[len(taken):]
         for seq, row in outputs:
-            self._advance(seq, row)
+            try:
+                self._advance(seq, row)
+            except BaseException as exc:  # noqa: BLE001 - one sequence's failure ends that sequence only
+                if seq.slot.sequence is not seq:
+                    continue  # it had already finished; its consumer has its result
+                log.exception("sequence in slot %d failed", seq.slot.seq_id)
+                self.lctx.forget(seq.slot.seq_id, 0)  # cells it may have half-written are not reused
+                seq.slot.cached = []
+                self._fail(seq, exc if isinstance(exc, OllamaMagicError) else EngineError(f"generation failed: {exc}"))
+
+    def _batch(self, running: list[Sequence], capacity: int
+               ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[Sequence, int]], list[Sequence]]:
+        """One decode's entries (at most ``capacity``): the last token of every decoding sequence
+        (taking turns should they outnumber the batch), then prompt chunks sharing what is left.
+        -> (entries, (sequence, batch row) of each output, the sequences fed). Changes nothing."""
+        entries: list[tuple[int, int, int, bool]] = []
+        outputs: list[tuple[Sequence, int]] = []
+        fed: list[Sequence] = []
+        order = running
+        if len(running) > capacity:  # a short batch (never with LlamaContext's sizing): take turns
+            self._turn = (self._turn + 1) % len(running)
+            order = running[self._turn:] + running[:self._turn]
+        for seq in order:
+            if seq.next_token is not None and len(entries) < capacity:
+                fed.append(seq)
+                outputs.append((seq, len(entries)))
+                entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
+        budget = capacity - len(entries)
+        prefilling = [s for s in running if s.pending and s.next_token is None]
+        for i, seq in enumerate(prefilling):
+            share = max(1, budget // (len(prefilling) - i)) if budget > 0 else 0
+            chunk = seq.pending[:share]
+            if not chunk:
+                continue
+            fed.append(seq)
+            for k, token in enumerate(chunk):
+                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
+                if last:
+                    outputs.append((seq, len(entries)))
+                entries.append((token, seq.n_past + k, seq.slot.seq_id, last))
+            budget -= len(chunk)
+        return entries, outputs, fed
 
     def _advance(self, seq: Sequence, row: int) -> None:
         """Sample this sequence's next token from batch row ``row``; emit or retire it."""

@@ -655,6 +655,7 @@ class Engine:
                         yield None, item, load_ns, time.perf_counter_ns() - start
             finally:
                 items.close()  # stops decoding at once if our consumer went away
+                job.cancel.set()  # also when it never started reading (closing an unstarted generator runs nothing)
         finally:
             self.scheduler.release(entry, keep)
 

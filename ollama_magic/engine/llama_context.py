@@ -4,7 +4,9 @@ The high-level ``llama_cpp.Llama`` serves one sequence per context (it raises ``
 embedding contexts), so the batching decoder drives the C API itself through this small wrapper
 instead of reaching into ``Llama``'s privates; embedding models use its sibling
 :class:`EmbeddingContext`, so every model loads through :func:`load_model`. Everything here except
-:meth:`LlamaContext.tokenize` must run on the model's owner thread (see ``runner.py``).
+the vocabulary calls (:meth:`LlamaContext.tokenize`, :meth:`~LlamaContext.piece`,
+:meth:`~LlamaContext.detokenize`: thread-safe in llama.cpp, each with its own buffers) must run on
+the model's owner thread (see ``runner.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import llama_cpp
 import numpy as np
 
 from .. import envconfig
+from ..errors import EngineError
+from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,6 +56,24 @@ class ContextShape:
     def n_ctx(self) -> int:
         return self.num_ctx * self.parallel
 
+    @property
+    def batch_capacity(self) -> int:
+        """Tokens per llama_decode: ``num_batch``, but never fewer than the sequences decoded together
+        (llama-server's ``max(n_batch, n_parallel)``: every generating sequence feeds one token per
+        step, and llama.cpp asserts that its output buffer holds one row per sequence)."""
+        return max(1, self.num_batch, self.parallel)
+
+
+def check_shape(shape: ContextShape) -> None:
+    """Refuse numbers llama.cpp would abort on (or misuse) with a ValueError, before it sees them."""
+    if shape.num_ctx < 1:
+        raise ValueError(f"num_ctx must be at least 1 (got {shape.num_ctx})")
+    if not 1 <= shape.parallel <= llama_cpp.llama_max_parallel_sequences():
+        raise ValueError(f"parallel sequences must be 1 to {llama_cpp.llama_max_parallel_sequences()} "
+                         f"(got {shape.parallel})")
+    if shape.threads < 1:
+        raise ValueError(f"threads must be at least 1 (got {shape.threads})")
+
 
 def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
     """How every model loads: offloaded layers, mmap or not, extra buffer types when they are safe.
@@ -85,6 +107,7 @@ class LlamaContext:
     """
 
     def __init__(self, path: Path, shape: ContextShape) -> None:
+        check_shape(shape)
         self.shape = shape
         self.model = load_model(path, shape)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -95,16 +118,17 @@ class LlamaContext:
             raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
-        self.n_batch = shape.num_batch
+        # What llama.cpp settled on (it caps n_batch at n_ctx): one decode never takes more entries, and
+        # a non-causal (embedding) context needs the whole of it in one micro-batch.
+        self.n_batch = min(llama_cpp.llama_n_batch(self.ctx), llama_cpp.llama_n_ubatch(self.ctx))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._piece_buffer = ctypes.create_string_buffer(256)
 
     def context_params(self, shape: ContextShape) -> llama_cpp.llama_context_params:
         """The generation context: ``parallel`` sequences in one unified KV cache (see the class)."""
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = shape.n_ctx
-        cparams.n_batch = shape.num_batch
-        cparams.n_ubatch = shape.num_batch
+        cparams.n_batch = shape.batch_capacity
+        cparams.n_ubatch = shape.batch_capacity
         cparams.n_seq_max = shape.parallel
         cparams.n_threads = shape.threads
         cparams.n_threads_batch = shape.threads
@@ -125,12 +149,17 @@ class LlamaContext:
         return list(buffer[:n])
 
     def piece(self, token: int, special: bool = False) -> bytes:
-        """The token's bytes as the reply's text has them; ``special``: control tokens by their names."""
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, len(self._piece_buffer), 0, special)
+        """The token's bytes as the reply's text has them; ``special``: control tokens by their names.
+
+        The buffer is this call's own: ``detokenize`` runs on callers' threads while the owner thread
+        decodes, and ctypes releases the GIL inside ``llama_token_to_piece`` (a shared buffer gave one
+        stream another call's bytes)."""
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
         if n < 0:
-            self._piece_buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, -n, 0, special)
-        return self._piece_buffer.raw[:n]
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -n, 0, special)
+        return buffer.raw[:n]
 
     def detokenize(self, tokens: list[int]) -> bytes:
         return b"".join(self.piece(t) for t in tokens)
@@ -143,8 +172,14 @@ class LlamaContext:
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
         """Decode (token, position, seq_id, wants_logits) entries in one llama_decode; returns its code.
 
-        Output rows are numbered in entry order, counting only entries that want logits.
+        Output rows are numbered in entry order, counting only entries that want logits. More entries
+        than the batch holds would write past its arrays (and trip llama.cpp's asserts, which abort the
+        process), so they are refused here, before ctypes touches anything.
         """
+        if len(entries) > self.n_batch:
+            raise EngineError(f"{len(entries)} tokens in one decode, more than the batch holds ({self.n_batch})")
+        if not self.ctx:
+            raise EngineError("the model was unloaded")
         batch = self.batch
         for i, (token, pos, seq, logits) in enumerate(entries):
             batch.token[i] = token
@@ -206,7 +241,7 @@ class EmbeddingContext(LlamaContext):
 
     def context_params(self, shape: ContextShape) -> llama_cpp.llama_context_params:
         cparams = super().context_params(shape)
-        cparams.n_seq_max = min(shape.num_batch, llama_cpp.llama_max_parallel_sequences())
+        cparams.n_seq_max = min(shape.batch_capacity, llama_cpp.llama_max_parallel_sequences())
         cparams.embeddings = True
         cparams.pooling_type = self._pooling_request
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED

@@ -8,7 +8,6 @@ sets a cancel flag, which the owner thread checks after every token.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
@@ -19,36 +18,23 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import llama_cpp
-import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF
 
 from .. import envconfig
 from ..errors import InvalidRequest, ServerBusy
 from .decoder import Decoder, split_at_stop
+from .embedder import EMBED_PACK_TOKENS, EmbedJob, embed_jobs, tokenize_texts  # noqa: F401 - EMBED_PACK_TOKENS: its old home
+from .embedder import embed_packed as _embed_packed  # noqa: F401 - its old name
+from .grammar import JSON_GRAMMAR, check_grammar, schema_grammar  # noqa: F401 - JSON_GRAMMAR, schema_grammar: their old home
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
 from .llama_context import ContextShape, EmbeddingContext, LlamaContext
+from .llama_log import llama_log  # noqa: F401 - its old home
+from .llama_log import route_llama_log as _route_llama_log  # noqa: F401 - its old name
 from .machine import physical_cores, return_freed_memory as _return_freed_memory
-from .sampling import Sampling, check_grammar
+from .sampling import Sampling
+from .vision import Projector
 
 log = logging.getLogger("ollama_magic")
-llama_log = logging.getLogger("ollama_magic.llama_cpp")
 T = TypeVar("T")
-
-
-@llama_cpp.llama_log_callback
-def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    """llama.cpp's own chatter goes to logging, not into notebook cells.
-
-    ggml levels: 1 debug, 2 info, 3 warn, 4 error. llama.cpp's warnings are notices about its own
-    choices (e.g. the full-size SWA cache), so they are logged at INFO; errors stay errors.
-    """
-    message = text.decode("utf-8", errors="replace").rstrip()
-    if message:
-        llama_log.log({4: logging.ERROR, 3: logging.INFO}.get(level, logging.DEBUG), message)
-
-
-llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
-
 
 __all__ = ["EngineError", "Finished", "GenerationJob", "LoadOptions", "Runner", "Sampling", "Token",
            "physical_cores", "split_at_stop"]
@@ -60,16 +46,25 @@ DEFAULT_NUM_PARALLEL = envconfig.num_parallel.default
 DEFAULT_MAX_QUEUE = envconfig.max_queue.default
 
 _STOP = object()
+#: how often a caller's wait wakes up: lock waits are not interruptible by Ctrl-C on Windows
+#: (bpo-29971), and a dead owner thread is noticed at the next wake-up instead of never
+WAIT_SLICE = 0.2
 
 
 @dataclass
-class EmbedJob:
-    """One embed request's tokenized texts, waiting on the owner thread to be packed with the others."""
+class _Call:
+    """A function to run on the owner thread, and the future its caller waits on."""
 
-    texts: list[str]
-    token_lists: list[list[int]]
-    normalize: bool
-    future: "Future[tuple[list[list[float]], int]]" = field(default_factory=Future)
+    fn: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.future.set_exception(exc)
 
 
 class Runner:
@@ -106,6 +101,25 @@ class Runner:
     # ---- thread plumbing ----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._fail_inbox()
+
+    def _fail_inbox(self) -> None:
+        """The thread is ending: whatever is still queued (put after ``_STOP``) ends with an error."""
+        error = EngineError(f"model {self.name} was unloaded")
+        for item in self._take(block=False):
+            if isinstance(item, _Call) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+            elif isinstance(item, EmbedJob):
+                self._left_queue()
+                item.future.set_exception(error)
+            elif isinstance(item, tuple):
+                self._left_queue()
+                item[1].put(error)
+
+    def _serve(self) -> None:
         while True:
             decoder = self.decoder
             items = self._take(block=decoder is None or not decoder.busy())
@@ -113,7 +127,9 @@ class Runner:
             for item in items:
                 if item is _STOP:
                     for job in embeds:  # not run yet (they were all run at the first one otherwise)
+                        self._left_queue()
                         job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
+                    self._free()  # close() freed it already; a load cut short (Ctrl-C) did not
                     return
                 if isinstance(item, EmbedJob):
                     if embeds:  # every embed request queued now goes into the same packed batches
@@ -123,7 +139,7 @@ class Runner:
                     assert self.decoder is not None
                     self.decoder.submit(*item)
                 else:
-                    item()
+                    item.run()
             if self.decoder is not None and self.decoder.busy():
                 try:
                     self.decoder.step()
@@ -152,18 +168,19 @@ class Runner:
         """Run ``fn`` on the owner thread (between decode steps) and wait for its result."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
-        future: Future[T] = Future()
+        item = _Call(fn)
+        self._inbox.put(item)
+        return self._wait(item.future)
 
-        def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
+    def _wait(self, future: "Future[T]") -> T:
+        """``future.result()`` in slices: Ctrl-C lands within one (on every OS), and a caller whose
+        job can never run (the owner thread has ended) gets an error instead of waiting forever."""
+        while True:
             try:
-                future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                future.set_exception(exc)
-
-        self._inbox.put(job)
-        return future.result()
+                return future.result(timeout=WAIT_SLICE)
+            except TimeoutError:
+                if not self._thread.is_alive() and not future.done():  # nothing will ever run it
+                    raise EngineError(f"model {self.name} was unloaded") from None
 
     def close(self) -> None:
         """Free the model (on its own thread) and stop the thread.
@@ -173,25 +190,25 @@ class Runner:
         """
         if self._closed:
             return
-
-        def free() -> None:
-            if self.decoder is not None:
-                self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
-                self.decoder = None
-            if self.projector is not None:
-                self.projector.close()
-                self.projector = None
-            if self.lctx is not None:
-                self.lctx.close()
-                self.lctx = None
-
         try:
-            self.call(free)
+            self.call(self._free)
         finally:
             self._stop_thread()
             _return_freed_memory()
 
     # ---- owner-thread work --------------------------------------------------------------------
+
+    def _free(self) -> None:
+        """Free whatever the load created (owner thread); jobs still here end with an error."""
+        if self.decoder is not None:
+            self.decoder.fail_all(EngineError(f"model {self.name} was unloaded"))
+            self.decoder = None
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
+        if self.lctx is not None:
+            self.lctx.close()
+            self.lctx = None
 
     def _load(self) -> None:
         opts = self.load_options
@@ -205,8 +222,6 @@ class Runner:
                 raise EngineError(f"failed to load model {self.name}: {exc}") from None
             self.vocab = self.lctx.vocab
             if opts.projector:
-                from .vision import Projector
-
                 try:
                     self.projector = Projector(Path(opts.projector), self.lctx, threads=threads,
                                                use_gpu=opts.num_gpu != 0)
@@ -304,11 +319,15 @@ class Runner:
         self._inbox.put((job, job.output))
         return self._drain(job, job.output)
 
-    @staticmethod
-    def _drain(job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
+    def _drain(self, job: GenerationJob, out: "queue.Queue[Any]") -> Iterator[Token | Finished]:
         try:
             while True:
-                item = out.get()
+                try:
+                    item = out.get(timeout=WAIT_SLICE)  # in slices: see _wait
+                except queue.Empty:
+                    if not self._thread.is_alive() and out.empty():
+                        raise EngineError(f"model {self.name} was unloaded") from None
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -319,7 +338,7 @@ class Runner:
 
     def embed(self, texts: list[str], truncate: bool, normalize: bool = True) -> tuple[list[list[float]], int]:
         """One vector per text (L2-normalised unless asked not to) and the number of tokens read."""
-        return self.submit_embed(texts, truncate, normalize).result()
+        return self._wait(self.submit_embed(texts, truncate, normalize))
 
     def submit_embed(self, texts: list[str], truncate: bool,
                      normalize: bool = True) -> "Future[tuple[list[list[float]], int]]":
@@ -332,15 +351,7 @@ class Runner:
         ectx = self.lctx
         if not isinstance(ectx, EmbeddingContext):
             raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
-        limit = min(ectx.n_ctx, ectx.n_batch)  # a sequence must fit one decode
-        token_lists = []
-        for text in texts:
-            tokens = ectx.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-            if len(tokens) > limit:
-                if not truncate:
-                    raise InvalidRequest("the input length exceeds the context length")
-                tokens = tokens[:limit]
-            token_lists.append(tokens)
+        token_lists = tokenize_texts(ectx, texts, truncate)
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
         self._enter_queue()
@@ -349,94 +360,14 @@ class Runner:
         return job.future
 
     def _embed_jobs(self, jobs: list[EmbedJob]) -> None:
-        """Owner thread: embed the texts of ``jobs`` together, then hand each request its own vectors."""
+        """Owner thread: embed the texts of ``jobs`` together (see embedder.py)."""
         for _ in jobs:
             self._left_queue()
         ectx = self.lctx
-        try:
-            if not isinstance(ectx, EmbeddingContext):
-                raise EngineError(f"model {self.name} was unloaded")
-            matrix, decodes = _embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists])
-            self.embed_decodes += decodes
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+        if not isinstance(ectx, EmbeddingContext):
             for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
             return
-        start = 0
-        for job in jobs:
-            rows = matrix[start:start + len(job.token_lists)]
-            start += len(job.token_lists)
-            if job.normalize:
-                norms = np.linalg.norm(rows, axis=1, keepdims=True)
-                rows = rows / np.where(norms > 0, norms, 1.0)
-            job.future.set_result((rows.tolist(), sum(map(len, job.token_lists))))
+        self.embed_decodes += embed_jobs(ectx, jobs)
 
 
-#: Tokens per llama_decode when embedding. Sequences in one micro-batch attend over all of it
-#: (masked), so cost grows with its square: on all-MiniLM (2 CPU threads) packing 512 tokens
-#: without flash attention gave 116 texts/s; with flash attention, packs of 64-256 tokens all gave
-#: 310-330 texts/s (within noise). A text longer than the pack goes alone.
-EMBED_PACK_TOKENS = 256
-
-
-def _embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple[np.ndarray, int]:
-    """One vector per text (shortest first, several sequences per decode, one seq id each) and the
-    number of llama_decode calls that took.
-
-    ``Llama.embed`` packed up to n_batch tokens (512) per decode and truncated inputs to n_batch;
-    here the pack is smaller (faster, see above) while n_batch stays at n_ctx, so any single text
-    that fits the context is embedded whole. Pooled models give llama.cpp's pooled vector per
-    sequence (a reranker's RANK pooling: its ``n_cls_out`` scores); a model whose GGUF says pooling
-    NONE gives its last token's vector, as Ollama's runner falls back to when a context has no
-    pooled output.
-    """
-    last_token = ectx.pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE
-    out = np.zeros((len(token_lists), ectx.n_embd if last_token else ectx.n_pooled), dtype=np.float32)
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-    entries: list[tuple[int, int, int, bool]] = []  # (token, position, seq id, output) for one decode
-    members: list[int] = []  # the texts in it, by seq id
-    ends: list[int] = []  # each one's last token's place in it
-    decodes = 0
-
-    def decode() -> None:
-        nonlocal decodes
-        decodes += 1
-        ectx.clear()
-        code = ectx.decode(entries)
-        if code != 0:
-            raise EngineError(f"llama_decode returned {code}")
-        for seq, index in enumerate(members):
-            out[index] = ectx.token_vector(ends[seq]) if last_token else ectx.pooled(seq)
-
-    for index in order:
-        tokens = token_lists[index]
-        if not tokens:
-            raise EngineError("an input tokenized to no tokens")
-        if members and (len(entries) + len(tokens) > EMBED_PACK_TOKENS or len(members) >= ectx.n_seq_max):
-            decode()
-            entries, members, ends = [], [], []
-        seq = len(members)
-        # every token an output, as llama.cpp requires of an embedding context
-        entries.extend((token, pos, seq, True) for pos, token in enumerate(tokens))
-        members.append(index)
-        ends.append(len(entries) - 1)
-    if members:
-        decode()
-    ectx.clear()
-    return out, decodes
-
-
-JSON_GRAMMAR = JSON_GBNF
-
-
-def schema_grammar(schema: dict[str, Any]) -> str:
-    """A JSON schema as GBNF (llama.cpp's converter); bad schemas become a clear 400, not a crash."""
-    import json
-
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
-        raise InvalidRequest(f"invalid format schema: {exc}") from None

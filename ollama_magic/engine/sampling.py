@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from ..errors import InvalidRequest
+from .grammar import check_grammar  # noqa: F401 - its old home
 
 DEFAULT_SEED = 0xFFFFFFFF
 
@@ -30,14 +31,6 @@ class Sampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int = -1
-
-
-def check_grammar(vocab: llama_cpp.llama_vocab_p, gbnf: str) -> None:
-    """An invalid grammar segfaults llama.cpp at sampling time; try it once on its own first."""
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
-    if not sampler:
-        raise InvalidRequest("the format schema could not be turned into a grammar")
-    llama_cpp.llama_sampler_free(sampler)
 
 
 class SamplerChain:

@@ -292,7 +292,7 @@ def forced_call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def forced_call_grammar(tools: Sequence[Mapping[str, Any]], tag: str) -> str:
     """GBNF for one forced call: the template's tag (unless it is ``{``), then the call's JSON."""
-    from .runner import schema_grammar
+    from .grammar import schema_grammar
 
     grammar = schema_grammar(forced_call_schema(tools))
     if tag in ("{", "["):

@@ -30,12 +30,12 @@ from ..errors import InvalidRequest
 from .images import MEDIA_MARKER, Picture
 from .jobs import EngineError
 from .llama_context import LlamaContext
-from .runner import _route_llama_log
+from .llama_log import route_llama_log
 
 log = logging.getLogger("ollama_magic")
 
-mtmd.mtmd_log_set(_route_llama_log, ctypes.c_void_p(0))  # libmtmd's chatter goes to logging too
-mtmd.mtmd_helper_log_set(_route_llama_log, ctypes.c_void_p(0))
+mtmd.mtmd_log_set(route_llama_log, ctypes.c_void_p(0))  # libmtmd's chatter goes to logging too
+mtmd.mtmd_helper_log_set(route_llama_log, ctypes.c_void_p(0))
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""llama.cpp's (and libmtmd's) log lines go to Python logging, not into notebook cells.
+
+Installed once, at import: ``llama_log_set`` is not thread-safe (llama.h), so it must never run while a
+model loads or decodes. Every module that loads a model imports this one first (``llama_context``),
+and ``vision`` routes libmtmd's log through the same callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+import llama_cpp
+
+llama_log = logging.getLogger("ollama_magic.llama_cpp")
+
+__all__ = ["llama_log", "route_llama_log"]
+
+
+@llama_cpp.llama_log_callback
+def route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    """ggml levels: 1 debug, 2 info, 3 warn, 4 error. llama.cpp's warnings are notices about its own
+    choices (e.g. the full-size SWA cache), so they are logged at INFO; errors stay errors."""
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        llama_log.log({4: logging.ERROR, 3: logging.INFO}.get(level, logging.DEBUG), message)
+
+
+llama_cpp.llama_log_set(route_llama_log, ctypes.c_void_p(0))

@@ -1,0 +1,231 @@
+"""The batching decoder's step loop without a model: a fake context and fake sampler chains, so that
+admission, slot choice, batch bounds, cancellation and failure isolation run in milliseconds (the
+integration tests on real models cover the same loop with llama.cpp)."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from ollama_magic.engine.decoder import Decoder
+from ollama_magic.engine.jobs import EngineError, Finished, GenerationJob, Token
+from ollama_magic.engine.llama_context import ContextShape
+from ollama_magic.engine.sampling import Sampling
+
+EOG = 99
+
+
+class FakeContext:
+    """What the decoder uses of a LlamaContext: one byte per token, ``EOG`` ends a sequence."""
+
+    def __init__(self, parallel: int = 2, n_batch: int = 8, num_ctx: int = 64) -> None:
+        self.shape = ContextShape(num_ctx=num_ctx, parallel=parallel, num_batch=n_batch, threads=1, num_gpu=0,
+                                  use_mmap=True)
+        self.n_batch = n_batch
+        self.vocab, self.n_vocab, self.ctx = None, 100, object()
+        self.batches: list[list[tuple[int, int, int, bool]]] = []  # every decode's entries
+        self.forgotten: list[tuple[int, int]] = []
+        self.kv_slots: int | None = None  # decode answers 1 ("no KV slot") above this many entries
+
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
+        if len(entries) > self.n_batch:
+            raise AssertionError(f"{len(entries)} entries in a batch of {self.n_batch}")
+        if self.kv_slots is not None and len(entries) > self.kv_slots:
+            return 1
+        self.batches.append(list(entries))
+        return 0
+
+    def forget(self, seq: int, start: int = 0) -> bool:
+        self.forgotten.append((seq, start))
+        return True
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        return bytes([ord("a") + token % 26])
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOG
+
+    def clear(self) -> None:
+        pass
+
+    def shift(self, seq: int, keep: int, discard: int, n_past: int) -> bool:
+        return False
+
+
+class FakeSampler:
+    """Samples 1, 2, 3, ...; a job whose grammar is "boom" fails at its first sample, one whose grammar
+    is "eog" samples the end of generation third."""
+
+    deferred = False
+
+    def __init__(self, vocab: Any, n_vocab: int, n_ctx: int, sampling: Sampling, grammar: str | None,
+                 *, deferred: bool = False) -> None:
+        self.grammar = grammar
+        self.count = 0
+        self.closed = False
+
+    def sample(self, ctx: Any, row: int) -> int:
+        if self.grammar == "boom":
+            raise RuntimeError("the sampler broke")
+        self.count += 1
+        if self.grammar == "eog" and self.count == 3:
+            return EOG
+        return self.count
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def job(tokens: list[int], n: int = 4, **kwargs: Any) -> GenerationJob:
+    return GenerationJob(tokens=tokens, sampling=Sampling(temperature=0), stop=[], num_predict=n, **kwargs)
+
+
+def run(decoder: Decoder, *jobs: GenerationJob, steps: int = 200) -> None:
+    for j in jobs:
+        decoder.submit(j, j.output)
+    for _ in range(steps):
+        if not decoder.busy():
+            return
+        decoder.step()
+    raise AssertionError("the decoder did not finish its jobs")
+
+
+def results(j: GenerationJob) -> tuple[str, Finished | BaseException]:
+    text, items = "", []
+    while True:
+        try:
+            items.append(j.output.get_nowait())
+        except queue.Empty:
+            break
+    text = "".join(i.text for i in items if isinstance(i, Token))
+    return text, items[-1]
+
+
+def make(lctx: FakeContext) -> Decoder:
+    return Decoder(lctx, lambda: None, sampler_factory=FakeSampler)  # type: ignore[arg-type]
+
+
+def test_three_streams_on_a_batch_of_two_all_finish_within_the_bound() -> None:
+    lctx = FakeContext(parallel=3, n_batch=2)
+    jobs = [job([10 + i, 20, 30], n=5) for i in range(3)]
+    run(make(lctx), *jobs)
+    assert max(len(b) for b in lctx.batches) <= 2
+    for j in jobs:
+        text, fin = results(j)
+        assert isinstance(fin, Finished) and fin.eval_count == 5 and text == "bcdef"
+
+
+def test_prefill_shares_the_batch_and_never_exceeds_it() -> None:
+    lctx = FakeContext(parallel=2, n_batch=4)
+    a, b = job(list(range(1, 11)), n=3), job(list(range(30, 39)), n=3)
+    run(make(lctx), a, b)
+    assert max(len(batch) for batch in lctx.batches) <= 4
+    assert sum(len(batch) for batch in lctx.batches) == 10 + 9 + 2 * 2  # prompts, then 2 fed-back tokens each
+    assert all(isinstance(results(j)[1], Finished) for j in (a, b))
+
+
+def test_one_failing_sequence_fails_alone() -> None:
+    lctx = FakeContext(parallel=2)
+    bad, good = job([1, 2, 3], grammar="boom"), job([4, 5, 6], n=4)
+    decoder = make(lctx)
+    run(decoder, bad, good)
+    _, error = results(bad)
+    assert isinstance(error, EngineError) and "the sampler broke" in str(error)
+    text, fin = results(good)
+    assert isinstance(fin, Finished) and fin.eval_count == 4 and text == "bcde"
+    bad_slot = lctx.batches[0][0][2]
+    assert (bad_slot, 0) in lctx.forgotten  # its cells are dropped: the slot's cache is not trusted
+    assert not decoder.busy()
+
+
+def test_no_kv_slot_retries_with_half_the_batch() -> None:
+    lctx = FakeContext(parallel=2, n_batch=8)
+    lctx.kv_slots = 3
+    a, b = job(list(range(1, 7)), n=3), job(list(range(20, 26)), n=3)
+    run(make(lctx), a, b)
+    assert all(isinstance(results(j)[1], Finished) for j in (a, b))
+    assert max(len(batch) for batch in lctx.batches) <= 3
+
+
+def test_no_kv_slot_even_for_one_token_fails_the_running_jobs() -> None:
+    lctx = FakeContext(parallel=1, n_batch=8)
+    lctx.kv_slots = 0
+    a = job([1, 2, 3])
+    run(make(lctx), a)
+    assert isinstance(results(a)[1], EngineError)
+
+
+def test_a_job_cancelled_while_queued_ends_cancelled_without_decoding() -> None:
+    lctx = FakeContext(parallel=1)
+    running, queued = job([1, 2], n=6), job([70, 71], n=6)
+    decoder = make(lctx)
+    decoder.submit(running, running.output)
+    decoder.step()
+    decoder.submit(queued, queued.output)
+    queued.cancel.set()
+    run(decoder)
+    assert isinstance(results(running)[1], Finished)
+    text, fin = results(queued)
+    assert text == "" and isinstance(fin, Finished) and fin.done_reason == "cancelled"
+    assert all(entry[0] not in (70, 71) for batch in lctx.batches for entry in batch)
+
+
+def test_a_new_job_goes_to_the_slot_that_caches_its_prefix_and_evaluates_only_the_rest() -> None:
+    lctx = FakeContext(parallel=2)
+    decoder = make(lctx)
+    first, other = job([1, 2, 3, 4, 5], n=1), job([40, 41, 42], n=1)
+    run(decoder, first, other)
+    first_slot = lctx.batches[0][0][2]
+    lctx.batches.clear()
+    follow = job([1, 2, 3, 4, 5, 6, 7], n=1)
+    run(decoder, follow)
+    fed = [entry for batch in lctx.batches for entry in batch]
+    assert {entry[2] for entry in fed} == {first_slot}
+    assert [entry[0] for entry in fed] == [6, 7]  # 1..5 were already in that slot's cells
+
+
+def test_num_predict_zero_finishes_at_admission() -> None:
+    lctx = FakeContext(parallel=1)
+    a = job([1, 2, 3], n=0)
+    run(make(lctx), a)
+    text, fin = results(a)
+    assert text == "" and isinstance(fin, Finished) and fin.done_reason == "length"
+
+
+def test_end_of_generation_finishes_with_stop_and_keeps_its_text() -> None:
+    lctx = FakeContext(parallel=1)
+    a = job([1, 2], n=10, grammar="eog")
+    run(make(lctx), a)
+    text, fin = results(a)
+    assert text == "bc" and isinstance(fin, Finished) and fin.done_reason == "stop" and fin.eval_count == 2
+
+
+def test_a_seeded_job_waits_for_the_running_ones_runs_alone_and_nothing_passes_it() -> None:
+    lctx = FakeContext(parallel=3)
+    decoder = make(lctx)
+    running = job([1, 2], n=4)
+    decoder.submit(running, running.output)
+    decoder.step()
+    seeded = GenerationJob(tokens=[50, 51], sampling=Sampling(temperature=0, seed=7), stop=[], num_predict=2)
+    later = job([60, 61], n=2)
+    run(decoder, seeded, later)
+    slots_of = [{entry[0] for entry in batch} for batch in lctx.batches]
+    first_seeded = next(i for i, tokens in enumerate(slots_of) if 50 in tokens)
+    first_later = next(i for i, tokens in enumerate(slots_of) if 60 in tokens)
+    assert all(len({e[2] for e in batch}) == 1 for batch in lctx.batches[first_seeded:first_later])  # alone
+    assert first_later > first_seeded
+    assert all(isinstance(results(j)[1], Finished) for j in (running, seeded, later))
+
+
+def test_every_queued_job_leaves_the_queue_once_and_fail_all_ends_them_all() -> None:
+    lctx = FakeContext(parallel=1)
+    left: list[int] = []
+    decoder = Decoder(lctx, lambda: left.append(1), sampler_factory=FakeSampler)  # type: ignore[arg-type]
+    jobs = [job([i + 1, i + 2], n=50) for i in range(3)]
+    for j in jobs:
+        decoder.submit(j, j.output)
+    decoder.step()
+    assert len(left) == 1  # one admitted, two waiting
+    decoder.fail_all(EngineError("unloaded"))
+    assert len(left) == 3 and not decoder.busy()
+    assert all(isinstance(results(j)[1], EngineError) for j in jobs)
