@@ -1,8 +1,10 @@
-"""Where Python meets llama.cpp's memory (review §6 B1-B4): sizes a user sends must never reach
-llama.cpp unchecked, since its GGML_ASSERTs abort the whole process (a dead kernel or server).
+"""Where Python meets llama.cpp's memory and threads (review §6 B1-B4, B8): sizes a user sends must
+never reach llama.cpp unchecked, since its GGML_ASSERTs abort the whole process (a dead kernel or
+server); buffers are not shared across threads; a load cut short or a stream nobody reads frees or
+stops what it started.
 
-Each scenario runs in a child Python process, so that an abort shows up as that child's exit code
-instead of killing the test session."""
+The scenarios that could abort (or signal) the process run in a child Python process, so that an
+abort shows up as that child's exit code instead of killing the test session."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from ollama_magic.store import ModelStore
-
 import pytest
+
+from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
 SMOLLM2 = "smollm2:135m"
@@ -24,7 +26,7 @@ def run_isolated(root: Path, body: str, timeout: float = 240) -> subprocess.Comp
     """Run ``body`` in a fresh interpreter with ``engine`` (an Engine on the registered store) in scope."""
     code = "from ollama_magic import Engine\nfrom ollama_magic.store import ModelStore\n" \
            f"engine = Engine(ModelStore({str(root)!r}))\n" + textwrap.dedent(body) + "\nengine.close()\n"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_batch_smaller_than_the_concurrent_streams_answers_every_stream(registered_root: Path) -> None:
