@@ -162,8 +162,7 @@ def test_a_stream_dropped_before_it_was_read_stops_decoding(registered: ModelSto
         before = runner.tokens_decoded
         del stream
         gc.collect()
-        deadline = time.monotonic() + 5
-        while runner.decoder.busy() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not runner.decoder.busy()
-        assert runner.tokens_decoded - before < 500
+        time.sleep(1.5)  # a fixed wait: busy() reads False for a moment while a job is being admitted
+        assert runner.waiting == 0 and not runner.decoder.busy()
+        # its prompt (about 40 tokens) and a token or two, not a story of hundreds nobody reads
+        assert runner.tokens_decoded - before < 100
