@@ -34,8 +34,8 @@ from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, Debug
 from . import requests
 from .capabilities import capabilities, model_template
 from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
-from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending, _deliver, _parsed, deliver, parsed,
-                       request_cancel_event, single)
+from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending, _deliver, _parsed,  # noqa: F401 - old homes
+                       deliver, parsed, request_cancel_event, single)
 from .gpu import gpu_offload_supported
 from .images import Picture, tag_content
 from .jobs import Queued

@@ -7,7 +7,7 @@ registers every verb but ``fix`` (errorhelp's).
 from __future__ import annotations
 
 from .verbs import VERBS, help_text, parse, run, verb
-from .verbs import Text as _Text
+from .verbs import Text as _Text  # noqa: F401 - its old name
 from .verbs import models as _models
 from .verbs import panel as _panel  # noqa: F401 - registers %ollama panel
 from .verbs import server as _server
