@@ -55,6 +55,12 @@ class ListedModel(WireModel):
 
 
 class ListResponse(WireModel):
+    """``/api/tags``. Not a subclass of ``ollama.ListResponse``: its entries carry ``name``,
+    ``capabilities`` and sizes in ``details`` that the client's ``ListResponse.Model`` lacks, and they are
+    required here (the server always sends them). The attributes the client's type has
+    (``models[i].model``, ``.size``, ``.digest``, ``.modified_at``, ``.details``) read the same
+    (tests/unit/test_wire_types.py)."""
+
     models: list[ListedModel]
 
 
@@ -64,6 +70,11 @@ class Message(WireModel):
 
 
 class ShowResponse(WireModel):
+    """``/api/show``. Not a subclass of ``ollama.ShowResponse``: that one names the wire field
+    ``model_info`` as the attribute ``modelinfo`` (an alias), while ours keeps the wire name and reads
+    ``modelinfo`` through a property; it also lacks ``system``, ``projector_info`` and ``messages``.
+    Every attribute the client's type has reads the same here (tests/unit/test_wire_types.py)."""
+
     modelfile: str
     parameters: str = ""
     template: str = ""
@@ -102,6 +113,9 @@ class RunningModels(ollama.ProcessResponse):
 
 
 class ProgressResponse(WireModel):
+    """A pull/push/create progress line. Not a subclass of ``ollama.ProgressResponse`` only to keep
+    ``status`` required (every line we send has one); the fields and their names are the client's."""
+
     status: str
     digest: Optional[str] = None
     total: Optional[int] = None

@@ -38,6 +38,7 @@ from .jobs import EngineError, Finished, GenerationJob, Token
 from .llama_context import LlamaContext
 from .logprobs import TokenProb, row_logprobs
 from .sampling import SamplerChain
+from .text import partial_suffix
 from .thinking import GrammarGate
 
 log = logging.getLogger("ollama_magic")
@@ -106,12 +107,7 @@ def split_at_stop(text: str, stops: list[str], final: bool = False) -> tuple[str
         return text[:cut], "", True
     if final:
         return text, "", False
-    hold = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:k]):
-                hold = max(hold, k)
-                break
+    hold = partial_suffix(text, stops)
     return text[: len(text) - hold], text[len(text) - hold :], False
 
 

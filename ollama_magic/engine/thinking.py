@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from ..errors import InvalidRequest
 from .gotemplate import Action, Branch, Node, Operand, Pipeline, Template, Text
+from .text import partial_suffix
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 JINJA_TAGS = ("<think>", "</think>")
@@ -89,13 +90,6 @@ def infer_tags(template: Template) -> tuple[str, str]:
 # ---- splitting a reply ---------------------------------------------------------------------------
 
 
-def _overlap(text: str, tag: str) -> int:
-    for k in range(min(len(tag), len(text)), 0, -1):
-        if text.endswith(tag[:k]):
-            return k
-    return 0
-
-
 class ThinkingParser:
     """Feed it the reply piece by piece; ``add`` returns (thinking, content) safe to hand on now.
 
@@ -153,7 +147,7 @@ class ThinkingParser:
                 thinking.append(trace)
                 content.append(rest)
                 return False
-            hold = _overlap(acc, self.closing)
+            hold = partial_suffix(acc, (self.closing,))
             thinking.append(acc[: len(acc) - hold])
             self.acc = acc[len(acc) - hold :]
             return False

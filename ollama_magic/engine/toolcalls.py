@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import InvalidRequest
 from ..types import ToolCall, ToolCallFunction
 from .gotemplate import Action, Branch, Node, Template, Text
+from .text import partial_suffix
 
 DEFAULT_TAG = "{"
 
@@ -122,10 +123,8 @@ class ToolCallParser:
         index = self.buffer.find(self.tag)
         if index >= 0:
             return index, True
-        for k in range(min(len(self.buffer), len(self.tag)), 0, -1):
-            if self.buffer.endswith(self.tag[:k]):
-                return len(self.buffer) - k, False
-        return -1, False
+        hold = partial_suffix(self.buffer, (self.tag,))
+        return (len(self.buffer) - hold, False) if hold else (-1, False)
 
     def _find_name(self) -> tuple[str | None, int]:
         longest = max(map(len, self.names), default=0)

@@ -202,8 +202,20 @@ def _streamed(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any
               stop: threading.Event | None, extra: Mapping[str, Any],
               probs: list[Any] | None = None) -> tuple[Any, bool, str]:
     """Stream the reply into ``view``; the final chunk, whether it was interrupted, and the thinking
-    trace. ``probs`` collects the chunks' token log probabilities."""
-    stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None, **extra)
+    trace. ``probs`` collects the chunks' token log probabilities.
+
+    ``stop`` is also the in-kernel engine's cancel event for this generation (``CANCEL_SCOPE``), so Stop
+    lands within a decode step even before the first token: while the job waits for a slot or its long
+    prompt is evaluated. A remote backend sees it only between chunks (its HTTP stream cannot be closed
+    from another thread while it is being read)."""
+    from ..engine.delivery import CANCEL_SCOPE  # here: it loads llama.cpp, which a remote backend needs not
+
+    scope = CANCEL_SCOPE.set(stop) if stop is not None else None
+    try:
+        stream = session.backend.chat(turn.model, sent, stream=True, options=turn.options or None, **extra)
+    finally:
+        if scope is not None:
+            CANCEL_SCOPE.reset(scope)
     final, interrupted = None, False
     trace: list[str] = []
     show_trace = getattr(view, "append_thinking", None)
@@ -219,6 +231,7 @@ def _streamed(session: NotebookSession, turn: ChatTurn, sent: list[dict[str, Any
                 probs.extend(getattr(chunk, "logprobs", None) or [])
             if chunk.done:
                 final = chunk
+                interrupted = stop is not None and stop.is_set()  # the engine ended it early for Stop
             elif stop is not None and stop.is_set():
                 interrupted = True
                 break

@@ -70,8 +70,8 @@ def test_cancelling_one_of_four_streams_lets_the_others_finish(engine: Engine) -
         next(s)
     streams[1].close()
     finals = [last(s)[1] for i, s in enumerate(streams) if i != 1]
-    assert all(f.done and (f.eval_count == 16 or f.done_reason == "stop") for f in finals)
-    assert sum(f.eval_count for f in finals) > 24
+    # temperature 0 and no stop strings: each of the three runs to its limit, untouched by the cancel
+    assert [(f.done, f.done_reason, f.eval_count) for f in finals] == [(True, "length", 16)] * 3
     assert engine.generate(GEMMA, "Hi", options={"num_predict": 2}).eval_count == 2
 
 

@@ -1,10 +1,9 @@
 """What a raw HTTP client sees from our server beyond the happy paths: Ollama's error statuses and
-bodies, cancelled streams, the API key, CORS and the OpenAPI document."""
+bodies, the API key, CORS and the OpenAPI document."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
@@ -37,7 +36,7 @@ def post(url: str, path: str, body: str | dict) -> requests.Response:
         ("/api/generate", '{"model": "gemma3:270m", "raw": true, "system": "x", "prompt": "y"}', "raw mode"),
         ("/api/embed", '{"model": "all-minilm", "input": 5}', "input"),
         ("/api/copy", '{"source": "gemma3:270m"}', "destination"),
-        ("/api/create", '{"model": "x", "from": "../../etc/passwd"}', ""),
+        ("/api/create", '{"model": "x", "from": "../../etc/passwd"}', "a file must be uploaded first"),
         ("/api/show", '{"model": "bad name!"}', "invalid model name"),
     ],
 )
@@ -92,27 +91,6 @@ def test_openai_errors_use_openais_envelope(url: str) -> None:
     assert resp.status_code == 404 and 'model "nope" not found' in resp.json()["error"]["message"]
     resp = post(url, "/v1/chat/completions", '{"model": ')
     assert resp.status_code == 400 and resp.json()["error"]["type"] == "invalid_request_error"
-
-
-def test_a_client_that_disconnects_cancels_its_generation(url: str, engine: Engine) -> None:
-    body = {"model": GEMMA, "prompt": "Tell me a very long story.", "options": {"num_predict": 3000, "seed": 1}}
-    with requests.post(url + "/api/generate", data=json.dumps(body), stream=True, timeout=60) as resp:
-        assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-ndjson"
-        lines = resp.iter_lines()
-        for _ in range(3):
-            assert json.loads(next(lines))["done"] is False
-    # 3000 tokens would take over a minute on 2 cores; a cancelled job frees the model within a token or two.
-    [entry] = [e for e in engine.scheduler.loaded() if e.name == GEMMA]
-    deadline = time.monotonic() + 10
-    while entry.active and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert entry.active == 0
-    decoded = entry.runner.tokens_decoded
-    time.sleep(0.5)
-    assert entry.runner.tokens_decoded == decoded < 200  # nothing runs on behind the client's back
-    # and the model still answers
-    again = post(url, "/api/generate", {"model": GEMMA, "prompt": "Hi", "stream": False, "options": {"num_predict": 3}})
-    assert again.status_code == 200 and again.json()["eval_count"] == 3
 
 
 def test_head_and_version(url: str) -> None:

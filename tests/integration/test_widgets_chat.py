@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -31,6 +32,7 @@ GEMMA = "gemma3:270m"
 DEFAULT_CHAT = DEFAULT_CHAT_MODEL  # smollm2:135m: what the panel offers first
 WAIT = 180.0  # generous: two shared cores, and the first turn also loads the model
 STOP_WAIT = 30.0  # a stopped turn ends after the current token; this only bounds a hang
+QUEUED_STOP_WAIT = 5.0  # a queued turn that is stopped ends within a decode step; the slot holder runs far longer
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +162,39 @@ def test_stop_ends_a_long_generation_and_keeps_the_partial_reply(session, panels
     assert not chat.send_button.disabled and chat.stop_button.disabled
     assert chat.status.text.startswith("stopped")
     assert "interrupted" in chat.history.value
+
+
+def test_stop_ends_a_turn_still_waiting_for_its_slot(monkeypatch, tmp_path, tmp_path_factory, clone_registered,
+                                                    panels):
+    """Stop works before the first token: here the only slot (OLLAMA_NUM_PARALLEL=1) is held by another
+    generation, so the panel's turn waits in the queue; it must end at once, not after the other reply."""
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "1")
+    with Engine(clone_registered(tmp_path_factory.mktemp("one-slot") / "models")) as engine:
+        session = NotebookSession(shell=None, engine=engine, conversations=ConversationStore(tmp_path / "conv"))
+        session.identity  # see the session fixture
+        # a grammar that cannot end before 400 numbers keeps the slot busy (a plain prompt may hit EOS)
+        long_reply = {"type": "array", "items": {"type": "integer"}, "minItems": 400}
+        holder = engine.generate(DEFAULT_CHAT, "Count:", format=long_reply, stream=True,
+                                 options={"num_predict": 2000})
+        try:
+            next(holder)  # the only slot is taken
+            [entry] = [e for e in engine.scheduler.loaded() if e.name == DEFAULT_CHAT]
+            chat = chat_panel(session, panels)
+            chat.message.value = "Hello there"
+            chat.send_button.click()
+            deadline = time.monotonic() + WAIT
+            while entry.runner.waiting < 1:  # the panel's job is queued behind the holder
+                assert time.monotonic() < deadline, "the panel's turn never queued"
+                time.sleep(0.02)
+            chat.stop_button.click()
+            assert chat.wait(QUEUED_STOP_WAIT), "Stop did nothing while the turn waited for a slot"
+        finally:
+            holder.close()
+        stored = session.conversations.thread(session.identity, "main")
+        assert roles(stored) == ["user", "assistant"]
+        assert stored[1]["interrupted"] is True
+        assert chat.status.text.startswith("stopped")
+        assert not chat.send_button.disabled and chat.stop_button.disabled
 
 
 def test_reset_empties_the_selected_thread(session, panels):
