@@ -11,8 +11,7 @@ change the store keep their random names."""
 
 from __future__ import annotations
 
-import json
-import random
+import itertools
 from typing import Any
 
 import schemathesis
@@ -28,18 +27,24 @@ MAX_TOKENS = 2
 LOAD_TIME_OPTIONS = {"num_ctx": (0, 1, 300, 2048), "num_batch": (-1, 0, 1, 2, 512),
                      "num_thread": (-1, 0, 1, 2, 100_000), "num_gpu": (-1, 0, 999),
                      "num_keep": (-1, 0, 4, 1_000_000)}
+#: what the next request sends on top of what schemathesis drew, in turn, so that the few requests that
+#: pass validation carry them: first those that once aborted the whole process (a batch smaller than
+#: the slots: num_batch 0, 1 or 2 with the default 4 slots), then the other edges
+LOAD_TIME_CASES = itertools.cycle([
+    {"num_batch": 0}, {"num_batch": 2}, {"num_batch": -1, "num_ctx": 300}, {"num_ctx": 1},
+    {"num_ctx": 0}, {"num_thread": 100_000}, {"num_gpu": 999, "num_keep": 1_000_000},
+    {"num_thread": -1, "num_gpu": -1, "num_keep": -1}, {"num_batch": 1, "num_ctx": 2048},
+])
 
 
 def bounded_load_options(options: dict[str, Any]) -> None:
-    """Each load-time option from its set: a value schemathesis drew picks one by its own value, an
-    absent one is drawn (or left out) by a generator seeded with the request, so a run is repeatable."""
-    rng = random.Random(json.dumps(options, sort_keys=True, default=str))
+    """Each load-time option from its set (a value schemathesis drew picks one by its own value), then
+    the next of LOAD_TIME_CASES over them. Deterministic: one worker draws the cases in order."""
     for name, values in LOAD_TIME_OPTIONS.items():
         drawn = options.get(name)
         if isinstance(drawn, int) and not isinstance(drawn, bool):
             options[name] = values[drawn % len(values)]
-        elif name not in options and rng.random() < 0.5:
-            options[name] = rng.choice(values)
+    options.update(next(LOAD_TIME_CASES))
 
 
 @schemathesis.hook
@@ -57,7 +62,9 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
             bounded_load_options(body["options"])
-    elif path in ("/api/embed", "/api/embeddings") and isinstance(body.get("options"), dict):
+    elif path in ("/api/embed", "/api/embeddings"):
+        if not isinstance(body.get("options"), dict):
+            body["options"] = {}
         bounded_load_options(body["options"])
     elif path in OPENAI_GENERATION:
         body["max_tokens"] = MAX_TOKENS
