@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from .. import envconfig
 from ..errors import InvalidRequest
 from .gpu import gpu_offload_supported, offloaded_layers, total_layers
 from .jobs import LoadOptions
@@ -96,9 +97,7 @@ def load_options(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     ``parallel`` (default ``OLLAMA_NUM_PARALLEL``) and ``offload`` (default: whether this build can
     put layers on a GPU) are parameters so tests can size loads without the environment."""
     if parallel is None:
-        from .runner import num_parallel  # the env reading lives with the runner for now
-
-        parallel = num_parallel()
+        parallel = envconfig.num_parallel()
     parallel = 1 if embedding else max(1, parallel)
     info = record.gguf_info()
     num_ctx = context_size(_int(opts, "num_ctx", 4096), info.context_length, parallel)
