@@ -23,12 +23,10 @@ from .. import envconfig
 from ..errors import InvalidRequest, ServerBusy
 from .decoder import Decoder, split_at_stop
 from .embedder import EMBED_PACK_TOKENS, EmbedJob, embed_jobs, tokenize_texts  # noqa: F401 - EMBED_PACK_TOKENS: its old home
-from .embedder import embed_packed as _embed_packed  # noqa: F401 - its old name
 from .grammar import JSON_GRAMMAR, check_grammar, schema_grammar  # noqa: F401 - JSON_GRAMMAR, schema_grammar: their old home
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
 from .llama_context import ContextShape, EmbeddingContext, LlamaContext
 from .llama_log import llama_log  # noqa: F401 - its old home
-from .llama_log import route_llama_log as _route_llama_log  # noqa: F401 - its old name
 from .machine import physical_cores, return_freed_memory as _return_freed_memory
 from .sampling import Sampling
 from .vision import Projector
@@ -108,8 +106,12 @@ class Runner:
 
     def _fail_inbox(self) -> None:
         """The thread is ending: whatever is still queued (put after ``_STOP``) ends with an error."""
+        self._fail_items(self._take(block=False))
+
+    def _fail_items(self, items: list[Any]) -> None:
+        """End queued items that will never run (calls, embed and generation jobs) with an error."""
         error = EngineError(f"model {self.name} was unloaded")
-        for item in self._take(block=False):
+        for item in items:
             if isinstance(item, _Call) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(error)
             elif isinstance(item, EmbedJob):
@@ -124,11 +126,11 @@ class Runner:
             decoder = self.decoder
             items = self._take(block=decoder is None or not decoder.busy())
             embeds = [item for item in items if isinstance(item, EmbedJob)]
-            for item in items:
+            for i, item in enumerate(items):
                 if item is _STOP:
-                    for job in embeds:  # not run yet (they were all run at the first one otherwise)
-                        self._left_queue()
-                        job.future.set_exception(EngineError(f"model {self.name} was unloaded"))
+                    # embed jobs not run yet (they were all run at the first one otherwise) and whatever
+                    # came after the stop in this take
+                    self._fail_items(embeds + [x for x in items[i + 1:] if not isinstance(x, EmbedJob)])
                     self._free()  # close() freed it already; a load cut short (Ctrl-C) did not
                     return
                 if isinstance(item, EmbedJob):

@@ -3,6 +3,7 @@ on an owner thread that has stopped, and a waiting caller wakes up often enough 
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Any
@@ -76,3 +77,21 @@ def test_a_waiting_call_wakes_up_in_slices(monkeypatch: pytest.MonkeyPatch) -> N
     assert runner.call(lambda: time.sleep(0.5) or 3) == 3
     assert timeouts and None not in timeouts and len(timeouts) >= 2
     runner.close()
+
+
+def test_a_generation_taken_with_the_stop_ends_with_an_error_and_leaves_the_queue() -> None:
+    """The owner thread takes everything queued at once: a job behind the stop in that same take will
+    never run, so its consumer gets the error at once and the waiting count goes back to 0."""
+    runner = NoModel("nowhere.gguf", LOAD, name="fake")  # type: ignore[arg-type]
+    gate = threading.Event()
+    busy, _ = in_thread(lambda: runner.call(gate.wait))  # the owner thread is busy in this call
+    time.sleep(0.1)
+    output: queue.Queue[Any] = queue.Queue()
+    runner._enter_queue()
+    runner._inbox.put(runner_module._STOP)
+    runner._inbox.put((object(), output))  # a generation queued after the stop, taken with it
+    gate.set()
+    busy.join(timeout=3)
+    runner._thread.join(timeout=3)
+    assert isinstance(output.get(timeout=3), EngineError)
+    assert runner.waiting == 0
