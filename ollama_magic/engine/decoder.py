@@ -355,14 +355,14 @@ class Decoder:
             return
         self.tokens_decoded += len(entries)
         # What each sequence fed in is now in its KV cells.
-        for seq in fed:
-            taken = [e[0] for e in entries if e[2] == seq.slot.seq_id]
-            seq.slot.cached.extend(taken)
-            seq.n_past += len(taken)
+        for seq, n in fed:
             if seq.next_token is not None:
+                seq.slot.cached.append(seq.next_token)
                 seq.next_token = None
             else:
-                seq.pending = seq.pending[len(taken):]
+                seq.slot.cached.extend(seq.pending[:n])
+                seq.pending = seq.pending[n:]
+            seq.n_past += n
         for seq, row in outputs:
             try:
                 self._advance(seq, row)
@@ -375,20 +375,20 @@ class Decoder:
                 self._fail(seq, exc if isinstance(exc, OllamaMagicError) else EngineError(f"generation failed: {exc}"))
 
     def _batch(self, running: list[Sequence], capacity: int
-               ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[Sequence, int]], list[Sequence]]:
+               ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[Sequence, int]], list[tuple[Sequence, int]]]:
         """One decode's entries (at most ``capacity``): the last token of every decoding sequence
         (taking turns should they outnumber the batch), then prompt chunks sharing what is left.
-        -> (entries, (sequence, batch row) of each output, the sequences fed). Changes nothing."""
+        -> (entries, (sequence, batch row) of each output, (sequence, tokens it fed)). Changes nothing."""
         entries: list[tuple[int, int, int, bool]] = []
         outputs: list[tuple[Sequence, int]] = []
-        fed: list[Sequence] = []
+        fed: list[tuple[Sequence, int]] = []
         order = running
         if len(running) > capacity:  # a short batch (never with LlamaContext's sizing): take turns
             self._turn = (self._turn + 1) % len(running)
             order = running[self._turn:] + running[:self._turn]
         for seq in order:
             if seq.next_token is not None and len(entries) < capacity:
-                fed.append(seq)
+                fed.append((seq, 1))
                 outputs.append((seq, len(entries)))
                 entries.append((seq.next_token, seq.n_past, seq.slot.seq_id, True))
         budget = capacity - len(entries)
@@ -398,7 +398,7 @@ class Decoder:
             chunk = seq.pending[:share]
             if not chunk:
                 continue
-            fed.append(seq)
+            fed.append((seq, len(chunk)))
             for k, token in enumerate(chunk):
                 last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
                 if last:
