@@ -191,8 +191,5 @@ def parsed(chunks: Iterator[Any], parser: ReplyParser) -> Iterator[Any]:
         chunks.close()  # type: ignore[attr-defined]
 
 
-_deliver = deliver  # the names engine.py used
-_parsed = parsed
-
 __all__ = ["CANCEL_SCOPE", "DEFER_REPLY", "ChunkStream", "Pending", "deliver", "parsed", "request_cancel_event",
            "single"]

@@ -34,7 +34,7 @@ from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, Debug
 from . import requests
 from .capabilities import capabilities, model_template
 from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
-from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending, _deliver, _parsed,  # noqa: F401 - old homes
+from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending,  # noqa: F401 - CANCEL_SCOPE...: their old home
                        deliver, parsed, request_cancel_event, single)
 from .gpu import gpu_offload_supported
 from .images import Picture, tag_content
@@ -52,8 +52,8 @@ log = logging.getLogger("ollama_magic")
 #: parsed templates an Engine keeps (the models' own and recent per-request overrides)
 TEMPLATE_CACHE = 64
 
-# Request normalisation lives in ``requests``, the delivery protocol in ``delivery``; their old names here
-# keep working (``server/streaming.py`` and older callers import them from this module).
+# Request normalisation lives in ``requests``, the delivery protocol in ``delivery``; the names this
+# module used keep their short private aliases here.
 _as_dict, _tool_dict, _grammar, _trace = requests.as_dict, requests.tool_dict, requests.grammar, requests.trace
 _with_tool_names, _window = requests.with_tool_names, requests.window
 
@@ -97,12 +97,12 @@ class Engine:
 
     def list(self) -> ListResponse:
         """``/api/tags``: the store's listing, with each model's capabilities by the rule ``show`` uses."""
-        return self.store.list(capabilities=lambda record: capabilities(record, self._template(record, None)))
+        return self.store.list(capabilities=self._capabilities)
 
     def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
         record = self.store.resolve(model, on_missing=register_if_default)
         resp = self.store.show_record(record, verbose=verbose)
-        resp.capabilities = capabilities(record, self._template(record, None))
+        resp.capabilities = self._capabilities(record)
         return resp
 
     def copy(self, source: str, destination: str) -> ollama.StatusResponse:
@@ -560,7 +560,6 @@ class Engine:
                          prompt_tokens=len(tokens) if tokens is not None else None)
         return fitted, fit
 
-    _rendered = staticmethod(single)
 
     def _template(self, record: ModelRecord, override: str | None) -> PromptTemplate:
         """The parsed template, cached: the last TEMPLATE_CACHE used (a client may send a new override
@@ -605,7 +604,7 @@ class Engine:
             )
         if hasattr(response, "response"):
             response.response = ""
-        return ChunkStream(iter([response]), threading.Event()) if stream else response
+        return single(response, stream)
 
     def _run(
         self, record: ModelRecord, prompt: Callable[[Runner], Any], opts: Mapping[str, Any],
@@ -675,7 +674,6 @@ class Engine:
                                  f"(num_ctx {runner.n_ctx}): send fewer or smaller images, or raise num_ctx")
         return media
 
-    _deliver = staticmethod(deliver)
 
 
 #: What a runner's model answers the same every time, asked once per runner (and forgotten with it).

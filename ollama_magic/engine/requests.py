@@ -17,7 +17,7 @@ from .context_window import ContextWindow
 from .images import NO_VISION, Picture, image_bytes
 from .images import pictures as decode_pictures
 from .prompt import PromptTemplate
-from .runner import JSON_GRAMMAR, schema_grammar
+from .grammar import JSON_GRAMMAR, schema_grammar
 from .thinking import check_think, think_enabled
 
 if TYPE_CHECKING:

@@ -32,10 +32,7 @@ from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
 from .modelfile import DEFAULT_TEMPLATE, Modelfile
-from .requests import CreateSpec, apply_structured, is_file_ref, to_spec
-
-# their names before they moved to ``requests``
-_Spec, _to_spec, _apply_structured, _is_file_ref = CreateSpec, to_spec, apply_structured, is_file_ref
+from .requests import CreateSpec, is_file_ref, to_spec
 
 log = logging.getLogger("ollama_magic")
 
