@@ -15,6 +15,7 @@ places a model.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,8 +106,11 @@ def probe(path: Path, mparams: llama_cpp.llama_model_params,
     weights are not read, the KV cache and compute buffers not allocated). Raises ValueError when
     llama.cpp refuses the parameters."""
     llama_cpp.llama_backend_init()
+    copied = type(mparams)()
+    ctypes.pointer(copied)[0] = mparams  # a copy: the caller's parameters must still load for real
+    mparams = copied
     mparams.no_alloc = True
-    mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+    mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # llama.cpp asserts no mmap with no_alloc
     with measured() as report:
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:

@@ -40,6 +40,7 @@ from .gpu import gpu_offload_supported
 from .images import Picture, tag_content
 from .jobs import Queued
 from .loading import describe, load_options, plan_load
+from .planner import DeviceRoom, LoadPlan
 from .logprobs import check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
@@ -585,9 +586,18 @@ class Engine:
         return load_options(record, opts, embedding)
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
-        plan = plan_load(record, opts, embedding)
-        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), plan.options, record.model_path,
-                                      lambda runner: describe(record, plan, runner), size=plan.size)
+        """The loaded model for a request: its load options checked here (every request), its
+        placement planned by the scheduler only when it must load (``loading.plan_load``)."""
+        load = load_options(record, opts, embedding)
+        placed: list[LoadPlan] = []
+
+        def planner(rooms: list[DeviceRoom]) -> LoadPlan:
+            placed.append(plan_load(record, opts, embedding, rooms=rooms, load=load))
+            return placed[-1]
+
+        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), load, record.model_path,
+                                      lambda runner: describe(record, runner, placed[-1] if placed else None),
+                                      planner=planner)
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
         start = time.perf_counter_ns()

@@ -30,6 +30,8 @@ SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gemma3n": 5, "exaone4":
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 _INPUT = ("token_embd", "token_types", "position_embd", "per_layer_token_embd")
+#: tensors without a block number that llama.cpp creates as layer 0's (LLM_TENSOR_LAYER_REPEATING)
+_LAYER_0 = ("rope_freqs",)
 
 
 class _Info(Protocol):
@@ -90,11 +92,13 @@ class Geometry:
         holding ``n_seq`` sequences in llama.cpp's unified cache."""
         base = _pad(cells)
         window = min(base, _pad(self.swa_window * n_seq + n_ubatch)) if self.swa_window and not swa_full else base
+        return tuple((window if swa else base) * per_cell
+                     for per_cell, swa in zip(self.kv_per_cell(type_k, type_v), self.swa_layers))
+
+    def kv_per_cell(self, type_k: str = "f16", type_v: str = "f16") -> tuple[int, ...]:
+        """Bytes of one cell's K and V, per layer."""
         k_type, v_type = KV_TYPES[type_k], KV_TYPES[type_v]
-        return tuple(
-            (window if swa else base) * (tensor_nbytes(k_type, k) + tensor_nbytes(v_type, v))
-            for (k, v), swa in zip(self.kv_widths, self.swa_layers)
-        )
+        return tuple(tensor_nbytes(k_type, k) + tensor_nbytes(v_type, v) for k, v in self.kv_widths)
 
 
 def _swa_layers(info: _Info, layers: int) -> tuple[tuple[bool, ...], int]:
@@ -122,6 +126,8 @@ def geometry(info: _Info) -> Geometry:
         match = _BLOCK.match(tensor.name)
         if match and int(match.group(1)) < blocks:
             layer_weights[int(match.group(1))] += tensor.nbytes
+        elif tensor.name.startswith(_LAYER_0) and blocks:
+            layer_weights[0] += tensor.nbytes
         elif tensor.name.startswith(_INPUT):
             input_weights += tensor.nbytes
         else:

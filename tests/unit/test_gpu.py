@@ -24,7 +24,8 @@ def test_offloaded_layers_follow_llama_cpp(num_gpu: int, offload: bool, expected
 
 
 def test_this_build_is_cpu_only() -> None:
-    # No GPU in this test environment: the pip-built llama-cpp-python here is a CPU build.
+    # No GPU and no RPC worker in this test: nothing to offload to (an RPC-enabled build has no device
+    # until a worker is added).
     assert gpu_offload_supported() is False
 
 
