@@ -75,3 +75,13 @@ def test_recorded_report_is_llama_cpps(tmp_path: Path, name: str) -> None:
         assert report.devices["CPU"].model == 0 and report.devices["CPU"].kv == 0  # no_alloc: nothing allocated
     # nothing was read or allocated: the weights alone are 4.6 to 40 GiB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 512 * 1024  # KiB
+
+
+@pytest.mark.xfail(strict=True, reason="buffer_report.probe sets no_alloc/load_mode on the caller's mparams")
+def test_probe_leaves_the_callers_model_params_alone(tmp_path: Path) -> None:
+    """The planner probes with the params it will load with: a probe that turns them into no_alloc ones
+    makes the real load that follows allocate nothing."""
+    path = ms.write_shape(ms.LLAMA_8B, tmp_path / "llama.gguf")
+    mparams = _mparams()
+    probe(path, mparams, _cparams(ms.Probe(4096, 1, "f16", flash=True, swa_full=True)))
+    assert not mparams.no_alloc and mparams.load_mode == _mparams().load_mode
