@@ -272,6 +272,9 @@ def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devic
     for _ in range(4):  # the real placement's buffers; one layer fewer while a device overflows
         placed = replace(options, num_gpu=sum(counts), tensor_split=counts if sum(counts) else ())
         compute = _compute_by_device(probe(placed)) if sum(counts) else on_cpu
+        for room, count in zip(devices, counts):  # a device llama.cpp did not report (none such here):
+            if count and room.name not in compute:  # the CPU's buffer stands in, as before the probe
+                compute[room.name] = each
         shares = _place(costs, counts, devices, cpu_room, compute)
         plan_ = LoadPlan(placed, shares, projector, geom.layers)
         if explicit_gpu or all(s.fits for s in shares[1:]) or not sum(counts):

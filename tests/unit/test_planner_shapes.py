@@ -65,10 +65,10 @@ def test_weights_per_layer(geometries: dict[str, Geometry], name: str) -> None:
     the fixture's table (written with gguf's block sizes, read back through gguf_meta's reader)."""
     g, table, shape = geometries[name], _table(name), ms.SHAPES[name]
     assert g.input_weights == table["token_embd.weight"]
-    assert g.output_weights == table.get("output.weight", 0) + table["output_norm.weight"] + table.get(
-        "rope_freqs.weight", 0)  # rope_freqs: see test_rope_freqs_go_with_layer_0
-    for i in range(shape.n_layer):
-        assert g.layer_weights[i] == sum(v for k, v in table.items() if k.startswith(f"blk.{i}."))
+    assert g.output_weights == table.get("output.weight", 0) + table["output_norm.weight"]
+    for i in range(shape.n_layer):  # rope_freqs goes with layer 0: see test_rope_freqs_go_with_layer_0
+        rope = table.get("rope_freqs.weight", 0) if i == 0 else 0
+        assert g.layer_weights[i] == rope + sum(v for k, v in table.items() if k.startswith(f"blk.{i}."))
     # Q4_K_M's mix: attn_v/ffn_down are Q6_K on llama-quant.cpp's use_more_bits layers, so those are heavier
     heavy = {i for i in range(shape.n_layer) if ms.use_more_bits(i, shape.n_layer)}
     assert min(g.layer_weights[i] for i in heavy) > max(g.layer_weights[i] for i in set(range(shape.n_layer)) - heavy)
@@ -80,8 +80,6 @@ def test_tied_output_costs_token_embd_when_offloaded(geometries: dict[str, Geome
     assert geometries["llama3.1-8b"].tied_output == 0
 
 
-@pytest.mark.xfail(strict=True, reason="geometry counts rope_freqs.weight (256 B) in the output layer; "
-                   "llama.cpp creates it as layer 0's tensor (LLM_TENSOR_LAYER_REPEATING, bid 0)")
 def test_rope_freqs_go_with_layer_0(geometries: dict[str, Geometry]) -> None:
     """llama-arch.cpp maps LLM_TENSOR_ROPE_FREQS to LLM_TENSOR_LAYER_REPEATING and llama.cpp's llama
     loader creates it for layer 0 (the other layers take a duplicate): its bytes live on layer 0's device."""
