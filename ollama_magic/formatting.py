@@ -145,8 +145,15 @@ def gpu_offload(can_offload: bool | None) -> str:
     if can_offload is None:
         return "not reported by this server"
     if can_offload:
-        return "yes: layers go to the GPU (num_gpu, all by default)"
-    return "no: CPU only (the llama-cpp-python build has no GPU backend, or finds no GPU)"
+        return "yes: the planner puts the layers that fit on the GPU or RPC devices (num_gpu overrides it)"
+    return "no: CPU only (no GPU backend in the llama-cpp-python build, no GPU found, no RPC worker added)"
+
+
+def device_bytes(model: Any) -> str:
+    """``CPU 120 MB, RPC0[127.0.0.1:50052] 310 MB``: a loaded model's bytes per device; empty when
+    the server does not say."""
+    devices = getattr(model, "devices", None) or {}
+    return ", ".join(f"{name} {human_bytes(size)}" for name, size in devices.items())
 
 
 #: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR.

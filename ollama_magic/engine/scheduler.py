@@ -242,8 +242,10 @@ class Scheduler:
         if reused is not None:
             return reused, 0
         with self._placing:
-            plan = self._make_room(model_path.stat().st_size if size is None else size, planner)
-            reservation = plan.by_device() if plan is not None else {CPU: size or model_path.stat().st_size}
+            if planner is None and size is None:
+                size = model_path.stat().st_size
+            plan = self._make_room(size or 0, planner)
+            reservation = plan.by_device() if plan is not None else {CPU: size or 0}
             with self._lock:
                 self._pending[id(reservation)] = reservation
         made: Loaded | None = None
@@ -290,9 +292,9 @@ class Scheduler:
                 self._check_running_locked()
                 entries = [*self._loaded.values(), *self._expiring.values()]
                 idle = sorted((e for e in self._loaded.values() if e.active == 0), key=lambda e: e.last_used)
-                full = len(self._loaded) >= self.max_loaded
+                count = len(self._loaded)
             plan = planner(self._rooms(entries))
-            if idle and (full or _may_improve(plan)) and (full or _better(planner(self._rooms(entries, idle)), plan)):
+            if self._should_evict(planner, plan, entries, [], idle, count):
                 with self._lock:
                     victim = idle[0]
                     still_idle = victim.active == 0 and self._loaded.get(victim.key) is victim
@@ -301,11 +303,37 @@ class Scheduler:
                     log.info("unloading %s to make room", victim.name)
                 self._free(evicted)
                 continue  # read the devices again (or the victim got busy meanwhile: look again)
-            if full:
+            if count >= self.max_loaded:
                 log.warning("no idle model to unload: loading beyond the limit")
             if not plan.fits:
                 raise EngineError(plan.shortfall())
             return plan
+
+    def _should_evict(self, planner: Callable[[list[DeviceRoom]], LoadPlan], plan: LoadPlan,
+                      entries: list[Loaded], gone: list[Loaded], idle: list[Loaded], count: int) -> bool:
+        """The eviction rule, for loads and previews alike: unload the least recently used idle model
+        (``idle[0]``) when the count limit is reached, or when the load would be placed better with
+        every idle model gone (``gone``: those already counted as unloaded)."""
+        if not idle:
+            return False
+        if count >= self.max_loaded:
+            return True
+        return _may_improve(plan) and _better(planner(self._rooms(entries, gone + idle)), plan)
+
+    def preview(self, planner: Callable[[list[DeviceRoom]], LoadPlan]) -> tuple[LoadPlan, list[str]]:
+        """The plan a load would get now and the models it would unload first, unloading nothing
+        (``Engine.plan``): the same rule as a load, run on what the devices have now."""
+        with self._lock:
+            entries = [*self._loaded.values(), *self._expiring.values()]
+            idle = sorted((e for e in self._loaded.values() if e.active == 0), key=lambda e: e.last_used)
+            count = len(self._loaded)
+        gone: list[Loaded] = []
+        plan = planner(self._rooms(entries))
+        while self._should_evict(planner, plan, entries, gone, idle, count):
+            gone.append(idle.pop(0))
+            count -= 1
+            plan = planner(self._rooms(entries, gone))
+        return plan, [e.name for e in gone]
 
     def _rooms(self, entries: list[Loaded], returned: list[Loaded] | None = None) -> list[DeviceRoom]:
         """What each device can give a load now (the CPU from the RAM budget, every offload device
