@@ -156,8 +156,8 @@ def device_bytes(model: Any) -> str:
     return ", ".join(f"{name} {human_bytes(size)}" for name, size in devices.items())
 
 
-#: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR.
-PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL"]
+#: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR and DEVICES (ours: bytes per device) last.
+PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL", "DEVICES"]
 #: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
 #: What a fresh store's empty model list says (``cmd``: ``%ollama`` in a notebook, ``ollama-magic`` in a shell).
 EMPTY_STORE_HINT = ("No models yet: {cmd} setup registers the embedded ones, {cmd} pull NAME downloads one, "
@@ -188,7 +188,8 @@ def ps_rows(models: Iterable[Any]) -> list[list[str]]:
     """``ollama ps`` rows for ``ProcessResponse.models``."""
     return [
         [m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), processor(m.size or 0, m.size_vram or 0),
-         gpu_layers(m), str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else ""]
+         gpu_layers(m), str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else "",
+         device_bytes(m)]
         for m in models
     ]
 

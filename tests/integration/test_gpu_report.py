@@ -40,8 +40,8 @@ def test_api_ps_and_the_cli_ps_report_layers_and_offload(clone_registered, serve
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     header, row, offload = done.stdout.splitlines()
-    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "GPU", "LAYERS", "CONTEXT", "UNTIL"]
-    assert row.startswith("smollm2:135m") and "100% CPU     0/31" in row
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "GPU", "LAYERS", "CONTEXT", "UNTIL", "DEVICES"]
+    assert row.startswith("smollm2:135m") and "100% CPU     0/31" in row and row.split()[-2] == "CPU"
     assert offload.startswith("GPU offload: no: CPU only")
 
 
