@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import llama_cpp
@@ -22,6 +23,14 @@ import numpy as np
 from .. import envconfig
 from ..errors import EngineError
 from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
+
+log = logging.getLogger("ollama_magic")
+
+#: OLLAMA_FLASH_ATTENTION's three states as llama.cpp's ``flash_attn_type`` ("auto": llama-server's ``-fa auto``)
+FLASH_ATTN_TYPES = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+#: OLLAMA_KV_CACHE_TYPE's names (Ollama's three) as ggml types, for both K and V as Ollama sets them
+KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,6 +60,8 @@ class ContextShape:
     threads: int
     num_gpu: int
     use_mmap: bool
+    flash_attn: str = "auto"  # a key of FLASH_ATTN_TYPES
+    kv_cache_type: str = "f16"  # a key of KV_CACHE_TYPES
 
     @property
     def n_ctx(self) -> int:
@@ -73,6 +84,27 @@ def check_shape(shape: ContextShape) -> None:
                          f"(got {shape.parallel})")
     if shape.threads < 1:
         raise ValueError(f"threads must be at least 1 (got {shape.threads})")
+    if shape.flash_attn not in FLASH_ATTN_TYPES:
+        raise ValueError(f"flash attention must be one of {', '.join(FLASH_ATTN_TYPES)} (got {shape.flash_attn!r})")
+    if shape.kv_cache_type not in KV_CACHE_TYPES:
+        raise ValueError(f"the K/V cache type must be one of {', '.join(KV_CACHE_TYPES)} "
+                         f"(got {shape.kv_cache_type!r})")
+
+
+def settle_attention(shape: ContextShape) -> tuple[ContextShape, str | None]:
+    """The shape llama.cpp can take, and the one-line note when it differs from what was asked.
+
+    A quantized V cache needs flash attention (llama.cpp's ``llama_init_from_model`` refuses it with
+    flash attention off, and turns ``auto`` on for it, as llama-server does): with flash attention
+    forced off the cache falls back to f16, as Ollama does ("quantized kv cache requested but flash
+    attention disabled"), instead of a failed load. What only llama.cpp knows (a model's head size
+    that the quantized block does not divide, an architecture it keeps flash attention off for) is
+    the retry in :class:`LlamaContext`."""
+    if shape.kv_cache_type != "f16" and shape.flash_attn == "off":
+        note = (f"K/V cache {shape.kv_cache_type} needs flash attention, which OLLAMA_FLASH_ATTENTION turns off: "
+                "using f16")
+        return replace(shape, kv_cache_type="f16"), note
+    return shape, None
 
 
 def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
@@ -108,14 +140,25 @@ class LlamaContext:
 
     def __init__(self, path: Path, shape: ContextShape) -> None:
         check_shape(shape)
-        self.shape = shape
+        #: one line per way this load differs from what was asked (a K/V cache type that fell back)
+        self.notes: list[str] = []
+        shape, note = settle_attention(shape)
+        self._note(note)
         self.model = load_model(path, shape)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
+        if not self.ctx and shape.kv_cache_type != "f16":
+            # llama.cpp refused the quantized cache for this model (its log says why): f16 instead
+            self._note(f"llama.cpp could not make a {shape.kv_cache_type} K/V cache for this model "
+                       "(no flash attention for it): using f16")
+            shape = replace(shape, kv_cache_type="f16")
+            self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
+        #: the shape the context was made with (its K/V cache type after any fallback)
+        self.shape = shape
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         # What llama.cpp settled on (it caps n_batch at n_ctx): one decode never takes more entries, and
@@ -132,9 +175,15 @@ class LlamaContext:
         cparams.n_seq_max = shape.parallel
         cparams.n_threads = shape.threads
         cparams.n_threads_batch = shape.threads
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama() (and today's engine)
+        cparams.flash_attn_type = FLASH_ATTN_TYPES[shape.flash_attn]
+        cparams.type_k = cparams.type_v = KV_CACHE_TYPES[shape.kv_cache_type]
         cparams.kv_unified = True
         return cparams
+
+    def _note(self, note: str | None) -> None:
+        if note:
+            self.notes.append(note)
+            log.warning("%s", note)
 
     # ---- vocabulary (tokenize is thread-safe in llama.cpp; the rest is cheap and read-only) ----
 
@@ -244,7 +293,9 @@ class EmbeddingContext(LlamaContext):
         cparams.n_seq_max = min(shape.batch_capacity, llama_cpp.llama_max_parallel_sequences())
         cparams.embeddings = True
         cparams.pooling_type = self._pooling_request
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        # on unless forced off: "auto" keeps the measured 1.6x (a BERT encoder has no K/V cache to
+        # quantize; a generative model's holds one batch of texts, so its type is the load's, f16 by default)
+        cparams.flash_attn_type = FLASH_ATTN_TYPES["off" if shape.flash_attn == "off" else "on"]
         cparams.yarn_attn_factor = 1.0  # Llama's values (llama.cpp's defaults are -1, "from the model")
         cparams.yarn_beta_fast = 32.0
         cparams.yarn_beta_slow = 1.0

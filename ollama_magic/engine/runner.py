@@ -85,6 +85,8 @@ class Runner:
         self.decoder: Decoder | None = None
         self.embed_decodes = 0  # llama_decode calls made for embeddings since the load (tests watch it)
         self.projector: Any = None  # vision.Projector, for models with an image projector
+        #: one line per way the load differs from what was asked (a quantized K/V cache that fell back to f16)
+        self.load_notes: list[str] = []
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
@@ -217,11 +219,13 @@ class Runner:
         threads = opts.num_thread if opts.num_thread > 0 else physical_cores()
         if not opts.embedding:
             shape = ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
-                                 threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
+                                 threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
+                                 flash_attn=opts.flash_attn, kv_cache_type=opts.kv_cache_type)
             try:
                 self.lctx = LlamaContext(self.model_path, shape)
             except ValueError as exc:
                 raise EngineError(f"failed to load model {self.name}: {exc}") from None
+            self.load_notes = list(self.lctx.notes)
             self.vocab = self.lctx.vocab
             if opts.projector:
                 try:
@@ -235,7 +239,8 @@ class Runner:
             return
         # One sequence of num_ctx tokens at most per text, and a text must fit one decode (n_batch).
         shape = ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
-                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
+                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
+                             flash_attn=opts.flash_attn, kv_cache_type=opts.kv_cache_type)
         pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own
         if self._pooling_from_gguf() is None:
             pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
@@ -243,6 +248,7 @@ class Runner:
             self.lctx = EmbeddingContext(self.model_path, shape, pooling)
         except ValueError as exc:
             raise EngineError(f"failed to load model {self.name}: {exc}") from None
+        self.load_notes = list(self.lctx.notes)
         self.vocab = self.lctx.vocab
 
     def _pooling_from_gguf(self) -> int | None:
