@@ -131,6 +131,25 @@ class Bool(Var[bool]):
         return "1" if value else "0"
 
 
+class Switch(Var[str]):
+    """A three-way setting: unset is ``auto``; :class:`Bool`'s words force it ``on`` or ``off``."""
+
+    def parse(self, text: str) -> str:
+        return "on" if Bool.parse(self, text) else "off"  # type: ignore[arg-type] - reads only text
+
+
+@dataclass(frozen=True, eq=False)
+class Choice(Var[str]):
+    """One of a fixed set of words, compared lower-cased (Ollama lower-cases OLLAMA_KV_CACHE_TYPE)."""
+
+    choices: tuple[str, ...] = ()
+
+    def parse(self, text: str) -> str:
+        if text.lower() not in self.choices:
+            raise ValueError(f"not one of {', '.join(self.choices)}")
+        return text.lower()
+
+
 class Duration(Var[Optional[float]]):
     """Seconds, or None for forever (a negative duration): Go durations or plain seconds, read by the
     same parser as a request's ``keep_alive``."""
@@ -163,6 +182,11 @@ num_parallel = Uint("OLLAMA_NUM_PARALLEL", 4, "requests each model decodes toget
 max_queue = Uint("OLLAMA_MAX_QUEUE", 512, "requests that may wait for a busy model; one more is a 503")
 context_length = Uint("OLLAMA_CONTEXT_LENGTH", int(OPTION_DEFAULTS["num_ctx"]),
                       "num_ctx when neither the request nor the Modelfile sets it (capped at the model's own)")
+flash_attention = Switch("OLLAMA_FLASH_ATTENTION", "auto",
+                         "flash attention: 1 on, 0 off; unset, llama.cpp decides per model and device (`-fa auto`)")
+kv_cache_type = Choice("OLLAMA_KV_CACHE_TYPE", "f16",
+                       "the K/V cache's type: f16, q8_0 or q4_0 (quantized needs flash attention, else f16)",
+                       choices=("f16", "q8_0", "q4_0"))
 origins = String("OLLAMA_ORIGINS", "", "more browser origins the server allows (comma-separated, `*` wildcards)")
 no_prune = Bool("OLLAMA_NOPRUNE", False, "never remove unused blobs (at serve's start, or when create replaces a model)")
 api_key = String("OLLAMA_MAGIC_API_KEY", "",
@@ -185,8 +209,8 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
-                         origins, no_prune, api_key, max_body, max_images, extra_buffers, conversations,
-                         registry_auth, gpu_overhead, xdg_data_home, jpy_session_name)
+                         flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, max_images,
+                         extra_buffers, conversations, registry_auth, gpu_overhead, xdg_data_home, jpy_session_name)
 
 
 class EnvVar(NamedTuple):
@@ -232,8 +256,8 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_ADDRESS", "DEFAULT_HOST", "DEFAULT_PORT", "VARS", "Bool", "Duration", "EnvVar", "String",
-           "Uint", "Var", "as_map", "listing", "markdown_table"]
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_HOST", "DEFAULT_PORT", "VARS", "Bool", "Choice", "Duration", "EnvVar",
+           "String", "Switch", "Uint", "Var", "as_map", "listing", "markdown_table"]
 
 if __name__ == "__main__":
     print(markdown_table())

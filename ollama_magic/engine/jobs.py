@@ -69,6 +69,10 @@ class LoadOptions:
     num_parallel: int = 1
     #: the vision projector (mmproj GGUF) loaded beside the model, if it has one
     projector: str = ""
+    #: flash attention, "auto" | "on" | "off" (OLLAMA_FLASH_ATTENTION)
+    flash_attn: str = "auto"
+    #: the K/V cache's type, "f16" | "q8_0" | "q4_0" (OLLAMA_KV_CACHE_TYPE)
+    kv_cache_type: str = "f16"
     #: layers per offload device, in llama.cpp's device order (the planner's split; empty: none offloaded
     #: or llama.cpp's own split)
     tensor_split: tuple[int, ...] = ()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from .. import envconfig
 from ..errors import EngineError
@@ -28,6 +28,14 @@ from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from bef
 if TYPE_CHECKING:
     from .buffer_report import BufferReport
     from .jobs import LoadOptions
+
+log = logging.getLogger("ollama_magic")
+
+#: OLLAMA_FLASH_ATTENTION's three states as llama.cpp's ``flash_attn_type`` ("auto": llama-server's ``-fa auto``)
+FLASH_ATTN_TYPES = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+#: OLLAMA_KV_CACHE_TYPE's names (Ollama's three) as ggml types, for both K and V as Ollama sets them
+KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +67,8 @@ class ContextShape:
     use_mmap: bool
     #: layers per offload device (see ``LoadOptions.tensor_split``)
     tensor_split: tuple[int, ...] = ()
+    flash_attn: str = "auto"  # a key of FLASH_ATTN_TYPES
+    kv_cache_type: str = "f16"  # a key of KV_CACHE_TYPES
 
     @property
     def n_ctx(self) -> int:
@@ -84,6 +94,33 @@ def check_shape(shape: ContextShape) -> None:
     if len(shape.tensor_split) > llama_cpp.llama_max_devices() or any(n < 0 for n in shape.tensor_split):
         raise ValueError(f"tensor_split must have at most {llama_cpp.llama_max_devices()} non-negative "
                          f"entries (got {list(shape.tensor_split)})")
+    if shape.flash_attn not in FLASH_ATTN_TYPES:
+        raise ValueError(f"flash attention must be one of {', '.join(FLASH_ATTN_TYPES)} (got {shape.flash_attn!r})")
+    if shape.kv_cache_type not in KV_CACHE_TYPES:
+        raise ValueError(f"the K/V cache type must be one of {', '.join(KV_CACHE_TYPES)} "
+                         f"(got {shape.kv_cache_type!r})")
+
+
+def settled_kv_type(flash_attn: str, kv_cache_type: str) -> tuple[str, str | None]:
+    """The K/V cache type llama.cpp can take with this flash-attention setting, and the one-line note
+    when it differs from what was asked (the runner loads with it, the planner sizes it).
+
+    A quantized V cache needs flash attention (llama.cpp's ``llama_init_from_model`` refuses it with
+    flash attention off, and turns ``auto`` on for it, as llama-server does): with flash attention
+    forced off the cache falls back to f16, as Ollama does ("quantized kv cache requested but flash
+    attention disabled"), instead of a failed load. What only llama.cpp knows (a model's head size
+    that the quantized block does not divide, an architecture it keeps flash attention off for) is
+    the retry in :class:`LlamaContext`."""
+    if kv_cache_type != "f16" and flash_attn == "off":
+        return "f16", (f"K/V cache {kv_cache_type} needs flash attention, which OLLAMA_FLASH_ATTENTION turns off: "
+                       "using f16")
+    return kv_cache_type, None
+
+
+def settle_attention(shape: ContextShape) -> tuple[ContextShape, str | None]:
+    """``shape`` with the K/V cache type llama.cpp can take (:func:`settled_kv_type`), and its note."""
+    kv_type, note = settled_kv_type(shape.flash_attn, shape.kv_cache_type)
+    return (replace(shape, kv_cache_type=kv_type) if note else shape), note
 
 
 def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
@@ -124,14 +161,25 @@ class LlamaContext:
 
     def __init__(self, path: Path, shape: ContextShape) -> None:
         check_shape(shape)
-        self.shape = shape
+        #: one line per way this load differs from what was asked (a K/V cache type that fell back)
+        self.notes: list[str] = []
+        shape, note = settle_attention(shape)
+        self._note(note)
         self.model = load_model(path, shape)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
+        if not self.ctx and shape.kv_cache_type != "f16":
+            # llama.cpp refused the quantized cache for this model (its log says why): f16 instead
+            self._note(f"llama.cpp could not make a {shape.kv_cache_type} K/V cache for this model "
+                       "(no flash attention for it): using f16")
+            shape = replace(shape, kv_cache_type="f16")
+            self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
+        #: the shape the context was made with (its K/V cache type after any fallback)
+        self.shape = shape
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         # What llama.cpp settled on (it caps n_batch at n_ctx): one decode never takes more entries, and
@@ -148,9 +196,15 @@ class LlamaContext:
         cparams.n_seq_max = shape.parallel
         cparams.n_threads = shape.threads
         cparams.n_threads_batch = shape.threads
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama() (and today's engine)
+        cparams.flash_attn_type = FLASH_ATTN_TYPES[shape.flash_attn]
+        cparams.type_k = cparams.type_v = KV_CACHE_TYPES[shape.kv_cache_type]
         cparams.kv_unified = True
         return cparams
+
+    def _note(self, note: str | None) -> None:
+        if note:
+            self.notes.append(note)
+            log.warning("%s", note)
 
     # ---- vocabulary (tokenize is thread-safe in llama.cpp; the rest is cheap and read-only) ----
 
@@ -260,7 +314,9 @@ class EmbeddingContext(LlamaContext):
         cparams.n_seq_max = min(shape.batch_capacity, llama_cpp.llama_max_parallel_sequences())
         cparams.embeddings = True
         cparams.pooling_type = self._pooling_request
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        # on unless forced off: "auto" keeps the measured 1.6x (a BERT encoder has no K/V cache to
+        # quantize; a generative model's holds one batch of texts, so its type is the load's, f16 by default)
+        cparams.flash_attn_type = FLASH_ATTN_TYPES["off" if shape.flash_attn == "off" else "on"]
         cparams.yarn_attn_factor = 1.0  # Llama's values (llama.cpp's defaults are -1, "from the model")
         cparams.yarn_beta_fast = 32.0
         cparams.yarn_beta_slow = 1.0
@@ -296,10 +352,11 @@ def load_shape(opts: "LoadOptions", threads: int) -> ContextShape:
     if opts.embedding:
         return ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
-                            tensor_split=opts.tensor_split)
+                            tensor_split=opts.tensor_split, flash_attn=opts.flash_attn,
+                            kv_cache_type=opts.kv_cache_type)
     return ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
                         threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
-                        tensor_split=opts.tensor_split)
+                        tensor_split=opts.tensor_split, flash_attn=opts.flash_attn, kv_cache_type=opts.kv_cache_type)
 
 
 def probe_load(path: Path, opts: "LoadOptions") -> "BufferReport":

@@ -121,6 +121,8 @@ def load_options(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
         num_ctx=num_ctx, num_batch=num_batch, num_gpu=-1 if num_gpu < 0 else num_gpu,
         num_thread=max(0, num_thread), use_mmap=bool(opts.get("use_mmap", True)), embedding=embedding,
         num_parallel=parallel, projector=str(projectors[0]) if projectors else "",
+        flash_attn=envconfig.flash_attention(),
+        kv_cache_type="f16" if embedding else envconfig.kv_cache_type(),  # embeddings: see EmbeddingContext
     )
 
 

@@ -162,8 +162,10 @@ class _Costs:
     """Per-layer bytes of one shape: weights and KV of each of the ``n_layer + 1`` layers."""
 
     def __init__(self, geom: Geometry, options: LoadOptions) -> None:
-        kv = geom.kv_cache_bytes(options.num_ctx * options.num_parallel, options.num_parallel,
-                                 getattr(options, "kv_cache_type", "f16"), getattr(options, "kv_cache_type", "f16"))
+        from .llama_context import settled_kv_type  # the type the runner will load with
+
+        kv_type, _ = settled_kv_type(options.flash_attn, options.kv_cache_type)
+        kv = geom.kv_cache_bytes(options.num_ctx * options.num_parallel, options.num_parallel, kv_type, kv_type)
         self.weights = [*geom.layer_weights, geom.output_weights + geom.tied_output]
         self.kv = [*kv, 0]
         self.geom = geom

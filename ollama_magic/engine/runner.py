@@ -88,6 +88,8 @@ class Runner:
         self.projector: Any = None  # vision.Projector, for models with an image projector
         #: what llama.cpp allocated for this load, per device (its own buffer report)
         self.allocated = BufferReport()
+        #: one line per way the load differs from what was asked (a quantized K/V cache that fell back to f16)
+        self.load_notes: list[str] = []
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
@@ -228,6 +230,7 @@ class Runner:
                 self.lctx = LlamaContext(self.model_path, shape)
             except ValueError as exc:
                 raise EngineError(f"failed to load model {self.name}: {exc}") from None
+            self.load_notes = list(self.lctx.notes)
             self.vocab = self.lctx.vocab
             if opts.projector:
                 try:
@@ -246,6 +249,7 @@ class Runner:
             self.lctx = EmbeddingContext(self.model_path, shape, pooling)
         except ValueError as exc:
             raise EngineError(f"failed to load model {self.name}: {exc}") from None
+        self.load_notes = list(self.lctx.notes)
         self.vocab = self.lctx.vocab
 
     def _pooling_from_gguf(self) -> int | None:

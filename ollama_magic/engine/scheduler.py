@@ -258,7 +258,7 @@ class Scheduler:
                 runner.close()
                 raise
             made.shares = _measured_shares(runner, plan, made.size)
-            made.notes = plan.notes if plan is not None else ()
+            made.notes = (plan.notes if plan is not None else ()) + tuple(getattr(runner, "load_notes", ()))
             # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
             # from now, as Ollama does for a freshly loaded model, not "forever".
             default = env_keep_alive()
