@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
 import socket
 import struct
 import sys
@@ -31,7 +32,10 @@ from pathlib import Path
 
 import psutil
 
+from .. import envconfig
 from ..errors import EngineError, InvalidRequest
+
+log = logging.getLogger("ollama_magic")
 
 #: ggml-rpc.h's RPC_PROTO_MAJOR/MINOR_VERSION in the llama.cpp our pinned llama-cpp-python vendors: a
 #: worker of another major version (or a newer minor) fails llama.cpp's hello, which aborts.
@@ -135,6 +139,7 @@ _lock = threading.RLock()
 _ggml_instance: _Ggml | None = None
 #: endpoint as given -> (resolved IPv4, port), in the order they were added
 _servers: dict[str, tuple[str, int]] = {}
+_env_read = False
 
 
 def _ggml() -> _Ggml:
@@ -143,6 +148,22 @@ def _ggml() -> _Ggml:
         if _ggml_instance is None:
             _ggml_instance = _Ggml()
         return _ggml_instance
+
+
+def _add_env_servers() -> None:
+    """``OLLAMA_MAGIC_RPC``'s workers, added the first time the devices are listed. A worker that does
+    not answer is one warning and is left out (a bad setting never stops the engine); ``%ollama rpc
+    add`` adds it later."""
+    global _env_read
+    with _lock:
+        if _env_read:
+            return
+        _env_read = True
+        for endpoint in filter(None, (e.strip() for e in envconfig.rpc().split(","))):
+            try:
+                add_rpc_server(endpoint)
+            except (InvalidRequest, EngineError) as exc:
+                log.warning("OLLAMA_MAGIC_RPC: %s; left out (add it later with %%ollama rpc add %s)", exc, endpoint)
 
 
 def rpc_supported() -> bool:
@@ -259,6 +280,7 @@ def devices() -> list[Device]:
     """Every device in the registry's order, memory read now."""
     g = _ggml()
     with _lock:
+        _add_env_servers()
         return [_device(g, g.dev_get(i)) for i in range(g.dev_count())]
 
 
@@ -270,6 +292,7 @@ def offload_devices() -> list[Device]:
     what is not offloaded."""
     g = _ggml()
     with _lock:
+        _add_env_servers()
         rpc, gpus, igpus = [], [], []
         gpu_ids: list[bytes] = []
         igpu_reg = None
@@ -321,8 +344,8 @@ def add_rpc_server(endpoint: str) -> list[Device]:
                 return _server_devices(g, known)
         add = g.rpc_add_server()
         if add is None:
-            raise EngineError("this llama.cpp build has no RPC backend: reinstall llama-cpp-python with "
-                              "CMAKE_ARGS=\"-DGGML_RPC=ON\" (the Makefile's default)")
+            raise EngineError(f"cannot add RPC worker {endpoint}: this llama.cpp build has no RPC backend: reinstall "
+                              "llama-cpp-python with CMAKE_ARGS=\"-DGGML_RPC=ON\" (the Makefile's default)")
         why = probe(endpoint)
         if why is not None:
             raise EngineError(f"RPC worker {endpoint} does not answer: {why}")
@@ -339,8 +362,9 @@ def _server_devices(g: _Ggml, endpoint: str) -> list[Device]:
 
 
 def rpc_servers() -> list[str]:
-    """The workers added so far, as they were given."""
+    """The workers added so far (``OLLAMA_MAGIC_RPC``'s included), as they were given."""
     with _lock:
+        _add_env_servers()
         return list(_servers)
 
 
