@@ -1,8 +1,8 @@
 """Whether this llama.cpp build can put layers on a GPU, and how many layers a loaded model has there.
 
 pip builds llama-cpp-python from source: a plain build runs on the CPU only, one built with
-``CMAKE_ARGS="-DGGML_CUDA=on"`` (or ``-DGGML_METAL=on`` on macOS) can offload. llama.cpp's own answer
-is ``llama_supports_gpu_offload()``: true only when a GPU backend is compiled in and finds a device.
+``CMAKE_ARGS="-DGGML_CUDA=on"`` (or ``-DGGML_METAL=on`` on macOS) can offload, and so can one with RPC
+workers added (``devices.py``): offloading is possible when llama.cpp's offload list has a device.
 llama.cpp then offloads ``min(n_gpu_layers, n_layer + 1)`` layers (the repeating blocks plus the output
 layer; ``-1`` means all), so what a model has on the GPU follows from its block count and the
 ``num_gpu`` it was loaded with: the count llama.cpp logs as ``offloaded N/M layers to GPU``.
@@ -10,15 +10,15 @@ layer; ``-1`` means all), so what a model has on the GPU follows from its block 
 
 from __future__ import annotations
 
-import functools
 
-import llama_cpp
-
-
-@functools.lru_cache(maxsize=1)
 def gpu_offload_supported() -> bool:
-    """Asked once per process: the build and its devices cannot change while it runs."""
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    """Whether llama.cpp has a device to offload layers to now: a GPU, or another machine's through RPC.
+
+    Not ``llama_supports_gpu_offload()``: that is true in every build with the RPC backend (the
+    Makefile's ``GGML_RPC=ON``), workers or not. Asked each time, as ``%ollama rpc add`` adds devices."""
+    from .devices import offload_devices
+
+    return bool(offload_devices())
 
 
 def total_layers(block_count: int) -> int:

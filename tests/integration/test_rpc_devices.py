@@ -1,0 +1,127 @@
+"""Other machines' devices through llama.cpp's RPC backend, with two real workers on 127.0.0.1.
+
+Everything that adds a worker runs in a child process: RPC devices stay in ggml's registry for the
+life of a process, so adding them here would put every later test's layers on them (see the
+``rpc_workers`` fixture)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from .conftest import RPC_BUILD_HINT, RpcWorker
+
+pytestmark = pytest.mark.skipif(not llama_cpp.llama_supports_rpc(), reason=RPC_BUILD_HINT)
+
+PROMPT = "The three primary colours are"
+
+
+def child(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def answer(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+LIST_DEVICES = """
+import json, sys
+from ollama_magic.engine import devices
+endpoints = sys.argv[1].split(",")
+added = [d.name for e in endpoints for d in devices.add_rpc_server(e)]
+again = [d.name for d in devices.add_rpc_server(endpoints[0].replace("127.0.0.1", "localhost"))]
+print(json.dumps({"added": added, "again": again, "servers": devices.rpc_servers(),
+                  "devices": [d.__dict__ for d in devices.devices()],
+                  "offload": [d.name for d in devices.offload_devices()]}))
+"""
+
+
+def test_workers_are_devices_with_their_memory(rpc_workers: list[RpcWorker]) -> None:
+    endpoints = [w.endpoint for w in rpc_workers]
+    got = answer(child(LIST_DEVICES, ",".join(endpoints)))
+    assert got["added"] == ["RPC0", "RPC1"]
+    assert got["again"] == ["RPC0"]  # the same worker by another name is not a second client
+    assert got["servers"] == endpoints
+    rpc = [d for d in got["devices"] if d["kind"] == "RPC"]
+    assert [(d["name"], d["description"]) for d in rpc] == [("RPC0", endpoints[0]), ("RPC1", endpoints[1])]
+    assert all(d["reachable"] and 0 < d["free"] <= d["total"] for d in rpc)
+    assert got["offload"] == ["RPC0", "RPC1"]  # llama.cpp's default offload list: RPC devices first
+    assert [d["kind"] for d in got["devices"]].count("CPU") == 1
+
+
+RAW_ADD = """
+import sys
+from ollama_magic.engine import devices
+devices._ggml().rpc_add_server()(sys.argv[1].encode())
+"""
+
+CHECKED_ADD = """
+import sys
+from ollama_magic.engine import devices
+try:
+    devices.add_rpc_server(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+print(devices.rpc_servers())
+"""
+
+
+def test_a_dead_worker_is_one_error_where_llama_cpp_would_end_the_process() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    raw = child(RAW_ADD, dead, timeout=60)
+    assert raw.returncode < 0 and f"Failed to connect to {dead}" in raw.stderr  # GGML_ABORT: the process is gone
+    checked = child(CHECKED_ADD, dead, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines() == [f"EngineError RPC worker {dead} does not answer: [Errno 111] Connection "
+                                           "refused", "[]"]
+
+
+GREEDY = """
+import json, logging, sys
+from ollama_magic.engine import Engine, devices
+from ollama_magic.store import ModelStore
+root, endpoints, n, prompt = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
+lines = []
+handler = logging.Handler()
+handler.emit = lambda record: lines.append(record.getMessage())
+log = logging.getLogger("ollama_magic.llama_cpp")
+log.setLevel(logging.DEBUG)
+log.addHandler(handler)
+options = {"temperature": 0, "seed": 1, "num_predict": n, "num_ctx": 512}
+with Engine(ModelStore(root)) as engine:
+    cpu = engine.generate("smollm2:135m", prompt, raw=True, options={**options, "num_gpu": 0})
+    engine.unload("smollm2:135m")
+    for endpoint in endpoints:
+        devices.add_rpc_server(endpoint)
+    del lines[:]
+    rpc = engine.generate("smollm2:135m", prompt, raw=True, options=options)
+    ps = engine.ps().models[0]
+print(json.dumps({"cpu": list(cpu.context), "rpc": list(rpc.context), "cpu_text": cpu.response,
+                  "rpc_text": rpc.response, "log": lines, "gpu_layers": ps.gpu_layers, "layers": ps.layers}))
+"""
+
+
+def greedy_runs(root: Path, workers: list[RpcWorker], n: int) -> dict:
+    return answer(child(GREEDY, str(root), ",".join(w.endpoint for w in workers), str(n), PROMPT))
+
+
+def test_all_layers_go_to_the_workers_and_the_first_tokens_match_the_cpu(
+        rpc_workers: list[RpcWorker], registered_root: Path) -> None:
+    got = greedy_runs(registered_root, rpc_workers, 8)
+    buffers = {m.group(1): float(m.group(2)) for line in got["log"]
+               if (m := re.search(r"load_tensors:\s+(RPC\d\[[\d.:]+\]) model buffer size =\s+([\d.]+) MiB", line))}
+    assert set(buffers) == {f"RPC{i}[{w.endpoint}]" for i, w in enumerate(rpc_workers)}, got["log"]
+    assert all(size > 10 for size in buffers.values())  # each worker holds a share of smollm2's weights
+    assert any("offloaded 31/31 layers to GPU" in line for line in got["log"])
+    assert (got["gpu_layers"], got["layers"]) == (31, 31)
+    assert got["rpc"] == got["cpu"] and got["rpc_text"] == got["cpu_text"] and got["cpu_text"]
