@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import sys
@@ -83,7 +84,17 @@ class _DevProps(ctypes.Structure):
 
 
 def _library(lib_dir: Path, base: str) -> ctypes.CDLL:
-    names = {"linux": [f"lib{base}.so"], "darwin": [f"lib{base}.dylib"], "win32": [f"{base}.dll"]}
+    """The copy of ``base`` that libllama itself uses. A wheel cannot hold symlinks, so llama-cpp-python's
+    Linux wheel has three copies of each library (``libggml.so``, ``.so.0``, ``.so.0.25.3``); libllama
+    loaded the one its soname names, and a second copy would be a second, empty registry (devices added
+    there are never seen by a load). ``RTLD_NOLOAD`` by that bare soname returns the loaded one."""
+    if sys.platform.startswith("linux"):
+        for path in sorted(lib_dir.glob(f"lib{base}.so.*"), key=lambda p: len(p.name)):
+            try:
+                return ctypes.CDLL(path.name, mode=os.RTLD_NOLOAD | ctypes.RTLD_LOCAL)
+            except OSError:
+                continue
+    names = {"darwin": [f"lib{base}.0.dylib", f"lib{base}.dylib"], "win32": [f"{base}.dll"]}
     for name in names.get(sys.platform, [f"lib{base}.so"]):
         if (lib_dir / name).exists():
             return ctypes.CDLL(str(lib_dir / name))

@@ -82,7 +82,7 @@ def serve(host: str, port: int, threads: int, *, all_interfaces: bool = False, w
               "authentication, no encryption). Only on a trusted network.", file=sys.stderr)
     for d in served:
         print(f"serving {d.name} ({d.description}, {d.total / 2**30:.1f} GiB) on {host}:{port}"
-              f"{f' with {threads} threads' if d.kind == 'CPU' else ''}", flush=True)
+              f"{f' with {threads} thread' + 's' * (threads > 1) if d.kind == 'CPU' else ''}", flush=True)
     print(f"add it with OLLAMA_MAGIC_RPC={host}:{port} or %ollama rpc add {host}:{port}; Ctrl-C stops it",
           flush=True)
 
