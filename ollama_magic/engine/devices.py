@@ -30,6 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import psutil
 
@@ -385,6 +386,57 @@ def dead_rpc_servers() -> list[str]:
     return [endpoint for endpoint in rpc_servers() if probe(endpoint) is not None]
 
 
+# ---- a worker that dies while in use -------------------------------------------------------------
+
+#: what ggml-rpc's client aborts with when a worker fails (RPC_STATUS_ASSERT, rpc_dispatcher::start)
+RPC_ABORTS = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
+_ABORT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_abort_listeners: list[Callable[[str, list[str]], None]] = []
+_abort_guard: Any = None
+
+
+def on_rpc_abort(listener: Callable[[str, list[str]], None]) -> None:
+    """Keep the process alive when a worker dies while llama.cpp uses it, and call ``listener(message,
+    dead_endpoints)`` from the failing thread.
+
+    ggml-rpc aborts the whole process there (``GGML_ABORT`` in its dispatcher thread). ggml calls the
+    abort callback (``ggml_set_abort_callback``) just before ``abort()``; for ggml-rpc's messages this
+    one tells the listeners which workers no longer answer, then parks the failing thread for good, so
+    ``abort()`` never runs. What that costs, measured with a worker killed mid-decode: the thread
+    that was in ``llama_decode`` for a model on that worker waits forever (its model can never be
+    used or freed again: freeing would wait on the parked thread too), so the engine must fail that
+    model's requests itself and forget the model; models on other devices keep working, provided
+    their loads name their devices (a load with ``devices`` NULL reads every RPC device and would
+    wait on the dead one). Any other abort (a GGML_ASSERT) still ends the process, as before."""
+    global _abort_guard
+    with _lock:
+        _abort_listeners.append(listener)
+        if _abort_guard is not None:
+            return
+        import llama_cpp
+
+        base = _library(Path(llama_cpp.__file__).parent / "lib", "ggml-base")
+        base.ggml_set_abort_callback.restype = ctypes.c_void_p
+        base.ggml_set_abort_callback.argtypes = [_ABORT_CALLBACK]
+        _abort_guard = _ABORT_CALLBACK(_on_abort)  # kept: ggml holds the pointer for the process's life
+        base.ggml_set_abort_callback(_abort_guard)
+
+
+def _on_abort(message: bytes | None) -> None:
+    text = (message or b"").decode(errors="replace")
+    if not any(words in text for words in RPC_ABORTS):
+        return  # ggml aborts as it always did
+    try:
+        # not dead_rpc_servers(): its lock may be held by a thread that waits on this one
+        dead = [endpoint for endpoint in list(_servers) if probe(endpoint) is not None]
+        log.error("an RPC worker failed (%s): %s no longer answer%s; the request on it cannot finish",
+                  text.rsplit(": ", 1)[-1], ", ".join(dead) or "none of the workers", "s" * (len(dead) == 1))
+        for listener in list(_abort_listeners):
+            listener(text, dead)
+    finally:
+        threading.Event().wait()  # park: returning would let ggml call abort()
+
+
 __all__ = ["Device", "PROBE_TIMEOUT", "RPC_PROTO_MAJOR", "RPC_PROTO_MINOR", "add_rpc_server", "cpu_device",
-           "dead_rpc_servers", "devices", "hello", "offload_devices", "parse_endpoint", "probe", "rpc_servers",
+           "dead_rpc_servers", "devices", "hello", "offload_devices", "on_rpc_abort", "parse_endpoint", "probe", "rpc_servers",
            "rpc_supported"]

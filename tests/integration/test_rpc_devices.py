@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import llama_cpp
@@ -59,12 +60,14 @@ def test_workers_are_devices_with_their_memory(rpc_workers: list[RpcWorker]) -> 
 
 RAW_ADD = """
 import sys
+import time
 from ollama_magic.engine import devices
 devices._ggml().rpc_add_server()(sys.argv[1].encode())
 """
 
 CHECKED_ADD = """
 import sys
+import time
 from ollama_magic.engine import devices
 try:
     devices.add_rpc_server(sys.argv[1])
@@ -126,3 +129,82 @@ def test_all_layers_go_to_the_workers_and_the_first_tokens_match_the_cpu(
     assert any("offloaded 31/31 layers to GPU" in line for line in got["log"])
     assert (got["gpu_layers"], got["layers"]) == (31, 31)
     assert got["rpc"] == got["cpu"] and got["rpc_text"] == got["cpu_text"] and got["cpu_text"]
+
+
+WORKER_DIES = """
+import ctypes, json, os, signal, sys, threading, time
+import llama_cpp
+from ollama_magic.engine import devices
+
+endpoint, worker_pid, gguf, guard = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4] == "guard"
+told = []
+if guard:
+    devices.on_rpc_abort(lambda message, dead: told.append(dead))
+
+def load(devs):
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = -1
+    if devs is not None:  # a NULL-terminated list: [] is no device at all, every layer on the CPU
+        load.keep = (ctypes.c_void_p * (len(devs) + 1))(*devs, None)
+        params.devices = ctypes.addressof(load.keep)
+    model = llama_cpp.llama_model_load_from_file(gguf, params)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = 256
+    return model, llama_cpp.llama_init_from_model(model, cparams)
+
+def greedy(model, ctx, n):
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    text = b"The three primary colours are"
+    fed = (llama_cpp.llama_token * 64)()
+    count, out = llama_cpp.llama_tokenize(vocab, text, len(text), fed, 64, True, False), []
+    for _ in range(n):
+        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(fed, count)) == 0
+        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        out.append(max(range(llama_cpp.llama_vocab_n_tokens(vocab)), key=lambda i: logits[i]))
+        fed, count = (llama_cpp.llama_token * 1)(out[-1]), 1
+    return out
+
+devices.add_rpc_server(endpoint)
+model, ctx = load(None)
+before = greedy(model, ctx, 4)
+os.kill(worker_pid, signal.SIGKILL)
+runner = threading.Thread(target=greedy, args=(model, ctx, 4), daemon=True)
+runner.start()
+runner.join(20)
+listed = [(d.name, d.reachable) for d in devices.devices()]
+cpu_model, cpu_ctx = load([])
+print(json.dumps({"before": before, "cpu_only": greedy(cpu_model, cpu_ctx, 4), "told": told,
+                  "runner_stuck": runner.is_alive(), "listed": listed}), flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("guard", ["guard", "no-guard"])
+def test_a_worker_that_dies_mid_request_leaves_the_process_serving_cpu_models(
+        tmp_path: Path, smollm2_gguf: Path, guard: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "ollama_magic", "rpc-server", "--port", str(port),
+                                   "--threads", "1"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        from ollama_magic.engine import devices
+
+        for _ in range(300):
+            if devices.probe(f"127.0.0.1:{port}", timeout=2) is None:
+                break
+            time.sleep(0.2)
+        done = child(WORKER_DIES, f"127.0.0.1:{port}", str(worker.pid), str(smollm2_gguf), guard, timeout=240)
+    finally:
+        worker.kill()
+        worker.wait()
+    if guard == "no-guard":  # llama.cpp's own behaviour: the whole process is gone
+        assert done.returncode < 0 and "Remote RPC server crashed" in done.stderr
+        return
+    got = answer(done)
+    assert got["told"] == [[f"127.0.0.1:{port}"]]
+    assert got["runner_stuck"]  # the cost: that model's decoding thread never comes back
+    assert got["listed"] == [["CPU", True], ["RPC0", False]]
+    assert got["cpu_only"] == got["before"]
