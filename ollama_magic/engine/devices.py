@@ -262,7 +262,7 @@ def probe(endpoint: str, timeout: float = PROBE_TIMEOUT) -> str | None:
         return "the worker closed this process's connection (stopped or crashed)"
     try:
         major, minor, patch = hello(ip, port, timeout)
-    except socket.timeout:
+    except TimeoutError:
         if _own_connection(ip, port) == psutil.CONN_ESTABLISHED:
             return None  # llama.cpp connected meanwhile (a load on another thread)
         return f"no RPC answer within {timeout:g} s (busy serving another client, or not a ggml-rpc worker)"
@@ -437,6 +437,20 @@ def _on_abort(message: bytes | None) -> None:
         threading.Event().wait()  # park: returning would let ggml call abort()
 
 
-__all__ = ["Device", "PROBE_TIMEOUT", "RPC_PROTO_MAJOR", "RPC_PROTO_MINOR", "add_rpc_server", "cpu_device",
-           "dead_rpc_servers", "devices", "hello", "offload_devices", "on_rpc_abort", "parse_endpoint", "probe", "rpc_servers",
-           "rpc_supported"]
+__all__ = [
+    "PROBE_TIMEOUT",
+    "RPC_PROTO_MAJOR",
+    "RPC_PROTO_MINOR",
+    "Device",
+    "add_rpc_server",
+    "cpu_device",
+    "dead_rpc_servers",
+    "devices",
+    "hello",
+    "offload_devices",
+    "on_rpc_abort",
+    "parse_endpoint",
+    "probe",
+    "rpc_servers",
+    "rpc_supported",
+]
