@@ -104,6 +104,15 @@ class Uint(Var[int]):
         return value
 
 
+class Bytes(Var[int]):
+    """A number of bytes, zero included (Ollama's ``Uint64``, as for ``OLLAMA_GPU_OVERHEAD``)."""
+
+    def parse(self, text: str) -> int:
+        if not text.isdigit():
+            raise ValueError("not a whole number of bytes")
+        return int(text, 10)
+
+
 _TRUE = ("1", "t", "true", "yes", "on")
 _FALSE = ("0", "f", "false", "no", "off")
 
@@ -172,13 +181,14 @@ registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for regi
                        secret=True)
 xdg_data_home = String("XDG_DATA_HOME", "",
                        "on Linux, `<data dir>` is `$XDG_DATA_HOME/ollama-magic`", default_text="~/.local/share")
+gpu_overhead = Bytes("OLLAMA_GPU_OVERHEAD", 0, "bytes the memory planner leaves free on every GPU or RPC device")
 jpy_session_name = String("JPY_SESSION_NAME", "",
                           "the notebook's path, set by Jupyter Server: names the notebook's conversation")
 
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
                          origins, no_prune, api_key, max_body, max_images, extra_buffers, rpc, conversations,
-                         registry_auth, xdg_data_home, jpy_session_name)
+                         registry_auth, gpu_overhead, xdg_data_home, jpy_session_name)
 
 
 class EnvVar(NamedTuple):

@@ -145,12 +145,19 @@ def gpu_offload(can_offload: bool | None) -> str:
     if can_offload is None:
         return "not reported by this server"
     if can_offload:
-        return "yes: layers go to the GPU (num_gpu, all by default)"
-    return "no: CPU only (the llama-cpp-python build has no GPU backend, or finds no GPU)"
+        return "yes: the planner puts the layers that fit on the GPU or RPC devices (num_gpu overrides it)"
+    return "no: CPU only (no GPU backend in the llama-cpp-python build, no GPU found, no RPC worker added)"
 
 
-#: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR.
-PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL"]
+def device_bytes(model: Any) -> str:
+    """``CPU 120 MB, RPC0[127.0.0.1:50052] 310 MB``: a loaded model's bytes per device; empty when
+    the server does not say."""
+    devices = getattr(model, "devices", None) or {}
+    return ", ".join(f"{name} {human_bytes(size)}" for name, size in devices.items())
+
+
+#: ``ollama ps``'s columns, with GPU LAYERS (ours) after PROCESSOR and DEVICES (ours: bytes per device) last.
+PS_HEADER = ["NAME", "ID", "SIZE", "PROCESSOR", "GPU LAYERS", "CONTEXT", "UNTIL", "DEVICES"]
 #: the columns of ``model_rows``: the CLI prints some, ``%ollama list`` and the models panel all
 #: What a fresh store's empty model list says (``cmd``: ``%ollama`` in a notebook, ``ollama-magic`` in a shell).
 EMPTY_STORE_HINT = ("No models yet: {cmd} setup registers the embedded ones, {cmd} pull NAME downloads one, "
@@ -181,7 +188,8 @@ def ps_rows(models: Iterable[Any]) -> list[list[str]]:
     """``ollama ps`` rows for ``ProcessResponse.models``."""
     return [
         [m.model or "", (m.digest or "")[:12], human_bytes(m.size or 0), processor(m.size or 0, m.size_vram or 0),
-         gpu_layers(m), str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else ""]
+         gpu_layers(m), str(m.context_length or ""), human_until(m.expires_at) if m.expires_at else "",
+         device_bytes(m)]
         for m in models
     ]
 

@@ -102,6 +102,11 @@ class RunningModel(ollama.ProcessResponse.Model):
 
     gpu_layers: Optional[int] = None
     layers: Optional[int] = None
+    #: bytes per llama.cpp device (``CPU``, ``CUDA0``, ``RPC0[host:port]``), as llama.cpp reported
+    #: allocating them: ``size_vram`` is the sum of those not on the CPU
+    devices: Optional[dict[str, int]] = None
+    #: what the memory planner changed to fit the load (fewer slots, a smaller context), one line each
+    notes: Optional[list[str]] = None
 
 
 class RunningModels(ollama.ProcessResponse):

@@ -57,7 +57,7 @@ _TYPE_CPU, _TYPE_GPU, _TYPE_IGPU, _TYPE_ACCEL = 0, 1, 2, 3
 class Device:
     """One llama.cpp device, its memory as read when it was listed."""
 
-    name: str  # llama.cpp's device name: "CPU", "CUDA0", "RPC0"
+    name: str  # "CPU", "CUDA0", "RPC0[127.0.0.1:50052]" (an RPC device's buffer name, see _device)
     description: str  # an RPC device's is its worker's endpoint, "127.0.0.1:50052"
     kind: str  # "CPU", "GPU", "IGPU", "ACCEL", or "RPC" for RPC devices
     free: int  # bytes
@@ -281,6 +281,13 @@ def _device(g: _Ggml, dev: int) -> Device:
     description = (g.dev_description(dev) or b"").decode()
     rpc = g.reg_of(dev) == "RPC"
     kind = "RPC" if rpc else _KINDS.get(g.dev_type(dev), str(g.dev_type(dev)))
+    if rpc:
+        # the name of its buffers ("RPC<index on the worker>[endpoint]"), as llama.cpp's load log and
+        # buffer report say it, and stable whatever order the workers were added in; llama.cpp's own
+        # device name ("RPC<n>", numbered across workers in the order added) is neither
+        earlier = [g.dev_get(i) for i in range(g.dev_count())]
+        index = [d for d in earlier if g.reg_of(d) == "RPC" and g.dev_description(d) == description.encode()].index(dev)
+        name = f"RPC{index}[{description}]"
     if rpc and probe(description) is not None:
         return Device(name, description, kind, 0, 0, dev, reachable=False)
     free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)

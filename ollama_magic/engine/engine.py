@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -40,6 +40,7 @@ from .gpu import gpu_offload_supported
 from .images import Picture, tag_content
 from .jobs import Queued
 from .loading import describe, load_options, plan_load
+from .planner import DeviceRoom, LoadPlan
 from .logprobs import check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
@@ -196,7 +197,8 @@ class Engine:
                 RunningModel(
                     name=e.name, model=e.name, digest=e.digest, expires_at=e.expires_at or far,
                     size=e.size, size_vram=e.size_vram, details=e.details, context_length=e.context_length,
-                    gpu_layers=e.gpu_layers, layers=e.layers,
+                    gpu_layers=e.gpu_layers, layers=e.layers, devices=dict(e.shares) or None,
+                    notes=list(e.notes) or None,
                 )
                 for e in entries
             ],
@@ -585,9 +587,54 @@ class Engine:
         return load_options(record, opts, embedding)
 
     def _acquire(self, record: ModelRecord, opts: Mapping[str, Any], *, embedding: bool) -> tuple[Loaded, int]:
-        plan = plan_load(record, opts, embedding)
-        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), plan.options, record.model_path,
-                                      lambda runner: describe(record, plan, runner), size=plan.size)
+        """The loaded model for a request: its load options checked here (every request), its
+        placement planned by the scheduler only when it must load (``loading.plan_load``)."""
+        load = load_options(record, opts, embedding)
+        planner = _Planner(record, opts, embedding, load)
+        return self.scheduler.acquire(LoadedKey(record.name.short, embedding), load, record.model_path,
+                                      lambda runner: describe(record, runner, planner.last), planner=planner)
+
+    def plan(self, model: str, options: Mapping[str, Any] | None = None, *, num_ctx: int | None = None,
+             parallel: int | None = None, kv_cache_type: str | None = None) -> Any:
+        """How ``model`` would load now, loading nothing: a DataFrame with one row per device (layers,
+        weights, KV cache, compute buffers, total and the room it has), and in ``.attrs`` the fitted
+        ``num_ctx``/``parallel``/``num_gpu``, the largest context that fits as asked, the models the load
+        would unload first, and the planner's notes. The scheduler's own rule (``Scheduler.preview``)."""
+        import pandas as pd
+
+        record = self._record(model)
+        embedding = record.gguf_info().is_embedding_model
+        opts = self._options(record, {**(options or {}), **({"num_ctx": num_ctx} if num_ctx else {})})
+        load = load_options(record, opts, embedding, parallel=parallel)
+        if kv_cache_type is not None:
+            load = replace(load, kv_cache_type=kv_cache_type)
+        placed, evicted = self.scheduler.preview(_Planner(record, opts, embedding, load))
+        frame = pd.DataFrame([
+            dict(device=s.name, kind=s.kind, layers=s.layers, weights=s.weights, kv_cache=s.kv_cache,
+                 compute=s.compute, total=s.total, available=s.available, fits=s.fits)
+            for s in placed.shares
+        ])
+        frame.attrs.update(
+            model=record.name.short, num_ctx=placed.options.num_ctx, parallel=placed.options.num_parallel,
+            num_gpu=placed.options.num_gpu, layers=placed.layers, size=placed.size, fits=placed.fits,
+            largest_num_ctx=self._largest_context(record, opts, embedding, load) if placed.fits else 0,
+            evicts=evicted, notes=list(placed.notes) or ([] if placed.fits else [placed.shortfall()]),
+        )
+        return frame
+
+    def _largest_context(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool,
+                         load: LoadOptions) -> int:
+        """The largest ``num_ctx`` (doubling from the asked one, up to the model's trained context)
+        that the devices hold as asked, with the asked slots, after the evictions a load would make."""
+        trained = record.gguf_info().context_length or load.num_ctx
+        best, num_ctx = load.num_ctx, load.num_ctx
+        while num_ctx < trained:
+            num_ctx = min(trained, num_ctx * 2)
+            placed, _ = self.scheduler.preview(_Planner(record, opts, embedding, replace(load, num_ctx=num_ctx)))
+            if not placed.fits or placed.notes:
+                break
+            best = num_ctx
+        return best
 
     def _load_only(self, record, model, keep, opts, stream, make):  # noqa: ANN001, ANN202
         start = time.perf_counter_ns()
@@ -710,6 +757,19 @@ def _check_grammar(runner: Runner, grammar: str) -> None:
         if len(grammars) >= _GRAMMARS_KEPT:
             grammars.clear()
         grammars.add(grammar)
+
+
+class _Planner:
+    """One model's placement over the rooms the scheduler offers (``loading.plan_load``); keeps the
+    last plan, which ``describe`` reports once the model is loaded."""
+
+    def __init__(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool, load: LoadOptions) -> None:
+        self.record, self.opts, self.embedding, self.load = record, opts, embedding, load
+        self.last: LoadPlan | None = None
+
+    def __call__(self, rooms: list[DeviceRoom]) -> LoadPlan:
+        self.last = plan_load(self.record, self.opts, self.embedding, rooms=rooms, load=self.load)
+        return self.last
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:

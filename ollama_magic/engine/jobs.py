@@ -69,6 +69,9 @@ class LoadOptions:
     num_parallel: int = 1
     #: the vision projector (mmproj GGUF) loaded beside the model, if it has one
     projector: str = ""
+    #: layers per offload device, in llama.cpp's device order (the planner's split; empty: none offloaded
+    #: or llama.cpp's own split)
+    tensor_split: tuple[int, ...] = ()
 
 
 @dataclass

@@ -19,9 +19,15 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from .. import envconfig
 from ..errors import EngineError
 from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
+
+if TYPE_CHECKING:
+    from .buffer_report import BufferReport
+    from .jobs import LoadOptions
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,6 +57,8 @@ class ContextShape:
     threads: int
     num_gpu: int
     use_mmap: bool
+    #: layers per offload device (see ``LoadOptions.tensor_split``)
+    tensor_split: tuple[int, ...] = ()
 
     @property
     def n_ctx(self) -> int:
@@ -73,6 +81,9 @@ def check_shape(shape: ContextShape) -> None:
                          f"(got {shape.parallel})")
     if shape.threads < 1:
         raise ValueError(f"threads must be at least 1 (got {shape.threads})")
+    if len(shape.tensor_split) > llama_cpp.llama_max_devices() or any(n < 0 for n in shape.tensor_split):
+        raise ValueError(f"tensor_split must have at most {llama_cpp.llama_max_devices()} non-negative "
+                         f"entries (got {list(shape.tensor_split)})")
 
 
 def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
@@ -85,6 +96,11 @@ def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
     mparams.n_gpu_layers = 0x7FFFFFFF if shape.num_gpu < 0 else shape.num_gpu
     mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if shape.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
     mparams.use_extra_bufts = extra_buffers_safe()
+    if any(shape.tensor_split):
+        # llama.cpp reads llama_max_devices() floats; the struct keeps the array alive (ctypes' _objects)
+        split = (ctypes.c_float * llama_cpp.llama_max_devices())(*map(float, shape.tensor_split))
+        mparams.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+        mparams._tensor_split_keepalive = split  # type: ignore[attr-defined]
     return mparams
 
 
@@ -272,3 +288,31 @@ class EmbeddingContext(LlamaContext):
         if not pointer:
             raise ValueError(f"no embedding for batch token {index}")
         return np.ctypeslib.as_array(pointer, shape=(self.n_embd,)).copy()
+
+
+def load_shape(opts: "LoadOptions", threads: int) -> ContextShape:
+    """The context a runner creates for ``opts``: one rule for the runner and the planner's probe.
+    Embedding models hold one sequence of ``num_ctx`` tokens per text, and a text must fit one decode."""
+    if opts.embedding:
+        return ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
+                            threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
+                            tensor_split=opts.tensor_split)
+    return ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
+                        threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
+                        tensor_split=opts.tensor_split)
+
+
+def probe_load(path: Path, opts: "LoadOptions") -> "BufferReport":
+    """llama.cpp's buffer report for loading ``path`` with ``opts``, allocating nothing (the planner's
+    measurement of compute and output buffers: see ``buffer_report.probe``)."""
+    from .buffer_report import probe
+
+    shape = load_shape(opts, threads=1)
+    check_shape(shape)
+    if opts.embedding:
+        probe_ctx = EmbeddingContext.__new__(EmbeddingContext)  # its parameters, without a load
+        probe_ctx._pooling_request = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+        cparams = probe_ctx.context_params(shape)
+    else:
+        cparams = LlamaContext.context_params(LlamaContext.__new__(LlamaContext), shape)
+    return probe(path, model_params(shape), cparams)

@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import llama_cpp
 
 llama_log = logging.getLogger("ollama_magic.llama_cpp")
 
-__all__ = ["llama_log", "route_llama_log"]
+__all__ = ["captured_lines", "llama_log", "route_llama_log"]
+
+_capture = threading.local()
+
+
+@contextmanager
+def captured_lines() -> Iterator[list[str]]:
+    """Every llama.cpp log line emitted on this thread meanwhile, at every level: how the engine reads
+    llama.cpp's own reports (its buffer sizes at load) without raising the logger's level. Loads run
+    on one thread each, so a capture sees its own load and nobody else's."""
+    outer = getattr(_capture, "lines", None)
+    lines: list[str] = []
+    _capture.lines = lines
+    try:
+        yield lines
+    finally:
+        _capture.lines = outer
 
 
 @llama_cpp.llama_log_callback
@@ -22,6 +41,9 @@ def route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> Non
     """ggml levels: 1 debug, 2 info, 3 warn, 4 error. llama.cpp's warnings are notices about its own
     choices (e.g. the full-size SWA cache), so they are logged at INFO; errors stay errors."""
     message = text.decode("utf-8", errors="replace").rstrip()
+    lines = getattr(_capture, "lines", None)
+    if lines is not None and message:
+        lines.append(message)
     if message:
         llama_log.log({4: logging.ERROR, 3: logging.INFO}.get(level, logging.DEBUG), message)
 

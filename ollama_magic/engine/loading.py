@@ -24,21 +24,24 @@ than was asked for. The rules, and where they follow Ollama:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
+
+import psutil
 
 from .. import envconfig
 from ..errors import InvalidRequest
-from .gpu import gpu_offload_supported, offloaded_layers, total_layers
+from . import planner
+from .geometry import geometry
+from .gpu import total_layers
 from .jobs import LoadOptions
+from .planner import DeviceRoom, LoadPlan
 
 log = logging.getLogger("ollama_magic")
 
 MIN_NUM_CTX = 4  # Ollama's floor
 INT32_MAX = 2**31 - 1  # llama_context_params.n_ctx / llama_model_params.n_gpu_layers are 32-bit
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
-KV_BYTES_PER_VALUE = 2  # f16 K and V, llama.cpp's default cache type
 
 
 class _Info(Protocol):
@@ -111,9 +114,7 @@ def load_options(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     num_gpu = _int(opts, "num_gpu", -1)
     if num_gpu > INT32_MAX:
         raise _refuse("num_gpu", f"at most {INT32_MAX} (-1: every layer that fits)", num_gpu)
-    if offload is None:
-        offload = gpu_offload_supported()
-    if not offload:
+    if offload is False:  # a caller that knows no device can take layers (else the planner decides)
         num_gpu = 0
     projectors = [] if embedding else record.projector_paths
     return LoadOptions(
@@ -123,77 +124,64 @@ def load_options(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     )
 
 
-def _per_layer(value: Any, layers: int) -> list[int | None]:
-    """A GGUF value that is one number for every layer, or an array with one per layer (None: absent)."""
-    if isinstance(value, list):
-        values: list[int | None] = [int(v) for v in value[:layers]]
-        return values + [values[-1] if values else None] * (layers - len(values))
-    return [int(value) if value is not None else None] * layers
+def explicit_num_gpu(opts: Mapping[str, Any]) -> bool:
+    """Whether the user chose the offloaded layers (a ``num_gpu`` of 0 or more, from the request, the
+    Modelfile or ``%%chat --options``): the planner obeys it. Ollama's ``-1`` leaves it to the fit."""
+    value = opts.get("num_gpu")
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def kv_cache_bytes(info: _Info, cells: int) -> int:
-    """The KV cache of ``cells`` tokens (every slot's ``num_ctx`` together), f16, summed per layer
-    from the GGUF's dimensions: ``cells x sum over layers of kv_heads x (key + value width) x 2``.
-
-    ``head_count_kv`` defaults to ``head_count`` (no grouped-query attention); a per-layer 0 is a
-    layer without attention (hybrid recurrent models), which has no KV cache. Sliding-window layers
-    count in full: llama.cpp allocates their cache at full size unless ``swa_full`` is turned off, and
-    we leave it at its default (on)."""
-    layers = int(info.arch_value("block_count") or 0)
-    width = int(info.arch_value("embedding_length") or 0)
-    key_length = info.arch_value("attention.key_length")
-    value_length = info.arch_value("attention.value_length")
-    per_token = 0
-    for heads, kv_heads in zip(_per_layer(info.arch_value("attention.head_count"), layers),
-                               _per_layer(info.arch_value("attention.head_count_kv"), layers)):
-        heads = heads or 1
-        k = int(key_length or width // heads)
-        v = int(value_length or k)
-        per_token += (heads if kv_heads is None else kv_heads) * (k + v)
-    return cells * per_token * KV_BYTES_PER_VALUE
+    """The f16 KV cache of ``cells`` tokens (every slot's ``num_ctx`` together), summed over the
+    layers (``geometry.Geometry`` has the rule, per layer, per cache type, padded as llama.cpp pads)."""
+    return cells * sum(geometry(info).kv_per_cell())
 
 
-@dataclass(frozen=True)
-class LoadPlan:
-    """One load, sized before it happens: what the scheduler makes room for."""
-
-    options: LoadOptions
-    weights: int
-    kv_cache: int
-    projector: int
-
-    @property
-    def size(self) -> int:
-        """Bytes the load takes: weights, the KV cache of every slot, and the projector."""
-        return self.weights + self.kv_cache + self.projector
+def rooms_now(cpu_available: int, devices: Sequence[Any] = (), overhead: int | None = None) -> list[DeviceRoom]:
+    """What each device can give a load now: the CPU's RAM budget left, and every offload device's
+    free memory less ``OLLAMA_GPU_OVERHEAD``."""
+    if overhead is None:
+        overhead = envconfig.gpu_overhead()
+    return [DeviceRoom("CPU", "CPU", cpu_available),
+            *(DeviceRoom(d.name, d.kind, d.free - overhead) for d in devices)]
 
 
 def plan_load(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
-              parallel: int | None = None, offload: bool | None = None) -> LoadPlan:
-    """Check the load options and size the load (see :func:`load_options` for the parameters)."""
-    load = load_options(record, opts, embedding, parallel=parallel, offload=offload)
+              rooms: Sequence[DeviceRoom] | None = None, parallel: int | None = None,
+              offload: bool | None = None, load: LoadOptions | None = None) -> LoadPlan:
+    """Check the load options and place the load over ``rooms`` (default: the whole RAM budget,
+    no device): see ``planner.py`` for the rule."""
+    if load is None:
+        load = load_options(record, opts, embedding, parallel=parallel, offload=offload)
+    if rooms is None:
+        rooms = rooms_now(int(psutil.virtual_memory().total * 0.9))
     info = record.gguf_info()
-    return LoadPlan(
-        options=load,
-        weights=record.model_path.stat().st_size,
-        kv_cache=kv_cache_bytes(info, load.num_ctx * load.num_parallel),  # each slot holds num_ctx tokens
+    return planner.plan(
+        geometry(info), load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
+        explicit_gpu=explicit_num_gpu(opts), trained=info.context_length,
         projector=Path(load.projector).stat().st_size if load.projector else 0,
     )
 
 
-def describe(record: Any, plan: LoadPlan, runner: Any) -> dict[str, Any]:
-    """The fields ``ps`` shows for a model loaded by ``plan`` (the scheduler's ``Loaded`` entry)."""
+def describe(record: Any, runner: Any, plan: LoadPlan | None = None) -> dict[str, Any]:
+    """The fields ``ps`` shows for a loaded model (the scheduler's ``Loaded`` entry): its bytes as
+    llama.cpp reported allocating them, ``size_vram`` the part off the CPU, and the layers it has on
+    devices (the fitted ``num_gpu``)."""
     info = record.gguf_info()
-    blocks = int(info.arch_value("block_count") or 0)
-    layers = total_layers(blocks)
-    on_gpu = offloaded_layers(plan.options.num_gpu, blocks, gpu_offload_supported())
+    layers = total_layers(int(info.arch_value("block_count") or 0))
+    allocated = getattr(runner, "allocated", None)
+    projector = plan.projector if plan is not None else 0
+    size = (allocated.total if allocated is not None and allocated.total else (plan.size if plan else 0)) + projector
+    size_vram = allocated.off_cpu if allocated is not None and allocated.total else (plan.size_vram if plan else 0)
+    on_gpu = max(0, min(runner.load_options.num_gpu, layers)) if hasattr(runner, "load_options") else 0
     details = record.details.model_copy(update={"parent_model": ""})
     return dict(
-        name=record.name.short, digest=record.manifest_digest, size=plan.size,
-        size_vram=plan.size * on_gpu // layers, details=details.model_dump(),
+        name=record.name.short, digest=record.manifest_digest, size=size, size_vram=size_vram,
+        details=details.model_dump(),
         context_length=runner.n_ctx,  # the context each request gets (the decoder caps every slot at it)
         gpu_layers=on_gpu, layers=layers,
     )
 
 
-__all__ = ["LoadPlan", "context_size", "describe", "kv_cache_bytes", "load_options", "plan_load"]
+__all__ = ["LoadPlan", "context_size", "describe", "explicit_num_gpu", "kv_cache_bytes", "load_options",
+           "plan_load", "rooms_now"]

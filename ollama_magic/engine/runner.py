@@ -25,7 +25,8 @@ from .decoder import Decoder, split_at_stop
 from .embedder import EMBED_PACK_TOKENS, EmbedJob, embed_jobs, tokenize_texts  # noqa: F401 - EMBED_PACK_TOKENS: its old home
 from .grammar import JSON_GRAMMAR, check_grammar, schema_grammar  # noqa: F401 - JSON_GRAMMAR, schema_grammar: their old home
 from .jobs import EngineError, Finished, GenerationJob, LoadOptions, Token
-from .llama_context import ContextShape, EmbeddingContext, LlamaContext
+from .buffer_report import BufferReport, measured
+from .llama_context import ContextShape, EmbeddingContext, LlamaContext, load_shape  # noqa: F401 - ContextShape: its old home
 from .llama_log import llama_log  # noqa: F401 - its old home
 from .machine import physical_cores, return_freed_memory as _return_freed_memory
 from .sampling import Sampling
@@ -85,6 +86,8 @@ class Runner:
         self.decoder: Decoder | None = None
         self.embed_decodes = 0  # llama_decode calls made for embeddings since the load (tests watch it)
         self.projector: Any = None  # vision.Projector, for models with an image projector
+        #: what llama.cpp allocated for this load, per device (its own buffer report)
+        self.allocated = BufferReport()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
@@ -213,11 +216,14 @@ class Runner:
             self.lctx = None
 
     def _load(self) -> None:
+        with measured() as self.allocated:  # llama.cpp's own report of what this load allocated, per device
+            self._load_context()
+
+    def _load_context(self) -> None:
         opts = self.load_options
         threads = opts.num_thread if opts.num_thread > 0 else physical_cores()
+        shape = load_shape(opts, threads)
         if not opts.embedding:
-            shape = ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
-                                 threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
             try:
                 self.lctx = LlamaContext(self.model_path, shape)
             except ValueError as exc:
@@ -233,9 +239,6 @@ class Runner:
                     raise
             self.decoder = Decoder(self.lctx, self._left_queue, self.projector)
             return
-        # One sequence of num_ctx tokens at most per text, and a text must fit one decode (n_batch).
-        shape = ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
-                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap)
         pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own
         if self._pooling_from_gguf() is None:
             pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool

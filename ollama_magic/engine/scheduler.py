@@ -2,7 +2,14 @@
 
 Ollama's rules: ``keep_alive`` per request (default 5m or ``OLLAMA_KEEP_ALIVE``; 0 unloads after the
 request, negative keeps the model forever); at most ``OLLAMA_MAX_LOADED_MODELS`` (default 3) models
-and a memory budget; when a load would exceed either, the least recently used idle model is unloaded.
+and the memory of every device; when a load would exceed either, the least recently used idle model
+is unloaded. Memory is budgeted per device: the RAM budget (90% of the machine's) less what loaded
+models hold on the CPU, and each offload device's free memory as llama.cpp reads it now. A load that
+would fit better with idle models gone (more layers on devices, or the asked context rather than a
+lowered one) unloads them, least recently used first, until it fits as well as it can; one that cannot
+fit at all is refused with the bytes it needs and has, before llama.cpp allocates anything. Loads
+are placed one at a time (Ollama's scheduler also places one pending load at a time), so two loads
+never count the same free memory.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import psutil
 from .. import envconfig
 from ..durations import MAX_KEEP_ALIVE, parse_duration  # noqa: F401 - MAX_KEEP_ALIVE: re-exported
 from ..errors import EngineError
+from .planner import CPU, DeviceRoom, LoadPlan
 from .runner import LoadOptions, Runner
 
 log = logging.getLogger("ollama_magic")
@@ -43,6 +51,24 @@ def memory_budget() -> int:
     """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here); psutil
     reads it on every platform (``os.sysconf`` does not exist on Windows)."""
     return int(psutil.virtual_memory().total * 0.9)
+
+
+def _offload_devices() -> list[Any]:
+    from .devices import offload_devices  # ctypes on ggml's registry: loaded on the first placement
+
+    return offload_devices()
+
+
+def _measured_shares(runner: Any, plan: LoadPlan | None, size: int) -> dict[str, int]:
+    """Bytes per device a loaded model holds: llama.cpp's report of its load where there is one,
+    else the plan's (tests' fakes load nothing), with the projector on the device that runs it."""
+    allocated = getattr(runner, "allocated", None)
+    if allocated is not None and allocated.total:
+        shares = {name: b.total for name, b in allocated.devices.items()}
+        if plan is not None and plan.projector:
+            shares[plan.projector_device] = shares.get(plan.projector_device, 0) + plan.projector
+        return shares
+    return plan.by_device() if plan is not None else {CPU: size}
 
 
 class LoadedKey(NamedTuple):
@@ -84,6 +110,13 @@ class Loaded:
     context_length: int
     gpu_layers: int = 0  # of ``layers`` (blocks + output), as llama.cpp offloads them
     layers: int = 0
+    #: the load options requests asked for (the runner's own are the fitted ones): what a later
+    #: request must match to be served by this entry
+    requested: LoadOptions | None = None
+    #: bytes held per device name (what llama.cpp reported allocating, or the plan's)
+    shares: dict[str, int] = field(default_factory=dict)
+    #: what the planner changed to fit the load (one line each), for the front ends
+    notes: tuple[str, ...] = ()
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     active: int = 0
@@ -104,7 +137,27 @@ class _KeyLock:
 
 def _serves(entry: Loaded, load: LoadOptions, model_path: Path) -> bool:
     """Whether ``entry``'s runner was loaded as a request with ``load`` needs (else: a reload)."""
-    return entry.runner.load_options == load and entry.runner.model_path == model_path
+    asked = entry.requested if entry.requested is not None else entry.runner.load_options
+    return asked == load and entry.runner.model_path == model_path
+
+
+def _share(entry: Loaded, device: str) -> int:
+    return entry.shares.get(device, 0) if entry.shares else (entry.size if device == CPU else 0)
+
+
+def _may_improve(plan: LoadPlan) -> bool:
+    """Whether freeing memory could place ``plan`` better: it does not fit, the fit lowered its
+    slots or context, or devices exist and some layers stayed on the CPU."""
+    return not plan.fits or bool(plan.notes) or (len(plan.shares) > 1 and plan.gpu_layers < plan.layers)
+
+
+def _better(ideal: LoadPlan, plan: LoadPlan) -> bool:
+    """Whether a load would be placed better with idle models gone: it fits where it did not, or
+    keeps more layers on devices, or keeps more of the asked slots and context."""
+    if ideal.fits != plan.fits:
+        return ideal.fits
+    return ((ideal.gpu_layers, ideal.options.num_ctx, ideal.options.num_parallel)
+            > (plan.gpu_layers, plan.options.num_ctx, plan.options.num_parallel))
 
 
 class Scheduler:
@@ -114,8 +167,15 @@ class Scheduler:
     that loads nothing, as Ollama's ``sched_test.go`` replaces ``newServerFn``."""
 
     def __init__(self, max_loaded: int | None = None, budget: int | None = None, *,
-                 runner_factory: Callable[..., Runner] = Runner) -> None:
+                 runner_factory: Callable[..., Runner] = Runner,
+                 devices: Callable[[], list[Any]] | None = None) -> None:
         self._runner_factory = runner_factory
+        #: the offload devices, with their free memory read now (``devices.offload_devices``)
+        self._devices = devices if devices is not None else _offload_devices
+        #: held while a load is placed (planned, room made): one at a time, and each placed load's bytes
+        #: stay reserved in ``_pending`` until it is loaded, so two loads never count the same free memory
+        self._placing = threading.Lock()
+        self._pending: dict[int, dict[str, int]] = {}
         self.max_loaded = max_loaded or envconfig.max_loaded_models()
         self.budget = budget or memory_budget()
         self._loaded: dict[LoadedKey, Loaded] = {}
@@ -139,11 +199,13 @@ class Scheduler:
         describe: Callable[[Runner], dict[str, Any]],
         *,
         size: int | None = None,
+        planner: Callable[[list[DeviceRoom]], LoadPlan] | None = None,
     ) -> tuple[Loaded, int]:
         """The loaded model for ``key`` (loading it, or reloading on new load options); marks it busy.
 
-        ``size`` is the bytes the load takes (``loading.LoadPlan.size``: weights, the KV cache of every
-        slot, the projector): room is made for all of it before loading. Without it, the weights' file.
+        ``planner`` places the load over the rooms the devices have now (``loading.plan_load``): the
+        runner gets the plan's fitted options. Without one (tests' fakes), the load takes ``size`` bytes
+        of RAM (default: the weights' file) and ``load`` as it is.
         Returns (entry, load_duration_ns): the load time is 0 when the model was already loaded.
         """
         key = LoadedKey(*key)
@@ -153,7 +215,7 @@ class Scheduler:
             key_lock.users += 1
         try:
             with key_lock.lock:  # one load per model at a time; other models keep serving meanwhile
-                return self._acquire_locked_key(key, load, model_path, describe, size)
+                return self._acquire_locked_key(key, load, model_path, describe, size, planner)
         finally:
             with self._lock:
                 key_lock.users -= 1
@@ -161,7 +223,8 @@ class Scheduler:
                     del self._key_locks[key]
 
     def _acquire_locked_key(self, key: LoadedKey, load: LoadOptions, model_path: Path,
-                            describe: Callable[[Runner], dict[str, Any]], size: int | None) -> tuple[Loaded, int]:
+                            describe: Callable[[Runner], dict[str, Any]], size: int | None,
+                            planner: Callable[[list[DeviceRoom]], LoadPlan] | None) -> tuple[Loaded, int]:
         """The body of :meth:`acquire`, under the model's key lock."""
         to_free: list[Loaded] = []
         with self._lock:
@@ -175,29 +238,116 @@ class Scheduler:
                 to_free += self._expire_locked(entry)  # new load options: the old one goes when idle
             if reused is not None:
                 self._revive_locked(reused)
-            else:
-                to_free += self._make_room_locked(model_path.stat().st_size if size is None else size)
         self._free(to_free)
         if reused is not None:
             return reused, 0
-        runner = self._runner_factory(model_path, load, name=key[0])  # slow: outside the scheduler lock
+        with self._placing:
+            if planner is None and size is None:
+                size = model_path.stat().st_size
+            plan = self._make_room(size or 0, planner)
+            reservation = plan.by_device() if plan is not None else {CPU: size or 0}
+            with self._lock:
+                self._pending[id(reservation)] = reservation
+        made: Loaded | None = None
         try:
-            entry = Loaded(key=key, runner=runner, active=1, **describe(runner))
-        except BaseException:  # e.g. a blob pruned meanwhile: no runner is left without an owner
-            runner.close()
-            raise
-        # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
-        # from now, as Ollama does for a freshly loaded model, not "forever".
-        default = env_keep_alive()
-        entry.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
-        with self._lock:
-            stopped = self._stopped
-            if not stopped:
-                self._loaded[key] = entry
+            fitted = plan.options if plan is not None else load
+            runner = self._runner_factory(model_path, fitted, name=key[0])  # slow: outside the scheduler lock
+            try:
+                made = Loaded(key=key, runner=runner, active=1, requested=load, **describe(runner))
+            except BaseException:  # e.g. a blob pruned meanwhile: no runner is left without an owner
+                runner.close()
+                raise
+            made.shares = _measured_shares(runner, plan, made.size)
+            made.notes = plan.notes if plan is not None else ()
+            # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
+            # from now, as Ollama does for a freshly loaded model, not "forever".
+            default = env_keep_alive()
+            made.expires_at = FOREVER if default is None else datetime.now(timezone.utc) + timedelta(seconds=default)
+        finally:
+            with self._lock:
+                del self._pending[id(reservation)]
+                stopped = self._stopped
+                if not stopped and made is not None:
+                    self._loaded[key] = made
         if stopped:  # shut down while it loaded: nobody would ever reap it
             runner.close()
             raise EngineError(_CLOSED)
-        return entry, runner.load_duration
+        for note in made.notes:
+            log.warning("%s: %s", key[0], note)
+        return made, runner.load_duration
+
+    def _make_room(self, size: int, planner: Callable[[list[DeviceRoom]], LoadPlan] | None) -> LoadPlan | None:
+        """Unload least recently used idle models while the load would be placed better without
+        them (or the count limit is reached); the plan to load with, or an EngineError when the load
+        cannot fit at all. Called with ``_placing`` held; the scheduler lock is taken only to read and
+        to unload, and an unload frees the runner before the devices are read again."""
+        if planner is None:
+            with self._lock:
+                self._check_running_locked()
+                victims = self._make_room_locked(size)
+            self._free(victims)
+            return None
+        while True:
+            with self._lock:
+                self._check_running_locked()
+                entries = [*self._loaded.values(), *self._expiring.values()]
+                idle = sorted((e for e in self._loaded.values() if e.active == 0), key=lambda e: e.last_used)
+                count = len(self._loaded)
+            plan = planner(self._rooms(entries))
+            if self._should_evict(planner, plan, entries, [], idle, count):
+                with self._lock:
+                    victim = idle[0]
+                    still_idle = victim.active == 0 and self._loaded.get(victim.key) is victim
+                    evicted = self._expire_locked(victim) if still_idle else []
+                if still_idle:
+                    log.info("unloading %s to make room", victim.name)
+                self._free(evicted)
+                continue  # read the devices again (or the victim got busy meanwhile: look again)
+            if count >= self.max_loaded:
+                log.warning("no idle model to unload: loading beyond the limit")
+            if not plan.fits:
+                raise EngineError(plan.shortfall())
+            return plan
+
+    def _should_evict(self, planner: Callable[[list[DeviceRoom]], LoadPlan], plan: LoadPlan,
+                      entries: list[Loaded], gone: list[Loaded], idle: list[Loaded], count: int) -> bool:
+        """The eviction rule, for loads and previews alike: unload the least recently used idle model
+        (``idle[0]``) when the count limit is reached, or when the load would be placed better with
+        every idle model gone (``gone``: those already counted as unloaded)."""
+        if not idle:
+            return False
+        if count >= self.max_loaded:
+            return True
+        return _may_improve(plan) and _better(planner(self._rooms(entries, gone + idle)), plan)
+
+    def preview(self, planner: Callable[[list[DeviceRoom]], LoadPlan]) -> tuple[LoadPlan, list[str]]:
+        """The plan a load would get now and the models it would unload first, unloading nothing
+        (``Engine.plan``): the same rule as a load, run on what the devices have now."""
+        with self._lock:
+            entries = [*self._loaded.values(), *self._expiring.values()]
+            idle = sorted((e for e in self._loaded.values() if e.active == 0), key=lambda e: e.last_used)
+            count = len(self._loaded)
+        gone: list[Loaded] = []
+        plan = planner(self._rooms(entries))
+        while self._should_evict(planner, plan, entries, gone, idle, count):
+            gone.append(idle.pop(0))
+            count -= 1
+            plan = planner(self._rooms(entries, gone))
+        return plan, [e.name for e in gone]
+
+    def _rooms(self, entries: list[Loaded], returned: list[Loaded] | None = None) -> list[DeviceRoom]:
+        """What each device can give a load now (the CPU from the RAM budget, every offload device
+        from its free memory), with the bytes of ``returned`` models counted as free."""
+        from .loading import rooms_now
+
+        returned = returned or []
+        with self._lock:  # loads placed and not yet made: their bytes are not free any more
+            pending = list(self._pending.values())
+        cpu = (self.budget - sum(_share(e, CPU) for e in entries) + sum(_share(e, CPU) for e in returned)
+               - sum(p.get(CPU, 0) for p in pending))
+        rooms = rooms_now(cpu, self._devices())
+        return [rooms[0], *(DeviceRoom(r.name, r.kind, r.available + sum(_share(e, r.name) for e in returned)
+                                       - sum(p.get(r.name, 0) for p in pending)) for r in rooms[1:])]
 
     def _check_running_locked(self) -> None:
         if self._stopped:
@@ -236,7 +386,7 @@ class Scheduler:
         by the caller once the lock is released."""
         evicted: list[Loaded] = []
         while self._loaded:
-            used = self._used_locked()
+            used = self._used_locked() + sum(p.get(CPU, 0) for p in self._pending.values())
             if len(self._loaded) < self.max_loaded and used + needed <= self.budget:
                 break
             idle = [e for e in self._loaded.values() if e.active == 0]
@@ -249,9 +399,9 @@ class Scheduler:
         return evicted
 
     def _used_locked(self) -> int:
-        """Bytes held by models: those in service and those expiring that requests still hold (their
+        """RAM held by models: those in service and those expiring that requests still hold (their
         weights and KV cache stay in memory until the last of those requests ends)."""
-        return sum(e.size for e in self._loaded.values()) + sum(e.size for e in self._expiring.values())
+        return sum(_share(e, CPU) for e in [*self._loaded.values(), *self._expiring.values()])
 
     # ---- unloading ---------------------------------------------------------------------------
 

@@ -30,6 +30,26 @@ _SCALARS: dict[int, tuple[str, int]] = {
 SHORT_ARRAY = 5
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the table: what the memory planner sizes layers from (``engine/geometry.py``)."""
+
+    name: str
+    ggml_type: int
+    shape: tuple[int, ...]
+    #: bytes of its data: elements / block size x bytes per block of its type (gguf's own table)
+    nbytes: int
+
+
+def tensor_nbytes(ggml_type: int, elements: int) -> int:
+    """Bytes of ``elements`` values of a ggml type (0 for a type this gguf package does not know)."""
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        return 0
+    return elements // block * size
+
+
 @dataclass
 class GGUFInfo:
     metadata: dict[str, Any]
@@ -37,6 +57,7 @@ class GGUFInfo:
     array_lengths: dict[str, int] = field(default_factory=dict)
     parameter_count: int = 0
     tensor_count: int = 0
+    tensors: list[TensorInfo] = field(default_factory=list)
 
     @property
     def architecture(self) -> str:
@@ -172,12 +193,15 @@ class _Reader:
             if value is not None:
                 info.metadata[key] = value
         for _ in range(tensor_count):
-            self.skip_string()
+            name = self.string()
             n_dims = self.unpack("<I", 4)
             dims = struct.unpack_from(f"<{n_dims}Q", self.buf, self.pos)
-            self.pos += 8 * n_dims + 4 + 8  # dims, type, offset
+            self.pos += 8 * n_dims
+            ggml_type = self.unpack("<I", 4)
+            self.pos += 8  # offset
             elements = 1
             for d in dims:
                 elements *= d
             info.parameter_count += elements
+            info.tensors.append(TensorInfo(name, ggml_type, tuple(dims), tensor_nbytes(ggml_type, elements)))
         return info

@@ -25,6 +25,8 @@ def test_engine_ps_counts_gpu_layers_on_the_cpu_path(registered: ModelStore) -> 
     assert running.gpu_offload is False
     [model] = running.models
     assert (model.gpu_layers, model.layers, model.size_vram) == (0, 31, 0)  # 30 blocks + the output layer
+    # the size is what llama.cpp allocated (weights, KV cache, logits and compute buffers), all on the CPU
+    assert model.devices == {"CPU": model.size} and model.size > 400 << 20
 
 
 def test_api_ps_and_the_cli_ps_report_layers_and_offload(clone_registered, serve_process, tmp_path: Path) -> None:
@@ -38,8 +40,8 @@ def test_api_ps_and_the_cli_ps_report_layers_and_offload(clone_registered, serve
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     header, row, offload = done.stdout.splitlines()
-    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "GPU", "LAYERS", "CONTEXT", "UNTIL"]
-    assert row.startswith("smollm2:135m") and "100% CPU     0/31" in row
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "GPU", "LAYERS", "CONTEXT", "UNTIL", "DEVICES"]
+    assert row.startswith("smollm2:135m") and "100% CPU     0/31" in row and row.split()[-2] == "CPU"
     assert offload.startswith("GPU offload: no: CPU only")
 
 
@@ -48,7 +50,7 @@ def test_ollama_status_says_where_each_loaded_model_runs(notebook_shell, clone_r
     assert "loaded:       nothing" in ip.run_line_magic("ollama", "status")
     ip.run_line_magic("ollama", "load smollm2:135m")
     status = ip.run_line_magic("ollama", "status")
-    assert "GPU offload:  no: CPU only (the llama-cpp-python build has no GPU backend, or finds no GPU)" in status
-    assert "loaded:       smollm2:135m (0/31 layers on the GPU, 100% CPU)" in status
+    assert "GPU offload:  no: CPU only (no GPU backend in the llama-cpp-python build, no GPU found, no RPC worker added)" in status
+    assert "loaded:       smollm2:135m (0/31 layers on devices, 100% CPU: CPU " in status  # llama.cpp's bytes
     running = ip.run_line_magic("ollama", "ps")
     assert list(running["gpu layers"]) == ["0/31"] and list(running.processor) == ["100% CPU"]

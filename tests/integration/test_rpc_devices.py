@@ -48,13 +48,14 @@ print(json.dumps({"added": added, "again": again, "servers": devices.rpc_servers
 def test_workers_are_devices_with_their_memory(rpc_workers: list[RpcWorker]) -> None:
     endpoints = [w.endpoint for w in rpc_workers]
     got = answer(child(LIST_DEVICES, ",".join(endpoints)))
-    assert got["added"] == ["RPC0", "RPC1"]
-    assert got["again"] == ["RPC0"]  # the same worker by another name is not a second client
+    names = [f"RPC0[{e}]" for e in endpoints]  # each worker serves one device: its index there is 0
+    assert got["added"] == names
+    assert got["again"] == names[:1]  # the same worker by another name is not a second client
     assert got["servers"] == endpoints
     rpc = [d for d in got["devices"] if d["kind"] == "RPC"]
-    assert [(d["name"], d["description"]) for d in rpc] == [("RPC0", endpoints[0]), ("RPC1", endpoints[1])]
+    assert [(d["name"], d["description"]) for d in rpc] == list(zip(names, endpoints))
     assert all(d["reachable"] and 0 < d["free"] <= d["total"] for d in rpc)
-    assert got["offload"] == ["RPC0", "RPC1"]  # llama.cpp's default offload list: RPC devices first
+    assert got["offload"] == names  # llama.cpp's default offload list: RPC devices first
     assert [d["kind"] for d in got["devices"]].count("CPU") == 1
 
 
@@ -123,9 +124,10 @@ def test_all_layers_go_to_the_workers_and_the_first_tokens_match_the_cpu(
     got = greedy_runs(registered_root, rpc_workers, 8)
     buffers = {m.group(1): float(m.group(2)) for line in got["log"]
                if (m := re.search(r"load_tensors:\s+(RPC\d\[[\d.:]+\]) model buffer size =\s+([\d.]+) MiB", line))}
-    # a buffer is named by the worker's own device index and endpoint: each worker serves one device, 0
-    assert set(buffers) == {f"RPC0[{w.endpoint}]" for w in rpc_workers}, got["log"]
-    assert all(size > 10 for size in buffers.values())  # each worker holds a share of smollm2's weights
+    # a buffer is named by the worker's own device index and endpoint: each worker serves one device, 0.
+    # Which worker takes how much is the planner's (one that fits them all may take them all).
+    assert buffers and set(buffers) <= {f"RPC0[{w.endpoint}]" for w in rpc_workers}, got["log"]
+    assert sum(buffers.values()) > 50  # smollm2's repeating layers (its token table stays on the CPU)
     assert any("offloaded 31/31 layers to GPU" in line for line in got["log"])
     assert (got["gpu_layers"], got["layers"]) == (31, 31)
     assert got["rpc"] == got["cpu"] and got["rpc_text"] == got["cpu_text"] and got["cpu_text"]
@@ -206,5 +208,5 @@ def test_a_worker_that_dies_mid_request_leaves_the_process_serving_cpu_models(
     got = answer(done)
     assert got["told"] == [[f"127.0.0.1:{port}"]]
     assert got["runner_stuck"]  # the cost: that model's decoding thread never comes back
-    assert got["listed"] == [["CPU", True], ["RPC0", False]]
+    assert got["listed"] == [["CPU", True], [f"RPC0[127.0.0.1:{port}]", False]]
     assert got["cpu_only"] == got["before"]

@@ -24,7 +24,8 @@ def test_offloaded_layers_follow_llama_cpp(num_gpu: int, offload: bool, expected
 
 
 def test_this_build_is_cpu_only() -> None:
-    # No GPU in this test environment: the pip-built llama-cpp-python here is a CPU build.
+    # No GPU and no RPC worker in this test: nothing to offload to (an RPC-enabled build has no device
+    # until a worker is added).
     assert gpu_offload_supported() is False
 
 
@@ -33,12 +34,14 @@ def test_ps_rows_show_gpu_layers_next_to_the_processor() -> None:
     cpu = RunningModel(model="smollm2:135m", digest="a" * 64, size=120_000_000, size_vram=0, context_length=2048,
                        expires_at=until, gpu_layers=0, layers=31)
     split = RunningModel(model="big:latest", digest="b" * 64, size=1_000, size_vram=500, context_length=4096,
-                         expires_at=until, gpu_layers=16, layers=31)
+                         expires_at=until, gpu_layers=16, layers=31,
+                         devices={"CPU": 500, "RPC0[10.0.0.2:50052]": 500})
     ollama_entry = RunningModel(model="theirs:latest", digest="c" * 64, size=1_000, size_vram=1_000, expires_at=until)
     rows = ps_rows([cpu, split, ollama_entry])
     assert PS_HEADER[3:5] == ["PROCESSOR", "GPU LAYERS"]
     assert [r[3:5] for r in rows] == [["100% CPU", "0/31"], ["50%/50% CPU/GPU", "16/31"], ["100% GPU", ""]]
     assert rows[0][6] == "4 minutes from now"
+    assert [r[7] for r in rows] == ["", "CPU 500 B, RPC0[10.0.0.2:50052] 500 B", ""]  # llama.cpp's bytes per device
 
 
 def test_gpu_offload_says_yes_no_or_unknown() -> None:

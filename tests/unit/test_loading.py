@@ -1,5 +1,6 @@
 """Sizing a load (engine/loading.py): the load options llama.cpp gets are checked first, and the bytes a
-load takes are weights + the KV cache of every slot + the projector. No model is loaded here."""
+load takes are weights + the KV cache of every slot + compute buffers + the projector. No model is
+loaded here (llama.cpp's compute-buffer probe is replaced by a fixed report)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 
 from ollama_magic.errors import InvalidRequest
+from ollama_magic.engine import planner
+from ollama_magic.engine.buffer_report import BufferReport, Buffers
 from ollama_magic.engine.loading import kv_cache_bytes, load_options, plan_load
 from ollama_magic.store.gguf_meta import GGUFInfo
 
@@ -91,13 +94,16 @@ def test_per_layer_kv_heads_count_layer_by_layer_and_a_layer_without_attention_h
     assert kv_cache_bytes(info, 10) == 10 * (2 + 2) * (16 + 16) * 2
 
 
-def test_a_load_is_its_weights_plus_the_kv_cache_of_every_slot_plus_the_projector(record: FakeRecord,
-                                                                                  tmp_path: Path) -> None:
+def test_a_load_on_the_cpu_is_its_weights_the_kv_cache_of_every_slot_the_compute_buffers_and_the_projector(
+        record: FakeRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     projector = tmp_path / "mmproj.gguf"
     projector.write_bytes(b"\0" * 300)
     record.projector_paths = [projector]
+    compute = BufferReport(devices={"CPU": Buffers(compute=5000, output=70)})
+    monkeypatch.setattr(planner, "probe_for", lambda path, devices=(): lambda options: compute)
     plan = plan_load(record, opts(num_ctx=1024), embedding=False, parallel=4, offload=False)
     one_slot = kv_cache_bytes(record.gguf_info(), 1024)
     assert plan.kv_cache == 4 * one_slot
-    assert plan.size == 1000 + 4 * one_slot + 300
+    assert plan.size == 4 * one_slot + 5070 + 300  # the fake's header has no tensors: no weights
     assert plan.options.projector == str(projector)
+    assert [s.name for s in plan.shares] == ["CPU"] and plan.size_vram == 0

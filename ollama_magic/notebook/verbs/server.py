@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ... import envconfig
-from ...formatting import gpu_layers, gpu_offload, processor
+from ...formatting import device_bytes, gpu_layers, gpu_offload, processor
 from ...hosts import DEFAULT_HOST, DEFAULT_PORT
 from . import Text, parse, verb
 
@@ -27,7 +27,9 @@ class Url(Text):
 def status(session: NotebookSession, argv: list[str], shell: InteractiveShell | None) -> Text:
     parse("status", argv, lambda p: None)
     s = session.status()
-    loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on the GPU, {processor(m.size or 0, m.size_vram or 0)})"
+    loaded = [f"{m.model} ({gpu_layers(m) or '?'} layers on devices, {processor(m.size or 0, m.size_vram or 0)}"
+              + (f": {device_bytes(m)}" if device_bytes(m) else "") + ")"
+              + "".join(f"; {note}" for note in (getattr(m, "notes", None) or []))
               for m in s.loaded or []]
     loaded_text = ("; ".join(loaded) or "nothing") if s.loaded is not None else "not reported by this server"
     return Text("\n".join([

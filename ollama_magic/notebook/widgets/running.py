@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ...formatting import gpu_layers, human_bytes, processor
+from ...formatting import device_bytes, gpu_layers, human_bytes, processor
 from ._common import COLORS, Panel, StatusLine, error_text, escape
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ollama_magic")
 
 COLUMNS = [("name", "NAME"), ("size", "SIZE"), ("processor", "PROCESSOR"), ("gpu_layers", "GPU LAYERS"),
-           ("context", "CONTEXT"), ("until", "UNLOADS IN")]
+           ("context", "CONTEXT"), ("until", "UNLOADS IN"), ("devices", "DEVICES")]
 
 
 def time_left(expires_at: datetime | None, now: datetime | None = None) -> str:
@@ -60,6 +60,7 @@ def running_rows(models: Any, now: datetime | None = None) -> list[dict[str, str
         "gpu_layers": gpu_layers(m),
         "context": str(m.context_length or ""),
         "until": time_left(m.expires_at, now),
+        "devices": device_bytes(m),
     } for m in models]
 
 

@@ -1,0 +1,157 @@
+"""A model's memory, layer by layer, read from its GGUF tensor table: what the planner places on devices.
+
+llama.cpp offloads whole layers: the repeating blocks (``blk.N.*``) and then the output layer, counted
+as layer ``n_layer`` (``n_gpu_layers = k`` puts the last k of those ``n_layer + 1`` layers on the
+devices). The input embeddings always stay on the CPU. A model with tied embeddings (no
+``output.weight``) reads the output projection from ``token_embd``: llama.cpp duplicates that tensor
+onto the output layer's device, so when the output layer is offloaded it costs ``token_embd``'s bytes
+there. Weights come from the tensor table exactly (the bytes llama.cpp reads); the KV cache follows
+llama.cpp's ``llama_kv_cache`` sizing (cells padded to 256, one K and one V row per cell per layer,
+sliding-window layers sized to their window unless the cache is full-size).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gguf
+
+from ..store.gguf_meta import tensor_nbytes
+
+KV_PAD = 256  # llama.cpp pads n_ctx, and the SWA cache, to 256 cells
+#: the cache types Ollama accepts (OLLAMA_KV_CACHE_TYPE), as ggml names them
+KV_TYPES = {"f16": gguf.GGMLQuantizationType.F16, "f32": gguf.GGMLQuantizationType.F32,
+            "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+#: llama.cpp's hard-coded sliding-window patterns (``hparams.set_swa_pattern(n)`` in llama-model.cpp:
+#: layer il is a window layer when il % n < n - 1) for architectures whose GGUF carries no per-layer array
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gemma3n": 5, "exaone4": 4}
+
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
+_INPUT = ("token_embd", "token_types", "position_embd", "per_layer_token_embd")
+#: tensors without a block number that llama.cpp creates as layer 0's (LLM_TENSOR_LAYER_REPEATING)
+_LAYER_0 = ("rope_freqs",)
+
+
+class _Info(Protocol):
+    @property
+    def architecture(self) -> str: ...
+
+    @property
+    def tensors(self) -> list[Any]: ...
+
+    def arch_value(self, key: str) -> Any: ...
+
+
+def _per_layer(value: Any, layers: int) -> list[int | None]:
+    """A GGUF value that is one number for every layer, or an array with one per layer (None: absent)."""
+    if isinstance(value, list):
+        values: list[int | None] = [int(v) for v in value[:layers]]
+        return values + [values[-1] if values else None] * (layers - len(values))
+    return [int(value) if value is not None else None] * layers
+
+
+def _pad(value: int, to: int = KV_PAD) -> int:
+    return -(-value // to) * to
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Bytes per layer of one model (see the module docstring for what counts where)."""
+
+    architecture: str
+    block_count: int
+    #: bytes of each block's tensors (``blk.N.*``), in block order
+    layer_weights: tuple[int, ...]
+    #: token embeddings and the other input tensors llama.cpp keeps on the CPU
+    input_weights: int
+    #: the output layer (``output.weight``, ``output_norm``...): offloaded as layer ``block_count``
+    output_weights: int
+    #: tied embeddings: the ``token_embd`` copy the output layer takes when it is offloaded (on the CPU
+    #: it shares the input's tensor)
+    tied_output: int
+    #: per layer: K and V values per cell (kv heads x head width); 0 for a layer without attention
+    kv_widths: tuple[tuple[int, int], ...]
+    #: per layer: whether it attends through a sliding window, and the window
+    swa_layers: tuple[bool, ...]
+    swa_window: int
+
+    @property
+    def layers(self) -> int:
+        """The layers llama.cpp counts for offloading: every block plus the output layer."""
+        return self.block_count + 1
+
+    @property
+    def weights(self) -> int:
+        return self.input_weights + sum(self.layer_weights) + self.output_weights
+
+    def kv_cache_bytes(self, cells: int, n_seq: int = 1, type_k: str = "f16", type_v: str = "f16",
+                       swa_full: bool = True, n_ubatch: int = 512) -> tuple[int, ...]:
+        """The KV cache per layer of a context of ``cells`` cells (every slot's ``num_ctx`` together)
+        holding ``n_seq`` sequences in llama.cpp's unified cache."""
+        base = _pad(cells)
+        window = min(base, _pad(self.swa_window * n_seq + n_ubatch)) if self.swa_window and not swa_full else base
+        return tuple((window if swa else base) * per_cell
+                     for per_cell, swa in zip(self.kv_per_cell(type_k, type_v), self.swa_layers))
+
+    def kv_per_cell(self, type_k: str = "f16", type_v: str = "f16") -> tuple[int, ...]:
+        """Bytes of one cell's K and V, per layer."""
+        k_type, v_type = KV_TYPES[type_k], KV_TYPES[type_v]
+        return tuple(tensor_nbytes(k_type, k) + tensor_nbytes(v_type, v) for k, v in self.kv_widths)
+
+
+def _swa_layers(info: _Info, layers: int) -> tuple[tuple[bool, ...], int]:
+    window = int(info.arch_value("attention.sliding_window") or 0)
+    if not window:
+        return (False,) * layers, 0
+    pattern = info.arch_value("attention.sliding_window_pattern")
+    if isinstance(pattern, list):
+        flags = [bool(v) for v in pattern[:layers]]
+        return tuple(flags + [False] * (layers - len(flags))), window
+    every = int(pattern) if isinstance(pattern, int) and pattern > 0 else SWA_PATTERNS.get(info.architecture, 0)
+    if not every:  # a window on every layer (e.g. mistral's sliding_window)
+        return (True,) * layers, window
+    return tuple(il % every < every - 1 for il in range(layers)), window
+
+
+def geometry(info: _Info) -> Geometry:
+    """A model's :class:`Geometry` from its GGUF header (``store.gguf_meta.read_gguf``)."""
+    blocks = int(info.arch_value("block_count") or 0)
+    layer_weights = [0] * blocks
+    input_weights = output_weights = 0
+    names = set()
+    for tensor in info.tensors:
+        names.add(tensor.name)
+        match = _BLOCK.match(tensor.name)
+        if match and int(match.group(1)) < blocks:
+            layer_weights[int(match.group(1))] += tensor.nbytes
+        elif tensor.name.startswith(_LAYER_0) and blocks:
+            layer_weights[0] += tensor.nbytes
+        elif tensor.name.startswith(_INPUT):
+            input_weights += tensor.nbytes
+        else:
+            output_weights += tensor.nbytes
+    tied = 0
+    if "output.weight" not in names:  # tied embeddings: llama.cpp duplicates token_embd as the output
+        tied = next((t.nbytes for t in info.tensors if t.name == "token_embd.weight"), 0)
+    width = int(info.arch_value("embedding_length") or 0)
+    key_length = info.arch_value("attention.key_length")
+    value_length = info.arch_value("attention.value_length")
+    widths = []
+    for heads, kv_heads in zip(_per_layer(info.arch_value("attention.head_count"), blocks),
+                               _per_layer(info.arch_value("attention.head_count_kv"), blocks)):
+        n_head = heads or 1
+        k = int(key_length or width // n_head)
+        v = int(value_length or k)
+        n_kv = n_head if kv_heads is None else kv_heads
+        widths.append((n_kv * k, n_kv * v))
+    swa, window = _swa_layers(info, blocks)
+    return Geometry(
+        architecture=info.architecture, block_count=blocks, layer_weights=tuple(layer_weights),
+        input_weights=input_weights, output_weights=output_weights, tied_output=tied, kv_widths=tuple(widths),
+        swa_layers=swa, swa_window=window,
+    )
+
+
+__all__ = ["Geometry", "KV_TYPES", "geometry"]
