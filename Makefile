@@ -9,7 +9,7 @@
 # keeps the wheel in its cache (~/.cache/pip), so later installs reuse it. GGML_NATIVE=OFF makes that
 # cached wheel portable across CPUs; GGML_RPC=ON builds llama.cpp's RPC backend in (other machines'
 # devices: `ollama-magic rpc-server`, README "Several machines (RPC)"). For a GPU, add its backend
-# (README "Install the engine for a GPU"), e.g. CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_RPC=ON -DGGML_CUDA=on".
+# (README "GPU"), e.g. CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_RPC=ON -DGGML_CUDA=on".
 #
 # pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: a wheel cached without RPC (an older
 # Makefile, a plain `pip install`) would be reused silently. So after installing, demo and test ask
