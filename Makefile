@@ -7,12 +7,30 @@
 #
 # llama-cpp-python has no wheel on PyPI: pip builds it from source (several minutes on 2 cores) and
 # keeps the wheel in its cache (~/.cache/pip), so later installs reuse it. GGML_NATIVE=OFF makes that
-# cached wheel portable across CPUs.
+# cached wheel portable across CPUs; GGML_RPC=ON builds llama.cpp's RPC backend in (other machines'
+# devices: `ollama-magic rpc-server`, README "Several machines (RPC)"). For a GPU, add its backend
+# (README "GPU"), e.g. CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_RPC=ON -DGGML_CUDA=on".
+#
+# pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: a wheel cached without RPC (an older
+# Makefile, a plain `pip install`) would be reused silently. So after installing, demo and test ask
+# llama.cpp (llama_supports_rpc) and, when it has no RPC, drop the cached wheel and rebuild it.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_RPC=ON
+LLAMA_CPP_PYTHON := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+
+ifneq (,$(findstring GGML_RPC=ON,$(CMAKE_ARGS)))
+define ensure_rpc
+	@$(BIN)/python -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_rpc())' 2>/dev/null || { \
+	  echo "llama-cpp-python $(LLAMA_CPP_PYTHON) was installed from a wheel built without GGML_RPC (pip's cache ignores CMAKE_ARGS): rebuilding it with CMAKE_ARGS=\"$(CMAKE_ARGS)\""; \
+	  $(BIN)/pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true; \
+	  $(BIN)/pip install --quiet --progress-bar off --force-reinstall --no-deps --no-binary llama-cpp-python \
+	    'llama-cpp-python==$(LLAMA_CPP_PYTHON)' && \
+	  $(BIN)/python -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_rpc())'; }
+endef
+endif
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: demo test test-fast venv browser-deps browser-test
@@ -22,6 +40,7 @@ venv:
 
 demo: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[models,notebook]'
+	$(ensure_rpc)
 	$(BIN)/ollama-magic setup
 	$(BIN)/ollama-magic list
 	$(BIN)/ollama-magic show smollm2:135m
@@ -30,6 +49,7 @@ demo: venv
 
 test: venv
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(ensure_rpc)
 	$(BIN)/python -m pytest --durations=25
 
 # Everything not marked integration (tests/conftest.py marks tests/integration, tests/browser and the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -222,6 +223,14 @@ def cmd_serve(store: ModelStore, args: argparse.Namespace) -> None:
         server.run(sockets=[sock])  # uvicorn stops gracefully on SIGINT / SIGTERM
 
 
+def cmd_rpc_server(store: ModelStore, args: argparse.Namespace) -> None:
+    from .engine import rpc_server
+
+    cache = Path(args.cache) if args.cache else None
+    rpc_server.serve(args.host, args.port, args.threads, all_interfaces=args.all_interfaces,
+                     with_cpu=args.with_cpu, cache_dir=cache)
+
+
 class _Parser(argparse.ArgumentParser):
     """A verb's parser; with ``intermixed``, its flags may stand anywhere between and around its
     positionals (``run MODEL --num-predict 8 PROMPT``), which argparse's default parse refuses once
@@ -298,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
         transfer.add_argument("name")
         transfer.add_argument("--insecure", action="store_true", help="plain http, no TLS")
         transfer.set_defaults(func=cmd_pull if verb == "pull" else cmd_push)
+
+    rpc = sub.add_parser("rpc-server", help="lend this machine's devices to another machine's engine "
+                         "(llama.cpp's RPC worker; no authentication: trusted networks only)")
+    rpc.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default: 127.0.0.1)")
+    rpc.add_argument("--port", type=int, default=50052, help="default: 50052")
+    rpc.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                     help="threads for the CPU device (default: half the cores, as llama.cpp's rpc-server)")
+    rpc.add_argument("--all-interfaces", action="store_true", help="allow --host 0.0.0.0")
+    rpc.add_argument("--with-cpu", action="store_true", help="serve the CPU beside the GPUs (without GPUs it is served anyway)")
+    rpc.add_argument("--cache", metavar="DIR", help="keep received weights here, so a reload does not resend them")
+    rpc.set_defaults(func=cmd_rpc_server)
 
     setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
     setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}; also: "

@@ -197,6 +197,8 @@ max_images = Uint("OLLAMA_MAGIC_MAX_IMAGES", 16, "images one request may carry")
 extra_buffers = Bool("OLLAMA_MAGIC_EXTRA_BUFFERS", False,
                      "1: load weights into llama.cpp's extra CPU buffer types even on a native AMX build "
                      "(0: automatic, off where they crash)")
+rpc = String("OLLAMA_MAGIC_RPC", "", "llama.cpp RPC workers (`ollama-magic rpc-server`) whose devices the engine uses: "
+             "host:port,host:port (read once, when the engine first lists devices)")
 conversations = String("OLLAMA_MAGIC_CONVERSATIONS", "", "where `%%chat` keeps each notebook's conversation",
                        default_text="<data dir>/conversations")
 registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for registries that ask (pull, push)",
@@ -210,7 +212,8 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
                          flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, max_images,
-                         extra_buffers, conversations, registry_auth, gpu_overhead, xdg_data_home, jpy_session_name)
+                         extra_buffers, rpc, conversations, registry_auth, gpu_overhead, xdg_data_home,
+                         jpy_session_name)
 
 
 class EnvVar(NamedTuple):

@@ -315,3 +315,52 @@ def client(server) -> ollama.Client:  # noqa: ANN001 - the module's own ``server
 def oai(server) -> openai.OpenAI:  # noqa: ANN001 - the module's own ``server`` fixture
     """The official ``openai`` client on the test module's ``server``'s /v1."""
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+
+
+# ---- llama.cpp RPC workers: real llama.cpp devices on 127.0.0.1, without a GPU -----------------------
+
+RPC_BUILD_HINT = ("llama-cpp-python was built without GGML_RPC: `make test` rebuilds it (CMAKE_ARGS=\"-DGGML_NATIVE=OFF "
+                  "-DGGML_RPC=ON\")")
+
+
+@dataclass
+class RpcWorker:
+    endpoint: str  # "127.0.0.1:PORT"
+    proc: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def rpc_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RpcWorker]]:
+    """Two ``ollama-magic rpc-server`` workers on 127.0.0.1, one thread each, answering the RPC hello.
+
+    Each is a real llama.cpp device (its own buffers and memory report, computing on the CPU), so the
+    code a CUDA or Metal device goes through runs in CI. Their devices stay in a process's registry
+    for good once added (ggml has no way to remove them), and a load that lists no devices aborts the
+    process on a stopped worker: add them in a child process (see test_rpc_devices.py), never in the
+    pytest process."""
+    import llama_cpp
+
+    from ollama_magic.engine import devices
+
+    if not llama_cpp.llama_supports_rpc():
+        pytest.skip(RPC_BUILD_HINT)
+    logs = tmp_path_factory.mktemp("rpc-workers")
+    started: list[RpcWorker] = []
+    try:
+        for i in range(2):
+            port, log = _free_port(), logs / f"worker{i}.log"
+            with log.open("w") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "ollama_magic", "rpc-server", "--port", str(port),
+                                         "--threads", "1"], stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+            started.append(RpcWorker(f"127.0.0.1:{port}", proc, log))
+        for worker in started:
+            deadline = time.monotonic() + 60
+            while (why := devices.probe(worker.endpoint, timeout=2)) is not None:
+                assert worker.proc.poll() is None, f"the worker exited:\n{worker.log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"the worker does not answer ({why}):\n{worker.log.read_text()}"
+                time.sleep(0.2)
+        yield started
+    finally:
+        _stop([worker.proc for worker in started])

@@ -1,6 +1,6 @@
 """``%ollama VERB ...``: the verb registry (jupysql's ``router``), and nothing else.
 
-Each group of verbs is a module beside this one (``models``, ``server``, ``threads``, ``tokens``,
+Each group of verbs is a module beside this one (``models``, ``server``, ``threads``, ``tokens``, ``rpc``,
 ``panel``; ``errorhelp`` registers ``fix``) that registers its verbs here with :func:`verb`; the
 extension imports those modules, so the arrows point down and this module imports no feature.
 Tables come back as DataFrames (Jupyter renders them; code can filter them); texts as plain strings
