@@ -24,7 +24,7 @@ from typing import Iterator
 
 import llama_cpp
 
-from .llama_log import captured_lines
+from .llama_log import captured_lines, llama_log
 
 MIB = 1024 * 1024
 _BUFFER = re.compile(r"^\w+:\s+(\S+)\s+(model|KV|output|compute) buffer size =\s+([\d.]+) MiB")
@@ -90,10 +90,11 @@ class BufferReport:
 
 
 @contextmanager
-def measured() -> Iterator[BufferReport]:
-    """The buffers of the loads run on this thread inside the block, filled in when it ends."""
+def measured(forward: bool = True) -> Iterator[BufferReport]:
+    """The buffers of the loads run on this thread inside the block, filled in when it ends
+    (``forward=False``: llama.cpp's lines are read here only, not logged)."""
     report = BufferReport()
-    with captured_lines() as lines:
+    with captured_lines(forward) as lines:
         try:
             yield report
         finally:
@@ -108,20 +109,27 @@ def probe(path: Path, mparams: llama_cpp.llama_model_params,
     llama_cpp.llama_backend_init()
     copied = type(mparams)()
     ctypes.pointer(copied)[0] = mparams  # a copy: the caller's parameters must still load for real
+    copied._source = mparams  # type: ignore[attr-defined] # it keeps alive the arrays its pointers name
     mparams = copied
     mparams.no_alloc = True
     mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # llama.cpp asserts no mmap with no_alloc
-    with measured() as report:
-        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
-        if not model:
-            raise ValueError(f"llama.cpp cannot load {path.name}")
+    with captured_lines(forward=False) as lines:
         try:
-            ctx = llama_cpp.llama_init_from_model(model, cparams)
-            if not ctx:
-                raise ValueError(f"llama.cpp cannot create a context of {cparams.n_ctx} tokens for {path.name}")
-            llama_cpp.llama_free(ctx)
-        finally:
-            llama_cpp.llama_model_free(model)
+            model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+            if not model:
+                raise ValueError(f"llama.cpp cannot load {path.name}")
+            try:
+                ctx = llama_cpp.llama_init_from_model(model, cparams)
+                if not ctx:
+                    raise ValueError(f"llama.cpp cannot create a context of {cparams.n_ctx} tokens for {path.name}")
+                llama_cpp.llama_free(ctx)
+            finally:
+                llama_cpp.llama_model_free(model)
+        except ValueError:
+            for line in lines:  # why llama.cpp refused: worth the log, unlike a dry run that worked
+                llama_log.debug(line)
+            raise
+    report = BufferReport().add_lines(lines)
     return report
 
 

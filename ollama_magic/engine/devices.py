@@ -432,6 +432,8 @@ def on_rpc_abort(listener: Callable[[str, list[str]], None]) -> None:
 def _on_abort(message: bytes | None) -> None:
     text = (message or b"").decode(errors="replace")
     if not any(words in text for words in RPC_ABORTS):
+        sys.stderr.write(f"{text}\n")  # ggml prints it itself only when no callback is set
+        sys.stderr.flush()
         return  # ggml aborts as it always did
     try:
         # not dead_rpc_servers(): its lock may be held by a thread that waits on this one

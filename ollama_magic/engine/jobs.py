@@ -76,6 +76,10 @@ class LoadOptions:
     #: layers per offload device, in llama.cpp's device order (the planner's split; empty: none offloaded
     #: or llama.cpp's own split)
     tensor_split: tuple[int, ...] = ()
+    #: the offload devices (llama.cpp names, see ``devices.Device.name``) the load may use, in order;
+    #: empty: the CPU alone. Always listed, never llama.cpp's default (every device): a load that lets
+    #: llama.cpp list them reads every RPC worker, and a stopped one aborts the process
+    devices: tuple[str, ...] = ()
 
 
 @dataclass

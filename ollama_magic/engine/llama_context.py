@@ -67,6 +67,8 @@ class ContextShape:
     use_mmap: bool
     #: layers per offload device (see ``LoadOptions.tensor_split``)
     tensor_split: tuple[int, ...] = ()
+    #: the offload devices by name (see ``LoadOptions.devices``)
+    devices: tuple[str, ...] = ()
     flash_attn: str = "auto"  # a key of FLASH_ATTN_TYPES
     kv_cache_type: str = "f16"  # a key of KV_CACHE_TYPES
 
@@ -133,12 +135,31 @@ def model_params(shape: ContextShape) -> llama_cpp.llama_model_params:
     mparams.n_gpu_layers = 0x7FFFFFFF if shape.num_gpu < 0 else shape.num_gpu
     mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if shape.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
     mparams.use_extra_bufts = extra_buffers_safe()
+    # Always an explicit, NULL-terminated device list (empty: the CPU alone), never NULL: see LoadOptions.devices
+    handles = _device_handles(shape.devices)
+    listed = (ctypes.c_void_p * (len(handles) + 1))(*handles, None)
+    mparams.devices = ctypes.addressof(listed)
+    mparams._devices_keepalive = listed  # type: ignore[attr-defined]
     if any(shape.tensor_split):
         # llama.cpp reads llama_max_devices() floats; the struct keeps the array alive (ctypes' _objects)
         split = (ctypes.c_float * llama_cpp.llama_max_devices())(*map(float, shape.tensor_split))
         mparams.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
         mparams._tensor_split_keepalive = split  # type: ignore[attr-defined]
     return mparams
+
+
+def _device_handles(names: tuple[str, ...]) -> list[int]:
+    """The ggml device handles of ``names``; a device that is gone (or a worker that stopped
+    answering) is one clear error, before llama.cpp would abort on it."""
+    if not names:
+        return []
+    from .devices import devices
+
+    known = {d.name: d for d in devices()}
+    missing = [n for n in names if n not in known or not known[n].reachable]
+    if missing:
+        raise ValueError(f"device {', '.join(missing)} is not available (an RPC worker that stopped answering?)")
+    return [known[n].handle for n in names]
 
 
 def load_model(path: Path, shape: ContextShape) -> llama_cpp.llama_model_p:
@@ -202,9 +223,8 @@ class LlamaContext:
         return cparams
 
     def _note(self, note: str | None) -> None:
-        if note:
+        if note:  # the scheduler logs it with the model's name, beside the planner's notes
             self.notes.append(note)
-            log.warning("%s", note)
 
     # ---- vocabulary (tokenize is thread-safe in llama.cpp; the rest is cheap and read-only) ----
 
@@ -352,11 +372,12 @@ def load_shape(opts: "LoadOptions", threads: int) -> ContextShape:
     if opts.embedding:
         return ContextShape(num_ctx=opts.num_ctx, parallel=1, num_batch=min(opts.num_batch, opts.num_ctx),
                             threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
-                            tensor_split=opts.tensor_split, flash_attn=opts.flash_attn,
+                            tensor_split=opts.tensor_split, devices=opts.devices, flash_attn=opts.flash_attn,
                             kv_cache_type=opts.kv_cache_type)
     return ContextShape(num_ctx=opts.num_ctx, parallel=max(1, opts.num_parallel), num_batch=opts.num_batch,
                         threads=threads, num_gpu=opts.num_gpu, use_mmap=opts.use_mmap,
-                        tensor_split=opts.tensor_split, flash_attn=opts.flash_attn, kv_cache_type=opts.kv_cache_type)
+                        tensor_split=opts.tensor_split, devices=opts.devices, flash_attn=opts.flash_attn,
+                        kv_cache_type=opts.kv_cache_type)
 
 
 def probe_load(path: Path, opts: "LoadOptions") -> "BufferReport":
@@ -364,7 +385,7 @@ def probe_load(path: Path, opts: "LoadOptions") -> "BufferReport":
     measurement of compute and output buffers: see ``buffer_report.probe``)."""
     from .buffer_report import probe
 
-    shape = load_shape(opts, threads=1)
+    shape, _ = settle_attention(load_shape(opts, threads=1))  # what the runner's context will be
     check_shape(shape)
     if opts.embedding:
         probe_ctx = EmbeddingContext.__new__(EmbeddingContext)  # its parameters, without a load

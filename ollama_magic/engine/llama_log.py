@@ -23,17 +23,18 @@ _capture = threading.local()
 
 
 @contextmanager
-def captured_lines() -> Iterator[list[str]]:
+def captured_lines(forward: bool = True) -> Iterator[list[str]]:
     """Every llama.cpp log line emitted on this thread meanwhile, at every level: how the engine reads
     llama.cpp's own reports (its buffer sizes at load) without raising the logger's level. Loads run
-    on one thread each, so a capture sees its own load and nobody else's."""
-    outer = getattr(_capture, "lines", None)
+    on one thread each, so a capture sees its own load and nobody else's. ``forward=False`` keeps the
+    lines from the logger too: a dry run (the planner's ``no_alloc`` probe) is not a load to report."""
+    outer = getattr(_capture, "lines", None), getattr(_capture, "forward", True)
     lines: list[str] = []
-    _capture.lines = lines
+    _capture.lines, _capture.forward = lines, forward
     try:
         yield lines
     finally:
-        _capture.lines = outer
+        _capture.lines, _capture.forward = outer
 
 
 @llama_cpp.llama_log_callback
@@ -44,6 +45,8 @@ def route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> Non
     lines = getattr(_capture, "lines", None)
     if lines is not None and message:
         lines.append(message)
+        if not _capture.forward:
+            return
     if message:
         llama_log.log({4: logging.ERROR, 3: logging.INFO}.get(level, logging.DEBUG), message)
 

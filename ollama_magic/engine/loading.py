@@ -30,7 +30,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import psutil
 
 from .. import envconfig
-from ..errors import InvalidRequest
+from ..errors import EngineError, InvalidRequest
 from . import planner
 from .geometry import geometry
 from .gpu import total_layers
@@ -139,15 +139,6 @@ def kv_cache_bytes(info: _Info, cells: int) -> int:
     return cells * sum(geometry(info).kv_per_cell())
 
 
-def rooms_now(cpu_available: int, devices: Sequence[Any] = (), overhead: int | None = None) -> list[DeviceRoom]:
-    """What each device can give a load now: the CPU's RAM budget left, and every offload device's
-    free memory less ``OLLAMA_GPU_OVERHEAD``."""
-    if overhead is None:
-        overhead = envconfig.gpu_overhead()
-    return [DeviceRoom("CPU", "CPU", cpu_available),
-            *(DeviceRoom(d.name, d.kind, d.free - overhead) for d in devices)]
-
-
 def plan_load(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
               rooms: Sequence[DeviceRoom] | None = None, parallel: int | None = None,
               offload: bool | None = None, load: LoadOptions | None = None) -> LoadPlan:
@@ -155,14 +146,17 @@ def plan_load(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     no device): see ``planner.py`` for the rule."""
     if load is None:
         load = load_options(record, opts, embedding, parallel=parallel, offload=offload)
-    if rooms is None:
-        rooms = rooms_now(int(psutil.virtual_memory().total * 0.9))
+    if rooms is None:  # the whole RAM budget, no device
+        rooms = [DeviceRoom("CPU", "CPU", int(psutil.virtual_memory().total * 0.9))]
     info = record.gguf_info()
-    return planner.plan(
-        geometry(info), load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
-        explicit_gpu=explicit_num_gpu(opts), trained=info.context_length,
-        projector=Path(load.projector).stat().st_size if load.projector else 0,
-    )
+    try:
+        return planner.plan(
+            geometry(info), load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
+            explicit_gpu=explicit_num_gpu(opts), trained=info.context_length,
+            projector=Path(load.projector).stat().st_size if load.projector else 0,
+        )
+    except ValueError as exc:  # llama.cpp refused the load's parameters in the dry run
+        raise EngineError(f"failed to load model {getattr(record, 'name', record.model_path.name)}: {exc}") from None
 
 
 def describe(record: Any, runner: Any, plan: LoadPlan | None = None) -> dict[str, Any]:
@@ -186,4 +180,4 @@ def describe(record: Any, runner: Any, plan: LoadPlan | None = None) -> dict[str
 
 
 __all__ = ["LoadPlan", "context_size", "describe", "explicit_num_gpu", "kv_cache_bytes", "load_options",
-           "plan_load", "rooms_now"]
+           "plan_load"]

@@ -252,19 +252,29 @@ def plan(geom: Geometry, options: LoadOptions, rooms: Sequence[DeviceRoom], prob
         if best is None:
             best = candidate
         if candidate.fits:
-            notes = _notes(options, shaped, candidate)
-            return replace(candidate, notes=notes)
+            return replace(candidate, notes=candidate.notes + _notes(options, shaped, candidate))
     assert best is not None
     return best
 
 
 def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devices: list[DeviceRoom],
                probe: Probe, explicit_gpu: bool, projector: int) -> LoadPlan:
+    notes: tuple[str, ...] = ()
+    try:
+        on_cpu = _compute_by_device(probe(replace(options, num_gpu=0, tensor_split=(), devices=())))
+    except ValueError:
+        if options.kv_cache_type == "f16":
+            raise
+        # llama.cpp refuses this quantized cache for this model (e.g. a head size the quantized block
+        # does not divide): f16, decided here so that the plan sizes what the runner will load
+        notes = (f"K/V cache {options.kv_cache_type} is not possible for this model in llama.cpp: using f16",)
+        options = replace(options, kv_cache_type="f16")
+        on_cpu = _compute_by_device(probe(replace(options, num_gpu=0, tensor_split=(), devices=())))
     costs = _Costs(geom, options)
-    on_cpu = _compute_by_device(probe(replace(options, num_gpu=0, tensor_split=())))
     if not devices or (explicit_gpu and options.num_gpu == 0):
         shares = _place(costs, (0,) * len(devices), devices, cpu_room, on_cpu)
-        return LoadPlan(replace(options, num_gpu=0, tensor_split=()), shares, projector, geom.layers)
+        return LoadPlan(replace(options, num_gpu=0, tensor_split=(), devices=()), shares, projector, geom.layers,
+                        notes)
     each = on_cpu.get(CPU, 0)  # a device's compute buffer, before the probe of the real placement
     if explicit_gpu:
         counts = _split_counts(min(max(options.num_gpu, 0), geom.layers) if options.num_gpu >= 0 else geom.layers,
@@ -272,13 +282,14 @@ def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devic
     else:
         counts = _most_layers(costs, devices, each)
     for _ in range(4):  # the real placement's buffers; one layer fewer while a device overflows
-        placed = replace(options, num_gpu=sum(counts), tensor_split=counts if sum(counts) else ())
+        placed = replace(options, num_gpu=sum(counts), tensor_split=counts if sum(counts) else (),
+                         devices=tuple(d.name for d in devices) if sum(counts) else ())
         compute = _compute_by_device(probe(placed)) if sum(counts) else on_cpu
         for room, count in zip(devices, counts):  # a device llama.cpp did not report (none such here):
             if count and room.name not in compute:  # the CPU's buffer stands in, as before the probe
                 compute[room.name] = each
         shares = _place(costs, counts, devices, cpu_room, compute)
-        plan_ = LoadPlan(placed, shares, projector, geom.layers)
+        plan_ = LoadPlan(placed, shares, projector, geom.layers, notes)
         if explicit_gpu or all(s.fits for s in shares[1:]) or not sum(counts):
             return plan_
         over = max(i for i, s in enumerate(shares[1:]) if not s.fits)

@@ -91,6 +91,8 @@ class Runner:
         #: one line per way the load differs from what was asked (a quantized K/V cache that fell back to f16)
         self.load_notes: list[str] = []
         self._closed = False
+        #: set when the owner thread is stuck in llama.cpp for good (see :meth:`abandon`)
+        self.abandoned: EngineError | None = None
         self._thread = threading.Thread(target=self._loop, name=f"ollama-magic-runner:{name}", daemon=True)
         self._thread.start()
         start = time.perf_counter_ns()
@@ -113,9 +115,9 @@ class Runner:
         """The thread is ending: whatever is still queued (put after ``_STOP``) ends with an error."""
         self._fail_items(self._take(block=False))
 
-    def _fail_items(self, items: list[Any]) -> None:
+    def _fail_items(self, items: list[Any], error: EngineError | None = None) -> None:
         """End queued items that will never run (calls, embed and generation jobs) with an error."""
-        error = EngineError(f"model {self.name} was unloaded")
+        error = error or EngineError(f"model {self.name} was unloaded")
         for item in items:
             if isinstance(item, _Call) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(error)
@@ -186,8 +188,26 @@ class Runner:
             try:
                 return future.result(timeout=WAIT_SLICE)
             except TimeoutError:
+                if self.abandoned is not None and not future.done():  # its thread is stuck for good
+                    raise self.abandoned from None
                 if not self._thread.is_alive() and not future.done():  # nothing will ever run it
                     raise EngineError(f"model {self.name} was unloaded") from None
+
+    def abandon(self, error: EngineError) -> None:
+        """The owner thread is stuck in llama.cpp for good (an RPC worker it decodes on died: see
+        ``devices.on_rpc_abort``, which parks ggml-rpc's failing thread instead of letting it abort the
+        process). End every job waiting on this model with ``error`` from the caller's thread and never
+        touch the model again; its memory here stays held (freeing it would wait on the stuck thread)."""
+        self.abandoned = error
+        self._closed = True
+        self._fail_items(self._take(block=False), error)
+        decoder = self.decoder
+        if decoder is not None:  # only outputs are touched: the stuck thread owns everything else
+            for seq in decoder.active():
+                seq.out.put(error)
+            while decoder.waiting:
+                _, out = decoder.waiting.popleft()
+                out.put(error)
 
     def close(self) -> None:
         """Free the model (on its own thread) and stop the thread.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,6 +52,24 @@ def memory_budget() -> int:
     """Bytes of RAM models may use: 90% of what the machine has (no GPU accounting here); psutil
     reads it on every platform (``os.sysconf`` does not exist on Windows)."""
     return int(psutil.virtual_memory().total * 0.9)
+
+
+_WATCHED: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
+_watch_lock = threading.Lock()
+_watching = False
+
+
+def _watch_rpc_workers(scheduler: "Scheduler") -> None:
+    """Before a load may use an RPC worker: keep the process alive if a worker dies mid-request
+    (``devices.on_rpc_abort``) and abandon the models that used it, in every scheduler."""
+    global _watching
+    with _watch_lock:
+        if not _watching:
+            from .devices import on_rpc_abort
+
+            on_rpc_abort(lambda message, dead: [s.abandon_workers(dead) for s in list(_WATCHED)])
+            _watching = True
+        _WATCHED.add(scheduler)
 
 
 def _offload_devices() -> list[Any]:
@@ -117,6 +136,8 @@ class Loaded:
     shares: dict[str, int] = field(default_factory=dict)
     #: what the planner changed to fit the load (one line each), for the front ends
     notes: tuple[str, ...] = ()
+    #: the placement it was loaded with (None for a load without a planner)
+    plan: LoadPlan | None = None
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     active: int = 0
@@ -176,6 +197,8 @@ class Scheduler:
         #: stay reserved in ``_pending`` until it is loaded, so two loads never count the same free memory
         self._placing = threading.Lock()
         self._pending: dict[int, dict[str, int]] = {}
+        #: each offload device's free memory when none of our models was on it (see ``_rooms``)
+        self._idle_free: dict[str, int] = {}
         self.max_loaded = max_loaded or envconfig.max_loaded_models()
         self.budget = budget or memory_budget()
         self._loaded: dict[LoadedKey, Loaded] = {}
@@ -258,6 +281,7 @@ class Scheduler:
                 runner.close()
                 raise
             made.shares = _measured_shares(runner, plan, made.size)
+            made.plan = plan
             made.notes = (plan.notes if plan is not None else ()) + tuple(getattr(runner, "load_notes", ()))
             # Until its first request ends (which sets the real expiry), ps shows the default keep_alive
             # from now, as Ollama does for a freshly loaded model, not "forever".
@@ -335,19 +359,61 @@ class Scheduler:
             plan = planner(self._rooms(entries, gone))
         return plan, [e.name for e in gone]
 
-    def _rooms(self, entries: list[Loaded], returned: list[Loaded] | None = None) -> list[DeviceRoom]:
-        """What each device can give a load now (the CPU from the RAM budget, every offload device
-        from its free memory), with the bytes of ``returned`` models counted as free."""
-        from .loading import rooms_now
+    def abandon_workers(self, endpoints: list[str]) -> list[str]:
+        """RPC workers died under the models using them (``devices.on_rpc_abort``): those models'
+        requests fail with one error each and the models are forgotten (their threads are stuck in
+        llama.cpp for good); every other model keeps serving. Returns the models abandoned."""
+        gone = [f"[{endpoint}]" for endpoint in endpoints]
+        with self._lock:
+            hit = [e for e in [*self._loaded.values(), *self._expiring.values()]
+                   if any(tag in name for name in e.shares for tag in gone)]
+            for entry in hit:
+                if self._loaded.get(entry.key) is entry:
+                    del self._loaded[entry.key]
+                self._expiring.pop(id(entry), None)
+                entry.expiring = True
+            self._wake.notify_all()
+        for entry in hit:
+            where = ", ".join(endpoints) or "an RPC worker"
+            log.error("RPC worker %s stopped answering: %s is unloaded (its memory in this process stays held "
+                      "until the process ends)", where, entry.name)
+            entry.runner.abandon(EngineError(f"RPC worker {where} stopped answering while model {entry.name} "
+                                             "used it: the model is unloaded; load it again to place it on the "
+                                             "devices that answer"))
+        return [e.name for e in hit]
 
+    def _rooms(self, entries: list[Loaded], returned: list[Loaded] | None = None) -> list[DeviceRoom]:
+        """What each device can give a load now, with the bytes of ``returned`` models counted as free.
+
+        The CPU: the RAM budget less what loaded models (and loads placed, not yet made) hold. An offload
+        device: its free memory as llama.cpp reads it now, but never more than its free memory when none
+        of our models was on it less what ours hold there: a device's own reading lags what was reserved
+        and not yet touched (an RPC worker computing on a CPU reports the machine's free RAM, which a
+        KV cache allocated and not yet written does not lower), and another process's use shows only
+        in the reading. Each keeps ``OLLAMA_GPU_OVERHEAD`` free."""
         returned = returned or []
         with self._lock:  # loads placed and not yet made: their bytes are not free any more
             pending = list(self._pending.values())
-        cpu = (self.budget - sum(_share(e, CPU) for e in entries) + sum(_share(e, CPU) for e in returned)
-               - sum(p.get(CPU, 0) for p in pending))
-        rooms = rooms_now(cpu, self._devices())
-        return [rooms[0], *(DeviceRoom(r.name, r.kind, r.available + sum(_share(e, r.name) for e in returned)
-                                       - sum(p.get(r.name, 0) for p in pending)) for r in rooms[1:])]
+
+        def held(device: str, of: list[Loaded]) -> int:
+            return sum(_share(e, device) for e in of)
+
+        def reserved(device: str) -> int:
+            return sum(p.get(device, 0) for p in pending)
+
+        rooms = [DeviceRoom(CPU, CPU, self.budget - held(CPU, entries) + held(CPU, returned) - reserved(CPU))]
+        overhead = envconfig.gpu_overhead()
+        for device in self._devices():
+            if not getattr(device, "reachable", True):  # a worker that does not answer offers nothing
+                continue
+            ours = held(device.name, entries) + reserved(device.name)
+            if not ours:
+                self._idle_free[device.name] = device.free
+            free = min(device.free, self._idle_free.get(device.name, device.free) - ours)
+            rooms.append(DeviceRoom(device.name, device.kind, free - overhead + held(device.name, returned)))
+            if device.kind == "RPC":
+                _watch_rpc_workers(self)
+        return rooms
 
     def _check_running_locked(self) -> None:
         if self._stopped:

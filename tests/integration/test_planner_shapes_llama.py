@@ -8,6 +8,8 @@ and the recording is rewritten from this test's output. About 0.1 s per probe.
 from __future__ import annotations
 
 import resource
+from dataclasses import replace
+from typing import Any
 import sys
 from pathlib import Path
 
@@ -98,13 +100,17 @@ def test_the_planner_sizes_a_load_as_llama_cpp_does_at_sizes_ci_cannot_load(tmp_
     geom = geometry(read_gguf(path))
     options = LoadOptions(num_ctx=4096, num_batch=512, num_gpu=-1, num_thread=1, use_mmap=True, num_parallel=4)
     on_cpu = plan(geom, options, [DeviceRoom("CPU", "CPU", 1 << 42)], probe_for(path), explicit_gpu=False)
-    report = probe(path, _mparams(), _cparams(ms.Probe(4096, 4, "f16", flash=False, swa_full=True)))
+    report = probe(path, _mparams(), _cparams(ms.Probe(4096, 4, "f16", flash=True, swa_full=True)))  # "auto": on
     llama_cpp_total = _model_size(path) + report.kv_total + report.devices["CPU"].compute + report.devices["CPU"].output
     assert abs(on_cpu.size - llama_cpp_total) <= 0.01 * llama_cpp_total, (on_cpu.size, llama_cpp_total)
     if name in ("llama3.1-8b", "llama3.1-70b"):
         device = DeviceRoom("GPU0", "GPU", 6 << 30)
-        split = plan(geom, options, [DeviceRoom("CPU", "CPU", 1 << 42), device], probe_for(path, ("GPU0",)),
-                     explicit_gpu=False)
+        on_cpu_only = probe_for(path)  # no GPU here: llama.cpp measures the CPU's buffers, which stand in for it
+
+        def cpu_probe(placed: LoadOptions) -> Any:
+            return on_cpu_only(replace(placed, num_gpu=0, tensor_split=(), devices=()))
+
+        split = plan(geom, options, [DeviceRoom("CPU", "CPU", 1 << 42), device], cpu_probe, explicit_gpu=False)
         cpu, gpu = split.shares
         assert 0 < gpu.layers < geom.layers and cpu.layers + gpu.layers == geom.layers
         assert gpu.total <= device.available and split.fits
