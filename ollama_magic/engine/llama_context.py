@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .buffer_report import BufferReport
     from .jobs import LoadOptions
 
-log = logging.getLogger("ollama_magic")
 
 #: OLLAMA_FLASH_ATTENTION's three states as llama.cpp's ``flash_attn_type`` ("auto": llama-server's ``-fa auto``)
 FLASH_ATTN_TYPES = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
