@@ -76,6 +76,16 @@ class Geometry:
     #: per layer: whether it attends through a sliding window, and the window
     swa_layers: tuple[bool, ...]
     swa_window: int
+    #: where each group's tensors lie in the file, (first byte, last byte + 1): the blocks in order, then
+    #: the output layer, then the input. With mmap llama.cpp maps, for the CPU, the file range from the
+    #: first to the last byte of the tensors it keeps there (``get_mapping_range``), so what it reports
+    #: for the CPU is that span, offloaded layers between them included
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def mapped_span(self, groups: range | list[int]) -> int:
+        """Bytes of the file range covering ``groups`` (indexes into :attr:`spans`)."""
+        chosen = [self.spans[g] for g in groups if g < len(self.spans) and self.spans[g][1] > self.spans[g][0]]
+        return max(end for _, end in chosen) - min(start for start, _ in chosen) if chosen else 0
 
     @property
     def layers(self) -> int:
@@ -121,17 +131,24 @@ def geometry(info: _Info) -> Geometry:
     layer_weights = [0] * blocks
     input_weights = output_weights = 0
     names = set()
+    spans: list[list[int]] = [[1 << 62, 0] for _ in range(blocks + 2)]  # blocks, output, input
     for tensor in info.tensors:
         names.add(tensor.name)
         match = _BLOCK.match(tensor.name)
         if match and int(match.group(1)) < blocks:
-            layer_weights[int(match.group(1))] += tensor.nbytes
+            group = int(match.group(1))
+            layer_weights[group] += tensor.nbytes
         elif tensor.name.startswith(_LAYER_0) and blocks:
+            group = 0
             layer_weights[0] += tensor.nbytes
         elif tensor.name.startswith(_INPUT):
+            group = blocks + 1
             input_weights += tensor.nbytes
         else:
+            group = blocks
             output_weights += tensor.nbytes
+        offset = getattr(tensor, "offset", 0)
+        spans[group] = [min(spans[group][0], offset), max(spans[group][1], offset + tensor.nbytes)]
     tied = 0
     if "output.weight" not in names:  # tied embeddings: llama.cpp duplicates token_embd as the output
         tied = next((t.nbytes for t in info.tensors if t.name == "token_embd.weight"), 0)
@@ -146,11 +163,13 @@ def geometry(info: _Info) -> Geometry:
         v = int(value_length or k)
         n_kv = n_head if kv_heads is None else kv_heads
         widths.append((n_kv * k, n_kv * v))
+    if info.arch_value("attention.causal") is False:  # an encoder (BERT): llama.cpp gives it no KV cache
+        widths = [(0, 0)] * blocks
     swa, window = _swa_layers(info, blocks)
     return Geometry(
         architecture=info.architecture, block_count=blocks, layer_weights=tuple(layer_weights),
         input_weights=input_weights, output_weights=output_weights, tied_output=tied, kv_widths=tuple(widths),
-        swa_layers=swa, swa_window=window,
+        swa_layers=swa, swa_window=window, spans=tuple((a, b) if b else (0, 0) for a, b in spans),
     )
 
 

@@ -169,17 +169,22 @@ class _Costs:
         self.weights = [*geom.layer_weights, geom.output_weights + geom.tied_output]
         self.kv = [*kv, 0]
         self.geom = geom
+        self.mmap = options.use_mmap
 
     def segment(self, start: int, count: int) -> tuple[int, int]:
         return sum(self.weights[start:start + count]), sum(self.kv[start:start + count])
 
     def cpu(self, offloaded: int) -> tuple[int, int]:
-        """Weights and KV left on the CPU when the last ``offloaded`` layers go to devices."""
+        """Weights and KV left on the CPU when the last ``offloaded`` layers go to devices. Memory-mapped
+        weights count as llama.cpp maps them: the file range spanning what the CPU keeps."""
         kept = self.geom.layers - offloaded
         weights, kv = self.segment(0, kept)
         if kept == self.geom.layers:  # the output layer stays: a tied one shares the input's tensor
             weights -= self.geom.tied_output
-        return self.geom.input_weights + weights, kv
+        weights += self.geom.input_weights
+        if self.mmap and self.geom.spans:
+            weights = max(weights, self.geom.mapped_span([*range(kept), self.geom.block_count + 1]))
+        return weights, kv
 
 
 def _place(costs: _Costs, counts: Sequence[int], rooms: Sequence[DeviceRoom], cpu_room: DeviceRoom,

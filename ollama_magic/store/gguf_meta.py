@@ -39,6 +39,8 @@ class TensorInfo:
     shape: tuple[int, ...]
     #: bytes of its data: elements / block size x bytes per block of its type (gguf's own table)
     nbytes: int
+    #: where its data starts, from the start of the file's data section
+    offset: int = 0
 
 
 def tensor_nbytes(ggml_type: int, elements: int) -> int:
@@ -198,10 +200,10 @@ class _Reader:
             dims = struct.unpack_from(f"<{n_dims}Q", self.buf, self.pos)
             self.pos += 8 * n_dims
             ggml_type = self.unpack("<I", 4)
-            self.pos += 8  # offset
+            offset = self.unpack("<Q", 8)
             elements = 1
             for d in dims:
                 elements *= d
             info.parameter_count += elements
-            info.tensors.append(TensorInfo(name, ggml_type, tuple(dims), tensor_nbytes(ggml_type, elements)))
+            info.tensors.append(TensorInfo(name, ggml_type, tuple(dims), tensor_nbytes(ggml_type, elements), offset))
         return info
