@@ -93,7 +93,10 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     os.environ["OLLAMA_NUM_PARALLEL"] = str(max(counts))
     options = {"temperature": 0, "stop": [], "num_ctx": 1024, "num_thread": args.threads}
-    rows = []
+    print(f"{args.threads} threads, CPU, greedy, {args.tokens} tokens per stream, OLLAMA_NUM_PARALLEL={max(counts)}; "
+          f"load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"{'model':<15}{'seqs':>5}{'steps':>7}{'host ms p50':>13}{'host ms p90':>13}{'decode ms p50':>15}"
+          f"{'host share':>12}{'load':>7}", flush=True)
     for model in args.models.split(","):
         with engine_with(model) as engine:
             engine.generate(model, "warm up", options={**options, "num_predict": 4})
@@ -102,19 +105,16 @@ def main() -> None:
                 with DecodeClock() as clock:
                     run_streams(engine, model, n, args.tokens, offset, options)
                 offset += n
-                host, decode = steady_steps(clock.events, n)
-                rows.append((model, n, len(host), host, decode))
-    print(f"{args.threads} threads, CPU, greedy, {args.tokens} tokens per stream, OLLAMA_NUM_PARALLEL={max(counts)}; "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<15}{'seqs':>5}{'steps':>7}{'host ms p50':>13}{'host ms p90':>13}{'decode ms p50':>15}"
-          f"{'host share':>12}")
-    for model, n, steps, host, decode in rows:
-        if not host:
-            print(f"{model:<15}{n:>5}{0:>7}  (no steady-state steps)")
-            continue
-        h, d = statistics.median(host), statistics.median(decode)
-        print(f"{model:<15}{n:>5}{steps:>7}{h * 1e3:>13.3f}{percentile(host, 0.9) * 1e3:>13.3f}{d * 1e3:>15.2f}"
-              f"{h / (h + d):>12.1%}", flush=True)
+                report(model, n, *steady_steps(clock.events, n))
+
+
+def report(model: str, n: int, host: list[float], decode: list[float]) -> None:
+    if not host:
+        print(f"{model:<15}{n:>5}{0:>7}  (no steady-state steps)", flush=True)
+        return
+    h, d = statistics.median(host), statistics.median(decode)
+    print(f"{model:<15}{n:>5}{len(host):>7}{h * 1e3:>13.3f}{percentile(host, 0.9) * 1e3:>13.3f}{d * 1e3:>15.2f}"
+          f"{h / (h + d):>12.1%}{os.getloadavg()[0]:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":
