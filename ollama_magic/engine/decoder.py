@@ -65,6 +65,12 @@ class TextAssembler:
     def add(self, piece: bytes, prob: TokenProb | None = None) -> bool:
         """Append a token's bytes; True when a stop string was hit."""
         new = self.decoder.decode(piece)
+        if prob is None and not self.stops and not self.probs:  # nothing to hold back: hand it on as it is
+            if new:
+                self.total += len(new)
+                self.emitted += len(new)
+                self.emit(new, [])
+            return False
         if prob is not None:
             self.probs.append((self.total, self.total + len(new), prob))
         self.total += len(new)
@@ -127,8 +133,11 @@ class Sequence:
     """A job being decoded in a slot."""
 
     def __init__(self, job: GenerationJob, out: "queue.Queue[Any]", slot: Slot, tokens: list[int], keep: int,
-                 sampler: SamplerChain, limit: int, num_ctx: int) -> None:
+                 sampler: SamplerChain, limit: int, num_ctx: int,
+                 post: Callable[["queue.Queue[Any]", Any], None] | None = None) -> None:
         self.job, self.out, self.slot, self.tokens, self.sampler = job, out, slot, tokens, sampler
+        #: how results reach ``out``: the decoder's outbox (see ``Decoder._post``), or straight in
+        self.post = post or (lambda q, item: q.put(item))
         self.pending = tokens[keep:]  # prompt tokens still to evaluate
         self.n_past = keep
         self.limit = limit
@@ -146,7 +155,7 @@ class Sequence:
         self.done_reason: str | None = None
 
     def _emit(self, text: str, probs: list[TokenProb]) -> None:
-        self.out.put(Token(text, probs))
+        self.post(self.out, Token(text, probs))
 
     def _hold(self, text: str, probs: list[TokenProb]) -> None:
         self.held.append(text)
@@ -161,7 +170,7 @@ class Sequence:
         if not self.job.cancel.is_set():
             self.text.finish()
         if self.held or self.held_probs:
-            self.out.put(Token("".join(self.held), self.held_probs))
+            self.post(self.out, Token("".join(self.held), self.held_probs))
         first = self.first or end
         prompt = self.tokens if self.job.media is None else [t for t in self.tokens if t >= 0]  # no image stand-ins
         return Finished(
@@ -199,6 +208,10 @@ class Decoder:
         self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
         self.peak_active = 0  # most sequences decoded together so far
         self._turn = 0
+        #: results of this step, put into their outputs when the step ends (see ``_post``)
+        self._outbox: list[tuple[queue.Queue[Any], Any]] = []
+        #: token -> (ends the generation, its bytes): the vocabulary does not change under a context
+        self._tokens: dict[int, tuple[bool, bytes]] = {}
 
     def submit(self, job: GenerationJob, out: "queue.Queue[Any]") -> None:
         self.waiting.append((job, out))
@@ -271,7 +284,7 @@ class Decoder:
                                deferred=bool(job.grammar and job.trace_tags))
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
         limit = job.num_predict if job.num_predict >= 0 else n_ctx
-        seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx)
+        seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx, self._post)
         if media is not None:
             try:
                 self._evaluate_media(seq)
@@ -326,6 +339,33 @@ class Decoder:
     # ---- one step -------------------------------------------------------------------------------
 
     def step(self) -> None:
+        try:
+            self._step()
+        finally:
+            self._flush()
+
+    def _post(self, out: "queue.Queue[Any]", item: Any) -> None:
+        """Hand ``item`` to a job's output when the step ends, not now.
+
+        A put wakes that job's consumer thread, which then waits for the GIL; the next ctypes call of
+        this thread (a sampler, a token's piece) releases it, and the consumer's Python would run there,
+        between two decodes, instead of during the next ``llama_decode``. The order of each output's
+        items is kept."""
+        self._outbox.append((out, item))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for out, item in outbox:
+            out.put(item)
+
+    def _token(self, token: int) -> tuple[bool, bytes]:
+        """(whether ``token`` ends the generation, its bytes), asked of llama.cpp once per token id."""
+        known = self._tokens.get(token)
+        if known is None:
+            known = self._tokens[token] = (self.lctx.is_eog(token), self.lctx.piece(token))
+        return known
+
+    def _step(self) -> None:
         self._admit()
         for seq in self.active():
             if seq.job.cancel.is_set():
@@ -415,17 +455,18 @@ class Decoder:
             seq.first = time.perf_counter_ns()
         if seq.job.cancel.is_set():
             return self._retire(seq, "stop")
-        if seq.gate is not None and not lctx.is_eog(token):
-            verdict = seq.gate.add(lctx.piece(token).decode("utf-8", errors="replace"))
+        eog, piece = self._token(token)
+        if seq.gate is not None and not eog:
+            verdict = seq.gate.add(piece.decode("utf-8", errors="replace"))
             if verdict != GrammarGate.FREE:
                 seq.gate = None
                 seq.sampler.constrain(drop_last=verdict == GrammarGate.RESAMPLE)
                 if verdict == GrammarGate.RESAMPLE:  # the reply skipped its trace: this token obeys the grammar too
                     token = seq.sampler.sample(lctx.ctx, row)
-        if lctx.is_eog(token):
+                    eog, piece = self._token(token)
+        if eog:
             return self._retire(seq, "stop")
         seq.generated.append(token)
-        piece = lctx.piece(token)
         prob = None
         if seq.job.logprobs:
             prob = row_logprobs(lctx.ctx, row, lctx.n_vocab, token, seq.job.top_logprobs, lambda _t: piece,
@@ -461,19 +502,20 @@ class Decoder:
         slot.last_used = time.monotonic()
         seq.sampler.close()
         try:
-            seq.out.put(seq.finish())
+            self._post(seq.out, seq.finish())
         except BaseException as exc:  # noqa: BLE001
-            seq.out.put(exc)
+            self._post(seq.out, exc)
 
     def _fail(self, seq: Sequence, error: OllamaMagicError) -> None:
         seq.slot.sequence = None
         seq.sampler.close()
-        seq.out.put(error)
+        self._post(seq.out, error)
 
     def fail_all(self, error: OllamaMagicError) -> None:
         """The model is going away: every waiting and running job ends with ``error``."""
         for seq in self.active():
             self._fail(seq, error)
+        self._flush()
         while self.waiting:
             _, out = self.waiting.popleft()
             self.on_admit()

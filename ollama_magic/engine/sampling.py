@@ -4,6 +4,12 @@ The chain is the one ``llama_cpp.Llama`` builds (``_init_sampler``), which is wh
 before batching: penalties, grammar, then greedy (temperature 0) or top-k, typical, top-p, min-p,
 temperature and a seeded distribution. Penalties that change nothing are left out (a full-vocabulary
 pass per token for nothing).
+
+A chain that is llama.cpp's greedy sampler alone (temperature 0, no penalties, no grammar) picks the
+first largest logit; :meth:`SamplerChain.sample` reads that with numpy from the logits row instead of
+calling ``llama_sampler_sample``, which first copies the whole vocabulary into a candidate array
+(262k entries on Gemma 3) for each sequence at each step. Same token (greedy's ``>`` keeps the first
+maximum, as ``argmax`` does; a NaN row goes to llama.cpp), a fraction of the host time.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import llama_cpp
 
 from ..errors import InvalidRequest
 from .grammar import check_grammar  # noqa: F401 - its old home
+from .logprobs import logits_row
 
 DEFAULT_SEED = 0xFFFFFFFF
 
@@ -48,12 +55,18 @@ class SamplerChain:
         self.history: list[int] = []
         self.chain = None
         self.chain = self._build(None if deferred else grammar)
+        #: the chain is the greedy sampler alone, so :meth:`sample` may take the argmax itself
+        self.argmax = s.temperature == 0 and not self._penalised() and not grammar
+
+    def _penalised(self) -> bool:
+        s = self.settings
+        return bool(s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty)
 
     def _build(self, grammar: str | None) -> llama_cpp.llama_sampler_p:
         s = self.settings
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+        if self._penalised():
             last_n = self.n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
             add(llama_cpp.llama_sampler_init_penalties(self.n_vocab, last_n, s.repeat_penalty, s.frequency_penalty,
                                                        s.presence_penalty))
@@ -90,8 +103,8 @@ class SamplerChain:
         if drop_last:
             self.history = self.history[:-1]
         chain = self._build(grammar)
-        s = self.settings
-        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+        self.argmax = False
+        if self._penalised():
             penalties = llama_cpp.llama_sampler_chain_get(chain, 0)
             for token in self.history:
                 llama_cpp.llama_sampler_accept(penalties, token)
@@ -104,6 +117,11 @@ class SamplerChain:
         That row's logits stay readable with ``llama_get_logits_ith(ctx, row)`` until the next decode,
         for per-token extras such as logprobs.
         """
+        if self.argmax:
+            logits = logits_row(ctx, row, self.n_vocab)
+            token = int(logits.argmax())
+            if logits[token] == logits[token]:  # not NaN (greedy's ``>`` never picks one); greedy accepts nothing
+                return token
         token = llama_cpp.llama_sampler_sample(self.chain, ctx, row)
         if self.pending_grammar is not None:
             self.history.append(token)

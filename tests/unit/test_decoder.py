@@ -229,3 +229,24 @@ def test_every_queued_job_leaves_the_queue_once_and_fail_all_ends_them_all() -> 
     decoder.fail_all(EngineError("unloaded"))
     assert len(left) == 3 and not decoder.busy()
     assert all(isinstance(results(j)[1], EngineError) for j in jobs)
+
+
+def test_a_steps_tokens_reach_their_outputs_when_the_step_ends() -> None:
+    """No consumer is woken while the step still samples the other sequences (its thread would take
+    the GIL between two decodes, at the decoder's next C call): every output gets its item at the end."""
+    jobs = [job([10], n=3), job([20], n=3)]
+    seen: list[int] = []
+
+    class Watching(FakeSampler):
+        def sample(self, ctx: Any, row: int) -> int:
+            seen.append(sum(j.output.qsize() for j in jobs))
+            return super().sample(ctx, row)
+
+    decoder = Decoder(FakeContext(parallel=2), lambda: None, sampler_factory=Watching)  # type: ignore[arg-type]
+    for j in jobs:
+        decoder.submit(j, j.output)
+    decoder.step()
+    assert seen == [0, 0]
+    assert [j.output.qsize() for j in jobs] == [1, 1]
+    run(decoder)
+    assert [results(j)[0] for j in jobs] == ["bcd", "bcd"]
