@@ -118,7 +118,10 @@ def start_llama_server(binary: Path, gguf: Path, threads: int, parallel: int) ->
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
         [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
-         "-tb", str(threads), "-c", str(2048 * parallel), "-np", str(parallel), "-cb", "-fa", "off", "-kvu"],
+         "-tb", str(threads), "-c", str(2048 * parallel), "-np", str(parallel), "-cb", "-kvu",
+         # the engine's own defaults: flash attention "auto" (OLLAMA_FLASH_ATTENTION unset), and on a GPU
+         # (bench/gpu.sh) every layer there, as the planner places a model that fits
+         "-fa", "auto", "-ngl", os.environ.get("LLAMA_SERVER_GPU_LAYERS", "0")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(proc, "llama-server", lambda: httpx.get(url + "/health", timeout=2).status_code == 200)

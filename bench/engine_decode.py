@@ -43,8 +43,9 @@ def raw_decode_rate(path: Path, tokens: list[int], n: int) -> tuple[float, int]:
 
 
 def _raw_decode(path: Path, tokens: list[int], n: int) -> tuple[float, int]:
+    # flash attention on: what the engine's default ("auto", OLLAMA_FLASH_ATTENTION unset) resolves to here
     llm = llama_cpp.Llama(str(path), n_ctx=4096, n_batch=512, n_ubatch=512, n_threads=physical_cores(),
-                          n_threads_batch=physical_cores(), n_gpu_layers=0, verbose=False)
+                          n_threads_batch=physical_cores(), n_gpu_layers=0, flash_attn=True, verbose=False)
     try:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         count, first = 0, 0.0
