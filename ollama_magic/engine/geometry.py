@@ -163,8 +163,9 @@ def geometry(info: _Info) -> Geometry:
         v = int(value_length or k)
         n_kv = n_head if kv_heads is None else kv_heads
         widths.append((n_kv * k, n_kv * v))
-    if info.arch_value("attention.causal") is False:  # an encoder (BERT): llama.cpp gives it no KV cache
+    if info.arch_value("attention.causal") is False:  # an encoder (BERT): no KV cache, no output projection
         widths = [(0, 0)] * blocks
+        tied = 0
     swa, window = _swa_layers(info, blocks)
     return Geometry(
         architecture=info.architecture, block_count=blocks, layer_weights=tuple(layer_weights),
