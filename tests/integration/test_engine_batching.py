@@ -217,8 +217,10 @@ def test_a_model_expiring_but_still_in_use_counts_in_the_memory_budget(registere
         gemma = runner_of(engine)
         [g_entry] = [e for e in engine.scheduler.loaded() if not e.key.embedding]
         [m_entry] = [e for e in engine.scheduler.loaded() if e.key.embedding]
-        # room for what is loaded now, not for a second copy of Gemma's weights beside the first
-        engine.scheduler.budget = g_entry.size + m_entry.size + gemma.model_path.stat().st_size // 2
+        # room for what is loaded now and a second Gemma only once MiniLM is gone (the first Gemma, expiring
+        # but still decoding, keeps its memory)
+        second = engine.plan(GEMMA, {"num_ctx": 2048}).attrs["size"]
+        engine.scheduler.budget = g_entry.size + m_entry.size + second - m_entry.size // 2
         assert engine.unload(GEMMA)  # Gemma expires: still decoding, still in memory
         # other load options: a second Gemma, while the first still holds its memory
         assert engine.generate(GEMMA, "Hi", options={"num_predict": 1, "num_ctx": 2048}).eval_count == 1
@@ -234,8 +236,10 @@ def test_loading_a_model_makes_room_for_its_kv_cache_not_only_its_weights(regist
         engine.embed(MINILM, "warm up")  # MiniLM loaded, idle
         [m_entry] = engine.scheduler.loaded()
         gemma = registered.resolve(GEMMA).model_path.stat().st_size
-        # room for MiniLM beside Gemma's weights, but not beside Gemma's weights and the KV cache of its 4 slots
-        engine.scheduler.budget = m_entry.size + gemma + 1024 * 1024
+        whole = engine.plan(GEMMA).attrs["size"]  # weights, the KV cache of its 4 slots, compute buffers
+        # room for MiniLM beside Gemma's weights, but not beside all that Gemma's load takes
+        engine.scheduler.budget = whole + m_entry.size // 2
+        assert m_entry.size + gemma + 1024 * 1024 < engine.scheduler.budget
         assert engine.generate(GEMMA, "Hi", options={"num_predict": 1}).eval_count == 1
         loaded = [(e.name, e.key.embedding) for e in engine.scheduler.loaded()]
         assert loaded == [(GEMMA, False)], f"MiniLM should have made room for Gemma's KV cache: {loaded}"
