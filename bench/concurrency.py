@@ -207,7 +207,7 @@ def main() -> None:
     print(f"model {MODEL}, {args.tokens} tokens per stream, {args.threads} threads, OLLAMA_NUM_PARALLEL={parallel}, "
           f"ours {'in the bench process' if args.in_process else 'in its own process'}, CPU; medians of {args.rounds} alternating rounds (min-max in brackets)")
     print(f"anchor: {binary if binary else 'llama-server not built (bench/build_llama_server.sh): skipped'}"
-          + (" --parallel 4 -c 8192 -kvu -fa off" if binary else ""))
+          + (" --parallel 4 -c 8192 -kvu -fa auto" if binary else ""))
     print(f"{'streams':<8}{'ours tok/s':>22}{'vs 1 stream':>12}{'llama-server tok/s':>24}{'ours/anchor':>12}"
           f"{'TTFT p50/p95 ours (s)':>24}{'TTFT p50/p95 anchor':>22}")
     for n in counts:
