@@ -73,7 +73,7 @@ class DeviceShare:
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.available
+        return not self.total or self.total <= self.available
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ class LoadPlan:
 
     @property
     def fits(self) -> bool:
-        return all(s.fits for s in self.shares)
+        """Every device holds its share, the projector counted where it runs."""
+        return all(s.total + (self.projector if s.name == self.projector_device else 0) <= s.available
+                   for s in self.shares)
 
     @property
     def gpu_layers(self) -> int:
@@ -204,14 +206,14 @@ def _place(costs: _Costs, counts: Sequence[int], rooms: Sequence[DeviceRoom], cp
     return tuple(shares)
 
 
-def _most_layers(costs: _Costs, rooms: Sequence[DeviceRoom], compute_each: int) -> tuple[int, ...]:
+def _most_layers(costs: _Costs, rooms: Sequence[DeviceRoom], compute: Sequence[int]) -> tuple[int, ...]:
     """The most of the model's last layers that fit the devices, filled in llama.cpp's order, each
-    device also keeping room for a compute buffer of ``compute_each``."""
+    device also keeping room for its compute buffer (``compute[i]``)."""
     layers = costs.geom.layers
     for offloaded in range(layers, 0, -1):
         start, remaining, counts = layers - offloaded, offloaded, []
-        for room in rooms:
-            free, count = room.available - compute_each, 0
+        for room, reserve in zip(rooms, compute):
+            free, count = room.available - reserve, 0
             while count < remaining:
                 weights, kv = costs.segment(start + count, 1)
                 if weights + kv > free:
@@ -285,11 +287,13 @@ def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devic
         counts = _split_counts(min(max(options.num_gpu, 0), geom.layers) if options.num_gpu >= 0 else geom.layers,
                                devices)
     else:
-        counts = _most_layers(costs, devices, each)
-    for _ in range(4):  # the real placement's buffers; one layer fewer while a device overflows
+        counts = _most_layers(costs, devices, [each] * len(devices))
+    tried: set[tuple[int, ...]] = set()
+    while True:  # the real placement's buffers, measured; placed again with them while a device overflows
+        tried.add(counts)
         placed = replace(options, num_gpu=sum(counts), tensor_split=counts if sum(counts) else (),
                          devices=tuple(d.name for d in devices) if sum(counts) else ())
-        compute = _compute_by_device(probe(placed)) if sum(counts) else on_cpu
+        compute = _compute_by_device(probe(placed)) if sum(counts) else dict(on_cpu)
         for room, count in zip(devices, counts):  # a device llama.cpp did not report (none such here):
             if count and room.name not in compute:  # the CPU's buffer stands in, as before the probe
                 compute[room.name] = each
@@ -297,9 +301,12 @@ def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devic
         plan_ = LoadPlan(placed, shares, projector, geom.layers, notes)
         if explicit_gpu or all(s.fits for s in shares[1:]) or not sum(counts):
             return plan_
-        over = max(i for i, s in enumerate(shares[1:]) if not s.fits)
-        counts = tuple(c - 1 if i == over and c else c for i, c in enumerate(counts))
-    return plan_
+        # the measured compute buffers (a device's can exceed the CPU's estimate) with fewer layers
+        refit = _most_layers(costs, devices, [compute.get(d.name, each) for d in devices])
+        if refit in tried or sum(refit) >= sum(counts):  # no progress: one layer fewer where it overflows
+            over = max(i for i, s in enumerate(shares[1:]) if not s.fits)
+            refit = tuple(c - 1 if i == over else c for i, c in enumerate(counts))
+        counts = refit
 
 
 def _notes(asked: LoadOptions, got: LoadOptions, plan_: LoadPlan) -> tuple[str, ...]:

@@ -97,3 +97,19 @@ def test_a_tied_output_costs_the_embeddings_again_only_where_the_output_layer_is
     on_cpu = plan(tied, OPTIONS, rooms(1 << 40), probe, explicit_gpu=False)
     offloaded = plan(tied, OPTIONS, rooms(1 << 40, 1 << 30), probe, explicit_gpu=False)
     assert on_cpu.weights == 120 * MIB and offloaded.weights == 140 * MIB
+
+
+def test_a_device_whose_compute_buffer_is_larger_than_the_cpu_s_is_placed_again_with_the_measured_one() -> None:
+    """The first placement reserves the CPU's compute buffer (4 MiB here) on each device; llama.cpp's
+    dry run of that placement says 60 MiB on the device, so the layers are placed again with it."""
+    def big_device_compute(options: LoadOptions) -> BufferReport:
+        report = probe(options)
+        for name in list(report.devices):
+            if name != "CPU":
+                report.devices[name] = Buffers(compute=60 * MIB)
+        return report
+
+    room = 60 * MIB + 2 * (10 * MIB + KV_PER_LAYER) + 5 * MIB  # the big compute, the output layer, two blocks
+    placed = plan(GEOM, OPTIONS, rooms(1 << 40, room), big_device_compute, explicit_gpu=False)
+    cpu, gpu = placed.shares
+    assert placed.fits and gpu.compute == 60 * MIB and gpu.layers == 3 and cpu.layers == 8
