@@ -44,6 +44,10 @@ def device_of(buffer: str) -> str:
     return buffer
 
 
+class LlamaRefused(ValueError):
+    """llama.cpp refused a dry run's parameters (its log says why, at debug level)."""
+
+
 @dataclass
 class Buffers:
     """Bytes of one device's buffers, by what they hold."""
@@ -117,11 +121,11 @@ def probe(path: Path, mparams: llama_cpp.llama_model_params,
         try:
             model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
             if not model:
-                raise ValueError(f"llama.cpp cannot load {path.name}")
+                raise LlamaRefused(f"llama.cpp cannot load {path.name}")
             try:
                 ctx = llama_cpp.llama_init_from_model(model, cparams)
                 if not ctx:
-                    raise ValueError(f"llama.cpp cannot create a context of {cparams.n_ctx} tokens for {path.name}")
+                    raise LlamaRefused(f"llama.cpp cannot create a context of {cparams.n_ctx} tokens for {path.name}")
                 llama_cpp.llama_free(ctx)
             finally:
                 llama_cpp.llama_model_free(model)
@@ -133,4 +137,4 @@ def probe(path: Path, mparams: llama_cpp.llama_model_params,
     return report
 
 
-__all__ = ["BufferReport", "Buffers", "device_of", "measured", "probe"]
+__all__ = ["BufferReport", "Buffers", "LlamaRefused", "device_of", "measured", "probe"]

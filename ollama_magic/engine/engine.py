@@ -40,6 +40,7 @@ from .gpu import gpu_offload_supported
 from .images import Picture, tag_content
 from .jobs import Queued
 from .loading import describe, load_options, plan_load
+from .llama_context import KV_CACHE_TYPES
 from .planner import DeviceRoom, LoadPlan
 from .logprobs import check_top_logprobs
 from .prompt import GoPrompt, PromptTemplate
@@ -592,7 +593,7 @@ class Engine:
         load = load_options(record, opts, embedding)
         planner = _Planner(record, opts, embedding, load)
         return self.scheduler.acquire(LoadedKey(record.name.short, embedding), load, record.model_path,
-                                      lambda runner: describe(record, runner, planner.last), planner=planner)
+                                      lambda runner: describe(record, runner), planner=planner)
 
     def plan(self, model: str, options: Mapping[str, Any] | None = None, *, num_ctx: int | None = None,
              parallel: int | None = None, kv_cache_type: str | None = None) -> Any:
@@ -607,6 +608,8 @@ class Engine:
         opts = self._options(record, {**(options or {}), **({"num_ctx": num_ctx} if num_ctx else {})})
         load = load_options(record, opts, embedding, parallel=parallel)
         if kv_cache_type is not None:
+            if kv_cache_type not in KV_CACHE_TYPES:
+                raise InvalidRequest(f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache_type!r}")
             load = replace(load, kv_cache_type=kv_cache_type)
         placed, evicted = self.scheduler.preview(_Planner(record, opts, embedding, load))
         frame = pd.DataFrame([
@@ -631,7 +634,7 @@ class Engine:
         while num_ctx < trained:
             num_ctx = min(trained, num_ctx * 2)
             placed, _ = self.scheduler.preview(_Planner(record, opts, embedding, replace(load, num_ctx=num_ctx)))
-            if not placed.fits or placed.notes:
+            if not placed.fits or placed.lowered:
                 break
             best = num_ctx
         return best
@@ -760,16 +763,13 @@ def _check_grammar(runner: Runner, grammar: str) -> None:
 
 
 class _Planner:
-    """One model's placement over the rooms the scheduler offers (``loading.plan_load``); keeps the
-    last plan, which ``describe`` reports once the model is loaded."""
+    """One model's placement over the rooms the scheduler offers (``loading.plan_load``)."""
 
     def __init__(self, record: ModelRecord, opts: Mapping[str, Any], embedding: bool, load: LoadOptions) -> None:
         self.record, self.opts, self.embedding, self.load = record, opts, embedding, load
-        self.last: LoadPlan | None = None
 
     def __call__(self, rooms: list[DeviceRoom]) -> LoadPlan:
-        self.last = plan_load(self.record, self.opts, self.embedding, rooms=rooms, load=self.load)
-        return self.last
+        return plan_load(self.record, self.opts, self.embedding, rooms=rooms, load=self.load)
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:

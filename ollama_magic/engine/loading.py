@@ -134,8 +134,9 @@ def explicit_num_gpu(opts: Mapping[str, Any]) -> bool:
 
 
 def kv_cache_bytes(info: _Info, cells: int) -> int:
-    """The f16 KV cache of ``cells`` tokens (every slot's ``num_ctx`` together), summed over the
-    layers (``geometry.Geometry`` has the rule, per layer, per cache type, padded as llama.cpp pads)."""
+    """The f16 KV cache of ``cells`` tokens (every slot's ``num_ctx`` together), summed over the layers,
+    unpadded (``geometry.Geometry.kv_cache_bytes`` has llama.cpp's rule: per layer, per cache type,
+    padded to 256 cells, sliding windows)."""
     return cells * sum(geometry(info).kv_per_cell())
 
 
@@ -152,30 +153,28 @@ def plan_load(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     try:
         return planner.plan(
             geometry(info), load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
-            explicit_gpu=explicit_num_gpu(opts), trained=info.context_length,
+            explicit_gpu=explicit_num_gpu(opts),
             projector=Path(load.projector).stat().st_size if load.projector else 0,
         )
     except ValueError as exc:  # llama.cpp refused the load's parameters in the dry run
         raise EngineError(f"failed to load model {getattr(record, 'name', record.model_path.name)}: {exc}") from None
 
 
-def describe(record: Any, runner: Any, plan: LoadPlan | None = None) -> dict[str, Any]:
+def describe(record: Any, runner: Any) -> dict[str, Any]:
     """The fields ``ps`` shows for a loaded model (the scheduler's ``Loaded`` entry): its bytes as
-    llama.cpp reported allocating them, ``size_vram`` the part off the CPU, and the layers it has on
-    devices (the fitted ``num_gpu``)."""
+    llama.cpp reported allocating them (and the projector's file), ``size_vram`` the part off the CPU,
+    and the layers it has on devices (the fitted ``num_gpu``)."""
     info = record.gguf_info()
     layers = total_layers(int(info.arch_value("block_count") or 0))
-    allocated = getattr(runner, "allocated", None)
-    projector = plan.projector if plan is not None else 0
-    size = (allocated.total if allocated is not None and allocated.total else (plan.size if plan else 0)) + projector
-    size_vram = allocated.off_cpu if allocated is not None and allocated.total else (plan.size_vram if plan else 0)
-    on_gpu = max(0, min(runner.load_options.num_gpu, layers)) if hasattr(runner, "load_options") else 0
+    allocated = runner.allocated
+    projector = runner.load_options.projector
     details = record.details.model_copy(update={"parent_model": ""})
     return dict(
-        name=record.name.short, digest=record.manifest_digest, size=size, size_vram=size_vram,
+        name=record.name.short, digest=record.manifest_digest,
+        size=allocated.total + (Path(projector).stat().st_size if projector else 0), size_vram=allocated.off_cpu,
         details=details.model_dump(),
         context_length=runner.n_ctx,  # the context each request gets (the decoder caps every slot at it)
-        gpu_layers=on_gpu, layers=layers,
+        gpu_layers=max(0, min(runner.load_options.num_gpu, layers)), layers=layers,
     )
 
 

@@ -19,7 +19,7 @@ One rule, in one module, asked by the scheduler before every load and by ``Engin
   ``OLLAMA_GPU_OVERHEAD`` bytes free. An explicit ``num_gpu`` is obeyed (split in proportion to
   the devices' room, as llama.cpp's own default split).
 - **When even everything cannot hold the asked context**, the parallel slots go down first, then the
-  context (halved, never below 2048 tokens, nor below what was asked), with one note saying so; if
+  context (halved, never below 2048 tokens, or below what was asked if that is less), with one note; if
   nothing fits, the plan says what it needs and what there is, and the scheduler refuses the load
   before llama.cpp allocates anything.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..formatting import human_bytes
-from .buffer_report import BufferReport
+from .buffer_report import BufferReport, LlamaRefused
 from .geometry import Geometry
 from .jobs import LoadOptions
 
@@ -89,6 +89,8 @@ class LoadPlan:
     layers: int = 0
     #: one line each for what the fit changed (slots, context), for every front end to show
     notes: tuple[str, ...] = ()
+    #: whether the fit lowered the asked slots or context (the notes say how)
+    lowered: bool = False
 
     @property
     def size(self) -> int:
@@ -114,9 +116,10 @@ class LoadPlan:
 
     @property
     def fits(self) -> bool:
-        """Every device holds its share, the projector counted where it runs."""
-        return all(s.total + (self.projector if s.name == self.projector_device else 0) <= s.available
-                   for s in self.shares)
+        """Every device holds its share, the projector counted where it runs (a device given nothing
+        fits whatever its room: ``OLLAMA_GPU_OVERHEAD`` may leave it less than none)."""
+        return all(not (total := s.total + (self.projector if s.name == self.projector_device else 0))
+                   or total <= s.available for s in self.shares)
 
     @property
     def gpu_layers(self) -> int:
@@ -130,8 +133,11 @@ class LoadPlan:
 
     @property
     def projector_device(self) -> str:
-        """libmtmd runs the projector on the first device when the model offloads, else the CPU."""
-        return next((s.name for s in self.shares[1:] if s.layers), CPU) if self.options.num_gpu else CPU
+        """Where libmtmd runs the projector: the first device when the model offloads to local GPUs,
+        else the CPU (``runner._projector_on_gpu``: never an RPC worker)."""
+        if not self.options.num_gpu or any(name.startswith("RPC") for name in self.options.devices):
+            return CPU
+        return next((s.name for s in self.shares[1:] if s.layers), CPU)
 
     def shortfall(self) -> str:
         """Why the plan does not fit, in Ollama's words, with the bytes per device."""
@@ -232,9 +238,9 @@ def _compute_by_device(report: BufferReport) -> dict[str, int]:
     return {name: b.compute + b.output for name, b in report.devices.items()}
 
 
-def shapes(options: LoadOptions, trained: int | None) -> list[tuple[int, int]]:
+def shapes(options: LoadOptions) -> list[tuple[int, int]]:
     """The (parallel, num_ctx) the fit tries, in order: as asked, then fewer slots, then a smaller
-    context (halved, never below 2048 tokens or below what was asked)."""
+    context (halved, never below 2048 tokens, or below what was asked if that is less)."""
     tried = [(p, options.num_ctx) for p in range(options.num_parallel, 0, -1)]
     floor = min(options.num_ctx, MIN_FIT_CTX)
     ctx = options.num_ctx
@@ -247,11 +253,11 @@ def shapes(options: LoadOptions, trained: int | None) -> list[tuple[int, int]]:
 
 
 def plan(geom: Geometry, options: LoadOptions, rooms: Sequence[DeviceRoom], probe: Probe, *,
-         explicit_gpu: bool, projector: int = 0, trained: int | None = None) -> LoadPlan:
+         explicit_gpu: bool, projector: int = 0) -> LoadPlan:
     """Place and size a load of ``options`` (checked by ``loading.load_options``) over ``rooms``:
     the CPU's room first, then the offload devices in llama.cpp's order."""
     cpu_room, devices = rooms[0], list(rooms[1:])
-    candidates = [(options.num_parallel, options.num_ctx)] if options.embedding else shapes(options, trained)
+    candidates = [(options.num_parallel, options.num_ctx)] if options.embedding else shapes(options)
     best: LoadPlan | None = None
     for parallel, num_ctx in candidates:
         shaped = replace(options, num_parallel=parallel, num_ctx=num_ctx)
@@ -259,7 +265,8 @@ def plan(geom: Geometry, options: LoadOptions, rooms: Sequence[DeviceRoom], prob
         if best is None:
             best = candidate
         if candidate.fits:
-            return replace(candidate, notes=candidate.notes + _notes(options, shaped, candidate))
+            return replace(candidate, notes=candidate.notes + _notes(options, shaped, candidate),
+                           lowered=(parallel, num_ctx) != (options.num_parallel, options.num_ctx))
     assert best is not None
     return best
 
@@ -269,7 +276,7 @@ def _fit_shape(geom: Geometry, options: LoadOptions, cpu_room: DeviceRoom, devic
     notes: tuple[str, ...] = ()
     try:
         on_cpu = _compute_by_device(probe(replace(options, num_gpu=0, tensor_split=(), devices=())))
-    except ValueError:
+    except LlamaRefused:
         if options.kv_cache_type == "f16":
             raise
         # llama.cpp refuses this quantized cache for this model (e.g. a head size the quantized block

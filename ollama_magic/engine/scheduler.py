@@ -169,7 +169,7 @@ def _share(entry: Loaded, device: str) -> int:
 def _may_improve(plan: LoadPlan) -> bool:
     """Whether freeing memory could place ``plan`` better: it does not fit, the fit lowered its
     slots or context, or devices exist and some layers stayed on the CPU."""
-    return not plan.fits or bool(plan.notes) or (len(plan.shares) > 1 and plan.gpu_layers < plan.layers)
+    return not plan.fits or plan.lowered or (len(plan.shares) > 1 and plan.gpu_layers < plan.layers)
 
 
 def _better(ideal: LoadPlan, plan: LoadPlan) -> bool:
@@ -199,6 +199,7 @@ class Scheduler:
         self._pending: dict[int, dict[str, int]] = {}
         #: each offload device's free memory when none of our models was on it (see ``_rooms``)
         self._idle_free: dict[str, int] = {}
+        self._closing = 0  # runners being closed now (their memory not yet returned)
         self.max_loaded = max_loaded or envconfig.max_loaded_models()
         self.budget = budget or memory_budget()
         self._loaded: dict[LoadedKey, Loaded] = {}
@@ -407,7 +408,7 @@ class Scheduler:
             if not getattr(device, "reachable", True):  # a worker that does not answer offers nothing
                 continue
             ours = held(device.name, entries) + reserved(device.name)
-            if not ours:
+            if not ours and not self._closing:  # none of ours there, none being freed
                 self._idle_free[device.name] = device.free
             free = min(device.free, self._idle_free.get(device.name, device.free) - ours)
             rooms.append(DeviceRoom(device.name, device.kind, free - overhead + held(device.name, returned)))
@@ -484,11 +485,19 @@ class Scheduler:
         self._expiring.pop(id(entry), None)
         return [entry]
 
-    @staticmethod
-    def _free(entries: list[Loaded]) -> None:
-        """Close runners, never with the scheduler lock held (a close waits for the owner thread)."""
-        for entry in entries:
-            entry.runner.close()
+    def _free(self, entries: list[Loaded]) -> None:
+        """Close runners, never with the scheduler lock held (a close waits for the owner thread).
+        Until they are closed their memory is still held: ``_rooms`` takes no idle reading meanwhile."""
+        if not entries:
+            return
+        with self._lock:
+            self._closing += len(entries)
+        try:
+            for entry in entries:
+                entry.runner.close()
+        finally:
+            with self._lock:
+                self._closing -= len(entries)
 
     def unload(self, name: str) -> bool:
         """Unload every instance of ``name`` (once idle); False if it was not loaded."""

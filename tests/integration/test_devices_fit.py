@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ollama_magic.engine import Engine
+from ollama_magic.errors import InvalidRequest
 from ollama_magic.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,8 @@ def test_engine_plan_shows_the_fit_before_loading_and_lowers_what_does_not_fit(r
         assert (row.device, row.layers, bool(row.fits)) == ("CPU", 31, True)
         assert row.total == row.weights + row.kv_cache + row.compute and row.compute > 0
         assert frame.attrs["largest_num_ctx"] == 8192  # smollm2's trained context
+        with pytest.raises(InvalidRequest, match="kv_cache_type must be one of f16, q8_0, q4_0"):
+            engine.plan("smollm2:135m", kv_cache_type="q5_1")
         engine.scheduler.budget = int(row.total * 0.6)  # less RAM than 4 slots take: fewer slots
         smaller = engine.plan("smollm2:135m", num_ctx=4096, parallel=4)
         assert smaller.attrs["parallel"] < 4 and smaller.attrs["notes"][0].startswith("lowered parallel slots 4 -> ")

@@ -76,7 +76,7 @@ def test_the_slots_go_down_first_then_the_context_never_below_2048_and_the_plan_
     weights = 125 * MIB + 4 * MIB
     kv_one_slot_8k = 10 * KV_PER_LAYER * 8  # 8192 cells
     placed = plan(GEOM, asked, rooms(weights + kv_one_slot_8k), probe, explicit_gpu=False)
-    assert (placed.options.num_parallel, placed.options.num_ctx) == (1, 8192) and placed.fits
+    assert (placed.options.num_parallel, placed.options.num_ctx) == (1, 8192) and placed.fits and placed.lowered
     assert placed.notes == ("lowered parallel slots 4 -> 1 to fit the memory (177 MB of 177 MB available)",)
     smaller = plan(GEOM, asked, rooms(weights + kv_one_slot_8k // 2), probe, explicit_gpu=False)
     assert (smaller.options.num_parallel, smaller.options.num_ctx) == (1, 4096)
@@ -113,3 +113,11 @@ def test_a_device_whose_compute_buffer_is_larger_than_the_cpu_s_is_placed_again_
     placed = plan(GEOM, OPTIONS, rooms(1 << 40, room), big_device_compute, explicit_gpu=False)
     cpu, gpu = placed.shares
     assert placed.fits and gpu.compute == 60 * MIB and gpu.layers == 3 and cpu.layers == 8
+
+
+def test_a_device_left_less_than_no_room_takes_nothing_and_the_load_fits_on_the_cpu() -> None:
+    """OLLAMA_GPU_OVERHEAD larger than a device's free memory leaves it negative room: no layer goes
+    there, and the load is not refused for it."""
+    placed = plan(GEOM, OPTIONS, rooms(1 << 40, -(100 * MIB)), probe, explicit_gpu=False)
+    cpu, gpu = placed.shares
+    assert placed.fits and gpu.layers == 0 and cpu.layers == 11 and not placed.lowered
