@@ -81,6 +81,14 @@ class LoadOptions:
     #: llama.cpp list them reads every RPC worker, and a stopped one aborts the process
     devices: tuple[str, ...] = ()
 
+    @property
+    def projector_offloaded(self) -> bool:
+        """Whether libmtmd may put the vision projector on a GPU: it takes the first GPU-type device in
+        ggml's registry, whatever the model's device list, so with an RPC worker among the model's
+        devices that could be another, or a stopped, worker (a stopped one aborts): the projector then
+        stays on the CPU. The runner loads it so and the planner counts it so."""
+        return self.num_gpu != 0 and not any(name.startswith("RPC") for name in self.devices)
+
 
 @dataclass
 class GenerationJob:

@@ -133,9 +133,9 @@ class LoadPlan:
 
     @property
     def projector_device(self) -> str:
-        """Where libmtmd runs the projector: the first device when the model offloads to local GPUs,
-        else the CPU (``runner._projector_on_gpu``: never an RPC worker)."""
-        if not self.options.num_gpu or any(name.startswith("RPC") for name in self.options.devices):
+        """Where libmtmd runs the projector: the first device that takes layers when it may leave the
+        CPU (``LoadOptions.projector_offloaded``), else the CPU."""
+        if not self.options.projector_offloaded:
             return CPU
         return next((s.name for s in self.shares[1:] if s.layers), CPU)
 

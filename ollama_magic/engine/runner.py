@@ -66,13 +66,6 @@ class _Call:
             self.future.set_exception(exc)
 
 
-def _projector_on_gpu(opts: LoadOptions) -> bool:
-    """libmtmd puts the projector on the first GPU-type device in ggml's registry, whatever the model's
-    device list: with an RPC worker among the model's devices that could be another, or a stopped,
-    worker (a stopped one aborts), so the projector then stays on the CPU."""
-    return opts.num_gpu != 0 and not any(name.startswith("RPC") for name in opts.devices)
-
-
 class Runner:
     """The owner-thread actor: loads ``model_path`` on its own thread and runs every later call there.
 
@@ -262,7 +255,7 @@ class Runner:
             if opts.projector:
                 try:
                     self.projector = Projector(Path(opts.projector), self.lctx, threads=threads,
-                                               use_gpu=_projector_on_gpu(opts))
+                                               use_gpu=opts.projector_offloaded)
                 except BaseException:
                     self.lctx.close()
                     self.lctx = None
