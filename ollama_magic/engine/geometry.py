@@ -21,9 +21,10 @@ import gguf
 from ..store.gguf_meta import tensor_nbytes
 
 KV_PAD = 256  # llama.cpp pads n_ctx, and the SWA cache, to 256 cells
-#: the cache types Ollama accepts (OLLAMA_KV_CACHE_TYPE), as ggml names them
-KV_TYPES = {"f16": gguf.GGMLQuantizationType.F16, "f32": gguf.GGMLQuantizationType.F32,
-            "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+#: the K/V cache types Ollama accepts (OLLAMA_KV_CACHE_TYPE), by ggml's names and type ids: the one
+#: table the planner sizes with and ``llama_context`` hands to llama.cpp
+KV_TYPES = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+            "q4_0": gguf.GGMLQuantizationType.Q4_0}
 #: llama.cpp's hard-coded sliding-window patterns (``hparams.set_swa_pattern(n)`` in llama-model.cpp:
 #: layer il is a window layer when il % n < n - 1) for architectures whose GGUF carries no per-layer array
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gemma3n": 5, "exaone4": 4}

@@ -23,6 +23,7 @@ import numpy as np
 from .. import envconfig
 from ..errors import EngineError
 from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
+from .geometry import KV_TYPES
 
 if TYPE_CHECKING:
     from .buffer_report import BufferReport
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 #: OLLAMA_FLASH_ATTENTION's three states as llama.cpp's ``flash_attn_type`` ("auto": llama-server's ``-fa auto``)
 FLASH_ATTN_TYPES = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
                     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
-#: OLLAMA_KV_CACHE_TYPE's names (Ollama's three) as ggml types, for both K and V as Ollama sets them
-KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+#: OLLAMA_KV_CACHE_TYPE's names (Ollama's three) as ggml type ids, for both K and V as Ollama sets them
+KV_CACHE_TYPES = {name: int(ggml_type) for name, ggml_type in KV_TYPES.items()}
 
 
 @functools.lru_cache(maxsize=1)
