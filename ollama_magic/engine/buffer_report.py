@@ -94,11 +94,10 @@ class BufferReport:
 
 
 @contextmanager
-def measured(forward: bool = True) -> Iterator[BufferReport]:
-    """The buffers of the loads run on this thread inside the block, filled in when it ends
-    (``forward=False``: llama.cpp's lines are read here only, not logged)."""
+def measured() -> Iterator[BufferReport]:
+    """The buffers of the loads run on this thread inside the block, filled in when it ends."""
     report = BufferReport()
-    with captured_lines(forward) as lines:
+    with captured_lines() as lines:
         try:
             yield report
         finally:
