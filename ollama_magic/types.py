@@ -223,3 +223,21 @@ class TokenizeResponse(WireModel):
 class DetokenizeResponse(WireModel):
     model: str
     content: str
+
+
+class ClassifyResponse(WireModel):
+    """``/api/classify`` and ``Engine.classify``: each choice's probability after the prompt."""
+
+    model: str
+    created_at: str
+    #: the most likely choice
+    label: str
+    #: each choice's probability among the choices, in the order given (they sum to 1)
+    probabilities: dict[str, float]
+    #: each choice's log probability as the model gives it (the sum over its tokens), not normalised
+    logprobs: dict[str, float]
+    #: of ``probabilities``, in nats: 0 when one choice is certain, ln(n) when all are equal
+    entropy: float
+    prompt_eval_count: int = 0
+    load_duration: int = 0
+    total_duration: int = 0

@@ -9,6 +9,19 @@ sequence with its own sampler chain, hand out its text, and retire finished or c
 Slots keep the tokens of their last sequence in the KV cache: a new job goes to the free slot whose
 cached tokens share the longest prefix with its prompt, so turn N of a chat only evaluates what is new.
 
+Shared prefixes: when another slot's cells (a running sequence's or a finished one's) share a longer
+prefix with a new job's prompt than the free slot's own do, the new sequence starts from those cells
+(``LlamaContext.share``: in the unified cache the cells are marked as its too, neither copied nor
+evaluated again). A job whose prompt shares at least ``MIN_SHARED_PREFIX`` tokens with a prompt still
+being read waits for that reading to pass them, so a column of rows behind one long instruction
+evaluates the instruction once, not once per slot.
+
+Choice jobs (``GenerationJob.choices``): after the prompt the decoder samples nothing; it feeds each
+label's tokens as if they had been generated and reads each one's log probability, so a label's numbers
+are those a generation of it would report. Every label's first token is read from the prompt's last
+row; the later tokens of each label are fed one per step, and the cells a label wrote are dropped
+before the next label starts from the prompt's end.
+
 Seeded jobs: llama.cpp's float results depend on the batch's make-up (which kernels run, where a
 sequence's cells lie in the shared cache), so a seeded job beside others would not give the text it
 gives alone. A seeded job therefore runs alone, on a cleared cache, evaluated from scratch: the same
@@ -127,6 +140,9 @@ class Slot:
     cached: list[int] = field(default_factory=list)
     last_used: float = 0.0
     sequence: "Sequence | None" = None
+    #: how many of its first cells other sequences may hold too (``Decoder._share_prefix``): a context
+    #: shift moves a cell's position for every sequence holding it, so it must not move these
+    shared: int = 0
 
 
 class Sequence:
@@ -153,6 +169,9 @@ class Sequence:
         self.start = time.perf_counter_ns()
         self.first = 0
         self.done_reason: str | None = None
+        #: a choice job's labels' log probabilities, token by token, and the label being fed now
+        self.scored: list[list[float]] = [[] for _ in job.choices]
+        self.label = -1
 
     def _emit(self, text: str, probs: list[TokenProb]) -> None:
         self.post(self.out, Token(text, probs))
@@ -176,12 +195,15 @@ class Sequence:
         return Finished(
             done_reason=self.done_reason or "stop", prompt_eval_count=len(self.tokens),
             prompt_eval_duration=max(1, first - self.start), eval_count=len(self.generated),
-            eval_duration=max(1, end - first), context=prompt + self.generated,
+            eval_duration=max(1, end - first), context=prompt + self.generated, scored=list(self.scored),
         )
 
 
 #: A cached cell whose KV no fresh evaluation would give (see ``Slot.cached``); never a token id.
 STALE = -1
+#: A queued job waits for a prompt being read that shares at least this many tokens with its own (see
+#: the module docstring): a shorter common start (a chat template's first tokens) is not worth a wait.
+MIN_SHARED_PREFIX = 32
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -206,6 +228,7 @@ class Decoder:
         self.waiting: deque[tuple[GenerationJob, queue.Queue[Any]]] = deque()
         self.on_admit = on_admit  # a job left the queue (admitted or dropped): for OLLAMA_MAX_QUEUE
         self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
+        self.prefix_tokens_shared = 0  # prompt tokens a sequence took from another slot's cells
         self.peak_active = 0  # most sequences decoded together so far
         self._turn = 0
         #: results of this step, put into their outputs when the step ends (see ``_post``)
@@ -250,6 +273,8 @@ class Decoder:
             free = [s for s in self.slots if s.sequence is None]
             if not free:
                 return
+            if not seeded and job.media is None and self._prefix_being_read(job, running):
+                return  # FIFO: it starts from those cells in a step or two (see the module docstring)
             self.waiting.popleft()
             self.on_admit()
             try:
@@ -266,6 +291,9 @@ class Decoder:
                                  f"holds (num_ctx {n_ctx}): send fewer or smaller images, or raise num_ctx")
         if len(tokens) >= n_ctx:  # the engine fits every prompt first (context_window.fit_prompt)
             raise EngineError(f"a prompt of {len(tokens)} tokens reached the decoder unfitted (num_ctx {n_ctx})")
+        if job.choices and (len(tokens) + max(map(len, job.choices)) > n_ctx or not all(job.choices)):
+            raise EngineError("a choice job's labels must be non-empty and fit the context after its prompt")
+        most = len(tokens) - 1  # at least one token left to evaluate, for fresh logits
         if seeded:
             self.lctx.clear()  # evaluated from scratch, alone: see the module docstring
             for s in self.slots:
@@ -273,13 +301,16 @@ class Decoder:
             slot, reuse = self.slots[0], 0
         else:
             slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
-            reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)  # one token left for fresh logits
+            reuse = min(common_prefix(slot.cached, tokens), most)
+            if media is None:
+                reuse = self._share_prefix(slot, tokens, reuse, most)
         if media is not None:
             reuse = media.reusable(reuse)
-        if not self.lctx.forget(slot.seq_id, reuse):
+        if not self.lctx.forget(slot.seq_id, reuse) or not self.lctx.reusable(slot.seq_id, reuse):
             self.lctx.forget(slot.seq_id, 0)
             reuse = 0
         slot.cached = slot.cached[:reuse]
+        slot.shared = min(slot.shared, reuse)
         sampler = self.sampler_factory(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
                                deferred=bool(job.grammar and job.trace_tags))
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
@@ -296,8 +327,37 @@ class Decoder:
             finally:
                 media.close()
         slot.sequence = seq
-        if limit == 0:
+        if limit == 0 and not job.choices:
             self._retire(seq, "length")
+
+    def _prefix_being_read(self, job: GenerationJob, running: list[Sequence]) -> bool:
+        """Whether a running sequence is still reading a prompt that shares at least
+        ``MIN_SHARED_PREFIX`` tokens with the job's, not all of those it could take in its cells yet
+        (the job should wait and share them)."""
+        most = len(job.tokens) - 1  # as in ``_start``
+        for seq in running:
+            if not seq.pending or seq.job.media is not None:
+                continue
+            shared = min(common_prefix(seq.tokens, job.tokens), most)
+            if shared >= MIN_SHARED_PREFIX and len(seq.slot.cached) < shared:
+                return True
+        return False
+
+    def _share_prefix(self, slot: Slot, tokens: list[int], reuse: int, most: int) -> int:
+        """Start ``slot`` from another slot's cells when they share more of ``tokens`` than its own:
+        -> the prompt tokens its sequence need not evaluate."""
+        donor = max((s for s in self.slots if s is not slot), key=lambda s: common_prefix(s.cached, tokens),
+                    default=None)
+        shared = min(common_prefix(donor.cached, tokens), most) if donor is not None else 0
+        if shared <= reuse or not self.lctx.reusable(donor.seq_id, shared):
+            return reuse
+        self.lctx.forget(slot.seq_id, 0)
+        self.lctx.share(donor.seq_id, slot.seq_id, shared)
+        slot.cached = donor.cached[:shared]
+        slot.shared = shared
+        donor.shared = max(donor.shared, shared)
+        self.prefix_tokens_shared += shared
+        return shared
 
     def _evaluate_media(self, seq: Sequence) -> None:
         """Evaluate an image request's parts now, alone, up to its last text part, which is left
@@ -405,6 +465,9 @@ class Decoder:
             seq.n_past += n
         for seq, row in outputs:
             try:
+                if seq.job.choices:
+                    self._score(seq, row)
+                    continue
                 self._advance(seq, row)
             except BaseException as exc:  # noqa: BLE001 - one sequence's failure ends that sequence only
                 if seq.slot.sequence is not seq:
@@ -477,6 +540,34 @@ class Decoder:
             return self._retire(seq, "length")
         seq.next_token = token
 
+    def _score(self, seq: Sequence, row: int) -> None:
+        """A choice job's step (see the module docstring): read batch row ``row`` for the label being
+        fed, or for every label's first token at the prompt's end; then feed the next label token."""
+        if seq.job.cancel.is_set():
+            return self._retire(seq, "stop")
+        labels = seq.job.choices
+        if not seq.first:
+            seq.first = time.perf_counter_ns()
+        if seq.label < 0:  # the prompt's last row
+            for scored, value in zip(seq.scored, self.lctx.logprobs(row, [label[0] for label in labels])):
+                scored.append(value)
+        else:
+            label = labels[seq.label]
+            seq.scored[seq.label].append(self.lctx.logprob(row, label[len(seq.scored[seq.label])]))
+        if seq.label >= 0 and len(seq.scored[seq.label]) < len(labels[seq.label]):
+            seq.next_token = labels[seq.label][len(seq.scored[seq.label]) - 1]
+            return
+        following = [i for i in range(seq.label + 1, len(labels)) if len(labels[i]) > 1]
+        if not following:
+            return self._retire(seq, "stop")
+        prompt_end = len(seq.tokens)
+        if seq.label >= 0:  # the cells the last label wrote go; the next one starts from the prompt's end
+            self.lctx.forget(seq.slot.seq_id, prompt_end)
+            seq.slot.cached = seq.slot.cached[:prompt_end]
+            seq.n_past = prompt_end
+        seq.label = following[0]
+        seq.next_token = labels[seq.label][0]
+
     def _room_for_next(self, seq: Sequence) -> bool:
         """Whether the sampled token can go into the sequence's slot, shifting its context if full."""
         if seq.n_past < seq.num_ctx:
@@ -484,7 +575,8 @@ class Decoder:
         if not seq.job.shift or seq.job.num_predict == -2:
             return False
         keep = min(seq.job.num_keep, seq.n_past)
-        discard = shift_discard(seq.n_past, keep)
+        # cells other sequences hold too are dropped from this one, never moved (see ``Slot.shared``)
+        discard = max(shift_discard(seq.n_past, keep), seq.slot.shared - keep)
         if discard < 1 or not self.lctx.shift(seq.slot.seq_id, keep, discard, seq.n_past):
             log.warning("cannot shift the context of a full sequence (keep %d of %d); stopping", keep, seq.n_past)
             return False

@@ -28,11 +28,12 @@ from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
-from ..types import (ChatMessage, ChatResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
+from ..types import (ChatMessage, ChatResponse, ClassifyResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
                      GenerateResponse, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse,
                      TokenizeResponse)
 from . import requests
 from .capabilities import capabilities, model_template
+from .choices import check_choices, distribution, label_tokens, score_labels
 from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
 from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending,  # noqa: F401 - CANCEL_SCOPE...: their old home
                        deliver, parsed, request_cancel_event, single)
@@ -413,6 +414,64 @@ class Engine:
         dropped[0] = fitted.dropped
         tokens = fitted.tokens if fitted.tokens is not None else runner.tokenize(fitted.text)
         return fit_prompt(tokens, window, _bos(runner))
+
+    def classify(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        *,
+        choices: Sequence[str],
+        messages: Sequence[Any] | None = None,
+        system: str | None = None,
+        raw: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        truncate: bool | None = None,
+        **_: Any,
+    ) -> ClassifyResponse:
+        """How likely the model finds each of ``choices`` as the reply to ``prompt`` (templated as
+        ``generate`` does, or as written with ``raw``) or to ``messages`` (as ``chat`` does): each
+        label's probability among them, from the logits, never sampled (see ``choices.py``). A thinking
+        model is asked not to think, so the label is its first word."""
+        labels = check_choices(choices)
+        if (prompt is None) == (messages is None):
+            raise InvalidRequest("classify needs a prompt or messages (one of them)")
+        start = time.perf_counter_ns()
+        req = self._prepare(model, options, keep_alive, stream=False, format=None, shift=False, truncate=truncate,
+                            logprobs=None, top_logprobs=None)
+        tmpl = self._template(req.record, None)
+        think = False if any(tmpl.thinking_tags) else None
+        if messages is not None:
+            msgs, pics, _tools, _grammar = self._chat_turn(req, [self._message(m) for m in messages], None, None)
+            if pics:
+                raise InvalidRequest("classify takes text only: send the messages without images")
+
+            def render(kept: list[dict[str, Any]]) -> str:
+                return tmpl.render_chat(kept, None, think=think)
+
+            tokens = partial(self._chat_tokens, msgs=msgs, render=render, text=render(msgs), pics=[], opts=req.opts,
+                             truncate=truncate, dropped=[0])
+        else:
+            self._require(req.record, "completion", "generate")
+            text = prompt if raw else tmpl.render_generate(
+                prompt, system if system is not None else (req.record.system or ""), think=think)
+            tokens = partial(self._generate_tokens, text=text, pics=[], earlier=None, opts=req.opts, truncate=truncate)
+        entry, load_ns = self._acquire(req.record, req.opts, embedding=False)
+        try:
+            runner = entry.runner
+            context = tokens(runner)
+            label_ids = label_tokens(lambda label: runner.tokenize(label, add_bos=False), labels, context,
+                                     runner.n_ctx)
+            totals = score_labels(runner.stream, context, label_ids)
+        finally:
+            self.scheduler.release(entry, req.keep)
+        probabilities, entropy = distribution(totals)
+        best = max(range(len(labels)), key=lambda i: totals[i])
+        return ClassifyResponse(
+            model=model, created_at=now_rfc3339(), label=labels[best],
+            probabilities=dict(zip(labels, probabilities)), logprobs=dict(zip(labels, totals)), entropy=entropy,
+            prompt_eval_count=len(context), load_duration=load_ns, total_duration=time.perf_counter_ns() - start,
+        )
 
     def fit_context(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
                     think: bool | str | None = None, options: Mapping[str, Any] | None = None,

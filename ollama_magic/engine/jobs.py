@@ -118,6 +118,9 @@ class GenerationJob:
     #: a prompt with images (``vision.MediaPrompt``): ``tokens`` is then its flat list, image
     #: positions included, and the decoder evaluates its image parts when the job gets a slot
     media: Any = None
+    #: labels (token lists) to score after the prompt instead of generating: the decoder feeds each as
+    #: if generated and reports its tokens' log probabilities (``Finished.scored``), sampling nothing
+    choices: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass
@@ -135,3 +138,5 @@ class Finished:
     eval_count: int
     eval_duration: int
     context: list[int]
+    #: a choice job's labels' token log probabilities, label by label (see ``GenerationJob.choices``)
+    scored: list[list[float]] = field(default_factory=list)

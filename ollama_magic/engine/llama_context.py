@@ -24,6 +24,7 @@ from .. import envconfig
 from ..errors import EngineError
 from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
 from .geometry import KV_TYPES
+from .logprobs import token_logprob
 
 if TYPE_CHECKING:
     from .buffer_report import BufferReport
@@ -202,6 +203,8 @@ class LlamaContext:
         self.shape = shape
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        #: the sliding window of the model's SWA layers (0: none), for ``reusable``
+        self.n_swa = llama_cpp.llama_model_n_swa(self.model)
         # What llama.cpp settled on (it caps n_batch at n_ctx): one decode never takes more entries, and
         # a non-causal (embedding) context needs the whole of it in one micro-batch.
         self.n_batch = min(llama_cpp.llama_n_batch(self.ctx), llama_cpp.llama_n_ubatch(self.ctx))
@@ -279,9 +282,34 @@ class LlamaContext:
         batch.n_tokens = len(entries)
         return llama_cpp.llama_decode(self.ctx, batch)
 
+    def logprob(self, row: int, token: int) -> float:
+        """``token``'s log probability on batch row ``row`` of the last decode."""
+        return token_logprob(self.ctx, row, self.n_vocab, [token])[0]
+
+    def logprobs(self, row: int, tokens: list[int]) -> list[float]:
+        """Each of ``tokens``' log probability on batch row ``row`` of the last decode."""
+        return token_logprob(self.ctx, row, self.n_vocab, tokens)
+
     def forget(self, seq: int, start: int = 0) -> bool:
         """Drop a sequence's cells from ``start`` on (False: the model cannot cut a sequence there)."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1))
+
+    def share(self, source: int, target: int, count: int) -> None:
+        """Give sequence ``target`` the cells of ``source``'s first ``count`` positions (``target``
+        holds none). In the unified cache this only marks the cells as the target's too: no data is
+        copied and no cell is used twice, and a shared cell is never overwritten by a sliding window."""
+        llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, count)
+
+    def reusable(self, seq: int, count: int) -> bool:
+        """Whether a sequence's cells before position ``count`` still give what evaluating them would.
+
+        A sliding-window cache overwrites a sequence's cells that its newest position no longer sees
+        (llama.cpp's ``find_slot``) and then drops every older cell of it, so the cells of a prefix
+        that went on for a while may lack the start of the window position ``count`` needs. The check
+        is llama-server's (its ``pos_min`` test before it reuses a slot's cache)."""
+        if self.n_swa <= 0 or count <= 0:
+            return True
+        return llama_cpp.llama_memory_seq_pos_min(self.memory, seq) <= max(0, count - self.n_swa)
 
     def shift(self, seq: int, keep: int, discard: int, n_past: int) -> bool:
         """Context shift: drop positions [keep, keep+discard) of a sequence and move the cells after

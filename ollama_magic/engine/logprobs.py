@@ -63,8 +63,7 @@ def row_logprobs(ctx: llama_cpp.llama_context_p, row: int, n_vocab: int, token: 
     ``piece`` renders the chosen token as the reply's text does; ``alt_piece`` renders alternatives
     (special tokens by their names, so an end-of-turn shows as such)."""
     logits = logits_row(ctx, row, n_vocab)
-    peak = float(logits.max())
-    log_total = peak + float(np.log(np.exp(logits - peak, dtype=np.float64).sum()))
+    log_total = _log_total(logits)
     raw = piece(token)
     prob = TokenProb(text=_text(raw), logprob=float(logits[token]) - log_total, raw=raw)
     if top > 0:
@@ -74,6 +73,20 @@ def row_logprobs(ctx: llama_cpp.llama_context_p, row: int, n_vocab: int, token: 
             alt = alt_piece(t)
             prob.top.append((_text(alt), float(logits[t]) - log_total, alt))
     return prob
+
+
+def token_logprob(ctx: llama_cpp.llama_context_p, row: int, n_vocab: int, tokens: list[int]) -> list[float]:
+    """Each of ``tokens``' log-softmax on batch row ``row`` of the last decode: the value
+    ``row_logprobs`` reports for it, for scoring given labels instead of a sampled token."""
+    logits = logits_row(ctx, row, n_vocab)
+    log_total = _log_total(logits)
+    return [float(logits[token]) - log_total for token in tokens]
+
+
+def _log_total(logits: np.ndarray) -> float:
+    """log(sum(exp(logits))), in float64 and shifted by the peak so that no exp overflows."""
+    peak = float(logits.max())
+    return peak + float(np.log(np.exp(logits - peak, dtype=np.float64).sum()))
 
 
 def _text(raw: bytes) -> str:

@@ -25,6 +25,7 @@ class FakeContext:
         self.vocab, self.n_vocab, self.ctx = None, 100, object()
         self.batches: list[list[tuple[int, int, int, bool]]] = []  # every decode's entries
         self.forgotten: list[tuple[int, int]] = []
+        self.shared: list[tuple[int, int, int]] = []  # every share(source, target, count)
         self.kv_slots: int | None = None  # decode answers 1 ("no KV slot") above this many entries
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
@@ -38,6 +39,19 @@ class FakeContext:
     def forget(self, seq: int, start: int = 0) -> bool:
         self.forgotten.append((seq, start))
         return True
+
+    def reusable(self, seq: int, count: int) -> bool:
+        return True
+
+    def share(self, source: int, target: int, count: int) -> None:
+        self.shared.append((source, target, count))
+
+    def logprob(self, row: int, token: int) -> float:
+        """-(the batch row + the token / 100): which row a score was read from shows in its value."""
+        return -(row + token / 100)
+
+    def logprobs(self, row: int, tokens: list[int]) -> list[float]:
+        return [self.logprob(row, token) for token in tokens]
 
     def piece(self, token: int, special: bool = False) -> bytes:
         return bytes([ord("a") + token % 26])
@@ -250,3 +264,59 @@ def test_a_steps_tokens_reach_their_outputs_when_the_step_ends() -> None:
     assert [j.output.qsize() for j in jobs] == [1, 1]
     run(decoder)
     assert [results(j)[0] for j in jobs] == ["bcd", "bcd"]
+
+
+# ---- shared prefixes and scoring ---------------------------------------------------------------
+
+PREFIX = list(range(1, 41))  # 40 tokens: more than MIN_SHARED_PREFIX
+
+
+def test_rows_behind_one_long_prefix_evaluate_it_once_not_once_per_slot() -> None:
+    lctx = FakeContext(parallel=4, n_batch=16, num_ctx=128)
+    rows = [job(PREFIX + [50 + i, 60 + i], n=2) for i in range(4)]
+    run(make(lctx), *rows)
+    fed = [(token, pos) for batch in lctx.batches for token, pos, _seq, _ in batch if pos < len(PREFIX)]
+    assert sorted(fed) == sorted((t, p) for p, t in enumerate(PREFIX))  # each prefix position fed once
+    assert [(src, count) for src, _dst, count in lctx.shared] == [(0, 40)] * 3
+    for j in rows:
+        fin = results(j)[1]
+        assert isinstance(fin, Finished) and fin.prompt_eval_count == 42
+
+
+def test_a_short_common_prefix_is_not_waited_for() -> None:
+    lctx = FakeContext(parallel=2, n_batch=4, num_ctx=64)
+    a, b = job([1, 2, 3, 4, 5, 6, 7, 8], n=1), job([1, 2, 3, 9, 9, 9], n=1)
+    run(make(lctx), a, b)
+    assert {seq for _t, _p, seq, _ in lctx.batches[0]} == {0, 1}  # both read in the first step
+    assert lctx.shared == []
+
+
+def test_a_choice_job_reads_every_first_token_at_the_prompt_end_and_feeds_longer_labels() -> None:
+    lctx = FakeContext(parallel=1, n_batch=8, num_ctx=64)
+    scored = job([5, 6, 7], n=0, choices=((8,), (9, 10, 11), (12, 13)))
+    run(make(lctx), scored)
+    text, fin = results(scored)
+    assert text == "" and isinstance(fin, Finished) and fin.eval_count == 0
+    # the prompt, then label 2's tokens one per step, then label 3's from the prompt's end again
+    assert [[(t, p) for t, p, _s, _w in batch] for batch in lctx.batches] == [
+        [(5, 0), (6, 1), (7, 2)], [(9, 3)], [(10, 4)], [(12, 3)]]
+    assert (0, 3) in lctx.forgotten  # label 2's cells went before label 3 started
+    # FakeContext.logprob is -(row + token / 100): the prompt's row is 2, every later step's row 0
+    assert fin.scored == [[-2.08], [-2.09, -0.10, -0.11], [-2.12, -0.13]]
+
+
+def test_labels_after_a_long_prompt_read_it_once() -> None:
+    lctx = FakeContext(parallel=2, n_batch=64, num_ctx=128)
+    first = job(PREFIX, n=0, choices=((70,), (71, 72)))
+    second = job(PREFIX + [41], n=0, choices=((70,), (73,)))
+    run(make(lctx), first, second)
+    assert sum(len(batch) for batch in lctx.batches) == 40 + 1 + 1  # the prompt, label 2's second token, token 41
+    assert [len(scored) for scored in results(first)[1].scored] == [1, 2]
+    assert [len(scored) for scored in results(second)[1].scored] == [1, 1]
+
+
+def test_a_choice_job_whose_labels_do_not_fit_is_refused() -> None:
+    lctx = FakeContext(parallel=1, num_ctx=8)
+    bad = job([5, 6, 7, 8, 9, 10], choices=((1, 2, 3),))
+    run(make(lctx), bad)
+    assert isinstance(results(bad)[1], EngineError)
