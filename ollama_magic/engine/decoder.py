@@ -217,6 +217,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Decoder:
     """The step loop's state: slots, waiting jobs, and the owned llama.cpp context."""
 
+    #: start sequences from other slots' cells (see the module docstring); off only to measure it
+    share_prefixes = True
+
     def __init__(self, lctx: LlamaContext, on_admit: Callable[[], None], projector: Any = None,
                  sampler_factory: Callable[..., SamplerChain] = SamplerChain) -> None:
         self.lctx = lctx
@@ -273,7 +276,7 @@ class Decoder:
             free = [s for s in self.slots if s.sequence is None]
             if not free:
                 return
-            if not seeded and job.media is None and self._prefix_being_read(job, running):
+            if not seeded and job.media is None and self.share_prefixes and self._prefix_being_read(job, running):
                 return  # FIFO: it starts from those cells in a step or two (see the module docstring)
             self.waiting.popleft()
             self.on_admit()
@@ -302,7 +305,7 @@ class Decoder:
         else:
             slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
             reuse = min(common_prefix(slot.cached, tokens), most)
-            if media is None:
+            if media is None and self.share_prefixes:
                 reuse = self._share_prefix(slot, tokens, reuse, most)
         if media is not None:
             reuse = media.reusable(reuse)
