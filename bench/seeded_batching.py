@@ -26,7 +26,7 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -50,7 +50,7 @@ class Rule:
     name: str
     unified: bool = True
     flash_attn: str = "auto"
-    prompt: str = "whole"  # "whole" or "1"
+    prompt: str = "whole"  # "whole", "1" or "own"
     pad: bool = False
 
 
@@ -63,6 +63,9 @@ RULES = (
     Rule("pad slots + prompt 1/step, fa off", flash_attn="off", prompt="1", pad=True),
     Rule("streams + pad + prompt 1/step", unified=False, prompt="1", pad=True),
     Rule("streams + pad + prompt 1/step, fa off", unified=False, flash_attn="off", prompt="1", pad=True),
+    Rule("pad slots + prompt own decode", prompt="own", pad=True),
+    Rule("streams + pad + prompt own decode", unified=False, prompt="own", pad=True),
+    Rule("streams + pad + prompt own decode, fa off", unified=False, flash_attn="off", prompt="own", pad=True),
 )
 
 
@@ -91,7 +94,7 @@ class Seq:
     generated: int = 0
 
     @classmethod
-    def new(cls, slot: int, prompt: list[int], start: int, n_gen: int) -> "Seq":
+    def new(cls, slot: int, prompt: list[int], start: int, n_gen: int) -> Seq:
         return cls(slot, prompt, start, n_gen, list(prompt))
 
 
@@ -120,6 +123,13 @@ def run(lctx: RuleContext, rule: Rule, target: list[int], others: list[list[int]
             lctx.forget(s.slot, 0)
             running.append(s)
         running.sort(key=lambda s: s.slot)  # the engine's order: decoding tokens by slot, then prompt chunks
+        if rule.prompt == "own":  # each new prompt in a llama_decode of its own, then one token per step
+            for s in running:
+                if s.next_token is None and s.pending:
+                    take(lctx, out, s, tgt, [(t, k, s.slot, k == len(s.pending) - 1) for k, t in enumerate(s.pending)])
+                    s.n_past, s.pending = len(s.prompt), []
+            if tgt.generated >= steps:
+                break
         entries, rows = [], []
         for s in running:
             if s.next_token is not None:
@@ -177,6 +187,20 @@ def run(lctx: RuleContext, rule: Rule, target: list[int], others: list[list[int]
     return out
 
 
+def take(lctx: RuleContext, out: Run, s: Seq, tgt: Seq, entries: list[tuple[int, int, int, bool]]) -> None:
+    """Decode one sequence's prompt alone and pick its first token."""
+    t0 = time.perf_counter()
+    assert lctx.decode(entries) == 0
+    out.decode_s.append(time.perf_counter() - t0)
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx.ctx, len(entries) - 1), shape=(lctx.n_vocab,))
+    token = int(np.argmax(logits))
+    if s is tgt:
+        out.logits.append(logits.copy())
+        out.tokens.append(token)
+    s.generated += 1
+    s.next_token = token
+
+
 def compare(alone: Run, beside: Run) -> tuple[bool, int | None, float]:
     """(all rows bit-identical, first differing step, max |diff| over the rows before tokens diverge)."""
     first = next((i for i, (a, b) in enumerate(zip(alone.logits, beside.logits)) if not np.array_equal(a, b)), None)
@@ -186,64 +210,93 @@ def compare(alone: Run, beside: Run) -> tuple[bool, int | None, float]:
     return first is None, first, max_diff
 
 
-def measure(path: Path, rule: Rule, steps: int, repeats: int, threads: int) -> dict:
+PROMPTS = ("Tell me a story about a lighthouse keeper and the storm that changed everything.",  # the target
+           "Hi.",
+           ("Describe, in great detail and with many examples, the history of the city of Lyon, its bridges, "
+            "its silk workers, its food and its two rivers."),
+           "List ten prime numbers and explain why each is prime.",
+           "Write a haiku about autumn.",
+           "Explain how a refrigerator works, step by step, for a curious ten year old child.")
+
+
+@dataclass
+class Result:
+    """One rule on one model: the first round's comparison, and every round's times."""
+
+    identical: bool = False
+    first: int | None = None
+    max_diff: float = 0.0
+    tokens_same: bool = False
+    repeatable: bool = True
+    first_beside: Run | None = None
+    alone_s: list[float] = field(default_factory=list)  # the target alone: every decode, summed
+    run_s: list[float] = field(default_factory=list)  # the batched run: every decode, summed
+    step_s: list[float] = field(default_factory=list)  # the batched run: median 4-sequence step
+
+
+def measure_round(path: Path, rule: Rule, steps: int, threads: int, result: Result) -> None:
+    """One load of the model under ``rule``: the target alone, then beside its neighbours."""
     shape = ContextShape(num_ctx=512, parallel=PARALLEL, num_batch=512, threads=threads, num_gpu=0,
                          use_mmap=True, flash_attn=rule.flash_attn)
     lctx = RuleContext(path, shape, rule.unified)
     try:
-        tok = lambda s: lctx.tokenize(s.encode(), add_bos=True)  # noqa: E731
-        target = tok("Tell me a story about a lighthouse keeper and the storm that changed everything.")
-        others = [tok("Hi."),
-                  tok("Describe, in great detail and with many examples, the history of the city of Lyon, "
-                      "its bridges, its silk workers, its food and its two rivers."),
-                  tok("List ten prime numbers and explain why each is prime."),
-                  tok("Write a haiku about autumn."),
-                  tok("Explain how a refrigerator works, step by step, for a curious ten year old child.")]
+        target, *others = [lctx.tokenize(p.encode(), add_bos=True) for p in PROMPTS]
         alone = run(lctx, rule, target, others, steps, beside=False)
-        beside = [run(lctx, rule, target, others, steps, beside=True) for _ in range(repeats)]
+        beside = run(lctx, rule, target, others, steps, beside=True)
     finally:
         lctx.close()
-    identical, first, max_diff = compare(alone, beside[0])
-    stable = all(compare(beside[0], b)[0] for b in beside[1:])
-    return {"identical": identical, "first": first, "max_diff": max_diff, "stable": stable,
-            "tokens_same": alone.tokens == beside[0].tokens,
-            "run_s": [sum(b.decode_s) for b in beside],
-            "step_s": [statistics.median(b.full_steps_s) if b.full_steps_s else float("nan") for b in beside]}
+    if result.first_beside is None:
+        result.identical, result.first, result.max_diff = compare(alone, beside)
+        result.tokens_same = alone.tokens == beside.tokens
+        result.first_beside = beside
+    else:
+        result.repeatable &= compare(result.first_beside, beside)[0]
+    result.alone_s.append(sum(alone.decode_s))
+    result.run_s.append(sum(beside.decode_s))
+    result.step_s.append(statistics.median(beside.full_steps_s) if beside.full_steps_s else float("nan"))
 
 
 def spread(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1e3:.1f} ms ({min(values) * 1e3:.1f}-{max(values) * 1e3:.1f})"
+    return f"{statistics.median(values) * 1e3:.0f} ({min(values) * 1e3:.0f}-{max(values) * 1e3:.0f})"
+
+
+def table(model: str, rules: list[Rule], results: list[Result]) -> None:
+    base = results[0]
+    print(f"\n{model}: times in ms, median (min-max) over rounds; ratios against the first rule's medians")
+    print(f"{'rule':42} {'identical':9} {'1st diff':8} {'max|diff|':9} {'tokens':6} {'repeat':6} "
+          f"{'batched run':18} {'ratio':5} {'4-seq step':14} {'ratio':5} {'alone run':18} {'ratio':5}")
+    for rule, r in zip(rules, results):
+        ratio = {k: statistics.median(getattr(r, k)) / statistics.median(getattr(base, k))
+                 for k in ("run_s", "step_s", "alone_s")}
+        print(f"{rule.name:42} {'yes' if r.identical else 'no':9} {'-' if r.first is None else r.first:<8} "
+              f"{r.max_diff:<9.3g} {'same' if r.tokens_same else 'differ':6} {'yes' if r.repeatable else 'no':6} "
+              f"{spread(r.run_s):18} {ratio['run_s']:<5.2f} {spread(r.step_s):14} {ratio['step_s']:<5.2f} "
+              f"{spread(r.alone_s):18} {ratio['alone_s']:<5.2f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every rule (times interleave)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--partial", action="store_true", help="print the table after every round too")
     parser.add_argument("--rules", default="", help="comma-separated rule numbers (1-based); default all")
     args = parser.parse_args()
     rules = [RULES[int(i) - 1] for i in args.rules.split(",")] if args.rules else list(RULES)
     models = args.models.split(",")
-    print(f"load before: {os.getloadavg()[0]:.2f}; {args.steps} greedy steps, {args.threads} threads, "
-          f"{args.repeats} batched repeats", flush=True)
+    print(f"{args.steps} greedy steps, {args.threads} threads, {args.rounds} rounds", flush=True)
     with engine_with(*models) as engine:
         for model in models:
             path = engine.store.resolve(model).model_path
-            base = None
-            print(f"\n{model}")
-            print(f"{'rule':40} {'identical':9} {'1st diff':8} {'max|diff|':9} {'tokens':6} {'repeatable':10} "
-                  f"{'run (batched)':24} {'ratio':5} {'4-seq step':22} {'ratio':5}")
-            for rule in rules:
-                r = measure(path, rule, args.steps, args.repeats, args.threads)
-                run_m, step_m = statistics.median(r["run_s"]), statistics.median(r["step_s"])
-                if base is None:
-                    base = (run_m, step_m)
-                print(f"{rule.name:40} {'yes' if r['identical'] else 'no':9} "
-                      f"{'-' if r['first'] is None else r['first']:<8} {r['max_diff']:<9.3g} "
-                      f"{'same' if r['tokens_same'] else 'differ':6} {'yes' if r['stable'] else 'no':10} "
-                      f"{spread(r['run_s']):24} {run_m / base[0]:<5.2f} {spread(r['step_s']):22} "
-                      f"{step_m / base[1]:<5.2f}", flush=True)
+            results = [Result() for _ in rules]
+            for i in range(args.rounds):
+                print(f"{model} round {i + 1}: load {os.getloadavg()[0]:.2f}", flush=True)
+                for rule, result in zip(rules, results):
+                    measure_round(path, rule, args.steps, args.threads, result)
+                if i < args.rounds - 1 and args.partial:
+                    table(f"{model} (after round {i + 1})", rules, results)
+            table(model, rules, results)
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
 
 
