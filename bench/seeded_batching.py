@@ -55,6 +55,7 @@ class Rule:
     flash_attn: str = "auto"
     prompt: str = "whole"  # "whole", "1" or "own"
     pad: bool = False
+    ubatch: int = 0  # n_ubatch when set: at most this many tokens per micro-batch (0: n_batch, today)
 
 
 RULES = (
@@ -69,19 +70,27 @@ RULES = (
     Rule("pad slots + prompt own decode", prompt="own", pad=True),
     Rule("streams + pad + prompt own decode", unified=False, prompt="own", pad=True),
     Rule("streams + pad + prompt own decode, fa off", unified=False, flash_attn="off", prompt="own", pad=True),
+    Rule("streams, micro-batches of <= 3", unified=False, ubatch=3),
 )
 
 
 class RuleContext(LlamaContext):
     """Our context with its KV cache unified or split into one stream per sequence."""
 
-    def __init__(self, path: Path, shape: ContextShape, unified: bool) -> None:
+    def __init__(self, path: Path, shape: ContextShape, unified: bool, ubatch: int = 0) -> None:
         self._unified = unified
+        self._ubatch = ubatch
         super().__init__(path, shape)
+        if ubatch:  # LlamaContext sizes its batch by n_ubatch (embeddings need it); a decode may hold n_batch
+            llama_cpp.llama_batch_free(self.batch)
+            self.n_batch = llama_cpp.llama_n_batch(self.ctx)
+            self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
 
     def context_params(self, shape: ContextShape) -> llama_cpp.llama_context_params:
         cparams = super().context_params(shape)
         cparams.kv_unified = self._unified
+        if self._ubatch:
+            cparams.n_ubatch = self._ubatch
         return cparams
 
 
@@ -241,7 +250,7 @@ def measure_round(path: Path, rule: Rule, steps: int, threads: int, result: Resu
     """One load of the model under ``rule``: the target alone, then beside its neighbours."""
     shape = ContextShape(num_ctx=512, parallel=PARALLEL, num_batch=512, threads=threads, num_gpu=0,
                          use_mmap=True, flash_attn=rule.flash_attn)
-    lctx = RuleContext(path, shape, rule.unified)
+    lctx = RuleContext(path, shape, rule.unified, rule.ubatch)
     try:
         target, *others = [lctx.tokenize(p.encode(), add_bos=True) for p in PROMPTS]
         alone = run(lctx, rule, target, others, steps, beside=False)
