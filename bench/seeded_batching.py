@@ -17,7 +17,7 @@ the engine, not of the neighbours):
 
 Cost: the wall time of the whole batched run (every decode, same tokens generated) and the median time
 of one decode step once all 4 sequences decode, each relative to today's rule, medians over
-``--repeats`` runs with their spread. Greedy on both embedded chat models, ``--threads`` threads.
+``--rounds`` rounds (the rules interleaved) with their spread. Greedy on both embedded chat models, ``--threads`` threads.
 """
 
 from __future__ import annotations
