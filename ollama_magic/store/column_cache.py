@@ -123,21 +123,33 @@ def model_identity(backend: Any, model: str) -> str | None:
     ``url:<server>|<model>`` where it has a URL but no digest (an OpenAI-compatible server: a model
     replaced there under the same name is not noticed; ``--refresh`` asks again). None when neither
     is known (a wrapper around a backend): then nothing is cached. Listing loads no model."""
-    wanted = _normal(model)
-    lister = getattr(backend, "list", None)
-    if callable(lister):
+    digest = _listed_digest(backend, model)
+    if digest is None and callable(getattr(backend, "show", None)):
         try:
-            for entry in _listed(lister()):
-                name = _field(entry, "model") or _field(entry, "name")
-                if name and _normal(name) == wanted:
-                    digest = _field(entry, "digest")
-                    if digest:
-                        return f"digest:{digest}"
-                    break
-        except Exception as exc:  # noqa: BLE001 - a listing that fails must not fail the column
-            log.debug("cannot list models for the cache key: %s", exc)
+            backend.show(model)  # the engine registers an embedded default model on first use
+        except Exception as exc:  # noqa: BLE001 - not found here: the row's own request says so
+            log.debug("cannot show %s for the cache key: %s", model, exc)
+        else:
+            digest = _listed_digest(backend, model)
+    if digest:
+        return f"digest:{digest}"
     host = getattr(backend, "host", None)
     return f"url:{host}|{model}" if isinstance(host, str) and host else None
+
+
+def _listed_digest(backend: Any, model: str) -> str | None:
+    lister = getattr(backend, "list", None)
+    if not callable(lister):
+        return None
+    wanted = normal_name(model)
+    try:
+        for entry in _listed(lister()):
+            name = _field(entry, "model") or _field(entry, "name")
+            if name and normal_name(name) == wanted:
+                return _field(entry, "digest") or None
+    except Exception as exc:  # noqa: BLE001 - a listing that fails must not fail the column
+        log.debug("cannot list models for the cache key: %s", exc)
+    return None
 
 
 def _listed(response: Any) -> list[Any]:
@@ -149,7 +161,8 @@ def _field(entry: Any, name: str) -> Any:
     return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
 
 
-def _normal(name: str) -> str:
+def normal_name(name: str) -> str:
+    """How the cache names a model (`gemma3` -> `gemma3:latest`), so `clear gemma3` finds its entries."""
     from ..names import normalize
 
     try:
@@ -359,4 +372,4 @@ def open_cache(path: Path | str | None = None) -> ColumnCache | None:
 
 
 __all__ = ["PLACEMENT_OPTIONS", "ColumnCache", "cache_key", "chat_key", "default_path", "embed_key", "keyed_options",
-           "model_identity", "open_cache"]
+           "model_identity", "normal_name", "open_cache"]
