@@ -28,6 +28,7 @@ def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path_factory.mktemp("default-root")))
     monkeypatch.setenv("OLLAMA_MAGIC_CONVERSATIONS", str(tmp_path_factory.mktemp("conversations")))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.delenv("OLLAMA_MAGIC_CACHE", raising=False)  # the column cache: under XDG_DATA_HOME above
 
 
 @pytest.fixture
