@@ -125,3 +125,18 @@ def test_the_file_lives_under_the_data_dir_unless_ollama_magic_cache_says(tmp_pa
     assert default_path() == tmp_path / "xdg" / "ollama-magic" / "column-cache.sqlite"
     monkeypatch.setenv("OLLAMA_MAGIC_CACHE", str(tmp_path / "elsewhere.sqlite"))
     assert default_path() == tmp_path / "elsewhere.sqlite"
+
+
+def test_the_cli_shows_and_clears_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from ollama_magic.cli import main
+
+    monkeypatch.setenv("OLLAMA_MAGIC_CACHE", str(tmp_path / "c.sqlite"))
+    with ColumnCache() as cache:
+        cache.put("a", "gemma3:270m", "1")
+        cache.count("gemma3:270m", hits=4, misses=1)
+    assert main(["--models", str(tmp_path / "m"), "cache"]) == 0
+    out = capsys.readouterr().out
+    assert "gemma3:270m" in out and "HITS" in out and str(tmp_path / "c.sqlite") in out
+    assert main(["--models", str(tmp_path / "m"), "cache", "clear", "gemma3:270m"]) == 0
+    assert "removed 1 cached entries of gemma3:270m" in capsys.readouterr().out
