@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 SCRIPTS = ["engine_decode.py", "http_stream.py", "embed_frame.py", "concurrency.py", "memory.py", "chat_over.py",
-           "registry_pull.py", "logprobs_cost.py", "kv_cache.py", "plan_accuracy.py", "step_host.py",
-           "seeded_batching.py"]
+           "column_cache.py", "registry_pull.py", "logprobs_cost.py", "kv_cache.py", "plan_accuracy.py", "step_host.py",
+           "seeded_batching.py", "prefix_share.py"]
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))  # the scripts import their sibling _models.py

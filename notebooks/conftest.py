@@ -1,5 +1,5 @@
 """The notebooks run (under nbval) against a throwaway model store and conversation directory, so a
-test run never touches the user's own models or chats. The kernel inherits this environment."""
+test run never touches the user's own models, chats or column cache. The kernel inherits this environment."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def pytest_configure(config) -> None:  # noqa: ANN001
     _ROOT.append(root)
     os.environ["OLLAMA_MODELS"] = os.path.join(root, "models")
     os.environ["OLLAMA_MAGIC_CONVERSATIONS"] = os.path.join(root, "conversations")
+    os.environ["OLLAMA_MAGIC_CACHE"] = os.path.join(root, "column-cache.sqlite")
 
 
 def pytest_unconfigure(config) -> None:  # noqa: ANN001

@@ -19,7 +19,7 @@ from ._version import __version__
 from .defaults import DEFAULT_CHAT_MODEL, EMBEDDED_MODELS, register_if_default, register_on_first_use, setup_models
 from .engine.capabilities import capabilities
 from .errors import InvalidModelName, InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
-from .formatting import EMPTY_STORE_HINT, PS_HEADER, ProgressBars, byte_progress, gpu_offload, model_rows, ps_rows, show_sections, table
+from .formatting import EMPTY_STORE_HINT, PS_HEADER, ProgressBars, byte_progress, gpu_offload, human_bytes, model_rows, ps_rows, show_sections, table
 from .hosts import env_host, ollama_host
 from .names import ModelName
 from .store import ModelStore
@@ -132,6 +132,20 @@ def cmd_stop(store: ModelStore, args: argparse.Namespace) -> None:
         _server_client().generate(model=args.name, keep_alive=0)
     except (httpx.HTTPError, ConnectionError) as exc:
         raise _server_unreachable(exc) from None
+
+
+def cmd_cache(store: ModelStore, args: argparse.Namespace) -> None:
+    """The column cache that ``%chat --over`` and ``%embed`` share (``%ollama cache`` in a notebook)."""
+    from .store.column_cache import ColumnCache, normal_name
+
+    with ColumnCache() as cache:
+        if args.action == "clear":
+            model = normal_name(args.model) if args.model else None
+            print(f"removed {cache.clear(model)} cached entries" + (f" of {model}" if model else ""))
+            return
+        frame = cache.stats()
+        print(f"{cache.path}: {human_bytes(cache.total_bytes())} of {human_bytes(cache.max_bytes)}")
+        print(table(frame.astype(str).values.tolist(), [c.upper() for c in frame.columns]))
 
 
 def cmd_run(store: ModelStore, args: argparse.Namespace) -> None:
@@ -318,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("--with-cpu", action="store_true", help="serve the CPU beside the GPUs (without GPUs it is served anyway)")
     rpc.add_argument("--cache", metavar="DIR", help="keep received weights here, so a reload does not resend them")
     rpc.set_defaults(func=cmd_rpc_server)
+
+    cache = sub.add_parser("cache", help="the column cache of %%chat --over and %%embed: per model; or clear it")
+    cache.add_argument("action", nargs="?", choices=["clear"])
+    cache.add_argument("model", nargs="?", help="with clear: only this model's entries")
+    cache.set_defaults(func=cmd_cache)
 
     setup = sub.add_parser("setup", help="register the embedded default models (idempotent)")
     setup.add_argument("names", nargs="*", help=f"default: {', '.join(EMBEDDED_MODELS)}; also: "

@@ -23,11 +23,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+_CACHE_DIRS: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Module- and session-scoped fixtures run before the autouse one below: their ``--over`` and
+    ``%embed`` calls must not fill the user's column cache either."""
+    import os
+    import tempfile
+
+    _CACHE_DIRS.append(tempfile.mkdtemp(prefix="ollama-magic-tests-"))
+    os.environ["OLLAMA_MAGIC_CACHE"] = os.path.join(_CACHE_DIRS[-1], "cache.sqlite")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    for directory in _CACHE_DIRS:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path_factory.mktemp("default-root")))
     monkeypatch.setenv("OLLAMA_MAGIC_CONVERSATIONS", str(tmp_path_factory.mktemp("conversations")))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.setenv("OLLAMA_MAGIC_CACHE", str(tmp_path_factory.mktemp("column-cache") / "cache.sqlite"))
 
 
 @pytest.fixture

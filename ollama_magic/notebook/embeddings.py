@@ -12,13 +12,17 @@ Frames come in two shapes, both indexed like the input texts so they join back o
   what scikit-learn and plotting code want.
 
 ``frame.attrs["model"]`` records the model, so :func:`search` embeds a query with the same one.
+
+Vectors are kept in the column cache (``store/column_cache.py``) as float32 bytes, batch by batch as
+they arrive, so a re-run embeds only texts it has not seen with this model (``cache=False``: neither
+read nor write; ``refresh=True``: embed again and overwrite).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,8 @@ from tqdm.auto import tqdm
 
 from ..defaults import DEFAULT_EMBED_MODEL
 from ..errors import InvalidRequest, MissingPackage, OllamaMagicError
+from ..store.column_cache import embed_key
+from .memo import open_memo
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -143,6 +149,8 @@ def embed_frame(
     batch_size: int = 64,
     progress: bool | None = None,
     truncate: bool | None = None,
+    cache: bool = True,
+    refresh: bool = False,
 ) -> pd.DataFrame:
     """Embed texts into a DataFrame aligned to the input's index (see the module docstring for shapes).
 
@@ -151,30 +159,64 @@ def embed_frame(
     the backend ``batch_size`` at a time, so a long column shows progress and a remote server never
     gets one enormous request. ``progress=None`` shows a bar only when there is more than one batch.
     ``truncate`` is passed to the backend when given (Ollama truncates over-long texts by default).
+    Texts already in the column cache are not embedded again (``cache``, ``refresh``);
+    ``frame.attrs["ollama_magic"]`` counts the ``cached`` and ``asked`` distinct texts.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidRequest(f"batch_size must be a positive integer, not {batch_size!r}")
     texts = texts_from(value, column)
-    codes, distinct = pd.factorize(texts)
-    vectors = _embed_distinct(backend, model, list(distinct), int(batch_size), progress, truncate)
+    codes, uniques = pd.factorize(texts)
+    distinct = list(uniques)
+    with open_memo(backend, model, cache=cache, refresh=refresh) as memo:
+        keys = {text: embed_key(memo.identity, text, truncate) for text in distinct} if memo.active else {}
+        found = memo.lookup_vectors(keys)
+        missing = [text for text in distinct if text not in found]
+
+        def keep(batch: list[str], block: np.ndarray) -> None:
+            if keys:
+                memo.keep_vectors({keys[text]: vector for text, vector in zip(batch, block)})
+
+        fresh = _embed_distinct(backend, model, missing, int(batch_size), progress, truncate, keep, cached=len(found))
+    vectors = _in_order(distinct, found, missing, fresh)
     frame = _frame(texts, vectors[codes] if len(texts) else None, wide)
     frame.attrs["model"] = model
+    frame.attrs["ollama_magic"] = {"model": model, "distinct": len(distinct), "cached": len(found),
+                                   "asked": len(missing)}
     return frame
 
 
+def _in_order(distinct: list[str], found: dict[str, np.ndarray], missing: list[str], fresh: np.ndarray) -> np.ndarray:
+    """One row per distinct text: from the cache or from this run's embeddings."""
+    if not found:
+        return fresh
+    rows = dict(found)
+    rows.update(zip(missing, fresh))
+    widths = {len(vector) for vector in rows.values()}
+    if len(widths) != 1:
+        raise OllamaMagicError(f"cached and new vectors differ in length ({sorted(widths)}): embed again with "
+                               "refresh=True (--refresh)")
+    return np.stack([rows[text] for text in distinct]).astype(np.float32, copy=False)
+
+
 def _embed_distinct(
-    backend: Backend, model: str, distinct: list[str], batch_size: int, progress: bool | None, truncate: bool | None
+    backend: Backend, model: str, distinct: list[str], batch_size: int, progress: bool | None, truncate: bool | None,
+    keep: Callable[[list[str], np.ndarray], None] | None = None, cached: int = 0,
 ) -> np.ndarray:
-    """One float32 row per distinct text, in order, asking the backend one batch at a time."""
+    """One float32 row per distinct text, in order, asking the backend one batch at a time; ``keep``
+    sees each batch's vectors as they arrive."""
     if not distinct:
         return np.zeros((0, 0), dtype=np.float32)
     batches = [distinct[start:start + batch_size] for start in range(0, len(distinct), batch_size)]
     show = len(batches) > 1 if progress is None else bool(progress)
     extra = {} if truncate is None else {"truncate": truncate}
     blocks = []
-    with tqdm(total=len(distinct), desc="embedding", unit="text", disable=not show) as bar:
+    with tqdm(total=len(distinct), desc="embedding", unit="text", disable=not show,
+              postfix={"cached": cached} if cached else None) as bar:
         for batch in batches:
-            blocks.append(_vectors(backend.embed(model=model, input=batch, **extra), len(batch)))
+            block = _vectors(backend.embed(model=model, input=batch, **extra), len(batch))
+            if keep is not None:
+                keep(batch, block)
+            blocks.append(block)
             bar.update(len(batch))
     widths = {block.shape[1] for block in blocks}
     if len(widths) != 1:

@@ -81,6 +81,8 @@ def embed_parser() -> UsageParser:
     p.add_argument("-c", "--column", help="the text column when EXPR is a DataFrame")
     p.add_argument("--wide", action="store_true", help="one column per dimension instead of an array column")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the column cache")
+    p.add_argument("--refresh", action="store_true", help="embed every text again, overwriting its cached vector")
     p.add_argument("expr", nargs="?", help="a Python expression (everything after the flags, as written)")
     return p
 
@@ -177,7 +179,8 @@ class OllamaMagics(Magics):
         model = args.model or self.session.embed_model
         self.session.prepare(model, notice=lambda msg: print(msg, file=sys.stderr))
         frame = embed_frame(self.session.backend, value, model=model,
-                            column=args.column, wide=args.wide, batch_size=args.batch_size)
+                            column=args.column, wide=args.wide, batch_size=args.batch_size,
+                            cache=not args.no_cache, refresh=args.refresh)
         if args.output:
             self.shell.user_ns[args.output] = frame
         return frame

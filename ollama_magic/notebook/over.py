@@ -10,6 +10,11 @@ of stopping the rest; Ctrl-C stops every row's generation at once and keeps ever
 (the rest hold RowInterrupted); a value repeated in the column is asked once; a seed makes the whole
 column reproducible (at a price: the engine runs a seeded request alone, so a seeded column is not
 batched); and none of these turns enters the notebook's conversation threads.
+
+Every finished answer is kept in the column cache (``store/column_cache.py``) as it arrives, so a
+re-run cell answers from it without loading the model and a column stopped by Ctrl-C, a crash or a
+restart asks only the rows it had not finished. ``cache=False`` neither reads nor writes it;
+``refresh=True`` asks every row again and overwrites. Errors and interrupted rows are never kept.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import pandas as pd
 
 from ..errors import InvalidRequest, RowError  # RowError lives in errors; importable from here as before
+from ..store.column_cache import chat_key
 from .display import strip_fence
+from .memo import open_memo
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -145,6 +152,8 @@ def chat_over(
     schema: Mapping[str, Any] | None = None,
     workers: int = DEFAULT_WORKERS,
     progress: bool = True,
+    cache: bool = True,
+    refresh: bool = False,
 ) -> pd.Series | pd.DataFrame:
     """Ask ``prompt`` (``{text}`` marks the row) for every row of ``values`` concurrently.
 
@@ -152,7 +161,10 @@ def chat_over(
     :class:`RowError`; after Ctrl-C the rows that had not finished hold :class:`RowInterrupted`;
     missing inputs give NA), or for ``fmt="json"`` a DataFrame
     with one column per field (the ``schema``'s properties, in order, constrained by grammar; plus an
-    ``error`` column when a row failed or was interrupted). ``backend``/``model`` default to the notebook session's."""
+    ``error`` column when a row failed or was interrupted). ``backend``/``model`` default to the notebook session's.
+    Rows already in the column cache are answered from it (``cache``/``refresh``: see the module
+    docstring); ``attrs["ollama_magic"]`` counts them as ``cached`` and the rows the model answered
+    as ``asked``."""
     if fmt not in ("text", "markdown", "json"):
         raise InvalidRequest(f"--over answers are text or json, not {fmt!r}")
     if workers < 1:
@@ -168,47 +180,60 @@ def chat_over(
     distinct = list(dict.fromkeys(t for t in texts if t is not None))
     format = (dict(schema) if schema else "json") if fmt == "json" else None
     head = [{"role": "system", "content": system}] if system else []
+    messages = {text: [*head, {"role": "user", "content": row_prompt(prompt, text)}] for text in distinct}
 
     from tqdm.auto import tqdm
 
-    answers: dict[str, str | RowError] = {}
-    flight = InFlight()
-    interrupted = False
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-over") as pool, \
-            tqdm(total=len(distinct), desc=f"{model} rows", unit="row", disable=not progress) as bar:
-        futures: dict[Future[str], str] = {
-            pool.submit(_ask, backend, model, [*head, {"role": "user", "content": row_prompt(prompt, text)}],
-                        options, format, flight): text
-            for text in distinct
-        }
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    outcome = _outcome(future)
-                    if outcome is not None:
-                        answers[futures[future]] = outcome
-                    bar.update(1)
-        except KeyboardInterrupt:
-            interrupted = True
-            flight.cancel_all()  # every running and queued row at once
-            unasked = [f for f, text in futures.items() if text not in answers]
-            for future in unasked:
-                future.cancel()  # rows no worker has picked up yet
-            for future in unasked:  # the running ones end within one decode step now
-                if not future.cancelled():
-                    outcome = _outcome(future)
-                    if outcome is not None:  # it finished (or failed) before the cancel reached it
-                        answers[futures[future]] = outcome
+    with open_memo(backend, model, cache=cache, refresh=refresh) as memo:
+        keys = {text: chat_key(memo.identity, messages[text], options, format) for text in distinct} \
+            if memo.active else {}
+        answers: dict[str, str | RowError] = dict(memo.lookup(keys))
+        cached = len(answers)
+        to_ask = [text for text in distinct if text not in answers]
+        flight = InFlight()
+        interrupted = False
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-over") as pool, \
+                tqdm(total=len(distinct), initial=cached, desc=f"{model} rows", unit="row", disable=not progress,
+                     postfix={"cached": cached, "asked": 0}) as bar:
+            futures: dict[Future[str], str] = {
+                pool.submit(_ask, backend, model, messages[text], options, format, flight): text for text in to_ask
+            }
+
+            def finish(future: Future[str]) -> None:
+                outcome = _outcome(future)
+                if outcome is None:  # stopped by Ctrl-C: not an answer, not kept
+                    return
+                text = futures[future]
+                answers[text] = outcome
+                if text in keys and not isinstance(outcome, RowError):
+                    memo.keep(keys[text], outcome)  # committed now: a kill -9 later loses nothing of it
+
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        finish(future)
+                    if done:
+                        bar.set_postfix(cached=cached, asked=len(answers) - cached, refresh=False)
+                        bar.update(len(done))
+            except KeyboardInterrupt:
+                interrupted = True
+                flight.cancel_all()  # every running and queued row at once
+                unasked = [f for f, text in futures.items() if text not in answers]
+                for future in unasked:
+                    future.cancel()  # rows no worker has picked up yet
+                for future in unasked:  # the running ones end within one decode step now
+                    if not future.cancelled():
+                        finish(future)  # kept when it finished (or failed) before the cancel reached it
     if interrupted:
         for text in distinct:
             answers.setdefault(text, RowInterrupted())
     results = [answers.get(t) if t is not None else None for t in texts]
     unfinished = sum(isinstance(a, RowInterrupted) for a in answers.values())
     failed = sum(isinstance(a, RowError) for a in answers.values()) - unfinished
-    meta = {"model": model, "prompt": prompt, "asked": len(answers) - unfinished, "distinct": len(distinct),
-            "failed": failed, "interrupted": interrupted, "unfinished": unfinished}
+    meta = {"model": model, "prompt": prompt, "asked": len(answers) - unfinished - cached, "cached": cached,
+            "distinct": len(distinct), "failed": failed, "interrupted": interrupted, "unfinished": unfinished}
     if fmt == "json":
         out: pd.Series | pd.DataFrame = _frame(results, column.index, _schema_columns(schema))
     else:

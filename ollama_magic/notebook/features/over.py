@@ -1,5 +1,6 @@
-"""``--over EXPR`` (with ``--workers``): the message asked for every row of a column, concurrently; the
-cell's value is a Series (or a DataFrame with ``-f json``), and nothing enters the thread (see ``over.py``)."""
+"""``--over EXPR`` (with ``--workers``, ``--no-cache``, ``--refresh``): the message asked for every row of
+a column, concurrently; the cell's value is a Series (or a DataFrame with ``-f json``), and nothing
+enters the thread (see ``over.py``)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,17 @@ class Over(Feature):
                             help="ask the message for every row of this column ({text} is the row); returns a Series")
         parser.add_argument("--workers", type=int, default=4,
                             help="with --over: requests in flight at once (default 4)")
+        parser.add_argument("--no-cache", action="store_true",
+                            help="with --over: neither read nor write the column cache")
+        parser.add_argument("--refresh", action="store_true",
+                            help="with --over: ask every row again and overwrite its cached answer")
 
     def check(self, args: argparse.Namespace) -> None:
         if args.over is None:
-            if args.workers != 4:
-                raise InvalidRequest("--workers goes with --over")
+            for flag, given in (("--workers", args.workers != 4), ("--no-cache", args.no_cache),
+                                ("--refresh", args.refresh)):
+                if given:
+                    raise InvalidRequest(f"{flag} goes with --over")
             return
         if args.tools or args.context or args.vars:
             raise InvalidRequest("--over asks each row on its own: it cannot be combined with --tools, --context or "
@@ -47,7 +54,8 @@ class Over(Feature):
         prompt = interpolate(text.replace(ROW_FIELD, _ROW), cell.namespace).replace(_ROW, ROW_FIELD)
         return chat_over(values, prompt, model=cell.model, backend=cell.session.backend, system=args.system,
                          options=cell.options, fmt="json" if args.format == "json" else "text",
-                         schema=schema_of(args.schema, cell.namespace), workers=args.workers)
+                         schema=schema_of(args.schema, cell.namespace), workers=args.workers,
+                         cache=not args.no_cache, refresh=args.refresh)
 
 
 FEATURE = Over()
