@@ -95,6 +95,22 @@ class ChatBody(Body):
     shift: Optional[bool] = None
 
 
+class ClassifyBody(Body):
+    """Not in Ollama: how likely each of ``choices`` is as the reply to ``prompt`` (templated as
+    /api/generate does, or as written with ``raw``) or to ``messages`` (as /api/chat does)."""
+
+    model: ModelNameField
+    prompt: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = None
+    #: 2 to 64 different non-empty labels, checked by the engine
+    choices: list[StrictStr] = Field(description="the labels to score, e.g. [\"positive\", \"negative\"]")
+    system: Optional[str] = None
+    raw: Optional[bool] = None
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
+    truncate: Optional[bool] = None
+
+
 class TokenizeBody(Body):
     model: ModelNameField
     content: str = ""

@@ -47,7 +47,8 @@ class Over(Feature):
         prompt = interpolate(text.replace(ROW_FIELD, _ROW), cell.namespace).replace(_ROW, ROW_FIELD)
         return chat_over(values, prompt, model=cell.model, backend=cell.session.backend, system=args.system,
                          options=cell.options, fmt="json" if args.format == "json" else "text",
-                         schema=schema_of(args.schema, cell.namespace), workers=args.workers)
+                         schema=schema_of(args.schema, cell.namespace), workers=args.workers,
+                         choices=args.choices)
 
 
 FEATURE = Over()
