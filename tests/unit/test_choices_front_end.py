@@ -59,6 +59,7 @@ def test_choices_refuse_the_flags_of_a_generated_reply(flags: str, clash: str) -
 def test_choices_go_with_plain_cells_and_over() -> None:
     for line in ("--choices a,b hi", "-f text --choices a,b hi", "--over df.x --choices a,b hi {text}"):
         args, _ = parsed(line)
+        assert args.choices == ["a", "b"]
         for feature in FEATURES:
             feature.check(args)
 
