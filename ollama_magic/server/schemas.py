@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from typing_extensions import Annotated
 
+from ..engine.choices import MAX_CHOICES
 from ..names import NAME_PATTERN
 
 INT32_MAX = 2**31 - 1
@@ -102,8 +103,9 @@ class ClassifyBody(Body):
     model: ModelNameField
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = None
-    #: 2 to 64 different non-empty labels, checked by the engine
-    choices: list[StrictStr] = Field(description="the labels to score, e.g. [\"positive\", \"negative\"]")
+    #: 2 to MAX_CHOICES different labels (that they differ is checked by the engine)
+    choices: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        min_length=2, max_length=MAX_CHOICES, description="the labels to score, e.g. [\"positive\", \"negative\"]")
     system: Optional[str] = None
     raw: Optional[bool] = None
     options: Optional[dict[str, Any]] = None

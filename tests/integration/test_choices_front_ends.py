@@ -54,10 +54,11 @@ def test_api_classify_answers_what_the_engine_computes(url: str, engine: Any) ->
 @pytest.mark.parametrize("body, status, words", [
     ({"model": SMOL, "prompt": "x"}, 400, "choices"),
     ({"model": SMOL, "prompt": "x", "choices": "yes,no"}, 400, "choices"),
-    ({"model": SMOL, "prompt": "x", "choices": ["yes"]}, 400, "between 2 and 64"),
+    ({"model": SMOL, "prompt": "x", "choices": ["yes"]}, 400, "at least 2 items"),
+    ({"model": SMOL, "prompt": "x", "choices": ["yes", ""]}, 400, "at least 1 character"),
     ({"model": SMOL, "prompt": "x", "choices": ["yes", "yes"]}, 400, "differ"),
     ({"model": SMOL, "choices": ["yes", "no"]}, 400, "prompt or messages"),
-    ({"model": SMOL, "prompt": "x", "choices": [str(i) for i in range(65)]}, 400, "between 2 and 64"),
+    ({"model": SMOL, "prompt": "x", "choices": [str(i) for i in range(65)]}, 400, "at most 64 items"),
     ({"model": SMOL, "prompt": "x", "choices": ["a", "b"], "options": {"num_ctx": 8}, "raw": True,
       "truncate": False}, 400, ""),
     ({"model": "no-such-model", "prompt": "x", "choices": ["a", "b"]}, 404, 'model "no-such-model" not found'),
@@ -74,7 +75,8 @@ def test_api_classify_is_in_the_openapi_document(url: str) -> None:
     route = doc["paths"]["/api/classify"]["post"]
     assert {"400", "404", "500"} <= set(route["responses"]) and "422" not in route["responses"]
     body = doc["components"]["schemas"]["ClassifyBody"]
-    assert "choices" in body["required"] and body["properties"]["choices"]["type"] == "array"
+    choices = body["properties"]["choices"]
+    assert "choices" in body["required"] and (choices["minItems"], choices["maxItems"]) == (2, 64)
 
 
 def test_remote_backend_classifies_through_our_server(url: str, engine: Any) -> None:
