@@ -64,7 +64,7 @@ def main() -> None:
         with Engine(store) as engine:
             common = dict(model=MODEL, backend=engine, progress=False, **no_cache())
             engine.classify(MODEL, messages=[{"role": "user", "content": "warm up"}], choices=LABELS)
-            scored, generated, agree, unparsed = [], [], [], []
+            scored, generated, agree, unparsed, samples = [], [], [], [], []
             for _ in range(args.rounds):
                 begin = time.perf_counter()
                 frame = chat_over(rows, PROMPT, choices=LABELS, **common)
@@ -75,6 +75,7 @@ def main() -> None:
                 labels = answers.map(first_label)
                 generated.append(len(rows) / (time.perf_counter() - begin))
                 unparsed.append(int(labels.isna().sum()))
+                samples = list(dict.fromkeys(map(str, answers)))[:3]
                 named = labels.notna()
                 agree.append(float((labels[named] == frame.label[named]).mean()) if named.any() else float("nan"))
     ratios = [s / g for s, g in zip(scored, generated)]
@@ -86,7 +87,7 @@ def main() -> None:
     print(f"ratio --choices / generate: median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, "
           f"max {max(ratios):.2f}); {args.rows} rows, {args.rounds} rounds, {MODEL}")
     print(f"generated answers naming no label: {unparsed[-1]} of {args.rows}; where both give one they agree on "
-          f"{agree[-1]:.0%}")
+          f"{agree[-1]:.0%}; generated, e.g.: {samples}")
     print(f"load after: {load()}")
 
 
