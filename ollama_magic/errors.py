@@ -150,7 +150,6 @@ class HelpShown(Exception):
 
 
 __all__ = [
-    "CANNOT_SCORE_LABELS",
     "BlobNotFound",
     "DigestMismatch",
     "EngineError",
