@@ -18,8 +18,9 @@ import httpx
 import ollama
 
 from . import envconfig
-from .errors import InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError, RemoteError
-from .types import ChatResponse, ContextFit, DetokenizeResponse, RunningModels, TokenizeResponse
+from .errors import (CANNOT_SCORE_LABELS, InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError,
+                     RemoteError)
+from .types import ChatResponse, ClassifyResponse, ContextFit, DetokenizeResponse, RunningModels, TokenizeResponse
 
 
 @runtime_checkable
@@ -42,6 +43,11 @@ class Backend(Protocol):
     def embed(self, model: str = "", input: str | Sequence[str] = "", **kwargs: Any) -> Any: ...
     def tokenize(self, model: str, content: str) -> Any: ...
     def detokenize(self, model: str, tokens: Sequence[int]) -> Any: ...
+    def classify(self, model: str = "", prompt: str | None = None, *, choices: Sequence[str],
+                 **kwargs: Any) -> ClassifyResponse:
+        """Each of ``choices``' probability as the reply (``Engine.classify``); NotSupported where the
+        server cannot say (``CANNOT_SCORE_LABELS``)."""
+        ...
     def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> ContextFit | None:
         """What a chat with these messages would leave out to fit the context, by the server's own
         rule and tokenizer; None when the server cannot say (the caller then estimates)."""
@@ -280,6 +286,21 @@ class RemoteBackend:
 
     def detokenize(self, model: str, tokens: Sequence[int]) -> Any:
         return DetokenizeResponse.model_validate(self._post("/api/detokenize", {"model": model, "tokens": list(tokens)}))
+
+    def classify(self, model: str = "", prompt: str | None = None, *, choices: Sequence[str],
+                 **kwargs: Any) -> ClassifyResponse:
+        """/api/classify (ollama-magic servers). Ollama has no such route and answers 404, which is not
+        a missing model: that becomes NotSupported."""
+        body = {k: v for k, v in kwargs.items() if v is not None}
+        body.update(model=model, choices=list(choices))
+        if prompt is not None:
+            body["prompt"] = prompt
+        try:
+            return ClassifyResponse.model_validate(self._post("/api/classify", body))
+        except ModelNotFound:
+            raise
+        except NotFound:
+            raise NotSupported(CANNOT_SCORE_LABELS.format(host=self.host)) from None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         """A route the ``ollama`` client has no method for; errors become ours as for any call."""

@@ -125,6 +125,12 @@ class NotSupported(OllamaMagicError):
     status_code = 501
 
 
+#: What the remote backends raise (as NotSupported) when asked for label probabilities: plain Ollama has no
+#: /api/classify (it answers 404) and OpenAI's API has nothing like it. One line, for every such server.
+CANNOT_SCORE_LABELS = ("{host} cannot score labels (it has no /api/classify): --choices needs the in-kernel engine "
+                       "or an ollama-magic server")
+
+
 class ServerBusy(OllamaMagicError):
     """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""
 

@@ -19,7 +19,7 @@ import numpy as np
 import ollama
 import openai
 
-from .errors import InvalidRequest, NotFound, NotSupported, OllamaMagicError, RemoteError
+from .errors import CANNOT_SCORE_LABELS, InvalidRequest, NotFound, NotSupported, OllamaMagicError, RemoteError
 from .formatting import now_rfc3339
 from .names import normalize
 from .options import check_options
@@ -335,6 +335,10 @@ class OpenAIBackend:
     def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> None:
         """OpenAI's API cannot render or count a prompt: None (the notebook estimates)."""
         return None
+
+    def classify(self, model: str = "", prompt: str | None = None, *, choices: Sequence[str], **kwargs: Any) -> Any:
+        """OpenAI's API returns a sampled reply's log probabilities, never a given label's: NotSupported."""
+        raise NotSupported(CANNOT_SCORE_LABELS.format(host=self.host))
 
     def embed(self, model: str = "", input: str | Sequence[str] = "", *, dimensions: int | None = None,
               **kwargs: Any) -> ollama.EmbedResponse:

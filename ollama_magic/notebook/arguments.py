@@ -52,7 +52,7 @@ def _flag_pattern(parser: argparse.ArgumentParser) -> re.Pattern[str]:
     def alternatives(options: list[str]) -> str:
         return "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) or "(?!)"
 
-    value = r"""(?:"[^"]*"|'[^']*'|\S+)"""
+    value = r"""(?:(?:"[^"]*"|'[^']*'|[^\s"']+)+|\S+)"""  # a shell word: quoted and bare pieces, e.g. "a b",c
     # an option whose value is optional (``--think [LEVEL]``) takes the next word only if it is one of
     # its choices; otherwise that word starts the message
     optional = [rf"{alternatives(a.option_strings)}(?:={value}|\s+(?:{'|'.join(re.escape(str(c).lower()) for c in a.choices)}))?"

@@ -149,13 +149,15 @@ def chat_over(
     system: str | None = None,
     options: Mapping[str, Any] | None = None,
     fmt: str = "text",
+    choices: str | Iterable[str] | None = None,
     schema: Mapping[str, Any] | None = None,
     workers: int = DEFAULT_WORKERS,
     progress: bool = True,
     cache: bool = True,
     refresh: bool = False,
 ) -> pd.Series | pd.DataFrame:
-    """Ask ``prompt`` (``{text}`` marks the row) for every row of ``values`` concurrently.
+    """Ask ``prompt`` (``{text}`` marks the row) for every row of ``values`` concurrently (with ``choices``, labels
+    or ``"a,b,c"``: each label's probability instead of an answer, see ``choices.py``).
 
     Returns a Series aligned to ``values``' index (answers as str; a failed row holds its
     :class:`RowError`; after Ctrl-C the rows that had not finished hold :class:`RowInterrupted`;
@@ -177,6 +179,11 @@ def chat_over(
         model = model or session.chat_model
     column = _as_series(values)
     texts = [None if _missing(v) else str(v) for v in column]
+    if choices is not None:
+        from .choices import classify_rows
+
+        return classify_rows(backend, model, [None if t is None else row_prompt(prompt, t) for t in texts], column.index,
+                             choices, system=system, options=options, workers=workers, progress=progress)
     distinct = list(dict.fromkeys(t for t in texts if t is not None))
     format = (dict(schema) if schema else "json") if fmt == "json" else None
     head = [{"role": "system", "content": system}] if system else []

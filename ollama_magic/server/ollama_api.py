@@ -15,7 +15,7 @@ from ..engine.images import from_base64  # bytes: the engine reads no paths for 
 from ..errors import InvalidRequest, ModelNotFound, NotFound, OllamaMagicError
 from ..store.blobs import parse_digest
 from ..types import CreateRequest
-from .schemas import (ChatBody, CopyBody, DetokenizeBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody,
+from .schemas import (ChatBody, ClassifyBody, CopyBody, DetokenizeBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody,
                       TokenizeBody, native_responses, ndjson_responses)
 from .streaming import in_thread, ollama_response, to_json
 
@@ -81,11 +81,25 @@ async def generate(body: GenerateBody, request: Request) -> Response:
 async def chat(body: ChatBody, request: Request) -> Response:
     """Chat with a model; NDJSON stream unless ``stream`` is false."""
     engine = engine_of(request)
-    args = body.model_dump(exclude={"stream"}, exclude_none=True)
+    args = _with_image_bytes(body.model_dump(exclude={"stream"}, exclude_none=True))
+    return await ollama_response(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
+
+
+@router.post("/api/classify")
+async def classify(body: ClassifyBody, request: Request) -> Response:
+    """Not in Ollama: each of ``choices``' probability as the reply, read from the logits
+    (``Engine.classify``); one JSON object, never a stream."""
+    engine = engine_of(request)
+    args = _with_image_bytes(body.model_dump(exclude_none=True))
+    return await ollama_response(lambda: engine.classify(**args), stream=False, request=request)
+
+
+def _with_image_bytes(args: dict[str, Any]) -> dict[str, Any]:
+    """The messages' base64 images as bytes (the engine reads no paths for HTTP)."""
     for message in args.get("messages") or []:
         if message.get("images"):
             message["images"] = [from_base64(image) for image in message["images"]]
-    return await ollama_response(lambda: engine.chat(**args, stream=body.stream), body.stream, request)
+    return args
 
 
 @router.post("/api/create", responses=ndjson_responses())

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from typing_extensions import Annotated
 
+from ..engine.choices import MAX_CHOICES
 from ..names import NAME_PATTERN
 
 INT32_MAX = 2**31 - 1
@@ -93,6 +94,23 @@ class ChatBody(Body):
     #: Ollama's: cut a prompt that does not fit (default true; false: 400), shift the context when full
     truncate: Optional[bool] = None
     shift: Optional[bool] = None
+
+
+class ClassifyBody(Body):
+    """Not in Ollama: how likely each of ``choices`` is as the reply to ``prompt`` (templated as
+    /api/generate does, or as written with ``raw``) or to ``messages`` (as /api/chat does)."""
+
+    model: ModelNameField
+    prompt: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = None
+    #: 2 to MAX_CHOICES different labels (that they differ is checked by the engine)
+    choices: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        min_length=2, max_length=MAX_CHOICES, description="the labels to score, e.g. [\"positive\", \"negative\"]")
+    system: Optional[str] = None
+    raw: Optional[bool] = None
+    options: Optional[dict[str, Any]] = None
+    keep_alive: KeepAlive = None
+    truncate: Optional[bool] = None
 
 
 class TokenizeBody(Body):

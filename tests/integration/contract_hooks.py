@@ -19,6 +19,7 @@ import schemathesis
 #: inference routes and the real model each one is sent to
 REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/show": "gemma3:270m",
               "/v1/chat/completions": "gemma3:270m", "/v1/completions": "gemma3:270m",
+              "/api/classify": "smollm2:135m",
               "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm"}
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
@@ -62,7 +63,7 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
             bounded_load_options(body["options"])
-    elif path in ("/api/embed", "/api/embeddings"):
+    elif path in ("/api/embed", "/api/embeddings", "/api/classify"):
         if not isinstance(body.get("options"), dict):
             body["options"] = {}
         bounded_load_options(body["options"])

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from . import history, image, notebook_context, output, over, tools
+from . import choices, history, image, notebook_context, output, over, tools
 from .base import NOT_ANSWERED, Cell, Feature
 
 FEATURES: tuple[Feature, ...] = (
     output.FEATURE,            # -f/--format, --schema
     history.FEATURE,           # --max-history
     over.FEATURE,              # --over, --workers
+    choices.FEATURE,           # --choices (with --over: passed on by over)
     tools.FEATURE,             # --tools, --confirm, --tool-choice
     image.FEATURE,             # --image
     notebook_context.FEATURE,  # --context, --vars: last, since it may load the model to count tokens

@@ -55,7 +55,8 @@ class Over(Feature):
         return chat_over(values, prompt, model=cell.model, backend=cell.session.backend, system=args.system,
                          options=cell.options, fmt="json" if args.format == "json" else "text",
                          schema=schema_of(args.schema, cell.namespace), workers=args.workers,
-                         cache=not args.no_cache, refresh=args.refresh)
+                         cache=not args.no_cache, refresh=args.refresh,
+                         choices=args.choices)
 
 
 FEATURE = Over()
