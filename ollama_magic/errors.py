@@ -145,6 +145,13 @@ class RowError(OllamaMagicError):
     answer (``str(err)`` says why)."""
 
 
+class RowInterrupted(RowError):
+    """What a row holds when Ctrl-C stopped the column before its answer was complete."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C) before this row finished")
+
+
 class HelpShown(Exception):
     """--help was printed; nothing else to do. (Not an OllamaMagicError: nothing went wrong.)"""
 
@@ -166,6 +173,7 @@ __all__ = [
     "RegistryError",
     "RemoteError",
     "RowError",
+    "RowInterrupted",
     "ServerError",
     "ServerBusy",
     "TemplateError",

@@ -7,6 +7,7 @@ against ``ollama.Client`` reads our results unchanged.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Optional, Sequence, Union
 
@@ -241,3 +242,16 @@ class ClassifyResponse(WireModel):
     prompt_eval_count: int = 0
     load_duration: int = 0
     total_duration: int = 0
+
+    @classmethod
+    def from_logprobs(cls, model: str, created_at: str, logprobs: dict[str, float], **counts: int) -> "ClassifyResponse":
+        """The response for these labels' log probabilities (in the order given): the one place the
+        labels' distribution is worked out, for the engine's answers and the column cache's alike."""
+        labels, values = list(logprobs), list(logprobs.values())
+        peak = max(values)
+        weights = [math.exp(v - peak) for v in values]
+        total = sum(weights)
+        probabilities = [w / total for w in weights]
+        entropy = -sum(p * math.log(p) for p in probabilities if p > 0)
+        return cls(model=model, created_at=created_at, label=labels[values.index(peak)],
+                   probabilities=dict(zip(labels, probabilities)), logprobs=dict(logprobs), entropy=entropy, **counts)

@@ -2,7 +2,8 @@
 
 A classifier wants a probability per label, not a sampled word that may be none of them. Each label's
 probability is that of its whole token sequence after the prompt (the sum of its tokens' log
-probabilities, read from the logits, never sampled), normalised over the labels. One choice job
+probabilities, read from the logits, never sampled), normalised over the labels
+(``ClassifyResponse.from_logprobs``). One choice job
 (``GenerationJob.choices``) reads the prompt once, takes every label's first token from the prompt's
 last row, and feeds each longer label's tokens as if generated (see the decoder), so a label's numbers
 are the ones a generation of that label reports, and multi-token labels and labels that share their
@@ -42,16 +43,6 @@ def check_choices(choices: Any) -> list[str]:
     return labels
 
 
-def distribution(logprobs: Sequence[float]) -> tuple[list[float], float]:
-    """(each label's probability among the labels, the distribution's entropy in nats)."""
-    peak = max(logprobs)
-    weights = [math.exp(lp - peak) for lp in logprobs]
-    total = sum(weights)
-    probabilities = [w / total for w in weights]
-    entropy = -sum(p * math.log(p) for p in probabilities if p > 0)
-    return probabilities, entropy
-
-
 def label_tokens(tokenize: Callable[[str], list[int]], labels: list[str], prompt: list[int],
                  num_ctx: int) -> list[list[int]]:
     """Each label's tokens, checked to fit after the prompt in the model's context."""
@@ -81,4 +72,4 @@ def score_labels(stream: Callable[[GenerationJob], Any], prompt: list[int],
     return [math.fsum(scored) for scored in finished[-1].scored]
 
 
-__all__ = ["MAX_CHOICES", "check_choices", "distribution", "label_tokens", "score_labels"]
+__all__ = ["MAX_CHOICES", "check_choices", "label_tokens", "score_labels"]

@@ -33,7 +33,7 @@ from ..types import (ChatMessage, ChatResponse, ClassifyResponse, ContextFit, Cr
                      TokenizeResponse)
 from . import requests
 from .capabilities import capabilities, model_template
-from .choices import check_choices, distribution, label_tokens, score_labels
+from .choices import check_choices, label_tokens, score_labels
 from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
 from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending,  # noqa: F401 - CANCEL_SCOPE...: their old home
                        deliver, parsed, request_cancel_event, single)
@@ -465,13 +465,9 @@ class Engine:
             totals = score_labels(runner.stream, context, label_ids)
         finally:
             self.scheduler.release(entry, req.keep)
-        probabilities, entropy = distribution(totals)
-        best = max(range(len(labels)), key=lambda i: totals[i])
-        return ClassifyResponse(
-            model=model, created_at=now_rfc3339(), label=labels[best],
-            probabilities=dict(zip(labels, probabilities)), logprobs=dict(zip(labels, totals)), entropy=entropy,
-            prompt_eval_count=len(context), load_duration=load_ns, total_duration=time.perf_counter_ns() - start,
-        )
+        return ClassifyResponse.from_logprobs(
+            model, now_rfc3339(), dict(zip(labels, totals)), prompt_eval_count=len(context), load_duration=load_ns,
+            total_duration=time.perf_counter_ns() - start)
 
     def fit_context(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
                     think: bool | str | None = None, options: Mapping[str, Any] | None = None,

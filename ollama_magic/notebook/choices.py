@@ -14,10 +14,13 @@ import re
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
-from ..errors import InvalidRequest, NotSupported, RowError
+from ..errors import InvalidRequest, NotSupported, RowError, RowInterrupted
+from ..store.column_cache import cache_key, keyed_options
 from ..types import ClassifyResponse
+from .memo import ColumnMemo, open_memo
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
 _LABEL = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)'|([^,]*?))\s*(,|$)""")
 BAR_WIDTH = 20  # characters of the plain-text bar of a probability of 1
 BAR_PIXELS = 160  # pixels of the HTML bar of a probability of 1
-#: what a row stopped by Ctrl-C holds (over.py's RowInterrupted says the same of an answer)
-INTERRUPTED = "interrupted (Ctrl-C) before this row finished"
 
 
 def parse_labels(text: str) -> list[str]:
@@ -103,15 +104,35 @@ def classify(text: str, choices: str | Iterable[str], *, model: str | None = Non
 
 def classify_rows(backend: Backend, model: str, prompts: list[str | None], index: pd.Index,
                   choices: str | Iterable[str], *, system: str | None = None,
-                  options: Mapping[str, Any] | None = None, workers: int = 4, progress: bool = True) -> pd.DataFrame:
+                  options: Mapping[str, Any] | None = None, workers: int = 4, progress: bool = True,
+                  cache: bool = True, refresh: bool = False) -> pd.DataFrame:
     """``chat_over(..., choices=...)`` once it has the rows' prompts (None: a missing value): for every
     row the likeliest ``label``, one ``p_<label>`` column per label (in order) and the ``entropy`` (nats),
     on ``index``. Each distinct prompt is asked once, ``workers`` at a time; a failed row holds its error
-    in an ``error`` column. Ctrl-C keeps the rows that finished."""
+    in an ``error`` column. Ctrl-C keeps the rows that finished. Rows are kept in the column cache as
+    ``--over`` answers are (``cache``/``refresh`` as there): the labels' log probabilities, as float32."""
     labels = labels_of(choices)
     if workers < 1:
         raise InvalidRequest("workers must be at least 1")
     distinct = list(dict.fromkeys(p for p in prompts if p is not None))
+    with open_memo(backend, model, cache=cache, refresh=refresh) as memo:
+        keys = {prompt: cache_key("choices", memo.identity, messages=_messages(system, prompt), labels=labels,
+                                  options=keyed_options(options)) for prompt in distinct} if memo.active else {}
+        found = memo.lookup_vectors(keys)
+        answers: dict[str, ClassifyResponse | RowError] = {
+            prompt: ClassifyResponse.from_logprobs(model, "", dict(zip(labels, map(float, vector))))
+            for prompt, vector in found.items() if len(vector) == len(labels)}
+        return _classify(backend, model, prompts, index, labels, distinct, answers, memo, keys, system, options,
+                         workers, progress)
+
+
+def _classify(backend: Backend, model: str, prompts: list[str | None], index: pd.Index, labels: list[str],
+              distinct: list[str], answers: dict[str, ClassifyResponse | RowError], memo: ColumnMemo,
+              keys: dict[str, str], system: str | None, options: Mapping[str, Any] | None, workers: int,
+              progress: bool) -> pd.DataFrame:
+    """``classify_rows`` after the cache's lookup: ask the rows ``answers`` lacks, keeping each."""
+    cached = len(answers)
+    to_ask = [prompt for prompt in distinct if prompt not in answers]
 
     from tqdm.auto import tqdm
 
@@ -119,29 +140,34 @@ def classify_rows(backend: Backend, model: str, prompts: list[str | None], index
         return backend.classify(model, messages=_messages(system, prompt), choices=labels,
                                 options=dict(options) if options else None)
 
-    answers: dict[str, ClassifyResponse | RowError] = {}
     interrupted, unfinished = False, 0
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-choices")
     try:
-        with tqdm(total=len(distinct), desc=f"{model} rows", unit="row", disable=not progress) as bar:
-            futures: dict[Future[ClassifyResponse], str] = {pool.submit(ask, prompt): prompt for prompt in distinct}
+        with tqdm(total=len(distinct), initial=cached, desc=f"{model} rows", unit="row", disable=not progress,
+                  postfix={"cached": cached, "asked": 0}) as bar:
+            futures: dict[Future[ClassifyResponse], str] = {pool.submit(ask, prompt): prompt for prompt in to_ask}
             pending = set(futures)
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for future in done:
-                        answers[futures[future]] = _outcome(future)
+                        prompt = futures[future]
+                        answer = answers[prompt] = _outcome(future)
+                        if prompt in keys and isinstance(answer, ClassifyResponse):
+                            memo.keep_vectors({keys[prompt]: np.array(list(answer.logprobs.values()))})
+                        bar.set_postfix(cached=cached, asked=len(answers) - cached, refresh=False)
                         bar.update(1)
             except KeyboardInterrupt:
                 interrupted = True  # rows no worker picked up are dropped; a running row is one short pass
                 unfinished = len(distinct) - len(answers)
                 for prompt in distinct:
-                    answers.setdefault(prompt, RowError(INTERRUPTED))
+                    answers.setdefault(prompt, RowInterrupted())
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=True)
     frame = _frame([answers.get(p) if p is not None else None for p in prompts], index, labels)
     frame.attrs["ollama_magic"] = {
-        "model": model, "choices": labels, "distinct": len(distinct), "asked": len(answers) - unfinished,
+        "model": model, "choices": labels, "distinct": len(distinct), "asked": len(answers) - unfinished - cached,
+        "cached": cached,
         "failed": sum(isinstance(a, RowError) for a in answers.values()) - unfinished, "interrupted": interrupted,
         "unfinished": unfinished}
     return frame
@@ -177,4 +203,4 @@ def _frame(results: list[ClassifyResponse | RowError | None], index: pd.Index, l
     return frame
 
 
-__all__ = ["INTERRUPTED", "Classification", "classify", "classify_rows", "labels_of", "parse_labels"]
+__all__ = ["Classification", "classify", "classify_rows", "labels_of", "parse_labels"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
 
-from ..errors import InvalidRequest, RowError  # RowError lives in errors; importable from here as before
+from ..errors import InvalidRequest, RowError, RowInterrupted  # they live in errors; importable from here as before
 from ..store.column_cache import chat_key
 from .display import strip_fence
 from .memo import open_memo
@@ -63,13 +63,6 @@ def _schema_columns(schema: Mapping[str, Any] | None) -> list[str] | None:
         return None
     properties = schema.get("properties")
     return list(properties) if isinstance(properties, Mapping) else None
-
-
-class RowInterrupted(RowError):
-    """What a row holds when Ctrl-C stopped the column before its answer was complete."""
-
-    def __init__(self) -> None:
-        super().__init__("interrupted (Ctrl-C) before this row finished")
 
 
 class _Cancelled(Exception):
@@ -183,7 +176,8 @@ def chat_over(
         from .choices import classify_rows
 
         return classify_rows(backend, model, [None if t is None else row_prompt(prompt, t) for t in texts], column.index,
-                             choices, system=system, options=options, workers=workers, progress=progress)
+                             choices, system=system, options=options, workers=workers, progress=progress,
+                             cache=cache, refresh=refresh)
     distinct = list(dict.fromkeys(t for t in texts if t is not None))
     format = (dict(schema) if schema else "json") if fmt == "json" else None
     head = [{"role": "system", "content": system}] if system else []

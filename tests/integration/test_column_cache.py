@@ -67,6 +67,27 @@ def test_a_rerun_column_is_answered_from_the_cache_with_no_model_loaded(models_r
     assert again.attrs["ollama_magic"]["cached"] == 5 and again.attrs["ollama_magic"]["asked"] == 0
 
 
+def test_a_rerun_choices_column_is_answered_from_the_cache_with_no_model_loaded(models_root: Path,
+                                                                                 cache_file: Path) -> None:
+    column = pd.Series(["I love it", "It broke at once", "It is fine"], index=[10, 20, 30])
+    labels = ["positive", "negative"]
+    with Engine(ModelStore(models_root)) as first_engine:
+        first = chat_over(column, "Sentiment of: {text}", model=SMOL, backend=first_engine, choices=labels,
+                          progress=False)
+    assert first.attrs["ollama_magic"]["asked"] == 3
+    with Engine(ModelStore(models_root)) as engine:
+        again = chat_over(column, "Sentiment of: {text}", model=SMOL, backend=engine, choices=labels, progress=False)
+        assert loaded(engine) == []
+        other = chat_over(column, "Sentiment of: {text}", model=SMOL, backend=engine, choices=[*labels, "mixed"],
+                          progress=False)
+    assert again.attrs["ollama_magic"]["cached"] == 3 and again.attrs["ollama_magic"]["asked"] == 0
+    assert list(again["label"]) == list(first["label"])
+    # float32 log probabilities in the cache: the distribution agrees to float32's precision
+    np.testing.assert_allclose(again[["p_positive", "p_negative", "entropy"]].to_numpy(dtype=float),
+                               first[["p_positive", "p_negative", "entropy"]].to_numpy(dtype=float), atol=1e-6)
+    assert other.attrs["ollama_magic"]["asked"] == 3  # other labels: another question
+
+
 def test_a_changed_row_prompt_or_model_asks_only_what_it_changes(engine: Engine, cache_file: Path) -> None:
     rows = [f"City {i}" for i in range(4)]
     base = chat_over(rows, "Country of {text}?", model=SMOL, backend=engine, options=QUICK, progress=False)
