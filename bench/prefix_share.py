@@ -105,11 +105,14 @@ def main() -> None:
                 Decoder.share_prefixes = share
                 engine.unload(args.model)  # every run starts on an empty cache
                 before = decoded(engine, args.model)
-                results["shared" if share else "unshared"].append(run_over(engine, args.model, prefix, rows, options))
-                tokens["shared" if share else "unshared"] = decoded(engine, args.model) - before
+                name = "shared" if share else "unshared"
+                results[name].append(run_over(engine, args.model, prefix, rows, options))
+                tokens[name] = decoded(engine, args.model) - before
+                print(f"  {name}: {results[name][-1]:.2f} rows/s, {tokens[name]} tokens evaluated", flush=True)
             Decoder.share_prefixes = True
             engine.unload(args.model)
             results["loop"].append(run_loop(engine, args.model, prefix, rows[: args.loop_rows], options))
+            print(f"  loop: {results['loop'][-1]:.2f} rows/s", flush=True)
         if not args.no_http:
             from ollama_magic.server.background import BackgroundServer
 
@@ -120,6 +123,7 @@ def main() -> None:
                         engine.unload(args.model)
                         name = "http shared" if share else "http unshared"
                         results[name].append(run_http(server.url, args.model, prefix, rows, options))
+                        print(f"  {name}: {results[name][-1]:.2f} rows/s", flush=True)
             Decoder.share_prefixes = True
     print(f"{args.model}: a prefix of {prefix_tokens} tokens, rows of ~{row_tokens:.0f} "
           f"tokens, {args.tokens} tokens out, {args.rows} rows ({args.loop_rows} for the loop), {args.rounds} rounds")
