@@ -184,13 +184,7 @@ def run(lctx: RuleContext, rule: Rule, target: list[int], others: list[list[int]
                 s.pending = s.pending[n:]
             s.n_past += n
         for s, row in rows:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx.ctx, row), shape=(lctx.n_vocab,))
-            token = int(np.argmax(logits))
-            if s is tgt:
-                out.logits.append(logits.copy())
-                out.tokens.append(token)
-            s.generated += 1
-            s.next_token = token
+            pick(lctx, out, s, tgt, row)
             if s.generated >= s.n_gen:
                 running.remove(s)
                 if s is not tgt:
@@ -204,7 +198,12 @@ def take(lctx: RuleContext, out: Run, s: Seq, tgt: Seq, entries: list[tuple[int,
     t0 = CLOCK[0]()
     assert lctx.decode(entries) == 0
     out.decode_s.append(CLOCK[0]() - t0)
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx.ctx, len(entries) - 1), shape=(lctx.n_vocab,))
+    pick(lctx, out, s, tgt, len(entries) - 1)
+
+
+def pick(lctx: RuleContext, out: Run, s: Seq, tgt: Seq, row: int) -> None:
+    """The greedy token of batch row ``row`` becomes ``s``'s next; the target's logits row is kept."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx.ctx, row), shape=(lctx.n_vocab,))
     token = int(np.argmax(logits))
     if s is tgt:
         out.logits.append(logits.copy())
