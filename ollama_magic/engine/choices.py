@@ -17,6 +17,7 @@ generates after a chat template's reply header, which ends at a token boundary.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable, Sequence
 
 from ..errors import EngineError, InvalidRequest
@@ -57,11 +58,14 @@ def label_tokens(tokenize: Callable[[str], list[int]], labels: list[str], prompt
     return tokens
 
 
-def score_labels(stream: Callable[[GenerationJob], Any], prompt: list[int],
-                 labels: list[list[int]]) -> list[float]:
-    """Each label's total log probability after ``prompt``, through the runner's ``stream``."""
+def score_labels(stream: Callable[[GenerationJob], Any], prompt: list[int], labels: list[list[int]],
+                 cancel: threading.Event | None = None) -> list[float]:
+    """Each label's total log probability after ``prompt``, through the runner's ``stream``; ``cancel``
+    (the request's: an HTTP client that went away) stops it at the decoder's next step."""
+    if not prompt:
+        raise InvalidRequest("the prompt is empty: give the text the choices answer")
     job = GenerationJob(tokens=prompt, sampling=Sampling(temperature=0), stop=[], num_predict=0, stream=False,
-                        choices=tuple(tuple(toks) for toks in labels))
+                        choices=tuple(tuple(toks) for toks in labels), cancel=cancel or threading.Event())
     items = stream(job)
     try:
         finished = [item for item in items if isinstance(item, Finished)]

@@ -294,8 +294,8 @@ class Decoder:
                                  f"holds (num_ctx {n_ctx}): send fewer or smaller images, or raise num_ctx")
         if len(tokens) >= n_ctx:  # the engine fits every prompt first (context_window.fit_prompt)
             raise EngineError(f"a prompt of {len(tokens)} tokens reached the decoder unfitted (num_ctx {n_ctx})")
-        if job.choices and (len(tokens) + max(map(len, job.choices)) > n_ctx or not all(job.choices)):
-            raise EngineError("a choice job's labels must be non-empty and fit the context after its prompt")
+        if job.choices and (not tokens or len(tokens) + max(map(len, job.choices)) > n_ctx or not all(job.choices)):
+            raise EngineError("a choice job needs a prompt, and non-empty labels that fit the context after it")
         most = len(tokens) - 1  # at least one token left to evaluate, for fresh logits
         if seeded:
             self.lctx.clear()  # evaluated from scratch, alone: see the module docstring
@@ -585,6 +585,7 @@ class Decoder:
             return False
         cached = seq.slot.cached
         seq.slot.cached = cached[:keep] + [STALE] * (len(cached) - keep - discard)
+        seq.slot.shared = min(seq.slot.shared, keep)  # it holds no shared cell past ``keep`` any more
         seq.n_past -= discard
         seq.shifts += 1
         log.debug("context shift: kept %d, discarded %d, %d in the slot now", keep, discard, seq.n_past)

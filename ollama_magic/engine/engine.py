@@ -462,7 +462,7 @@ class Engine:
             context = tokens(runner)
             label_ids = label_tokens(lambda label: runner.tokenize(label, add_bos=False), labels, context,
                                      runner.n_ctx)
-            totals = score_labels(runner.stream, context, label_ids)
+            totals = score_labels(runner.stream, context, label_ids, request_cancel_event())
         finally:
             self.scheduler.release(entry, req.keep)
         return ClassifyResponse.from_logprobs(

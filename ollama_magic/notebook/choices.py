@@ -140,25 +140,32 @@ def _classify(backend: Backend, model: str, prompts: list[str | None], index: pd
         return backend.classify(model, messages=_messages(system, prompt), choices=labels,
                                 options=dict(options) if options else None)
 
+    def finish(future: Future[ClassifyResponse]) -> None:
+        prompt = futures[future]
+        answer = answers[prompt] = _outcome(future)
+        if prompt in keys and isinstance(answer, ClassifyResponse):
+            memo.keep_vectors({keys[prompt]: np.array(list(answer.logprobs.values()))})
+
     interrupted, unfinished = False, 0
+    futures: dict[Future[ClassifyResponse], str] = {}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ollama-magic-choices")
     try:
         with tqdm(total=len(distinct), initial=cached, desc=f"{model} rows", unit="row", disable=not progress,
                   postfix={"cached": cached, "asked": 0}) as bar:
-            futures: dict[Future[ClassifyResponse], str] = {pool.submit(ask, prompt): prompt for prompt in to_ask}
+            futures.update({pool.submit(ask, prompt): prompt for prompt in to_ask})
             pending = set(futures)
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for future in done:
-                        prompt = futures[future]
-                        answer = answers[prompt] = _outcome(future)
-                        if prompt in keys and isinstance(answer, ClassifyResponse):
-                            memo.keep_vectors({keys[prompt]: np.array(list(answer.logprobs.values()))})
+                        finish(future)
                         bar.set_postfix(cached=cached, asked=len(answers) - cached, refresh=False)
                         bar.update(1)
             except KeyboardInterrupt:
                 interrupted = True  # rows no worker picked up are dropped; a running row is one short pass
+                for future, prompt in futures.items():
+                    if future.done() and not future.cancelled() and prompt not in answers:
+                        finish(future)  # finished before Ctrl-C reached the loop: kept, as over.py keeps them
                 unfinished = len(distinct) - len(answers)
                 for prompt in distinct:
                     answers.setdefault(prompt, RowInterrupted())

@@ -62,3 +62,5 @@ def test_chat_messages_are_templated_and_bad_choices_are_refused(registered: Mod
                 engine.classify("smollm2:135m", "x", choices=bad)
         with pytest.raises(InvalidRequest, match="prompt or messages"):
             engine.classify("smollm2:135m", choices=["a", "b"])
+        with pytest.raises(InvalidRequest, match="empty"):  # smollm2 adds no BOS: no token to read
+            engine.classify("smollm2:135m", "", choices=["a", "b"], raw=True)

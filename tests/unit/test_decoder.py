@@ -320,3 +320,11 @@ def test_a_choice_job_whose_labels_do_not_fit_is_refused() -> None:
     bad = job([5, 6, 7, 8, 9, 10], choices=((1, 2, 3),))
     run(make(lctx), bad)
     assert isinstance(results(bad)[1], EngineError)
+
+
+def test_a_choice_job_with_an_empty_prompt_fails_instead_of_holding_its_slot() -> None:
+    lctx = FakeContext(parallel=1)
+    empty, after = job([], choices=((1,), (2,))), job([4, 5], n=2)
+    run(make(lctx), empty, after)
+    assert isinstance(results(empty)[1], EngineError)
+    assert isinstance(results(after)[1], Finished)  # the slot is free for the next job
