@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import re
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..errors import InvalidRequest, NotSupported, RowError, RowInterrupted
 from ..store.column_cache import cache_key, keyed_options
 from ..types import ClassifyResponse
 from .memo import ColumnMemo, open_memo
+from .rows import drain
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -153,14 +154,8 @@ def _classify(backend: Backend, model: str, prompts: list[str | None], index: pd
         with tqdm(total=len(distinct), initial=cached, desc=f"{model} rows", unit="row", disable=not progress,
                   postfix={"cached": cached, "asked": 0}) as bar:
             futures.update({pool.submit(ask, prompt): prompt for prompt in to_ask})
-            pending = set(futures)
             try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        finish(future)
-                        bar.set_postfix(cached=cached, asked=len(answers) - cached, refresh=False)
-                        bar.update(1)
+                drain(futures, finish, bar, cached, lambda: len(answers) - cached)
             except KeyboardInterrupt:
                 interrupted = True  # rows no worker picked up are dropped; a running row is one short pass
                 for future, prompt in futures.items():

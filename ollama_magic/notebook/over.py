@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
@@ -30,6 +30,7 @@ from ..errors import InvalidRequest, RowError, RowInterrupted  # they live in er
 from ..store.column_cache import chat_key
 from .display import strip_fence
 from .memo import open_memo
+from .rows import drain
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -209,15 +210,8 @@ def chat_over(
                 if text in keys and not isinstance(outcome, RowError):
                     memo.keep(keys[text], outcome)  # committed now: a kill -9 later loses nothing of it
 
-            pending = set(futures)
             try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        finish(future)
-                    if done:
-                        bar.set_postfix(cached=cached, asked=len(answers) - cached, refresh=False)
-                        bar.update(len(done))
+                drain(futures, finish, bar, cached, lambda: len(answers) - cached)
             except KeyboardInterrupt:
                 interrupted = True
                 flight.cancel_all()  # every running and queued row at once
