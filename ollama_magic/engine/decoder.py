@@ -231,7 +231,6 @@ class Decoder:
         self.waiting: deque[tuple[GenerationJob, queue.Queue[Any]]] = deque()
         self.on_admit = on_admit  # a job left the queue (admitted or dropped): for OLLAMA_MAX_QUEUE
         self.tokens_decoded = 0  # every token ever put through llama_decode (tests watch it)
-        self.prefix_tokens_shared = 0  # prompt tokens a sequence took from another slot's cells
         self.peak_active = 0  # most sequences decoded together so far
         self._turn = 0
         #: results of this step, put into their outputs when the step ends (see ``_post``)
@@ -359,7 +358,6 @@ class Decoder:
         slot.cached = donor.cached[:shared]
         slot.shared = shared
         donor.shared = max(donor.shared, shared)
-        self.prefix_tokens_shared += shared
         return shared
 
     def _evaluate_media(self, seq: Sequence) -> None:

@@ -21,7 +21,7 @@ from ..errors import InvalidRequest, NotSupported, RowError, RowInterrupted
 from ..store.column_cache import cache_key, keyed_options
 from ..types import ClassifyResponse
 from .memo import ColumnMemo, open_memo
-from .rows import drain
+from .rows import drain, row_error, row_messages
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -84,21 +84,15 @@ class Classification(ClassifyResponse):
                 f'<div style="font-size:smaller">entropy {self.entropy:.3f} nats ({html.escape(self.model)})</div>')
 
 
-def _messages(system: str | None, text: str) -> list[dict[str, Any]]:
-    return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": text}]
-
-
 def classify(text: str, choices: str | Iterable[str], *, model: str | None = None, backend: Backend | None = None,
              system: str | None = None, options: Mapping[str, Any] | None = None) -> Classification:
     """How likely the model finds each of ``choices`` as its reply to ``text`` (a chat message); shown
     as bars in a notebook. ``backend``/``model`` default to the notebook session's."""
     if backend is None or model is None:
-        from .session import current
+        from .session import chat_backend
 
-        session = current()
-        backend = backend if backend is not None else session.backend
-        model = model or session.chat_model
-    result = backend.classify(model, messages=_messages(system, text), choices=labels_of(choices),
+        backend, model = chat_backend(backend, model)
+    result = backend.classify(model, messages=row_messages(system, text), choices=labels_of(choices),
                               options=dict(options) if options else None)
     return Classification.model_validate(result.model_dump())
 
@@ -117,7 +111,7 @@ def classify_rows(backend: Backend, model: str, prompts: list[str | None], index
         raise InvalidRequest("workers must be at least 1")
     distinct = list(dict.fromkeys(p for p in prompts if p is not None))
     with open_memo(backend, model, cache=cache, refresh=refresh) as memo:
-        keys = {prompt: cache_key("choices", memo.identity, messages=_messages(system, prompt), labels=labels,
+        keys = {prompt: cache_key("choices", memo.identity, messages=row_messages(system, prompt), labels=labels,
                                   options=keyed_options(options)) for prompt in distinct} if memo.active else {}
         found = memo.lookup_vectors(keys)
         answers: dict[str, ClassifyResponse | RowError] = {
@@ -138,7 +132,7 @@ def _classify(backend: Backend, model: str, prompts: list[str | None], index: pd
     from tqdm.auto import tqdm
 
     def ask(prompt: str) -> ClassifyResponse:
-        return backend.classify(model, messages=_messages(system, prompt), choices=labels,
+        return backend.classify(model, messages=row_messages(system, prompt), choices=labels,
                                 options=dict(options) if options else None)
 
     def finish(future: Future[ClassifyResponse]) -> None:
@@ -182,7 +176,7 @@ def _outcome(future: Future[ClassifyResponse]) -> ClassifyResponse | RowError:
     except NotSupported:
         raise
     except Exception as exc:  # noqa: BLE001 - one row's failure is that row's value
-        return exc if isinstance(exc, RowError) else RowError(f"{type(exc).__name__}: {exc}")
+        return row_error(exc)
 
 
 def _frame(results: list[ClassifyResponse | RowError | None], index: pd.Index, labels: list[str]) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from ..errors import InvalidRequest, RowError, RowInterrupted  # they live in er
 from ..store.column_cache import chat_key
 from .display import strip_fence
 from .memo import open_memo
-from .rows import drain
+from .rows import drain, row_error, row_messages
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -166,11 +166,9 @@ def chat_over(
     if workers < 1:
         raise InvalidRequest("workers must be at least 1")
     if backend is None or model is None:
-        from .session import current
+        from .session import chat_backend
 
-        session = current()
-        backend = backend if backend is not None else session.backend
-        model = model or session.chat_model
+        backend, model = chat_backend(backend, model)
     column = _as_series(values)
     texts = [None if _missing(v) else str(v) for v in column]
     if choices is not None:
@@ -181,8 +179,7 @@ def chat_over(
                              cache=cache, refresh=refresh)
     distinct = list(dict.fromkeys(t for t in texts if t is not None))
     format = (dict(schema) if schema else "json") if fmt == "json" else None
-    head = [{"role": "system", "content": system}] if system else []
-    messages = {text: [*head, {"role": "user", "content": row_prompt(prompt, text)}] for text in distinct}
+    messages = {text: row_messages(system, row_prompt(prompt, text)) for text in distinct}
 
     from tqdm.auto import tqdm
 
@@ -256,7 +253,7 @@ def _outcome(future: Future[str]) -> str | RowError | None:
     except _Cancelled:
         return None
     except Exception as exc:  # noqa: BLE001 - one row's failure is that row's value
-        return exc if isinstance(exc, RowError) else RowError(f"{type(exc).__name__}: {exc}")
+        return row_error(exc)
 
 
 def _frame(results: list[Any], index: pd.Index, columns: list[str] | None) -> pd.DataFrame:

@@ -1,11 +1,23 @@
-"""The wait loop every column job shares (``--over`` answers, ``--choices`` distributions): hand each
-row's finished future to the caller as it ends and move the progress bar, which counts the rows from the
+"""What every column job shares (``--over`` answers, ``--choices`` distributions): a row's messages,
+the error a failed row holds, and the wait loop that hands each row's finished future to the caller as it ends and move the progress bar, which counts the rows from the
 column cache and the rows asked. Ctrl-C propagates to the caller, whose rule for a stopped column differs."""
 
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Iterable
+
+from ..errors import RowError
+
+
+def row_messages(system: str | None, text: str) -> list[dict[str, Any]]:
+    """A row's chat: the system message (if any), then the row's rendered prompt as the user's."""
+    return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": text}]
+
+
+def row_error(exc: Exception) -> RowError:
+    """What a row holds when asking it raised ``exc``: one row's failure is that row's value."""
+    return exc if isinstance(exc, RowError) else RowError(f"{type(exc).__name__}: {exc}")
 
 
 def drain(futures: Iterable[Future[Any]], finish: Callable[[Future[Any]], None], bar: Any, cached: int,
@@ -22,4 +34,4 @@ def drain(futures: Iterable[Future[Any]], finish: Callable[[Future[Any]], None],
             bar.update(len(done))
 
 
-__all__ = ["drain"]
+__all__ = ["drain", "row_error", "row_messages"]

@@ -198,6 +198,16 @@ def session_for(shell: InteractiveShell) -> NotebookSession:
     return per_shell(shell, "session", lambda: NotebookSession(shell))
 
 
+def chat_backend(backend: Backend | None, model: str | None) -> tuple[Backend, str]:
+    """``backend`` and ``model``, each defaulting to the notebook session's (its backend, its chat model):
+    the Python API's functions take them as optional arguments."""
+    if backend is None or model is None:
+        session = current()
+        backend = backend if backend is not None else session.backend
+        model = model or session.chat_model
+    return backend, model
+
+
 def current() -> NotebookSession:
     """The running kernel's session, for code that wants it without a magic."""
     from IPython import get_ipython
@@ -208,4 +218,4 @@ def current() -> NotebookSession:
     return session_for(shell)
 
 
-__all__ = ["NotebookSession", "SessionStatus", "current", "forget", "per_shell", "session_for"]
+__all__ = ["NotebookSession", "SessionStatus", "chat_backend", "current", "forget", "per_shell", "session_for"]
