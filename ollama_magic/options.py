@@ -41,6 +41,8 @@ OPTION_TYPES: dict[str, type] = {
     "presence_penalty": float,
     "frequency_penalty": float,
     "stop": list,
+    # LoRA adapters (beyond Ollama, as llama-server): every ADAPTER's scale; ``lora`` (REQUEST_OPTIONS) per adapter
+    "lora_scale": float,
 }
 
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -60,6 +62,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "repeat_penalty": 1.0,
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
+    "lora_scale": 1.0,
 }
 
 #: Names old clients and Modelfiles still send. Ollama skips them with a warning; so do we.
@@ -73,6 +76,11 @@ DEPRECATED_OPTIONS = frozenset(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # num_predict: -1 is "no limit", -2 "until the context is full"; anything lower is a mistake
 _INT_MINIMUMS = {"num_predict": -2}
+#: A LoRA scale's bound either way. llama.cpp takes any float, but the adapter's update is multiplied by
+#: it (times alpha / rank) on every patched layer: trained adapters are used at 0..2, and far beyond
+#: that the activations leave f16's range (inf/NaN logits), which is never what a user meant.
+LORA_SCALE_LIMIT = 10.0
+_FLOAT_RANGES = {"lora_scale": (-LORA_SCALE_LIMIT, LORA_SCALE_LIMIT)}
 #: What Go's strconv.ParseInt(s, 10, 64) / ParseFloat(s, 64) read (decimal forms), in ASCII only.
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 _GO_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -142,10 +150,51 @@ def check_option_value(name: str, value: Any) -> Any:
     if isinstance(value, (int, float)):
         try:
             if math.isfinite(float(value)):
-                return value
+                return _in_range(name, value)
         except OverflowError:  # an integer with hundreds of digits
             pass
     raise bad
+
+
+def _in_range(name: str, value: float) -> float:
+    low, high = _FLOAT_RANGES.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:
+        raise InvalidRequest(f"option \"{name}\" must be from {go_float(low)} to {go_float(high)}, "
+                             f"got {json.dumps(value)}")
+    return value
+
+
+def check_lora(value: Any) -> list[dict[str, Any]]:
+    """llama-server's per-request ``lora`` field: ``[{"id": i, "scale": s}, ...]``, adapter ``i`` (the
+    model's i-th ADAPTER, from 0) at scale ``s``; adapters not listed run at scale 0 and an empty list
+    means the model's own scales (both as llama-server). Unlike llama-server, an entry without both
+    fields, a repeated id or an out-of-range scale is refused rather than read as a default; ids the
+    model does not have are refused where the model is known (``engine/lora.py``)."""
+    shape = 'option "lora" must be a list of {"id": <adapter index>, "scale": <number>} objects'
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{shape}, got {json.dumps(value)}")
+    entries: list[dict[str, Any]] = []
+    for entry in value:
+        if not isinstance(entry, Mapping) or set(entry) != {"id", "scale"}:
+            raise InvalidRequest(f"{shape}, got {json.dumps(entry, default=str)}")
+        index, scale = entry["id"], entry["scale"]
+        if isinstance(index, float) and index.is_integer():
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InvalidRequest(f'option "lora": "id" must be an adapter index (0, 1, ...), got {json.dumps(index)}')
+        if any(e["id"] == index for e in entries):
+            raise InvalidRequest(f'option "lora": adapter {index} is listed twice')
+        try:
+            scale = float(check_option_value("lora_scale", scale))
+        except InvalidRequest:
+            raise InvalidRequest(f'option "lora": "scale" must be a number from {go_float(-LORA_SCALE_LIMIT)} to '
+                                 f'{go_float(LORA_SCALE_LIMIT)}, got {json.dumps(scale)}') from None
+        entries.append({"id": index, "scale": scale})
+    return entries
+
+
+#: Options a request may send that are not Modelfile parameters (structured values): name -> checker
+REQUEST_OPTIONS = {"lora": check_lora}
 
 
 def check_options(options: Mapping[str, Any] | None, *, strict: bool) -> dict[str, Any]:
@@ -163,6 +212,10 @@ def check_options(options: Mapping[str, Any] | None, *, strict: bool) -> dict[st
     for name, value in options.items():
         if name in DEPRECATED_OPTIONS:
             log.warning("option %r is deprecated and ignored", name)
+            continue
+        if name in REQUEST_OPTIONS and not strict:
+            if value is not None:
+                checked[name] = REQUEST_OPTIONS[name](value)
             continue
         if name not in OPTION_TYPES:
             if strict:

@@ -27,10 +27,11 @@ import llama_cpp
 from .llama_log import captured_lines, llama_log
 
 MIB = 1024 * 1024
-_BUFFER = re.compile(r"^\w+:\s+(\S+)\s+(model|KV|output|compute) buffer size =\s+([\d.]+) MiB")
+#: a LoRA adapter's buffers (``llama_adapter_lora_init_impl: CPU LoRA buffer size = ...``) count as weights
+_BUFFER = re.compile(r"^\w+:\s+(\S+)\s+(model|KV|output|compute|LoRA) buffer size =\s+([\d.]+) MiB")
 _KV_TOTAL = re.compile(r"^llama_kv_cache: size =\s+([\d.]+) MiB")
 _HOST = ("CPU", "CPU_Mapped", "CPU_REPACK", "CPU_AARCH64", "AMX")
-_KINDS = {"model": "model", "KV": "kv", "output": "output", "compute": "compute"}
+_KINDS = {"model": "model", "KV": "kv", "output": "output", "compute": "compute", "LoRA": "model"}
 
 
 def device_of(buffer: str) -> str:

@@ -59,13 +59,13 @@ def label_tokens(tokenize: Callable[[str], list[int]], labels: list[str], prompt
 
 
 def score_labels(stream: Callable[[GenerationJob], Any], prompt: list[int], labels: list[list[int]],
-                 cancel: threading.Event | None = None) -> list[float]:
+                 cancel: threading.Event | None = None, *, lora: tuple[float, ...] | None = None) -> list[float]:
     """Each label's total log probability after ``prompt``, through the runner's ``stream``; ``cancel``
     (the request's: an HTTP client that went away) stops it at the decoder's next step."""
     if not prompt:
         raise InvalidRequest("the prompt is empty: give the text the choices answer")
     job = GenerationJob(tokens=prompt, sampling=Sampling(temperature=0), stop=[], num_predict=0, stream=False,
-                        choices=tuple(tuple(toks) for toks in labels), cancel=cancel or threading.Event())
+                        choices=tuple(tuple(toks) for toks in labels), cancel=cancel or threading.Event(), lora=lora)
     items = stream(job)
     try:
         finished = [item for item in items if isinstance(item, Finished)]

@@ -28,6 +28,12 @@ gives alone. A seeded job therefore runs alone, on a cleared cache, evaluated fr
 seed gives the same text whatever else is queued and across reloads, at the price of waiting for the
 running sequences to finish and of pausing the others while it runs.
 
+LoRA scales (``lora.py``): every job runs under a vector of adapter scales, and llama.cpp holds one set
+per context. Each step decodes only the sequences whose vector is the oldest running sequence's (the
+others wait, as llama-server's ``can_batch_with`` keeps slots of different LoRA configurations out of
+one batch), and sets the context's scales only when that vector changes. A slot's cells remember the
+vector they were computed under: no prompt reuses or shares cells of another vector.
+
 Context shift: a sequence that fills its slot (``num_ctx`` tokens) discards half of what follows its
 first ``num_keep`` tokens from its KV cells and moves the rest down (``llama_memory_seq_rm`` and
 ``llama_memory_seq_add``, as llama-server's context shift), unless its job says ``shift=False``: then
@@ -143,6 +149,8 @@ class Slot:
     #: how many of its first cells other sequences may hold too (``Decoder._share_prefix``): a context
     #: shift moves a cell's position for every sequence holding it, so it must not move these
     shared: int = 0
+    #: the LoRA scales its cells were computed under: a prompt under other scales reuses none of them
+    lora: tuple[float, ...] = ()
 
 
 class Sequence:
@@ -150,8 +158,9 @@ class Sequence:
 
     def __init__(self, job: GenerationJob, out: "queue.Queue[Any]", slot: Slot, tokens: list[int], keep: int,
                  sampler: SamplerChain, limit: int, num_ctx: int,
-                 post: Callable[["queue.Queue[Any]", Any], None] | None = None) -> None:
+                 post: Callable[["queue.Queue[Any]", Any], None] | None = None, lora: tuple[float, ...] = ()) -> None:
         self.job, self.out, self.slot, self.tokens, self.sampler = job, out, slot, tokens, sampler
+        self.lora = lora  # the adapter scales it decodes under
         #: how results reach ``out``: the decoder's outbox (see ``Decoder._post``), or straight in
         self.post = post or (lambda q, item: q.put(item))
         self.pending = tokens[keep:]  # prompt tokens still to evaluate
@@ -238,6 +247,23 @@ class Decoder:
         #: token -> (ends the generation, its bytes): the vocabulary does not change under a context
         self._tokens: dict[int, tuple[bool, bytes]] = {}
 
+    def _lora(self, job: GenerationJob) -> tuple[float, ...]:
+        """The job's adapter scales (None: the model's own, 1.0 each), one per adapter."""
+        n = len(self.lctx.adapters)
+        scales = job.lora if job.lora is not None else (1.0,) * n
+        if len(scales) != n:
+            raise EngineError(f"{len(scales)} LoRA scales for a model with {n} adapters")
+        return tuple(scales)
+
+    def _use_lora(self, scales: tuple[float, ...]) -> None:
+        if scales != self.lctx.lora:
+            self.lctx.set_lora(scales)
+
+    @staticmethod
+    def _prefix(slot: Slot, tokens: list[int], lora: tuple[float, ...]) -> int:
+        """The prompt tokens ``slot``'s cells hold, as computed under ``lora`` (none under other scales)."""
+        return common_prefix(slot.cached, tokens) if slot.lora == lora else 0
+
     def submit(self, job: GenerationJob, out: "queue.Queue[Any]") -> None:
         self.waiting.append((job, out))
 
@@ -296,16 +322,17 @@ class Decoder:
         if job.choices and (not tokens or len(tokens) + max(map(len, job.choices)) > n_ctx or not all(job.choices)):
             raise EngineError("a choice job needs a prompt, and non-empty labels that fit the context after it")
         most = len(tokens) - 1  # at least one token left to evaluate, for fresh logits
+        lora = self._lora(job)
         if seeded:
             self.lctx.clear()  # evaluated from scratch, alone: see the module docstring
             for s in self.slots:
                 s.cached = []
             slot, reuse = self.slots[0], 0
         else:
-            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
-            reuse = min(common_prefix(slot.cached, tokens), most)
+            slot = max(free, key=lambda s: (self._prefix(s, tokens, lora), -s.last_used))
+            reuse = min(self._prefix(slot, tokens, lora), most)
             if media is None and self.share_prefixes:
-                reuse = self._share_prefix(slot, tokens, reuse, most)
+                reuse = self._share_prefix(slot, tokens, reuse, most, lora)
         if media is not None:
             reuse = media.reusable(reuse)
         if not self.lctx.forget(slot.seq_id, reuse) or not self.lctx.reusable(slot.seq_id, reuse):
@@ -313,13 +340,15 @@ class Decoder:
             reuse = 0
         slot.cached = slot.cached[:reuse]
         slot.shared = min(slot.shared, reuse)
+        slot.lora = lora
         sampler = self.sampler_factory(self.lctx.vocab, self.lctx.n_vocab, n_ctx, job.sampling, job.grammar,
                                deferred=bool(job.grammar and job.trace_tags))
         # -1: at most one context's worth of tokens (shifting as needed); -2: until the context is full
         limit = job.num_predict if job.num_predict >= 0 else n_ctx
-        seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx, self._post)
+        seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx, self._post, lora)
         if media is not None:
             try:
+                self._use_lora(lora)  # its image and text parts are decoded now, under its scales
                 self._evaluate_media(seq)
             except BaseException:
                 self.lctx.forget(slot.seq_id, 0)
@@ -337,20 +366,22 @@ class Decoder:
         ``MIN_SHARED_PREFIX`` tokens with the job's, not all of those it could take in its cells yet
         (the job should wait and share them)."""
         most = len(job.tokens) - 1  # as in ``_start``
+        lora = self._lora(job)
         for seq in running:
-            if not seq.pending or seq.job.media is not None:
+            if not seq.pending or seq.job.media is not None or seq.lora != lora:
                 continue
             shared = min(common_prefix(seq.tokens, job.tokens), most)
             if shared >= MIN_SHARED_PREFIX and len(seq.slot.cached) < shared:
                 return True
         return False
 
-    def _share_prefix(self, slot: Slot, tokens: list[int], reuse: int, most: int) -> int:
-        """Start ``slot`` from another slot's cells when they share more of ``tokens`` than its own:
-        -> the prompt tokens its sequence need not evaluate."""
-        donor = max((s for s in self.slots if s is not slot), key=lambda s: common_prefix(s.cached, tokens),
+    def _share_prefix(self, slot: Slot, tokens: list[int], reuse: int, most: int,
+                      lora: tuple[float, ...] = ()) -> int:
+        """Start ``slot`` from another slot's cells (computed under the same LoRA scales ``lora``) when
+        they share more of ``tokens`` than its own: -> the prompt tokens its sequence need not evaluate."""
+        donor = max((s for s in self.slots if s is not slot), key=lambda s: self._prefix(s, tokens, lora),
                     default=None)
-        shared = min(common_prefix(donor.cached, tokens), most) if donor is not None else 0
+        shared = min(self._prefix(donor, tokens, lora), most) if donor is not None else 0
         if shared <= reuse or not self.lctx.reusable(donor.seq_id, shared):
             return reuse
         self.lctx.forget(slot.seq_id, 0)
@@ -434,6 +465,9 @@ class Decoder:
         running = self.active()
         if not running:
             return
+        lora = min(running, key=lambda s: s.start).lora  # the oldest sequence's scales this step
+        running = [s for s in running if s.lora == lora]
+        self._use_lora(lora)
         self.peak_active = max(self.peak_active, len(running))
         capacity = self.lctx.n_batch  # at least the slot count (LlamaContext sizes it so); bounded anyway
         while True:

@@ -28,6 +28,7 @@ from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
+from ..store.manifests import ADAPTER
 from ..types import (ChatMessage, ChatResponse, ClassifyResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
                      GenerateResponse, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse,
                      TokenizeResponse)
@@ -44,6 +45,7 @@ from .loading import describe, load_options, plan_load
 from .llama_context import KV_CACHE_TYPES
 from .planner import DeviceRoom, LoadPlan
 from .logprobs import check_top_logprobs
+from .lora import lora_scales
 from .prompt import GoPrompt, PromptTemplate
 from .reply import ReplyParser, ReplyPart, join_parts
 from .runner import Finished, GenerationJob, LoadOptions, Runner, Sampling, Token
@@ -456,13 +458,14 @@ class Engine:
             text = prompt if raw else tmpl.render_generate(
                 prompt, system if system is not None else (req.record.system or ""), think=think)
             tokens = partial(self._generate_tokens, text=text, pics=[], earlier=None, opts=req.opts, truncate=truncate)
+        lora = _lora(req.record, req.opts)
         entry, load_ns = self._acquire(req.record, req.opts, embedding=False)
         try:
             runner = entry.runner
             context = tokens(runner)
             label_ids = label_tokens(lambda label: runner.tokenize(label, add_bos=False), labels, context,
                                      runner.n_ctx)
-            totals = score_labels(runner.stream, context, label_ids, request_cancel_event())
+            totals = score_labels(runner.stream, context, label_ids, request_cancel_event(), lora=lora)
         finally:
             self.scheduler.release(entry, req.keep)
         return ClassifyResponse.from_logprobs(
@@ -733,6 +736,7 @@ class Engine:
             presence_penalty=float(opts["presence_penalty"]), frequency_penalty=float(opts["frequency_penalty"]),
             seed=int(opts["seed"]),
         )
+        lora = _lora(record, opts)  # an unknown adapter id is refused before any load
         entry, load_ns = self._acquire(record, opts, embedding=False)
         try:
             runner = entry.runner
@@ -748,6 +752,7 @@ class Engine:
                 shift=shift is not False and media is None, stream=stream, cancel=cancel or threading.Event(),
                 logprobs=logprobs[0], top_logprobs=logprobs[1],
                 trace_tags=trace[0] if format not in (None, "") else None, trace_started=trace[1], media=media,
+                lora=lora,
             )
             items = runner.stream(job)
             try:
@@ -825,6 +830,11 @@ class _Planner:
 
     def __call__(self, rooms: list[DeviceRoom]) -> LoadPlan:
         return plan_load(self.record, self.opts, self.embedding, rooms=rooms, load=self.load)
+
+
+def _lora(record: ModelRecord, opts: Mapping[str, Any]) -> tuple[float, ...]:
+    """The request's LoRA scales, one per ADAPTER of the model (``lora.lora_scales``)."""
+    return lora_scales(opts, len(record.manifest.layers_of(ADAPTER)), record.name.short)
 
 
 def _stats(fin: Finished, load_ns: int, total_ns: int) -> dict[str, int]:

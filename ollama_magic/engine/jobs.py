@@ -80,6 +80,8 @@ class LoadOptions:
     #: empty: the CPU alone. Always listed, never llama.cpp's default (every device): a load that lets
     #: llama.cpp list them reads every RPC worker, and a stopped one aborts the process
     devices: tuple[str, ...] = ()
+    #: the model's LoRA adapter files (its ADAPTER layers), loaded with it in this order
+    adapters: tuple[str, ...] = ()
 
     @property
     def projector_offloaded(self) -> bool:
@@ -121,6 +123,8 @@ class GenerationJob:
     #: labels (token lists) to score after the prompt instead of generating: the decoder feeds each as
     #: if generated and reports its tokens' log probabilities (``Finished.scored``), sampling nothing
     choices: tuple[tuple[int, ...], ...] = ()
+    #: the scale of each of the model's LoRA adapters (``lora.lora_scales``); None: the model's own (1.0 each)
+    lora: tuple[float, ...] | None = None
 
 
 @dataclass

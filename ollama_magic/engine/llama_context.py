@@ -15,16 +15,18 @@ import ctypes
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import llama_cpp
 import numpy as np
 
 from .. import envconfig
-from ..errors import EngineError
+from ..errors import EngineError, InvalidRequest
+from ..store.adapters import check_adapter_files
 from . import llama_log  # noqa: F401 - llama.cpp's log goes to logging from before the first load
 from .geometry import KV_TYPES
 from .logprobs import token_logprob
+from .lora import LoraAdapters
 
 if TYPE_CHECKING:
     from .buffer_report import BufferReport
@@ -180,13 +182,23 @@ class LlamaContext:
     micro-batch, so slots 0 and 2 decoding together would cost two passes over the weights.
     """
 
-    def __init__(self, path: Path, shape: ContextShape) -> None:
+    def __init__(self, path: Path, shape: ContextShape, adapters: Sequence[Path] = ()) -> None:
         check_shape(shape)
+        try:  # again at load (cheap: cached headers): a store edited by hand must not reach llama.cpp
+            check_adapter_files(path, list(adapters))
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
         #: one line per way this load differs from what was asked (a K/V cache type that fell back)
         self.notes: list[str] = []
         shape, note = settle_attention(shape)
         self._note(note)
         self.model = load_model(path, shape)
+        try:
+            #: the model's LoRA adapters (``lora.py``), freed before it
+            self.adapters = LoraAdapters(self.model, adapters)
+        except BaseException:
+            llama_cpp.llama_model_free(self.model)
+            raise
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
@@ -197,8 +209,12 @@ class LlamaContext:
             shape = replace(shape, kv_cache_type="f16")
             self.ctx = llama_cpp.llama_init_from_model(self.model, self.context_params(shape))
         if not self.ctx:
+            self.adapters.free()
             llama_cpp.llama_model_free(self.model)
             raise ValueError(f"failed to create a context of {shape.n_ctx} tokens")
+        #: the LoRA scale vector the context computes with now (one per adapter: all 1.0 at load)
+        self.lora: tuple[float, ...] = ()
+        self.set_lora((1.0,) * len(self.adapters))
         #: the shape the context was made with (its K/V cache type after any fallback)
         self.shape = shape
         self.memory = llama_cpp.llama_get_memory(self.ctx)
@@ -325,10 +341,18 @@ class LlamaContext:
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 
+    def set_lora(self, scales: tuple[float, ...]) -> None:
+        """Compute with these adapter scales from the next decode on (cells already computed keep the
+        scales they were computed with: the decoder keys its prefix reuse on them)."""
+        if scales != self.lora:
+            self.adapters.apply(self.ctx, scales)
+            self.lora = tuple(scales)
+
     def close(self) -> None:
         if self.ctx:
             llama_cpp.llama_batch_free(self.batch)
-            llama_cpp.llama_free(self.ctx)
+            llama_cpp.llama_free(self.ctx)  # the context refers to the adapters: it goes first
+            self.adapters.free()  # then the adapters, before the model that would free them again
             llama_cpp.llama_model_free(self.model)
             self.ctx = None
             self.model = None
@@ -346,9 +370,9 @@ class EmbeddingContext(LlamaContext):
     """
 
     def __init__(self, path: Path, shape: ContextShape,
-                 pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED) -> None:
+                 pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED, adapters: Sequence[Path] = ()) -> None:
         self._pooling_request = pooling
-        super().__init__(path, shape)
+        super().__init__(path, shape, adapters)
         self.pooling = llama_cpp.llama_pooling_type(self.ctx)
         self.n_embd = llama_cpp.llama_model_n_embd(self.model)
         self.n_seq_max = llama_cpp.llama_n_seq_max(self.ctx)

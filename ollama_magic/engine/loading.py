@@ -34,7 +34,9 @@ from ..errors import EngineError, InvalidRequest
 from . import planner
 from .geometry import geometry
 from .gpu import total_layers
+from ..store.gguf_meta import gguf_header
 from .jobs import LoadOptions
+from .lora import with_adapters
 from .planner import DeviceRoom, LoadPlan
 
 log = logging.getLogger("ollama_magic")
@@ -61,6 +63,9 @@ class _Record(Protocol):
 
     @property
     def projector_paths(self) -> list[Path]: ...
+
+    @property
+    def adapter_paths(self) -> list[Path]: ...
 
     def gguf_info(self) -> Any: ...
 
@@ -123,6 +128,7 @@ def load_options(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
         num_parallel=parallel, projector=str(projectors[0]) if projectors else "",
         flash_attn=envconfig.flash_attention(),
         kv_cache_type="f16" if embedding else envconfig.kv_cache_type(),  # embeddings: see EmbeddingContext
+        adapters=tuple(str(p) for p in record.adapter_paths),
     )
 
 
@@ -150,9 +156,10 @@ def plan_load(record: _Record, opts: Mapping[str, Any], embedding: bool, *,
     if rooms is None:  # the whole RAM budget, no device
         rooms = [DeviceRoom("CPU", "CPU", int(psutil.virtual_memory().total * 0.9))]
     info = record.gguf_info()
+    geom = with_adapters(geometry(info), [gguf_header(Path(p)) for p in load.adapters])
     try:
         return planner.plan(
-            geometry(info), load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
+            geom, load, rooms, planner.probe_for(record.model_path, tuple(r.name for r in rooms[1:])),
             explicit_gpu=explicit_num_gpu(opts),
             projector=Path(load.projector).stat().st_size if load.projector else 0,
         )

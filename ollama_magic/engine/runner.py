@@ -247,7 +247,7 @@ class Runner:
         shape = load_shape(opts, threads)
         if not opts.embedding:
             try:
-                self.lctx = LlamaContext(self.model_path, shape)
+                self.lctx = LlamaContext(self.model_path, shape, [Path(p) for p in opts.adapters])
             except ValueError as exc:
                 raise EngineError(f"failed to load model {self.name}: {exc}") from None
             self.load_notes = list(self.lctx.notes)
@@ -266,7 +266,7 @@ class Runner:
         if self._pooling_from_gguf() is None:
             pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
         try:
-            self.lctx = EmbeddingContext(self.model_path, shape, pooling)
+            self.lctx = EmbeddingContext(self.model_path, shape, pooling, [Path(p) for p in opts.adapters])
         except ValueError as exc:
             raise EngineError(f"failed to load model {self.name}: {exc}") from None
         self.load_notes = list(self.lctx.notes)

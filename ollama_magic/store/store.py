@@ -28,6 +28,7 @@ from ..types import (CreateRequest, ListedModel, ListedModelDetails, ListRespons
                      ShowResponse)
 from . import manifests as mt
 from .blobs import BlobStore, Progress, blob_text, digest_bytes, parse_digest
+from .adapters import check_adapter
 from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
@@ -349,10 +350,9 @@ class ModelStore:
             layers.append(self._blob_layer(mt.MODEL, source.digest))
             yield ProgressResponse(status=f"using existing layer {source.digest}")
 
-        adapters = from_files.get(mt.ADAPTER, []) + [
-            digest for value in spec.adapters
-            for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")
-        ]
+        named = [(digest, value) for value in spec.adapters  # each adapter blob, and what the request called it
+                 for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")]
+        adapters = from_files.get(mt.ADAPTER, []) + [digest for digest, _ in named]
         for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
             if digests:
                 layers = [x for x in layers if x.media_type != media_type]
@@ -364,6 +364,9 @@ class ModelStore:
         if model_layer is None:
             raise InvalidRequest("the model has no weights: FROM must name a GGUF file, a blob or a model")
         info = gguf_header(self.blobs.require(model_layer.digest))
+        for adapter in (x for x in layers if x.media_type == mt.ADAPTER):  # before llama.cpp ever sees it
+            check_adapter(info, gguf_header(self.blobs.require(adapter.digest)),
+                          dict(named).get(adapter.digest, adapter.digest))
 
         text_layers = (
             ((mt.TEMPLATE, mt.LEGACY_PROMPT), [spec.template] if spec.template is not None else None),

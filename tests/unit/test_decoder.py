@@ -27,6 +27,9 @@ class FakeContext:
         self.forgotten: list[tuple[int, int]] = []
         self.shared: list[tuple[int, int, int]] = []  # every share(source, target, count)
         self.kv_slots: int | None = None  # decode answers 1 ("no KV slot") above this many entries
+        self.adapters: tuple[object, ...] = ()  # LoRA adapters (tests set two)
+        self.lora: tuple[float, ...] = ()
+        self.lora_sets: list[tuple[float, ...]] = []  # every set_lora(scales)
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
         if len(entries) > self.n_batch:
@@ -61,6 +64,10 @@ class FakeContext:
 
     def clear(self) -> None:
         pass
+
+    def set_lora(self, scales: tuple[float, ...]) -> None:
+        self.lora_sets.append(scales)
+        self.lora = scales
 
     def shift(self, seq: int, keep: int, discard: int, n_past: int) -> bool:
         return False

@@ -67,6 +67,7 @@ def _record(tmp_path: Path):  # noqa: ANN202 - a stand-in for a store record
     class Record:
         model_path = tmp_path / "weights.gguf"
         projector_paths: list[Path] = []
+        adapter_paths: list[Path] = []
 
         def gguf_info(self) -> GGUFInfo:
             return GGUFInfo(metadata={"general.architecture": "llama", "llama.context_length": 8192})

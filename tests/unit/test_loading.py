@@ -26,6 +26,7 @@ class FakeRecord:
     model_path: Path
     metadata: dict[str, Any]
     projector_paths: list[Path] = field(default_factory=list)
+    adapter_paths: list[Path] = field(default_factory=list)
 
     def gguf_info(self) -> GGUFInfo:
         return GGUFInfo(metadata={"general.architecture": "llama", **self.metadata})
