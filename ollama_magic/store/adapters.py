@@ -7,6 +7,7 @@ aborts the process inside ``ggml_mul_mat`` at the first decode. So every rule of
 line at create time (and again, cheaply, when the engine loads it: a store edited by hand) before
 llama.cpp sees it. The rules, in llama.cpp's order:
 
+- the keys llama.cpp reads have the types it asserts (strings, a FLOAT32 ``adapter.lora.alpha``);
 - ``general.type`` is ``adapter`` and ``adapter.type`` is ``lora`` (control vectors and activated
   LoRAs, which llama-server applies only from an invocation string on, are refused);
 - ``general.architecture`` is the base's;
@@ -16,6 +17,9 @@ llama.cpp sees it. The rules, in llama.cpp's order:
   and ``lora_b`` is ``[r, n_out]``; for ``token_embd`` (``[n_embd, n_vocab]``, looked up rather than
   multiplied) ``lora_a`` is ``[r, n_vocab]`` and ``lora_b`` is ``[r, n_embd]``. Both halves and the
   patched weight are 2-D;
+- no ``token_embd`` LoRA on a model with tied embeddings (no ``output.weight``): llama.cpp's output
+  projection is then ``token_embd`` too, looked up by name, and multiplies the pair in the matrix
+  orientation, which aborts in ``ggml_mul_mat`` (measured on SmolLM2 with raw llama-cpp-python);
 - the halves are stored as F32, F16, BF16 or Q8_0 (what ``convert_lora_to_gguf.py`` writes).
 """
 
@@ -34,6 +38,10 @@ _Q = gguf.GGMLQuantizationType
 #: the types a LoRA half may have (convert_lora_to_gguf.py's outtypes; each multiplies on every backend)
 LORA_TYPES = {int(_Q.F32), int(_Q.F16), int(_Q.BF16), int(_Q.Q8_0)}
 _HALVES = (".lora_a", ".lora_b")
+#: keys llama.cpp's adapter loader reads with ``gguf_get_val_str``/``_f32``, which abort on another type
+_KEY_TYPES = {"general.type": gguf.GGUFValueType.STRING, "general.architecture": gguf.GGUFValueType.STRING,
+              gguf.Keys.Adapter.TYPE: gguf.GGUFValueType.STRING,
+              gguf.Keys.Adapter.LORA_ALPHA: gguf.GGUFValueType.FLOAT32}
 
 
 def _fail(name: str, why: str) -> InvalidRequest:
@@ -69,9 +77,11 @@ def _check_pair(weight: str, a: TensorInfo, b: TensorInfo, base: TensorInfo, nam
         raise _fail(name, f"it patches {weight} of shape {list(base.shape)}; only 2-D weights can take a LoRA")
     n_in, n_out = base.shape
     if weight.endswith("token_embd.weight"):  # looked up, not multiplied: A and B swap roles (llm_build_inp_embd)
-        want_a, want_b = (b.shape[0], n_out), (a.shape[0], n_in)
-    else:
-        want_a, want_b = (n_in, b.shape[0]), (a.shape[1], n_out)
+        rank = a.shape[0]
+        want_a, want_b = (rank, n_out), (rank, n_in)
+    else:  # the rank is lora_a's (its second dimension), the one llama.cpp divides alpha by is lora_b's first
+        rank = a.shape[1]
+        want_a, want_b = (n_in, rank), (rank, n_out)
     if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
         raise _fail(name, f"{weight} is {list(base.shape)} in the base but its LoRA halves are "
                           f"{list(a.shape)} and {list(b.shape)} (expected {list(want_a)} and {list(want_b)})")
@@ -81,6 +91,10 @@ def check_adapter(base: GGUFInfo, adapter: GGUFInfo, name: str = "") -> None:
     """Refuse (InvalidRequest, one line) an adapter that llama.cpp would refuse or abort on with
     ``base``; ``name`` says which file in the message."""
     name = name or "file"
+    for key, wanted in _KEY_TYPES.items():  # llama.cpp reads these with an assert on their type
+        vtype = adapter.value_types.get(key)
+        if vtype is not None and vtype != wanted:
+            raise _fail(name, f"its {key} is stored as {gguf.GGUFValueType(vtype).name}, not {wanted.name}")
     kind = str(adapter.metadata.get("general.type", ""))
     if kind != "adapter":
         raise _fail(name, f"its general.type is {kind or 'missing'!r}, not 'adapter' (is it a model?)")
@@ -106,6 +120,10 @@ def check_adapter(base: GGUFInfo, adapter: GGUFInfo, name: str = "") -> None:
             raise _fail(name, f"{weight} has no {missing[0]} half")
         if weight not in weights:
             raise _fail(name, f"it patches {weight}, which the base model does not have")
+        if weight == "token_embd.weight" and "output.weight" not in weights:
+            raise _fail(name, "it patches token_embd.weight of a model with tied embeddings, which llama.cpp "
+                              "also multiplies as the output projection with the LoRA the wrong way round "
+                              "(its process aborts)")
         _check_pair(weight, pair[".lora_a"], pair[".lora_b"], weights[weight], name)
 
 

@@ -60,6 +60,8 @@ class GGUFInfo:
     parameter_count: int = 0
     tensor_count: int = 0
     tensors: list[TensorInfo] = field(default_factory=list)
+    #: key -> its GGUF value type (``gguf.GGUFValueType``): llama.cpp aborts on a key of the wrong type
+    value_types: dict[str, int] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -191,6 +193,7 @@ class _Reader:
         for _ in range(kv_count):
             key = self.string()
             vtype = self.unpack("<I", 4)
+            info.value_types[key] = vtype
             value = self.array(key, info) if vtype == _T.ARRAY else self.value(vtype)
             if value is not None:
                 info.metadata[key] = value
