@@ -366,7 +366,10 @@ class Decoder:
         ``MIN_SHARED_PREFIX`` tokens with the job's, not all of those it could take in its cells yet
         (the job should wait and share them)."""
         most = len(job.tokens) - 1  # as in ``_start``
-        lora = self._lora(job)
+        try:
+            lora = self._lora(job)
+        except EngineError:
+            return False  # ``_start`` refuses it, to its own consumer
         for seq in running:
             if not seq.pending or seq.job.media is not None or seq.lora != lora:
                 continue

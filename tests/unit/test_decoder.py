@@ -335,3 +335,49 @@ def test_a_choice_job_with_an_empty_prompt_fails_instead_of_holding_its_slot() -
     run(make(lctx), empty, after)
     assert isinstance(results(empty)[1], EngineError)
     assert isinstance(results(after)[1], Finished)  # the slot is free for the next job
+
+
+class LoraContext(FakeContext):
+    """A fake with two LoRA adapters that records the scales every decode ran under."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapters = (object(), object())
+        self.lora = (1.0, 1.0)
+        self.scales_of_batches: list[tuple[float, ...]] = []
+
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
+        self.scales_of_batches.append(self.lora)
+        return super().decode(entries)
+
+
+def test_jobs_of_different_lora_scales_never_share_a_decode_and_scales_change_only_between_runs() -> None:
+    lctx = LoraContext(parallel=4, n_batch=16)
+    plain, halved, plain_too = job([1, 2, 3], n=3), job([4, 5, 6], n=3, lora=(0.5, 0.0)), job([7, 8], n=3)
+    run(make(lctx), plain, halved, plain_too)
+    seqs_by_scales: dict[tuple[float, ...], set[int]] = {}
+    for scales, batch in zip(lctx.scales_of_batches, lctx.batches):
+        seqs_by_scales.setdefault(scales, set()).update(entry[2] for entry in batch)
+    assert len(seqs_by_scales) == 2 and not set.intersection(*seqs_by_scales.values())
+    assert {lctx.batches[0][0][0], lctx.batches[0][-1][0]} == {1, 8}  # the two at (1, 1) went together
+    assert lctx.lora_sets == [(0.5, 0.0)]  # one change: the default ran first, the other after it
+    assert all(isinstance(results(j)[1], Finished) for j in (plain, halved, plain_too))
+
+
+def test_a_slot_cached_under_other_lora_scales_is_evaluated_again_not_reused() -> None:
+    lctx = LoraContext(parallel=1)
+    decoder = make(lctx)
+    run(decoder, job([1, 2, 3, 4, 5], n=1))
+    lctx.batches.clear()
+    run(decoder, job([1, 2, 3, 4, 5, 6], n=1, lora=(0.0, 0.0)))
+    assert [entry[0] for entry in lctx.batches[0]] == [1, 2, 3, 4, 5, 6]  # nothing reused
+    lctx.batches.clear()
+    run(decoder, job([1, 2, 3, 4, 5, 6, 7], n=1, lora=(0.0, 0.0)))
+    assert [entry[0] for entry in lctx.batches[0]][:1] == [7]  # same scales: the cached prefix serves
+
+
+def test_a_job_with_the_wrong_number_of_lora_scales_fails_alone() -> None:
+    lctx = LoraContext(parallel=2)
+    bad, good = job([1, 2], n=1, lora=(1.0,)), job([3, 4], n=1)
+    run(make(lctx), bad, good)
+    assert isinstance(results(bad)[1], EngineError) and isinstance(results(good)[1], Finished)
