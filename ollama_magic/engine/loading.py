@@ -31,10 +31,10 @@ import psutil
 
 from .. import envconfig
 from ..errors import EngineError, InvalidRequest
+from ..store.gguf_meta import gguf_header
 from . import planner
 from .geometry import geometry
 from .gpu import total_layers
-from ..store.gguf_meta import gguf_header
 from .jobs import LoadOptions
 from .lora import with_adapters
 from .planner import DeviceRoom, LoadPlan
