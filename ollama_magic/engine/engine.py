@@ -492,7 +492,7 @@ class Engine:
             try:
                 ectx = entry.runner.embedding_context()
                 pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
-                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False)
+                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True)
             finally:
                 self.scheduler.release(entry, keep)
             return ranked(model, [row[0] for row in rows], docs, top_n, count)

@@ -385,19 +385,20 @@ class Runner:
         token_lists = tokenize_texts(self.embedding_context(), texts, truncate)
         return self.submit_embed_tokens(token_lists, texts, normalize)
 
-    def embed_tokens(self, token_lists: list[list[int]], texts: list[str],
-                     normalize: bool = True) -> tuple[list[list[float]], int]:
+    def embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
+                     alone: bool = False) -> tuple[list[list[float]], int]:
         """:meth:`embed` for texts tokenized by the caller (see :meth:`submit_embed_tokens`)."""
-        return self._wait(self.submit_embed_tokens(token_lists, texts, normalize))
+        return self._wait(self.submit_embed_tokens(token_lists, texts, normalize, alone))
 
-    def submit_embed_tokens(self, token_lists: list[list[int]], texts: list[str],
-                            normalize: bool = True) -> "Future[tuple[list[list[float]], int]]":
+    def submit_embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
+                            alone: bool = False) -> "Future[tuple[list[list[float]], int]]":
         """As :meth:`submit_embed`, for texts tokenized by the caller (a reranker's query-document pairs,
-        ``rerank.pair_tokens``), each one that fits one decode of ``embedding_context()``."""
+        ``rerank.pair_tokens``), each one that fits one decode of ``embedding_context()``; ``alone``:
+        each in a decode of its own (``EmbedJob.alone``)."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
         self._enter_queue()
-        job = EmbedJob(texts, token_lists, normalize)
+        job = EmbedJob(texts, token_lists, normalize, alone=alone)
         self._inbox.put(job)
         return job.future
 
