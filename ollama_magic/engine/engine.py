@@ -576,7 +576,7 @@ class Engine:
         """The ``k`` chunks of ``%ollama learn`` index ``name`` (or several) nearest to ``query``, as a
         DataFrame (rank, score, source, position, cite, text): the query is embedded with the model the
         index was learned with, here; the index is ``knowledge/``'s, beside the store."""
-        from ..knowledge import search
+        from ..knowledge.search import search
 
         return search(self, name, query, k)
 

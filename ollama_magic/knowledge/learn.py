@@ -1,5 +1,5 @@
-"""``%ollama learn`` and ``%ollama search`` without the notebook: sources in, chunks embedded on the
-backend, rows in a named index (``index.py``); a query in, the nearest chunks out as a DataFrame.
+"""``%ollama learn`` without the notebook: sources in, chunks embedded on the backend, rows in a named
+index (``index.py``).
 
 Embedding goes through ``embed_frame`` (``notebook/embeddings.py``), so every chunk's vector is kept
 in the column cache: learning a file again after an edit embeds only its chunks that changed, and a
@@ -23,18 +23,13 @@ from ..defaults import DEFAULT_EMBED_MODEL
 from ..errors import InvalidRequest
 from .chunking import CHUNK_TOKENS, OVERLAP_TOKENS, Chunk, check_sizes, chunk_text
 from .index import Index, check_name
-from .sources import FILE, Source, cite, digest_of
+from .sources import FILE, Source, digest_of
 
 if TYPE_CHECKING:
     from ..backends import Backend
 
 #: chunks sent to ``embed_frame`` at once (it batches them by 64 itself); the progress bar moves per block
 EMBED_BLOCK = 256
-#: ``rerank(query, texts) -> scores``: a reranker's scores for the candidates, higher is better
-Reranker = Callable[[str, list[str]], list[float]]
-#: how many candidates a reranked search reads per wanted chunk
-RERANK_POOL = 4
-RESULT_COLUMNS = ["rank", "score", "source", "position", "cite", "text"]
 
 
 @dataclass
@@ -168,67 +163,4 @@ def _embed(backend: Backend, model: str, texts: list[str], progress: bool | None
     return np.concatenate(blocks), embedded, cached
 
 
-# ---- search ------------------------------------------------------------------------------------
-
-
-def search(backend: Backend, names: str | Sequence[str], query: str, k: int = 5, *,
-           rerank: Reranker | None = None, root: Path | None = None) -> pd.DataFrame:
-    """The ``k`` chunks of the named indexes nearest to ``query`` (best first): rank, score (cosine
-    similarity, or the reranker's score), source, position, cite (how a sources list names it), text,
-    and index when several are searched. ``rerank`` reorders a larger pool of candidates first."""
-    from ..notebook.embeddings import embed_frame, vectors_of
-    from ..store.column_cache import model_identity
-
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidRequest(f"k must be a positive integer, not {k!r}")
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidRequest("the query is empty")
-    wanted = [names] if isinstance(names, str) else list(names)
-    if not wanted:
-        raise InvalidRequest("name at least one index")
-    pool = int(k) * (RERANK_POOL if rerank is not None else 1)
-    frames, vectors = [], {}
-    for name in wanted:
-        index = Index.open(name, root)
-        model = index.info.model
-        if model not in vectors:
-            identity = model_identity(backend, model) or f"name:{model}"
-            if identity != index.info.identity:
-                raise InvalidRequest(f"index {name!r} was learned with {model} ({index.info.identity[:19]}), which "
-                                     f"is now {identity[:19]}: its vectors no longer match; learn it again with "
-                                     "--rebuild")
-            vectors[model] = vectors_of(embed_frame(backend, pd.Series([query]), model=model, progress=False))[0]
-        found = index.search(vectors[model], pool)
-        found["index"] = name
-        frames.append(found)
-    hits = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, kind="stable")
-    if rerank is not None and len(hits):
-        scores = list(rerank(query, hits.text.tolist()))
-        if len(scores) != len(hits):
-            raise InvalidRequest(f"the reranker gave {len(scores)} scores for {len(hits)} texts")
-        hits = hits.assign(similarity=hits.score, score=[float(s) for s in scores])
-        hits = hits.sort_values("score", ascending=False, kind="stable")
-    return _result(hits.head(int(k)), several=len(wanted) > 1)
-
-
-def _result(hits: pd.DataFrame, *, several: bool) -> pd.DataFrame:
-    from .sources import _relative
-
-    out = pd.DataFrame({
-        "rank": range(1, len(hits) + 1),
-        "score": hits.score.round(4).to_numpy(),
-        "source": [s if kind != FILE else _relative(s) for s, kind in zip(hits.source, hits.kind)],
-        "position": [p or (f"{a}" if a == b else f"{a}-{b}")
-                     for p, a, b in zip(hits.position, hits.first_line, hits.last_line)],
-        "cite": [cite(s, kind, p, a, b) for s, kind, p, a, b in
-                 zip(hits.source, hits.kind, hits.position, hits.first_line, hits.last_line)],
-        "text": hits.text.to_numpy(),
-    })
-    if "similarity" in hits:
-        out.insert(2, "similarity", hits.similarity.round(4).to_numpy())
-    if several:
-        out["index"] = hits["index"].to_numpy()
-    return out
-
-
-__all__ = ["EMBED_BLOCK", "RESULT_COLUMNS", "LearnReport", "Reranker", "learn", "search"]
+__all__ = ["EMBED_BLOCK", "LearnReport", "learn"]

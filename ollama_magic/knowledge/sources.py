@@ -128,7 +128,9 @@ def _rows(frame: Any, columns: Sequence[str] | None, what: str) -> Iterable[tupl
             raise InvalidRequest(f"{what}: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
         chosen = list(columns)
     else:
-        chosen = [c for c in frame.columns if frame[c].dtype == object or str(frame[c].dtype).startswith("string")]
+        import pandas as pd
+
+        chosen = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
         if not chosen:
             raise InvalidRequest(f"{what}: no text column; name them with --columns a,b")
     for index, row in frame[chosen].iterrows():
@@ -180,13 +182,13 @@ def cite(source: str, kind: str, position: str, first_line: int, last_line: int)
         return f"{source}[{position}]"
     if kind == CELL:
         return position
-    shown = _relative(source)
+    shown = relative(source)
     if position:
         return f"{shown} {position}"
     return f"{shown}:{first_line}" if first_line == last_line else f"{shown}:{first_line}-{last_line}"
 
 
-def _relative(source: str) -> str:
+def relative(source: str) -> str:
     try:
         return str(Path(source).relative_to(Path.cwd()))
     except ValueError:
@@ -194,4 +196,4 @@ def _relative(source: str) -> str:
 
 
 __all__ = ["CELL", "FILE", "FRAME", "Passage", "Source", "cite", "digest_of", "expand", "from_cells", "from_column",
-           "read_file"]
+           "read_file", "relative"]

@@ -58,7 +58,7 @@ def retrieve_into(cell: Cell, message: str, names: list[str], k: int,
     """The message with the retrieved chunks in front, and the table of those that fit; ``rerank``
     (``(query, texts) -> scores``) reorders the candidates before they are fitted."""
     from ...knowledge.ask import fit_sources
-    from ...knowledge.learn import search
+    from ...knowledge.search import search
     from ..context import context_budget, token_counter
 
     hits = search(cell.session.backend, names, message, k, rerank=rerank)
