@@ -75,10 +75,12 @@ def test_bad_sizes_are_one_clear_error() -> None:
 def _docs(tmp_path: Path) -> Path:
     (tmp_path / "a.md").write_text("# Alpha\n\nThe alpha reactor runs on blue salt.\n")
     (tmp_path / "b.py").write_text("def beta():\n    return 'the beta pump is green'\n")
-    (tmp_path / "n.ipynb").write_text(json.dumps({"cells": [
+    notebook = {"cells": [
         {"cell_type": "markdown", "source": ["Notes"]},
-        {"cell_type": "code", "source": ["x = 1"], "outputs": [{"output_type": "stream", "text": ["gamma is purple\n"]}]},
-    ]}))
+        {"cell_type": "code", "source": ["x = 1"],
+         "outputs": [{"output_type": "stream", "text": ["gamma is purple\n"]}]},
+    ]}
+    (tmp_path / "n.ipynb").write_text(json.dumps(notebook))
     pd.DataFrame({"q": ["delta is orange", "epsilon is teal"], "n": [1, 2]}).to_csv(tmp_path / "t.csv", index=False)
     return tmp_path
 
