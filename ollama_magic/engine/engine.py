@@ -626,6 +626,14 @@ class Engine:
             self.scheduler.release(entry, keep)
         return ollama.EmbeddingsResponse(embedding=vectors[0])
 
+    def search(self, name: str | Sequence[str], query: str, k: int = 5) -> Any:
+        """The ``k`` chunks of ``%ollama learn`` index ``name`` (or several) nearest to ``query``, as a
+        DataFrame (rank, score, source, position, cite, text): the query is embedded with the model the
+        index was learned with, here; the index is ``knowledge/``'s, beside the store."""
+        from ..knowledge.search import search
+
+        return search(self, name, query, k)
+
     # ---- internals ---------------------------------------------------------------------------
 
     def _record(self, model: str) -> ModelRecord:
