@@ -626,13 +626,14 @@ class Engine:
             self.scheduler.release(entry, keep)
         return ollama.EmbeddingsResponse(embedding=vectors[0])
 
-    def search(self, name: str | Sequence[str], query: str, k: int = 5) -> Any:
+    def search(self, name: str | Sequence[str], query: str, k: int = 5, *, rerank: str | None = None) -> Any:
         """The ``k`` chunks of ``%ollama learn`` index ``name`` (or several) nearest to ``query``, as a
         DataFrame (rank, score, source, position, cite, text): the query is embedded with the model the
-        index was learned with, here; the index is ``knowledge/``'s, beside the store."""
-        from ..knowledge.search import search
+        index was learned with, here; the index is ``knowledge/``'s, beside the store. ``rerank`` names
+        a model that reorders a larger pool of candidates first (``Engine.rerank``)."""
+        from ..knowledge.search import reranker, search
 
-        return search(self, name, query, k)
+        return search(self, name, query, k, rerank=reranker(self, rerank) if rerank else None)
 
     # ---- internals ---------------------------------------------------------------------------
 

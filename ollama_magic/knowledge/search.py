@@ -68,6 +68,18 @@ def search(backend: Backend, names: str | Sequence[str], query: str, k: int = 5,
     return _result(hits.head(int(k)), several=len(wanted) > 1)
 
 
+def reranker(backend: Backend, model: str) -> Reranker:
+    """``rerank`` for ``search``: ``model`` ranks the candidates on ``backend`` (``Backend.rerank``: a
+    cross-encoder, or any chat model by its P(yes)); scores come back in the candidates' order."""
+
+    def scores(query: str, texts: list[str]) -> list[float]:
+        response: Any = backend.rerank(model, query, texts)
+        by_index = {r.index: r.relevance_score for r in response.results}
+        return [float(by_index[i]) for i in range(len(texts))]
+
+    return scores
+
+
 def _query_vector(backend: Backend, model: str, query: str) -> np.ndarray:
     response: Any = backend.embed(model=model, input=[query])
     embeddings = response["embeddings"] if isinstance(response, dict) else response.embeddings
@@ -92,4 +104,4 @@ def _result(hits: pd.DataFrame, *, several: bool) -> pd.DataFrame:
     return out
 
 
-__all__ = ["RERANK_POOL", "RESULT_COLUMNS", "Reranker", "search"]
+__all__ = ["RERANK_POOL", "RESULT_COLUMNS", "Reranker", "reranker", "search"]

@@ -1,4 +1,4 @@
-"""``--docs NAME[,NAME] [-k K]``: the K chunks of those ``%ollama learn`` indexes nearest to the message go
+"""``--docs NAME[,NAME] [-k K] [--rerank MODEL]``: the K chunks of those ``%ollama learn`` indexes nearest to the message go
 in front of it, numbered, fitted to the model's context; the reply shows them as a collapsed "sources"
 list its ``[n]`` marks point to, and keeps them in ``reply.sources`` (a DataFrame)."""
 
@@ -29,11 +29,14 @@ class Docs(Feature):
                             "numbered; the reply lists them as sources (reply.sources)")
         parser.add_argument("-k", type=int, default=None, metavar="K",
                             help=f"with --docs: how many chunks to retrieve (default {DEFAULT_K})")
+        parser.add_argument("--rerank", metavar="MODEL", default=None,
+                            help="with --docs: reorder a larger pool of candidates with this model (a "
+                            "cross-encoder, or any chat model) before they enter the prompt")
 
     def check(self, args: argparse.Namespace) -> None:
         if args.docs is None:
-            if args.k is not None:
-                raise InvalidRequest("-k goes with --docs")
+            if args.k is not None or args.rerank is not None:
+                raise InvalidRequest(f"{'-k' if args.k is not None else '--rerank'} goes with --docs")
             return
         if args.k is not None and args.k < 1:
             raise InvalidRequest(f"-k must be 1 or more, not {args.k}")
@@ -45,7 +48,10 @@ class Docs(Feature):
     def apply(self, turn: ChatTurn, args: argparse.Namespace, cell: Cell) -> None:
         if args.docs is None:
             return
-        turn.text, args.docs_sources = retrieve_into(cell, turn.text, args.docs, args.k or DEFAULT_K)
+        from ...knowledge.search import reranker
+
+        rerank = reranker(cell.session.backend, args.rerank) if args.rerank else None
+        turn.text, args.docs_sources = retrieve_into(cell, turn.text, args.docs, args.k or DEFAULT_K, rerank)
 
     def after(self, reply: Any, args: argparse.Namespace, cell: Cell) -> None:
         sources = getattr(args, "docs_sources", None)

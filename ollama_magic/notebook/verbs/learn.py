@@ -81,18 +81,22 @@ def _cells(shell: InteractiveShell | None) -> list[tuple[int | None, str]]:
     return recent_cells(shell, 10**6)
 
 
-@verb("search", "NAME[,NAME] QUERY [-k K]: the chunks of learned indexes nearest to QUERY (no chat model needed)")
+@verb("search", "NAME[,NAME] QUERY [-k K] [--rerank MODEL]: the chunks of learned indexes nearest to QUERY (no chat model needed)")
 def search(session: NotebookSession, argv: list[str], shell: InteractiveShell | None) -> Any:
     def setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("names", help="index name(s), comma-separated")
         p.add_argument("query", nargs="+")
         p.add_argument("-k", type=int, default=5, help="how many chunks (default 5)")
+        p.add_argument("--rerank", metavar="MODEL", help="reorder a larger pool of candidates with this model "
+                       "(a cross-encoder, or any chat model) before the best K are kept")
 
     args = parse("search", argv, setup)
-    from ...knowledge import search as find
+    from ...knowledge.search import reranker
+    from ...knowledge.search import search as find
 
     names = [n.strip() for n in args.names.split(",") if n.strip()]
-    return find(session.backend, names, " ".join(args.query), args.k)
+    rerank = reranker(session.backend, args.rerank) if args.rerank else None
+    return find(session.backend, names, " ".join(args.query), args.k, rerank=rerank)
 
 
 __all__ = ["learn", "search"]
