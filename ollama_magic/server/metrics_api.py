@@ -29,6 +29,8 @@ from .schemas import native_responses
 
 router = APIRouter(tags=["metrics"], responses=native_responses())
 UNMATCHED = "unmatched"
+#: methods counted by name; any other (a client may send any token) counts as "other": one series each
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: (method, path) -> route template, for the paths seen last (paths with parameters are unbounded)
 ROUTE_CACHE = 1024
 
@@ -68,7 +70,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_counting)
         finally:
-            self.metrics.http_answered(scope["method"], self.template(scope), status, time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.http_answered(method, self.template(scope), status, time.perf_counter() - start)
 
     def template(self, scope: Scope) -> str:
         """The path template of the route ``scope`` reaches (by path; a wrong method still names it)."""

@@ -133,6 +133,8 @@ def test_http_requests_count_by_route_template_and_status_refusals_included(engi
     assert client.head(f"/api/blobs/{digest}", headers=key).status_code == 404
     assert client.get("/no/such/path", headers=key).status_code == 404
     assert client.post("/api/show", json={"model": "nope"}, headers=key).status_code == 404
+    for method in ("BREW", "WHEN"):  # any token is a method: they must not each become a series
+        client.request(method, "/api/version", headers=key)
     response = client.get("/metrics", headers=key)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     got = samples(response.text)
@@ -143,3 +145,4 @@ def test_http_requests_count_by_route_template_and_status_refusals_included(engi
     assert value(got, count, method="GET", route="unmatched", status="404") == 1
     assert value(got, count, method="POST", route="/api/show", status="404") == 1
     assert value(got, "ollama_magic_http_request_duration_seconds_count", method="GET", route="/api/version") == 1
+    assert value(got, count, method="other", route="/api/version", status="405") == 2
