@@ -1,7 +1,8 @@
 """The FastAPI application: the Engine behind Ollama's native routes and the OpenAI-compatible ones.
 
-Layers, outermost first: with metrics on, the HTTP request counter (``metrics_api``); the Origin check (403 before CORS, so a foreign page's preflight fails too),
-CORS headers, the Host check (DNS rebinding), the API key, the body limit, JSON bodies, then the routes.
+Layers, outermost first: with metrics on, the HTTP request counter (``metrics_api``); the Origin check
+(403 before CORS, so a foreign page's preflight fails too), CORS headers, the Host check (DNS
+rebinding), the API key, the body limit, JSON bodies, then the routes.
 """
 
 from __future__ import annotations

@@ -128,6 +128,14 @@ def test_gauges_show_the_loaded_models_with_their_bytes_and_slots(url: str) -> N
     assert get(scraped, "ollama_magic_requests_deferred", model=GEMMA) == 0
 
 
+def test_a_classification_counts_its_prompt(url: str) -> None:
+    before = scrape(url)
+    reply = post(url, "/api/classify", {"model": "smollm2:135m", "prompt": "Is the sky blue?",
+                                        "choices": ["yes", "no"]}).json()
+    after = scrape(url)
+    assert moved(before, after, "ollama_magic_prompt_tokens_total", model="smollm2:135m") == reply["prompt_eval_count"] > 0
+
+
 def test_a_running_stream_shows_as_a_busy_slot(url: str) -> None:
     body = {"model": GEMMA, "raw": True, "prompt": "a a a a a a a a a a a a", "stream": True,
             "options": {"temperature": 0, "num_predict": 400}}
