@@ -193,6 +193,8 @@ api_key = String("OLLAMA_MAGIC_API_KEY", "",
                  "when set, serve requires `Authorization: Bearer <key>`; `%ollama connect` sends it", secret=True)
 max_body = Uint("OLLAMA_MAGIC_MAX_BODY", 100 << 20, "the largest JSON request body, in bytes; a larger one is a 413",
                 default_text=str(100 << 20) + " (100 MiB)")
+metrics = Bool("OLLAMA_MAGIC_METRICS", False,
+               "1: serve Prometheus metrics at `/metrics` (behind the API key when one is set); off, as Ollama has none")
 max_images = Uint("OLLAMA_MAGIC_MAX_IMAGES", 16, "images one request may carry")
 extra_buffers = Bool("OLLAMA_MAGIC_EXTRA_BUFFERS", False,
                      "1: load weights into llama.cpp's extra CPU buffer types even on a native AMX build "
@@ -218,7 +220,7 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
-                         flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, max_images,
+                         flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, metrics, max_images,
                          extra_buffers, rpc, conversations, column_cache, column_cache_size, indexes, registry_auth,
                          gpu_overhead, xdg_data_home, jpy_session_name)
 

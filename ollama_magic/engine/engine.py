@@ -28,6 +28,7 @@ import ollama
 from ..defaults import INSTALL_HINT, embedded_model, register_if_default, register_with_progress
 from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
+from ..metrics import EngineMetrics
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..types import (ChatMessage, ChatResponse, ClassifyResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
@@ -86,6 +87,8 @@ class Engine:
     def __init__(self, store: ModelStore | None = None, *, max_loaded: int | None = None) -> None:
         self.store = store or ModelStore()
         self.scheduler = Scheduler(max_loaded)
+        #: Prometheus metrics, fed here whichever front end asks (the server serves them at /metrics)
+        self.metrics = EngineMetrics(self.scheduler.stats, _column_cache_path)
         self._templates: OrderedDict[tuple[str, str | None], PromptTemplate] = OrderedDict()
         self._templates_lock = threading.Lock()
 
@@ -466,6 +469,7 @@ class Engine:
             label_ids = label_tokens(lambda label: runner.tokenize(label, add_bos=False), labels, context,
                                      runner.n_ctx)
             totals = score_labels(runner.stream, context, label_ids, request_cancel_event())
+            self.metrics.prompt_read(entry.name, len(context))
         finally:
             self.scheduler.release(entry, req.keep)
         return ClassifyResponse.from_logprobs(
@@ -597,6 +601,7 @@ class Engine:
 
         def collect() -> ollama.EmbedResponse:
             vectors, count = future.result() if future is not None else ([], 0)
+            self.metrics.prompt_read(entry.name, count)
             if dimensions:
                 vectors = [_normalize(v[:dimensions]) for v in vectors]
             return ollama.EmbedResponse(
@@ -621,7 +626,8 @@ class Engine:
         try:
             if not prompt:
                 return ollama.EmbeddingsResponse(embedding=[])
-            vectors, _ = entry.runner.embed([prompt], True, normalize=False)
+            vectors, count = entry.runner.embed([prompt], True, normalize=False)
+            self.metrics.prompt_read(entry.name, count)
         finally:
             self.scheduler.release(entry, keep)
         return ollama.EmbeddingsResponse(embedding=vectors[0])
@@ -819,7 +825,10 @@ class Engine:
                     if isinstance(item, Token):
                         yield item, None, load_ns, 0
                     else:
-                        yield None, item, load_ns, time.perf_counter_ns() - start
+                        total_ns = time.perf_counter_ns() - start
+                        self.metrics.generated(entry.name, item.prompt_eval_count, item.eval_count,
+                                               item.eval_duration, total_ns)
+                        yield None, item, load_ns, total_ns
             finally:
                 items.close()  # stops decoding at once if our consumer went away
                 job.cancel.set()  # also when it never started reading (closing an unstarted generator runs nothing)
@@ -942,6 +951,12 @@ def _chat_chunk(model: str, dropped: list[int], part: ReplyPart | None, fin: Fin
 def _chat_reply(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
     whole = join_parts(parts)
     return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
+
+
+def _column_cache_path() -> Path:
+    from ..store.column_cache import default_path  # numpy and pandas: imported at the first scrape, not here
+
+    return default_path()
 
 
 def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:

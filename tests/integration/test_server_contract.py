@@ -27,8 +27,10 @@ SEED = 20261201
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory, clone_registered):
     with Engine(clone_registered(tmp_path_factory.mktemp("contract") / "models")) as engine:
-        with BackgroundServer(engine, port=0) as server:
-            yield server.url
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OLLAMA_MAGIC_METRICS", "1")  # /metrics is documented and checked too
+            with BackgroundServer(engine, port=0) as server:
+                yield server.url
 
 
 def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
@@ -47,6 +49,7 @@ def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
     assert "insecure" in bodies["ModelBody"]["properties"]  # the strict body lets a pull/push say http
     assert bodies["GenerateBody"]["properties"]["model"]["minLength"] == 1
     assert bodies["GenerateBody"]["properties"]["stream"]["type"] == "boolean"
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 @pytest.mark.skipif(shutil.which("st") is None and not (Path(sys.executable).parent / "st").exists(),
