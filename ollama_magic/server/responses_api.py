@@ -349,10 +349,13 @@ class _Events:
         return self.event("response.failed", response=self.final)
 
     def cancelled(self) -> dict[str, Any]:
-        """The response as it stood when the client went away: the finished items and the message so far."""
+        """The response as it stood when the client went away: the finished items, then the message so
+        far, ``incomplete`` (the cancel cut it, even where the engine's last chunk closed it)."""
         output = list(self.done_items)
         if self.message_id is not None:
-            output.append({**_message_item(self.message_id, self.text), "status": "incomplete"})
+            output.append(_message_item(self.message_id, self.text))
+        if output and output[-1]["type"] == "message":
+            output[-1] = {**output[-1], "status": "incomplete"}
         return self.response.object("cancelled", output, None)
 
 
@@ -418,36 +421,31 @@ async def responses(body: ResponsesBody, request: Request) -> Response:
     events = _Events(response)
     state = {"started": False}
 
-    def save(obj: dict[str, Any]) -> None:
-        if keep and obj is not None:
-            _keep(store, obj, items)
-
-    def encode(chunk: Any) -> str:  # on the stream's own thread, so storing here blocks no one
+    def encode(chunk: Any) -> str:
         out = "" if state["started"] else events.start()
         state["started"] = True
-        out += events.chunk(chunk)
-        if chunk.done:
-            save(events.final)
-        return out
+        return out + events.chunk(chunk)
 
-    def encode_error(exc: OllamaMagicError) -> str:
-        out = events.failed(exc)
-        save(events.final)
-        return out
+    stream, first = await open_stream(result, encode, events.failed)
 
-    stream, first = await open_stream(result, encode, encode_error)
-
-    async def body_then_cancelled() -> AsyncIterator[str]:
+    async def body_then_store() -> AsyncIterator[str]:
+        """The events, then the response stored as the client last saw it: completed or failed when
+        the stream ran to its end; cancelled (with the text so far) when the client went away, even if
+        the engine finished the job it was cancelling (it ends a cancelled job with a plain "stop")."""
+        events_out = stream.body(first)
+        ended = False
         try:
-            async for piece in stream.body(first):
+            async for piece in events_out:
                 yield piece
+            ended = True
         finally:
-            if keep and events.final is None:  # the client went away before the end
-                cancelled = events.cancelled()
-                with anyio.CancelScope(shield=True):
-                    await in_thread(lambda: _keep(store, cancelled, items))
+            with anyio.CancelScope(shield=True):
+                await events_out.aclose()  # now, not at garbage collection: it cancels the job, joins the thread
+                if keep:
+                    kept = events.final if ended and events.final is not None else events.cancelled()
+                    await in_thread(lambda: _keep(store, kept, items))
 
-    return StreamingResponse(body_then_cancelled(), media_type=SSE_MEDIA_TYPE)
+    return StreamingResponse(body_then_store(), media_type=SSE_MEDIA_TYPE)
 
 
 # ---- stored responses ---------------------------------------------------------------------------
