@@ -419,19 +419,26 @@ async def responses(body: ResponsesBody, request: Request) -> Response:
             await in_thread(lambda: _keep(store, whole, items))
         return JSONResponse(whole)
     events = _Events(response)
-    state = {"started": False}
+    state: dict[str, Any] = {"started": False, "relay": None}
 
-    def encode(chunk: Any) -> str:
+    def encode(chunk: Any) -> str:  # on the stream's own thread
         out = "" if state["started"] else events.start()
         state["started"] = True
-        return out + events.chunk(chunk)
+        out += events.chunk(chunk)
+        relay = state["relay"]
+        # stored before response.completed goes out, as a client may chain at once; not when the relay
+        # was stopped (the client left): then this is the engine ending the cancelled job
+        if chunk.done and keep and not (relay is not None and relay.stop.is_set()):
+            _keep(store, events.final, items)
+        return out
 
     stream, first = await open_stream(result, encode, events.failed)
+    state["relay"] = stream
 
     async def body_then_store() -> AsyncIterator[str]:
-        """The events, then the response stored as the client last saw it: completed or failed when
-        the stream ran to its end; cancelled (with the text so far) when the client went away, even if
-        the engine finished the job it was cancelling (it ends a cancelled job with a plain "stop")."""
+        """The events, then the response stored as the client last saw it: failed when an engine error
+        ended the stream (completed is stored by ``encode``); cancelled (with the text so far) when the
+        client went away (the engine ends a cancelled job with a plain stop, so its last chunk looks done)."""
         events_out = stream.body(first)
         ended = False
         try:
@@ -441,8 +448,9 @@ async def responses(body: ResponsesBody, request: Request) -> Response:
         finally:
             with anyio.CancelScope(shield=True):
                 await events_out.aclose()  # now, not at garbage collection: it cancels the job, joins the thread
-                if keep:
-                    kept = events.final if ended and events.final is not None else events.cancelled()
+                final = events.final
+                if keep and not (ended and final is not None and final["status"] == "completed"):
+                    kept = final if ended and final is not None else events.cancelled()
                     await in_thread(lambda: _keep(store, kept, items))
 
     return StreamingResponse(body_then_store(), media_type=SSE_MEDIA_TYPE)

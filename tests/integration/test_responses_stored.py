@@ -116,10 +116,13 @@ def test_store_false_is_not_kept_and_a_chain_through_it_is_not_found(oai: openai
 
 def test_a_streamed_response_is_stored_when_it_completes(oai: openai.OpenAI) -> None:
     first = oai.responses.create(model=SMOL, input=TELL.format("mango"), **GREEDY)
-    events = list(oai.responses.create(model=SMOL, previous_response_id=first.id, input=ASK, stream=True, **GREEDY))
+    events = []
+    for event in oai.responses.create(model=SMOL, previous_response_id=first.id, input=ASK, stream=True, **GREEDY):
+        events.append(event)
+        if event.type == "response.completed":  # a client may chain on this event, before the stream closes
+            got = oai.responses.retrieve(event.response.id)
     done = events[-1].response
     assert events[-1].type == "response.completed" and "mango" in done.output_text
-    got = oai.responses.retrieve(done.id)
     assert got.status == "completed" and got.output_text == done.output_text
     assert got.usage.input_tokens == done.usage.input_tokens
 
