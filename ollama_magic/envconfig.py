@@ -210,6 +210,12 @@ column_cache_size = Bytes("OLLAMA_MAGIC_CACHE_SIZE", 1 << 30,
                           default_text=str(1 << 30) + " (1 GiB)")
 indexes = String("OLLAMA_MAGIC_INDEXES", "", "where `%ollama learn` keeps its indexes (one LanceDB table per name)",
                  default_text="<data dir>/indexes")
+responses = String("OLLAMA_MAGIC_RESPONSES", "", "the SQLite file of stored `/v1/responses` (`store`, `previous_response_id`)",
+                   default_text="<data dir>/responses.sqlite")
+responses_max = Uint("OLLAMA_MAGIC_RESPONSES_MAX", 10000, "stored responses kept; past it the oldest go")
+responses_max_age = Duration("OLLAMA_MAGIC_RESPONSES_MAX_AGE", 30 * 86400.0,
+                             "how long a stored response is kept (Go duration or seconds; negative: forever)",
+                             default_text="720h")
 registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for registries that ask (pull, push)",
                        secret=True)
 xdg_data_home = String("XDG_DATA_HOME", "",
@@ -221,7 +227,8 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
                          flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, metrics, max_images,
-                         extra_buffers, rpc, conversations, column_cache, column_cache_size, indexes, registry_auth,
+                         extra_buffers, rpc, conversations, column_cache, column_cache_size, indexes, responses,
+                         responses_max, responses_max_age, registry_auth,
                          gpu_overhead, xdg_data_home, jpy_session_name)
 
 

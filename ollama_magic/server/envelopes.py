@@ -83,7 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OllamaMagicError)
     async def our_error(request: Request, exc: OllamaMagicError) -> JSONResponse:
-        return error_response(request.url.path, str(exc), exc.status_code)
+        content = error_content(request.url.path, str(exc), exc.status_code)
+        if is_openai_path(request.url.path):  # OpenAI's param / code / type, where an error names them
+            content["error"].update(getattr(exc, "openai_fields", None) or {})
+        return JSONResponse(content, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
