@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def from_cells(name: str, cells: Iterable[tuple[int | None, str]]) -> Source:
 
 def cite(source: str, kind: str, position: str, first_line: int, last_line: int) -> str:
     """How a chunk is named in a sources list: ``README.md:12-30``, ``nb.ipynb cell 3``, ``df.text[17]``,
-    ``cell 5``, ``data.csv row 4``; a file under the working directory by its relative path."""
+    ``cell 5``, ``data.csv row 4``; a file near the working directory by its relative path (``relative``)."""
     if kind == FRAME:
         return f"{source}[{position}]"
     if kind == CELL:
@@ -188,11 +189,18 @@ def cite(source: str, kind: str, position: str, first_line: int, last_line: int)
     return f"{shown}:{first_line}" if first_line == last_line else f"{shown}:{first_line}-{last_line}"
 
 
+#: how far up from the working directory a shown path may climb (``../README.md``) before it is shown whole
+MAX_PARENT_STEPS = 2
+
+
 def relative(source: str) -> str:
+    """How a table shows a learned file: relative to the working directory when it is near (a notebook
+    in ``notebooks/`` learning ``../README.md``), else whole, so a shared index stays readable."""
     try:
-        return str(Path(source).relative_to(Path.cwd()))
-    except ValueError:
+        shown = os.path.relpath(source, Path.cwd())
+    except ValueError:  # another drive on Windows
         return source
+    return shown if shown.split(os.sep)[:MAX_PARENT_STEPS + 1].count(os.pardir) <= MAX_PARENT_STEPS else source
 
 
 __all__ = ["CELL", "FILE", "FRAME", "Passage", "Source", "cite", "digest_of", "expand", "from_cells", "from_column",
