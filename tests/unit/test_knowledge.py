@@ -121,6 +121,34 @@ def test_a_column_and_cells_are_sources_named_by_index_and_cell(tmp_path: Path) 
     assert search(backend, "mix", "theta crimson", k=1).iloc[0].cite == "cell 3"
 
 
+def test_a_pdf_is_learned_page_by_page_and_columns_choose_a_table_s_text(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    plt.rcParams["pdf.fonttype"] = 42  # TrueType text, which pypdf extracts
+    with PdfPages(tmp_path / "manual.pdf") as pdf:
+        for text in ["The lighthouse Pellam stands on granite.", "Page two says the kettle is cobalt."]:
+            figure = plt.figure()
+            figure.text(0.1, 0.5, text)
+            pdf.savefig(figure)
+            plt.close(figure)
+    pd.DataFrame({"id": ["a1", "b2"], "title": ["iota lamp", "kappa drum"],
+                  "body": ["the iota lamp glows", "the kappa drum booms"]}).to_csv(tmp_path / "t.csv", index=False)
+    backend = WordBackend()
+    learn(backend, "pdf", [read_file(tmp_path / "manual.pdf"), read_file(tmp_path / "t.csv", columns=["body"])])
+    assert search(backend, "pdf", "kettle cobalt", k=1).iloc[0].cite.endswith("manual.pdf p. 2")
+    hit = search(backend, "pdf", "kappa drum booms", k=1).iloc[0]
+    assert hit.cite.endswith("t.csv row 1") and "title" not in hit.text and "booms" in hit.text
+    with pytest.raises(InvalidRequest, match="no column 'nope'"):
+        read_file(tmp_path / "t.csv", columns=["nope"])
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    with pytest.raises(InvalidRequest, match="broken.pdf: cannot read this PDF"):
+        read_file(tmp_path / "broken.pdf")
+
+
 def test_list_show_delete_and_another_model_is_refused(tmp_path: Path) -> None:
     backend = WordBackend()
     learn(backend, "one", [from_column("s", pd.Series(["iota is gold"]))])
