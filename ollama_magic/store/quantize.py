@@ -16,6 +16,7 @@ a type whose block does not divide a row falls back to one that does) is llama.c
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import subprocess
 import sys
@@ -90,8 +91,10 @@ def quantize_blob(blobs: BlobStore, digest: str, quant_type: str) -> Generator[P
     yield ProgressResponse(status=status, digest=PROGRESS_DIGEST, total=size, completed=0)
     staged = temp_path_in(blobs.directory)
     try:
-        for done, total in run_quantize(source, staged, ftype):
-            yield ProgressResponse(status=status, digest=PROGRESS_DIGEST, total=size, completed=size * done // total)
+        with contextlib.closing(run_quantize(source, staged, ftype)) as progress:  # closed: the child is killed
+            for done, total in progress:
+                yield ProgressResponse(status=status, digest=PROGRESS_DIGEST, total=size,
+                                       completed=size * done // total)
         yield ProgressResponse(status="verifying conversion")
         check_output(staged, ftype, gguf_header(source).tensor_count)
         new = hash_file(staged)
