@@ -189,3 +189,25 @@ def test_create_request_keeps_quantization_as_the_old_field_name(engine: Engine)
     *_, last = engine.store.create("minilm-old-field", CreateRequest(from_="all-minilm", quantization="Q8_0"))
     assert last.status == "success"
     assert engine.store.find("minilm-old-field").details.quantization_level == "Q8_0"
+
+
+def test_the_cli_quantizes_with_q(tmp_path: Path, clone_registered, capsys: pytest.CaptureFixture[str]) -> None:
+    from ollama_magic.cli import main
+
+    store = clone_registered(tmp_path / "models")
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("FROM all-minilm\n")
+    assert main(["--models", str(store.root), "create", "minilm-cli", "-f", str(modelfile), "-q", "q8_0"]) == 0
+    err = capsys.readouterr().err
+    assert "quantizing F16 model to Q8_0" in err and err.rstrip().endswith("success")
+    assert store.find("minilm-cli").details.quantization_level == "Q8_0"
+    assert main(["--models", str(store.root), "create", "smol-cli", "--from", "smollm2:135m", "--quantize",
+                 "q8_0"]) == 1
+    assert f"Error: {SOURCE_REFUSAL}" in capsys.readouterr().err
+
+
+def test_the_magic_quantizes_with_quantize(notebook_shell, tmp_path: Path, clone_registered) -> None:
+    store = clone_registered(tmp_path / "models")
+    ip = notebook_shell(store.root)
+    assert ip.run_line_magic("ollama", "create minilm-nb --from all-minilm --quantize Q8_0") == "created minilm-nb"
+    assert store.find("minilm-nb").details.quantization_level == "Q8_0"
