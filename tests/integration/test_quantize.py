@@ -125,6 +125,9 @@ def test_an_unknown_type_is_refused(url: str, engine: Engine) -> None:
                                   "F32, F16, Q4_K_S, Q4_K_M, Q8_0")
     assert caught.value.status_code == 400
     assert engine.store.find("q5") is None
+    # the form of the brief: from_ an installed model, streamed
+    last = list(ollama.Client(url).create(model="minilm-http", from_="all-minilm", quantize="q8_0", stream=True))[-1]
+    assert last.status == "success" and engine.store.find("minilm-http").details.quantization_level == "Q8_0"
 
 
 def test_progress_streams_through_the_ollama_client(url: str, engine: Engine, f16_smollm2: Path) -> None:

@@ -13,7 +13,6 @@ from conftest import write_tiny_gguf
 from ollama_magic.errors import EngineError, InvalidRequest
 from ollama_magic.files import TMP_PREFIX
 from ollama_magic.store import ModelStore
-from ollama_magic.store.quantize import parse_quant_type
 from ollama_magic.store.requests import to_spec
 from ollama_magic.types import CreateRequest
 
@@ -26,11 +25,11 @@ def test_the_types_ollama_takes_in_any_case(asked: str, name: str) -> None:
     assert to_spec(CreateRequest(from_="m", quantize=asked), trusted=False, base_dir=None).quantize == name
 
 
-@pytest.mark.parametrize("asked", ["q5_0", "Q2_K", "iq4_xs", "q4", ""])
+@pytest.mark.parametrize("asked", ["q5_0", "Q2_K", "iq4_xs", "q4", " q8"])
 def test_other_types_are_refused_in_ollamas_words(asked: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_quant_type(asked)
-    assert str(caught.value) == (f"unsupported quantization type {asked.upper()} - supported types are "
+        to_spec(CreateRequest(from_="m", quantize=asked), trusted=False, base_dir=None)
+    assert str(caught.value) == (f"unsupported quantization type {asked.strip().upper()} - supported types are "
                                  "F32, F16, Q4_K_S, Q4_K_M, Q8_0")
 
 
