@@ -13,6 +13,7 @@ from conftest import write_tiny_gguf
 from ollama_magic.errors import EngineError, InvalidRequest
 from ollama_magic.files import TMP_PREFIX
 from ollama_magic.store import ModelStore
+from ollama_magic.store.blobs import hash_file
 from ollama_magic.store.requests import to_spec
 from ollama_magic.types import CreateRequest
 
@@ -73,3 +74,38 @@ def test_a_file_llama_cpp_cannot_quantize_leaves_no_temp_file_and_no_blob(tmp_pa
     assert [p.name for p in store.blobs.directory.iterdir() if p.name.startswith(TMP_PREFIX)] == []
     assert len(store.blobs.all_digests()) == 1
     assert store.find("t") is None
+
+
+@pytest.fixture
+def fake_llama_quantize(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand in for the child: it 'quantizes' by writing the tiny GGUF marked Q8_0, logging 2 tensors."""
+    from ollama_magic.store import quantize
+
+    def run(source: Path, target: Path, ftype: int):  # noqa: ANN202 - a generator
+        yield 1, 2
+        tiny_with_type(target, gguf.LlamaFileType(ftype))
+        yield 2, 2
+
+    monkeypatch.setattr(quantize, "run_quantize", run)
+
+
+@pytest.mark.parametrize("noprune", ["", "1"])
+def test_the_source_a_create_imported_goes_once_the_quantized_model_replaces_it(
+        tmp_path: Path, fake_llama_quantize: None, monkeypatch: pytest.MonkeyPatch, noprune: str) -> None:
+    monkeypatch.setenv("OLLAMA_NOPRUNE", noprune)
+    store = ModelStore(tmp_path / "models")
+    source = write_tiny_gguf(tmp_path / "t.gguf")
+    updates = list(store.create("q", CreateRequest(from_=str(source), quantize="q8_0")))
+    quantizing = [u for u in updates if u.status == "quantizing F32 model to Q8_0"]
+    total = source.stat().st_size
+    assert [(u.completed, u.total) for u in quantizing] == [(0, total), (total // 2, total), (total, total)]
+    assert store.find("q").details.quantization_level == "Q8_0"
+    assert store.blobs.has(hash_file(source)) is bool(noprune)  # OLLAMA_NOPRUNE keeps it, as every prune
+
+
+def test_the_source_another_model_uses_stays(tmp_path: Path, fake_llama_quantize: None) -> None:
+    store = ModelStore(tmp_path / "models")
+    list(store.create("base", CreateRequest(from_=str(write_tiny_gguf(tmp_path / "t.gguf")))))
+    list(store.create("q", CreateRequest(from_="base", quantize="q8_0")))
+    assert store.find("q").details.quantization_level == "Q8_0"
+    assert store.find("base").model_path.is_file()
