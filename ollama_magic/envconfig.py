@@ -206,6 +206,8 @@ column_cache = String("OLLAMA_MAGIC_CACHE", "", "the column cache's SQLite file 
 column_cache_size = Bytes("OLLAMA_MAGIC_CACHE_SIZE", 1 << 30,
                           "the column cache's limit in bytes; past it the least recently used entries go",
                           default_text=str(1 << 30) + " (1 GiB)")
+indexes = String("OLLAMA_MAGIC_INDEXES", "", "where `%ollama learn` keeps its indexes (one LanceDB table per name)",
+                 default_text="<data dir>/indexes")
 registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for registries that ask (pull, push)",
                        secret=True)
 xdg_data_home = String("XDG_DATA_HOME", "",
@@ -217,7 +219,7 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
                          flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, max_images,
-                         extra_buffers, rpc, conversations, column_cache, column_cache_size, registry_auth,
+                         extra_buffers, rpc, conversations, column_cache, column_cache_size, indexes, registry_auth,
                          gpu_overhead, xdg_data_home, jpy_session_name)
 
 

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from .. import envconfig
 from .._version import __version__
 from ..engine import Engine
-from . import ollama_api, openai_api, responses_api
+from . import ollama_api, openai_api, rerank_api, responses_api
 from .bodies import BodyLimit, JSONBodies, max_body_from_env
 from .envelopes import install_error_handlers
 from .guards import BearerAuth, HostGuard, OriginGuard, allowed_origins, origin_regex
@@ -67,6 +67,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
+    app.include_router(rerank_api.router)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 

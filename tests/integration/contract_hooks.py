@@ -20,7 +20,11 @@ import schemathesis
 REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/show": "gemma3:270m",
               "/v1/chat/completions": "gemma3:270m", "/v1/completions": "gemma3:270m",
               "/api/classify": "smollm2:135m",
-              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm"}
+              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm",
+              **{path: "smollm2:135m" for path in ("/api/rerank", "/v1/rerank", "/v1/reranking", "/rerank",
+                                                   "/reranking", "/v2/rerank")}}
+#: documents a generated rerank request keeps (each is one scoring pass of the chat model)
+MAX_RERANK_DOCUMENTS = 3
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
 MAX_TOKENS = 2
@@ -63,7 +67,9 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
             bounded_load_options(body["options"])
-    elif path in ("/api/embed", "/api/embeddings", "/api/classify"):
+    if "rerank" in path and isinstance(body.get("documents"), list):
+        body["documents"] = body["documents"][:MAX_RERANK_DOCUMENTS]
+    if path in ("/api/embed", "/api/embeddings", "/api/classify", "/api/rerank"):
         if not isinstance(body.get("options"), dict):
             body["options"] = {}
         bounded_load_options(body["options"])
