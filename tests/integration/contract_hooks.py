@@ -12,6 +12,7 @@ change the store keep their random names."""
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import schemathesis
@@ -20,7 +21,12 @@ import schemathesis
 REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/show": "gemma3:270m",
               "/v1/chat/completions": "gemma3:270m", "/v1/completions": "gemma3:270m",
               "/api/classify": "smollm2:135m",
-              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm"}
+              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm",
+              "/v1/responses": "smollm2:135m",
+              **{path: "smollm2:135m" for path in ("/api/rerank", "/v1/rerank", "/v1/reranking", "/rerank",
+                                                   "/reranking", "/v2/rerank")}}
+#: documents a generated rerank request keeps (each is one scoring pass of the chat model)
+MAX_RERANK_DOCUMENTS = 3
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
 MAX_TOKENS = 2
@@ -63,11 +69,28 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
             bounded_load_options(body["options"])
-    elif path in ("/api/embed", "/api/embeddings", "/api/classify"):
+    if "rerank" in path and isinstance(body.get("documents"), list):
+        body["documents"] = body["documents"][:MAX_RERANK_DOCUMENTS]
+    if path in ("/api/embed", "/api/embeddings", "/api/classify", "/api/rerank"):
         if not isinstance(body.get("options"), dict):
             body["options"] = {}
         bounded_load_options(body["options"])
     elif path in OPENAI_GENERATION:
         body["max_tokens"] = MAX_TOKENS
         body.pop("max_completion_tokens", None)
+    elif path == "/v1/responses":
+        body["max_output_tokens"] = MAX_TOKENS
     return body
+
+
+#: ids of responses the test stored before the run (CONTRACT_RESPONSE_IDS), so that GET / DELETE
+#: /v1/responses/{id} and its input_items reach the stored ones too, not only the 404 of a random id
+STORED_RESPONSES = itertools.cycle([i for i in os.environ.get("CONTRACT_RESPONSE_IDS", "").split(",") if i] or [None])
+
+
+@schemathesis.hook
+def map_path_parameters(ctx: schemathesis.HookContext, path_parameters: Any) -> Any:
+    stored = next(STORED_RESPONSES)
+    if isinstance(path_parameters, dict) and "response_id" in path_parameters and stored:
+        path_parameters["response_id"] = stored
+    return path_parameters
