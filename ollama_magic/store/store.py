@@ -336,6 +336,16 @@ class ModelStore:
         else:
             raise InvalidRequest("neither 'from' or 'files' was specified")
 
+        named = [(digest, value) for value in spec.adapters  # each adapter blob, and what the request called it
+                 for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")]
+        adapters = from_files.get(mt.ADAPTER, []) + [digest for digest, _ in named]
+        source_model = source.digest if source.record is None else next(
+            (x.digest for x in source.record.manifest.layers if x.media_type == mt.MODEL), None)
+        if source_model is not None:  # before llama.cpp ever sees them, and before a quantize spends minutes
+            base_info = gguf_header(self.blobs.require(source_model))  # a quantize keeps every tensor's shape
+            for digest in adapters:
+                check_adapter(base_info, gguf_header(self.blobs.require(digest)), dict(named).get(digest, digest))
+
         replaced: set[str] = set()  # model blobs a quantized one replaces
         if source.record is not None:
             base = source.record
@@ -360,9 +370,6 @@ class ModelStore:
                 yield ProgressResponse(status=f"using existing layer {source.digest}")
             layers.append(layer)
 
-        named = [(digest, value) for value in spec.adapters  # each adapter blob, and what the request called it
-                 for digest in self._resolve_file_ref(value, trusted, base_dir, on_bytes, line="ADAPTER")]
-        adapters = from_files.get(mt.ADAPTER, []) + [digest for digest, _ in named]
         for media_type, digests in ((mt.PROJECTOR, from_files.get(mt.PROJECTOR, [])), (mt.ADAPTER, adapters)):
             if digests:
                 layers = [x for x in layers if x.media_type != media_type]
@@ -373,10 +380,7 @@ class ModelStore:
         model_layer = next((x for x in layers if x.media_type == mt.MODEL), None)
         if model_layer is None:
             raise InvalidRequest("the model has no weights: FROM must name a GGUF file, a blob or a model")
-        info = gguf_header(self.blobs.require(model_layer.digest))
-        for adapter in (x for x in layers if x.media_type == mt.ADAPTER):  # before llama.cpp ever sees it
-            check_adapter(info, gguf_header(self.blobs.require(adapter.digest)),
-                          dict(named).get(adapter.digest, adapter.digest))
+        info = gguf_header(self.blobs.require(model_layer.digest))  # the written model's: quantized or not
 
         text_layers = (
             ((mt.TEMPLATE, mt.LEGACY_PROMPT), [spec.template] if spec.template is not None else None),

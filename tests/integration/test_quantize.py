@@ -165,6 +165,22 @@ def test_a_failed_quantize_leaves_no_temp_file_and_no_blob(tmp_path: Path, engin
     assert engine.store.find("broken") is None
 
 
+def test_an_adapter_that_does_not_fit_is_refused_before_the_quantize_starts(
+        engine: Engine, f16_smollm2: Path, tmp_path: Path) -> None:
+    """The adapter check needs only tensor shapes, which a quantize keeps: a bad ADAPTER is refused
+    before minutes go into quantizing."""
+    from tests.fixtures.lora import write_lora
+
+    bad = write_lora(tmp_path / "sideways.gguf", f16_smollm2, transpose_b=True)
+    statuses: list[str] = []
+    with pytest.raises(InvalidRequest, match="expected \\[576, 8\\] and \\[8, 576\\]"):
+        for update in engine.create("smol-bad-q", from_=str(f16_smollm2), adapters={"sideways.gguf": str(bad)},
+                                    quantize="q4_K_M", stream=True):
+            statuses.append(update.status)
+    assert not any(s.startswith("quantizing") for s in statuses), statuses
+    assert temp_files(engine.store) == [] and engine.store.find("smol-bad-q") is None
+
+
 def test_a_cancelled_quantize_stops_the_child_and_leaves_nothing(engine: Engine, f16_smollm2: Path) -> None:
     before = engine.store.blobs.all_digests()
     statuses: Iterator = engine.create("smol-cancelled", from_=str(f16_smollm2), quantize="q4_K_M", stream=True)
