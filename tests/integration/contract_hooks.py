@@ -20,7 +20,8 @@ import schemathesis
 REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/show": "gemma3:270m",
               "/v1/chat/completions": "gemma3:270m", "/v1/completions": "gemma3:270m",
               "/api/classify": "smollm2:135m",
-              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm"}
+              "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm",
+              "/v1/messages": "gemma3:270m", "/v1/messages/count_tokens": "gemma3:270m"}
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
 MAX_TOKENS = 2
@@ -70,4 +71,8 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
     elif path in OPENAI_GENERATION:
         body["max_tokens"] = MAX_TOKENS
         body.pop("max_completion_tokens", None)
+    elif path == "/v1/messages":
+        limit = body.get("max_tokens")  # 377276.0 is an int to the body's schema too
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > MAX_TOKENS:
+            body["max_tokens"] = MAX_TOKENS  # 0, negatives and fractions keep their 400
     return body
