@@ -101,6 +101,8 @@ def _chat_messages(body: CountTokensBody) -> list[dict[str, Any]]:
         native.append({"role": "system", "content": system})
     for message in body.messages:
         native.extend(_messages(message))
+    if not any(m["role"] != "system" for m in native):  # else the engine would only load the model
+        raise InvalidRequest("messages: all messages must have non-empty content")
     return native
 
 

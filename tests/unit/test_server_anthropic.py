@@ -41,6 +41,8 @@ def test_errors_on_v1_messages_are_in_anthropics_envelope(client: TestClient) ->
     block = {**ASK, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}
     unknown = client.post("/v1/messages", json=block, headers=key)
     assert unknown.status_code == 400 and "document" in unknown.json()["error"]["message"]
+    empty = client.post("/v1/messages", json={**ASK, "messages": [{"role": "user", "content": []}]}, headers=key)
+    assert empty.status_code == 400 and "non-empty content" in empty.json()["error"]["message"]
     big = client.post("/v1/messages", content=b'{"model": "' + b"x" * 2000 + b'"}', headers=key)
     assert big.status_code == 413 and big.json()["type"] == "error"
     assert client.post("/v1/chat/completions", json=ASK, headers=key).json()["error"]["param"] is None  # OpenAI's stays
