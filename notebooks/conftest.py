@@ -16,6 +16,7 @@ def pytest_configure(config) -> None:  # noqa: ANN001
     os.environ["OLLAMA_MODELS"] = os.path.join(root, "models")
     os.environ["OLLAMA_MAGIC_CONVERSATIONS"] = os.path.join(root, "conversations")
     os.environ["OLLAMA_MAGIC_CACHE"] = os.path.join(root, "column-cache.sqlite")
+    os.environ["OLLAMA_MAGIC_INDEXES"] = os.path.join(root, "indexes")
 
 
 def pytest_unconfigure(config) -> None:  # noqa: ANN001

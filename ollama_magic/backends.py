@@ -18,9 +18,10 @@ import httpx
 import ollama
 
 from . import envconfig
-from .errors import (CANNOT_SCORE_LABELS, InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError,
+from .errors import (CANNOT_RERANK, CANNOT_SCORE_LABELS, InvalidRequest, ModelNotFound, NotFound, NotSupported, OllamaMagicError,
                      RemoteError)
-from .types import ChatResponse, ClassifyResponse, ContextFit, DetokenizeResponse, RunningModels, TokenizeResponse
+from .types import (ChatResponse, ClassifyResponse, ContextFit, DetokenizeResponse, RerankResponse, RunningModels,
+                    TokenizeResponse)
 
 
 @runtime_checkable
@@ -47,6 +48,11 @@ class Backend(Protocol):
                  **kwargs: Any) -> ClassifyResponse:
         """Each of ``choices``' probability as the reply (``Engine.classify``); NotSupported where the
         server cannot say (``CANNOT_SCORE_LABELS``)."""
+        ...
+    def rerank(self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               **kwargs: Any) -> RerankResponse:
+        """``documents`` by relevance to ``query`` (``Engine.rerank``); NotSupported where the server
+        cannot rank (``CANNOT_RERANK``)."""
         ...
     def fit_context(self, model: str, messages: Sequence[Any], **kwargs: Any) -> ContextFit | None:
         """What a chat with these messages would leave out to fit the context, by the server's own
@@ -301,6 +307,20 @@ class RemoteBackend:
             raise
         except NotFound:
             raise NotSupported(CANNOT_SCORE_LABELS.format(host=self.host)) from None
+
+    def rerank(self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               **kwargs: Any) -> RerankResponse:
+        """/api/rerank (ollama-magic servers). Ollama has none and answers 404: NotSupported."""
+        body = {k: v for k, v in kwargs.items() if v is not None}
+        body.update(model=model, query=query, documents=list(documents))
+        if top_n is not None:
+            body["top_n"] = top_n
+        try:
+            return RerankResponse.model_validate(self._post("/api/rerank", body))
+        except ModelNotFound:
+            raise
+        except NotFound:
+            raise NotSupported(CANNOT_RERANK.format(host=self.host, route="/api/rerank")) from None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         """A route the ``ollama`` client has no method for; errors become ours as for any call."""

@@ -25,7 +25,7 @@ from .names import ModelName
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
 from .store.store import no_prune
-from .types import RunningModels
+from .types import CreateRequest, RunningModels
 
 
 def cmd_list(store: ModelStore, args: argparse.Namespace) -> None:
@@ -57,14 +57,17 @@ def cmd_create(store: ModelStore, args: argparse.Namespace) -> None:
         text, base_dir = read_modelfile(args.file)
     else:
         text, base_dir = f"FROM {args.from_}", Path.cwd()
+    request = CreateRequest(modelfile=text, quantize=args.quantize)
     update, close = byte_progress("importing")
+    bars = ProgressBars()  # a quantize's progress is a bar, as in Ollama's CLI; every other status a line
     try:
-        for status in store.create(args.name, text, trusted=True, base_dir=base_dir, on_bytes=update,
+        for status in store.create(args.name, request, trusted=True, base_dir=base_dir, on_bytes=update,
                                    on_missing=register_if_default):
             close()
-            print(status.status, file=sys.stderr)
+            bars(status)
     finally:
         close()
+        bars.close()
 
 
 def cmd_cp(store: ModelStore, args: argparse.Namespace) -> None:
@@ -285,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = create.add_mutually_exclusive_group(required=True)
     source.add_argument("-f", "--file", help="path to a Modelfile")
     source.add_argument("--from", dest="from_", help="a GGUF file, a safetensors directory or a model name")
+    create.add_argument("-q", "--quantize", help="quantize an F16/BF16/F32 model to q4_K_M, q4_K_S or q8_0")
     create.set_defaults(func=cmd_create)
 
     cp = sub.add_parser("cp", aliases=["copy"], help="copy a model")

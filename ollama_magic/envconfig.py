@@ -193,6 +193,8 @@ api_key = String("OLLAMA_MAGIC_API_KEY", "",
                  "when set, serve requires `Authorization: Bearer <key>`; `%ollama connect` sends it", secret=True)
 max_body = Uint("OLLAMA_MAGIC_MAX_BODY", 100 << 20, "the largest JSON request body, in bytes; a larger one is a 413",
                 default_text=str(100 << 20) + " (100 MiB)")
+metrics = Bool("OLLAMA_MAGIC_METRICS", False,
+               "1: serve Prometheus metrics at `/metrics` (behind the API key when one is set); off, as Ollama has none")
 max_images = Uint("OLLAMA_MAGIC_MAX_IMAGES", 16, "images one request may carry")
 extra_buffers = Bool("OLLAMA_MAGIC_EXTRA_BUFFERS", False,
                      "1: load weights into llama.cpp's extra CPU buffer types even on a native AMX build "
@@ -206,6 +208,14 @@ column_cache = String("OLLAMA_MAGIC_CACHE", "", "the column cache's SQLite file 
 column_cache_size = Bytes("OLLAMA_MAGIC_CACHE_SIZE", 1 << 30,
                           "the column cache's limit in bytes; past it the least recently used entries go",
                           default_text=str(1 << 30) + " (1 GiB)")
+indexes = String("OLLAMA_MAGIC_INDEXES", "", "where `%ollama learn` keeps its indexes (one LanceDB table per name)",
+                 default_text="<data dir>/indexes")
+responses = String("OLLAMA_MAGIC_RESPONSES", "", "the SQLite file of stored `/v1/responses` (`store`, `previous_response_id`)",
+                   default_text="<data dir>/responses.sqlite")
+responses_max = Uint("OLLAMA_MAGIC_RESPONSES_MAX", 10000, "stored responses kept; past it the oldest go")
+responses_max_age = Duration("OLLAMA_MAGIC_RESPONSES_MAX_AGE", 30 * 86400.0,
+                             "how long a stored response is kept (Go duration or seconds; negative: forever)",
+                             default_text="720h")
 registry_auth = String("OLLAMA_MAGIC_REGISTRY_AUTH", "", "user:password for registries that ask (pull, push)",
                        secret=True)
 xdg_data_home = String("XDG_DATA_HOME", "",
@@ -216,8 +226,9 @@ jpy_session_name = String("JPY_SESSION_NAME", "",
 
 #: every variable, in the order listings show them
 VARS: tuple[Var, ...] = (host, models, keep_alive, max_loaded_models, num_parallel, max_queue, context_length,
-                         flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, max_images,
-                         extra_buffers, rpc, conversations, column_cache, column_cache_size, registry_auth,
+                         flash_attention, kv_cache_type, origins, no_prune, api_key, max_body, metrics, max_images,
+                         extra_buffers, rpc, conversations, column_cache, column_cache_size, indexes, responses,
+                         responses_max, responses_max_age, registry_auth,
                          gpu_overhead, xdg_data_home, jpy_session_name)
 
 

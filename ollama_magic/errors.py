@@ -130,6 +130,9 @@ class NotSupported(OllamaMagicError):
 CANNOT_SCORE_LABELS = ("{host} cannot score labels (it has no /api/classify): --choices needs the in-kernel engine "
                        "or an ollama-magic server")
 
+CANNOT_RERANK = ("{host} cannot rerank (it has no {route}): rerank on the in-kernel engine, an ollama-magic "
+                 "server, or a llama-server started with --reranking")
+
 
 class ServerBusy(OllamaMagicError):
     """More requests are waiting for a model than ``OLLAMA_MAX_QUEUE`` allows (Ollama's 503)."""

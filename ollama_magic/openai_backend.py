@@ -19,7 +19,7 @@ import numpy as np
 import ollama
 import openai
 
-from .errors import CANNOT_SCORE_LABELS, InvalidRequest, NotFound, NotSupported, OllamaMagicError, RemoteError
+from .errors import CANNOT_RERANK, CANNOT_SCORE_LABELS, InvalidRequest, NotFound, NotSupported, OllamaMagicError, RemoteError
 from .formatting import now_rfc3339
 from .names import normalize
 from .options import check_options
@@ -339,6 +339,29 @@ class OpenAIBackend:
     def classify(self, model: str = "", prompt: str | None = None, *, choices: Sequence[str], **kwargs: Any) -> Any:
         """OpenAI's API returns a sampled reply's log probabilities, never a given label's: NotSupported."""
         raise NotSupported(CANNOT_SCORE_LABELS.format(host=self.host))
+
+    def rerank(self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               **kwargs: Any) -> Any:
+        """``{base}/rerank`` (``/v1/rerank``: llama-server started with --reranking, an ollama-magic server,
+        Jina- and Cohere-shaped servers); a server without it (404) or not ranking (501) -> NotSupported."""
+        from .types import RerankResponse, RerankResult
+
+        name = self.resolve(model)
+        docs = list(documents)
+        body: dict[str, Any] = {"model": name, "query": query, "documents": docs}
+        if top_n is not None:
+            body["top_n"] = top_n
+        try:
+            reply = self._call(self.client.post, "/rerank", body=body, cast_to=httpx.Response)
+        except OllamaMagicError as exc:
+            if exc.status_code not in (404, 501):
+                raise
+            raise NotSupported(CANNOT_RERANK.format(host=self.host, route="/v1/rerank")) from None
+        data = reply.json()
+        results = [RerankResult(index=r["index"], relevance_score=r["relevance_score"], document=docs[r["index"]])
+                   for r in data.get("results", [])]
+        usage = data.get("usage") or {}
+        return RerankResponse(model=name, results=results, prompt_eval_count=usage.get("prompt_tokens") or 0)
 
     def embed(self, model: str = "", input: str | Sequence[str] = "", *, dimensions: int | None = None,
               **kwargs: Any) -> ollama.EmbedResponse:

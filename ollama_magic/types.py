@@ -258,3 +258,22 @@ class ClassifyResponse(WireModel):
         entropy = -sum(p * math.log(p) for p in probabilities if p > 0)
         return cls(model=model, created_at=created_at, label=labels[values.index(peak)],
                    probabilities=dict(zip(labels, probabilities)), logprobs=dict(logprobs), entropy=entropy, **counts)
+
+
+class RerankResult(WireModel):
+    """One ranked document: its place in the request's list, its score, and its text."""
+
+    index: int
+    #: a cross-encoder's raw classifier output (unbounded, as llama-server gives it), or a chat model's
+    #: probability of "yes" (0 to 1): compare scores of one model only
+    relevance_score: float
+    document: Optional[str] = None
+
+
+class RerankResponse(WireModel):
+    """``Engine.rerank``, ``/api/rerank`` and ``/v1/rerank``: the documents, most relevant first."""
+
+    model: str
+    results: list[RerankResult]
+    #: tokens the model read for the ranking (the routes' ``usage``)
+    prompt_eval_count: int = 0

@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _CACHE_DIRS.append(tempfile.mkdtemp(prefix="ollama-magic-tests-"))
     os.environ["OLLAMA_MAGIC_CACHE"] = os.path.join(_CACHE_DIRS[-1], "cache.sqlite")
+    os.environ["OLLAMA_MAGIC_RESPONSES"] = os.path.join(_CACHE_DIRS[-1], "responses.sqlite")
+    os.environ["OLLAMA_MAGIC_INDEXES"] = os.path.join(_CACHE_DIRS[-1], "indexes")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -49,6 +51,8 @@ def _isolated_store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("OLLAMA_MAGIC_CONVERSATIONS", str(tmp_path_factory.mktemp("conversations")))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
     monkeypatch.setenv("OLLAMA_MAGIC_CACHE", str(tmp_path_factory.mktemp("column-cache") / "cache.sqlite"))
+    monkeypatch.setenv("OLLAMA_MAGIC_RESPONSES", str(tmp_path_factory.mktemp("responses") / "responses.sqlite"))
+    monkeypatch.setenv("OLLAMA_MAGIC_INDEXES", str(tmp_path_factory.mktemp("indexes")))
 
 
 @pytest.fixture

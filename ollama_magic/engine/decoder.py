@@ -619,3 +619,11 @@ class Decoder:
             _, out = self.waiting.popleft()
             self.on_admit()
             out.put(error)
+
+    def occupancy(self) -> tuple[int, int, int, int]:
+        """(slots decoding now, slots, tokens held in KV cells summed over slots, cells of the cache), for
+        metrics read from any thread at scrape time: plain reads of Python lists the owner thread
+        updates, never a llama.cpp call (only the owner thread may make those)."""
+        slots = list(self.slots)
+        return (sum(s.sequence is not None for s in slots), len(slots), sum(len(s.cached) for s in slots),
+                self.num_ctx * len(slots))

@@ -34,6 +34,10 @@ class EmbedJob:
     token_lists: list[list[int]]
     normalize: bool
     future: "Future[tuple[list[list[float]], int]]" = field(default_factory=Future)
+    #: each text in a decode of its own (a reranker's pairs): ggml's matrix kernels differ with the
+    #: batch's size, so a packed sequence's numbers move by ~1e-3 (f16 weights) with its neighbours;
+    #: alone, a pair scores the same in every request, and as llama-server scores it (one per decode)
+    alone: bool = False
 
 
 def tokenize_texts(ectx: EmbeddingContext, texts: list[str], truncate: bool) -> list[list[int]]:
@@ -53,8 +57,14 @@ def tokenize_texts(ectx: EmbeddingContext, texts: list[str], truncate: bool) -> 
 def embed_jobs(ectx: EmbeddingContext, jobs: list[EmbedJob]) -> int:
     """Owner thread: embed the texts of ``jobs`` together, hand each request its own vectors (or the
     error); -> the llama_decode calls it took."""
+    packed = [job for job in jobs if not job.alone]
+    decodes = _embed_group(ectx, packed, None) if packed else 0
+    return decodes + sum(_embed_group(ectx, [job], 1) for job in jobs if job.alone)
+
+
+def _embed_group(ectx: EmbeddingContext, jobs: list[EmbedJob], pack: int | None) -> int:
     try:
-        matrix, decodes = embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists])
+        matrix, decodes = embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists], pack)
     except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
         for job in jobs:
             if not job.future.done():
@@ -71,7 +81,8 @@ def embed_jobs(ectx: EmbeddingContext, jobs: list[EmbedJob]) -> int:
     return decodes
 
 
-def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple[np.ndarray, int]:
+def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]],
+                 pack_tokens: int | None = None) -> tuple[np.ndarray, int]:
     """One vector per text (shortest first, several sequences per decode, one seq id each) and the
     number of llama_decode calls that took.
 
@@ -100,7 +111,8 @@ def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]]) -> tuple[
         for seq, index in enumerate(members):
             out[index] = ectx.token_vector(ends[seq]) if last_token else ectx.pooled(seq)
 
-    pack = min(EMBED_PACK_TOKENS, ectx.n_batch)  # a small num_ctx makes the batch itself smaller
+    # a small num_ctx makes the batch itself smaller; ``pack_tokens`` 1: one text per decode
+    pack = min(EMBED_PACK_TOKENS if pack_tokens is None else pack_tokens, ectx.n_batch)
     for index in order:
         tokens = token_lists[index]
         if not tokens:

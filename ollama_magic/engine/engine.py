@@ -7,6 +7,7 @@ widgets, the HTTP server) calls these methods; none of them talks to llama.cpp d
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import logging
 import math
@@ -15,6 +16,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -26,14 +28,16 @@ import ollama
 from ..defaults import INSTALL_HINT, embedded_model, register_if_default, register_with_progress
 from ..errors import InvalidRequest, RegistryError
 from ..formatting import now_rfc3339
+from ..metrics import EngineMetrics
 from ..registry import pull_model, push_model
 from ..store import ModelRecord, ModelStore
 from ..types import (ChatMessage, ChatResponse, ClassifyResponse, ContextFit, CreateRequest, DebugInfo, DetokenizeResponse,
-                     GenerateResponse, ListResponse, ProgressResponse, RunningModel, RunningModels, ShowResponse,
-                     TokenizeResponse)
+                     GenerateResponse, ListResponse, ProgressResponse, RerankResponse, RunningModel, RunningModels,
+                     ShowResponse, TokenizeResponse)
 from . import requests
 from .capabilities import capabilities, model_template
 from .choices import check_choices, label_tokens, score_labels
+from .rerank import LABELS, check_rerank, cut_document, pair_tokens, ranked, relevance_prompt
 from .context_window import FittedChat, fit_chat, fit_prompt, kept_at_start
 from .delivery import (CANCEL_SCOPE, DEFER_REPLY, ChunkStream, Pending,  # noqa: F401 - CANCEL_SCOPE...: their old home
                        deliver, parsed, request_cancel_event, single)
@@ -83,6 +87,8 @@ class Engine:
     def __init__(self, store: ModelStore | None = None, *, max_loaded: int | None = None) -> None:
         self.store = store or ModelStore()
         self.scheduler = Scheduler(max_loaded)
+        #: Prometheus metrics, fed here whichever front end asks (the server serves them at /metrics)
+        self.metrics = EngineMetrics(self.scheduler.stats, _column_cache_path)
         self._templates: OrderedDict[tuple[str, str | None], PromptTemplate] = OrderedDict()
         self._templates_lock = threading.Lock()
 
@@ -494,11 +500,63 @@ class Engine:
             label_ids = label_tokens(lambda label: runner.tokenize(label, add_bos=False), labels, context,
                                      runner.n_ctx)
             totals = score_labels(runner.stream, context, label_ids, request_cancel_event())
+            self.metrics.prompt_read(entry.name, len(context))
         finally:
             self.scheduler.release(entry, req.keep)
         return ClassifyResponse.from_logprobs(
             model, now_rfc3339(), dict(zip(labels, totals)), prompt_eval_count=len(context), load_duration=load_ns,
             total_duration=time.perf_counter_ns() - start)
+
+    def rerank(self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
+               options: Mapping[str, Any] | None = None, keep_alive: float | str | None = None,
+               truncate: bool = True) -> RerankResponse:
+        """``documents`` by relevance to ``query``, most relevant first, the ``top_n`` best (all when
+        None). A cross-encoder (llama.cpp's rank pooling) scores each pair as llama-server does; any
+        chat model scores the probability it answers "yes" to ``rerank.RELEVANCE_PROMPT``. A document
+        too long for the context is cut (``truncate``) or refused. See ``engine/rerank.py``."""
+        docs = check_rerank(query, documents, top_n)
+        record = self._record(model)
+        info = record.gguf_info()
+        if not info.is_reranker and info.is_embedding_model:
+            raise InvalidRequest(f'model "{model}" cannot rank: it is an embedding model without a classifier '
+                                 "(llama.cpp's rank pooling); use a reranker (cross-encoder) or a chat model")
+        opts = self._options(record, options)
+        keep = parse_keep_alive(keep_alive)
+        if info.is_reranker:
+            entry, _ = self._acquire(record, opts, embedding=True)
+            try:
+                ectx = entry.runner.embedding_context()
+                pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
+                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True)
+            finally:
+                self.scheduler.release(entry, keep)
+            return ranked(model, [row[0] for row in rows], docs, top_n, count)
+        self._require(record, "completion", "rerank")
+        entry, _ = self._acquire(record, opts, embedding=False)
+        try:  # fitted once, with the loaded model's tokenizer and the chat template classify renders
+            runner, tmpl = entry.runner, self._template(record, None)
+            think = False if any(tmpl.thinking_tags) else None
+
+            first = [*record.messages, *([{"role": "system", "content": record.system}] if record.system else [])]
+
+            def prompt_tokens(content: str) -> int:  # as classify renders it: the model's own messages first
+                msgs = [*first, {"role": "user", "content": content}]
+                return len(runner.tokenize(tmpl.render_chat(msgs, None, think=think)))
+
+            fitted = [cut_document(lambda text: runner.tokenize(text, add_bos=False), runner.detokenize,
+                                   prompt_tokens, query, doc, runner.n_ctx, truncate) for doc in docs]
+            width = max(1, min(len(docs), runner.load_options.num_parallel))
+        finally:
+            self.scheduler.release(entry, keep)
+
+        def score(doc: str) -> ClassifyResponse:
+            return self.classify(model, messages=[{"role": "user", "content": relevance_prompt(query, doc)}],
+                                 choices=list(LABELS), options=options, keep_alive=keep_alive, truncate=False)
+
+        with ThreadPoolExecutor(width, thread_name_prefix="rerank") as pool:  # the decoder batches them
+            replies = list(pool.map(lambda doc: contextvars.copy_context().run(score, doc), fitted))
+        return ranked(model, [r.probabilities[LABELS[0]] for r in replies], docs, top_n,
+                      sum(r.prompt_eval_count for r in replies))
 
     def fit_context(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
                     think: bool | str | None = None, options: Mapping[str, Any] | None = None,
@@ -574,6 +632,7 @@ class Engine:
 
         def collect() -> ollama.EmbedResponse:
             vectors, count = future.result() if future is not None else ([], 0)
+            self.metrics.prompt_read(entry.name, count)
             if dimensions:
                 vectors = [_normalize(v[:dimensions]) for v in vectors]
             return ollama.EmbedResponse(
@@ -598,10 +657,20 @@ class Engine:
         try:
             if not prompt:
                 return ollama.EmbeddingsResponse(embedding=[])
-            vectors, _ = entry.runner.embed([prompt], True, normalize=False)
+            vectors, count = entry.runner.embed([prompt], True, normalize=False)
+            self.metrics.prompt_read(entry.name, count)
         finally:
             self.scheduler.release(entry, keep)
         return ollama.EmbeddingsResponse(embedding=vectors[0])
+
+    def search(self, name: str | Sequence[str], query: str, k: int = 5, *, rerank: str | None = None) -> Any:
+        """The ``k`` chunks of ``%ollama learn`` index ``name`` (or several) nearest to ``query``, as a
+        DataFrame (rank, score, source, position, cite, text): the query is embedded with the model the
+        index was learned with, here; the index is ``knowledge/``'s, beside the store. ``rerank`` names
+        a model that reorders a larger pool of candidates first (``Engine.rerank``)."""
+        from ..knowledge.search import reranker, search
+
+        return search(self, name, query, k, rerank=reranker(self, rerank) if rerank else None)
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -787,7 +856,10 @@ class Engine:
                     if isinstance(item, Token):
                         yield item, None, load_ns, 0
                     else:
-                        yield None, item, load_ns, time.perf_counter_ns() - start
+                        total_ns = time.perf_counter_ns() - start
+                        self.metrics.generated(entry.name, item.prompt_eval_count, item.eval_count,
+                                               item.eval_duration, total_ns)
+                        yield None, item, load_ns, total_ns
             finally:
                 items.close()  # stops decoding at once if our consumer went away
                 job.cancel.set()  # also when it never started reading (closing an unstarted generator runs nothing)
@@ -911,6 +983,12 @@ def _chat_chunk(model: str, dropped: list[int], part: ReplyPart | None, fin: Fin
 def _chat_reply(parts: list[ReplyPart], last: ChatResponse) -> ChatResponse:
     whole = join_parts(parts)
     return last.model_copy(update={"message": _chat_message(whole), "logprobs": whole.logprobs or None})
+
+
+def _column_cache_path() -> Path:
+    from ..store.column_cache import default_path  # numpy and pandas: imported at the first scrape, not here
+
+    return default_path()
 
 
 def _last(statuses: Iterator[ProgressResponse]) -> ProgressResponse:

@@ -263,8 +263,8 @@ class Runner:
             self.decoder = Decoder(self.lctx, self._left_queue, self.projector)
             return
         pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own
-        if self._pooling_from_gguf() is None:
-            pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN  # generative model: mean-pool
+        if self._pooling_from_gguf() is None:  # a cross-encoder ranks; a generative model mean-pools
+            pooling = llama_cpp.LLAMA_POOLING_TYPE_RANK if self._is_reranker() else llama_cpp.LLAMA_POOLING_TYPE_MEAN
         try:
             self.lctx = EmbeddingContext(self.model_path, shape, pooling)
         except ValueError as exc:
@@ -276,6 +276,11 @@ class Runner:
         from ..store.gguf_meta import gguf_header as read_gguf
 
         return read_gguf(self.model_path).arch_value("pooling_type")
+
+    def _is_reranker(self) -> bool:
+        from ..store.gguf_meta import gguf_header
+
+        return gguf_header(self.model_path).is_reranker
 
     def _enter_queue(self) -> None:
         """Count one more waiting job, or refuse it with Ollama's 503 when OLLAMA_MAX_QUEUE wait already."""
@@ -377,16 +382,32 @@ class Runner:
         owner thread then packs the texts of every embed request queued at that moment into the same
         micro-batches (see ``_embed_jobs``), so concurrent requests share llama_decode calls.
         """
-        ectx = self.lctx
-        if not isinstance(ectx, EmbeddingContext):
-            raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
-        token_lists = tokenize_texts(ectx, texts, truncate)
+        token_lists = tokenize_texts(self.embedding_context(), texts, truncate)
+        return self.submit_embed_tokens(token_lists, texts, normalize)
+
+    def embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
+                     alone: bool = False) -> tuple[list[list[float]], int]:
+        """:meth:`embed` for texts tokenized by the caller (see :meth:`submit_embed_tokens`)."""
+        return self._wait(self.submit_embed_tokens(token_lists, texts, normalize, alone))
+
+    def submit_embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
+                            alone: bool = False) -> "Future[tuple[list[list[float]], int]]":
+        """As :meth:`submit_embed`, for texts tokenized by the caller (a reranker's query-document pairs,
+        ``rerank.pair_tokens``), each one that fits one decode of ``embedding_context()``; ``alone``:
+        each in a decode of its own (``EmbedJob.alone``)."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
         self._enter_queue()
-        job = EmbedJob(texts, token_lists, normalize)
+        job = EmbedJob(texts, token_lists, normalize, alone=alone)
         self._inbox.put(job)
         return job.future
+
+    def embedding_context(self) -> EmbeddingContext:
+        """The loaded embedding context (its vocabulary and sizes: tokenizing is thread-safe)."""
+        ectx = self.lctx
+        if not isinstance(ectx, EmbeddingContext):
+            raise InvalidRequest(f'"{self.name}" does not support embeddings in this context')
+        return ectx
 
     def _embed_jobs(self, jobs: list[EmbedJob]) -> None:
         """Owner thread: embed the texts of ``jobs`` together (see embedder.py)."""

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import psutil
 
@@ -115,6 +115,16 @@ class LoadedStats:
     peak_active: int
     #: unloaded or replaced while still in use: freed when ``active`` reaches 0
     expiring: bool
+    #: slots decoding a sequence now, and slots in all (0 for an embedding model)
+    busy_slots: int = 0
+    slots: int = 0
+    #: tokens in the KV cache summed over slots (``Decoder.occupancy``), and its cells
+    kv_tokens: int = 0
+    kv_cells: int = 0
+    #: bytes held in all, off the CPU, and per device (``ps``' size, size_vram and devices)
+    size: int = 0
+    size_vram: int = 0
+    devices: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,6 +189,16 @@ def _better(ideal: LoadPlan, plan: LoadPlan) -> bool:
         return ideal.fits
     return ((ideal.gpu_layers, ideal.options.num_ctx, ideal.options.num_parallel)
             > (plan.gpu_layers, plan.options.num_ctx, plan.options.num_parallel))
+
+
+def _stats_of(e: Loaded) -> LoadedStats:
+    decoder = e.runner.decoder
+    busy, slots, kv_tokens, kv_cells = decoder.occupancy() if decoder is not None else (0, 0, 0, 0)
+    return LoadedStats(name=e.name, embedding=bool(e.key[1]), active=e.active, waiting=e.runner.waiting,
+                       tokens_decoded=e.runner.tokens_decoded, expiring=e.expiring,
+                       peak_active=decoder.peak_active if decoder is not None else 0, busy_slots=busy, slots=slots,
+                       kv_tokens=kv_tokens, kv_cells=kv_cells, size=e.size, size_vram=e.size_vram,
+                       devices=dict(e.shares) if e.shares else {CPU: e.size})
 
 
 class Scheduler:
@@ -541,12 +561,7 @@ class Scheduler:
         """Every loaded model's load, those in service first, then those expiring."""
         with self._lock:
             entries = [*self._loaded.values(), *self._expiring.values()]
-        return [
-            LoadedStats(name=e.name, embedding=bool(e.key[1]), active=e.active, waiting=e.runner.waiting,
-                        tokens_decoded=e.runner.tokens_decoded, expiring=e.expiring,
-                        peak_active=e.runner.decoder.peak_active if e.runner.decoder is not None else 0)
-            for e in entries
-        ]
+        return [_stats_of(e) for e in entries]
 
     def loaded(self) -> list[Loaded]:
         with self._lock:

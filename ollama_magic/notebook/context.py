@@ -175,6 +175,12 @@ def build_context(shell: InteractiveShell, namespace: Mapping[str, Any], *, cell
     return context
 
 
+def context_budget(backend: Backend, model: str, options: Mapping[str, Any]) -> int:
+    """The tokens attached material may take (``--context``, ``--docs``): :data:`CONTEXT_SHARE` of the
+    context a chat with ``options`` gets."""
+    return int(model_context_length(backend, model, options) * CONTEXT_SHARE)
+
+
 def token_counter(backend: Backend, model: str) -> TokenCounter:
     """The model's tokenizer through the Backend (``tokenize``: the in-kernel engine, an ollama-magic
     server), else the one pessimistic guess (a server without /api/tokenize)."""
@@ -196,5 +202,5 @@ def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
     return len(tokens if tokens is not None else result)
 
 
-__all__ = ["NotebookContext", "SentWith", "build_context", "cell_block", "model_context_length", "recent_cells",
-           "summarize", "token_counter"]
+__all__ = ["NotebookContext", "SentWith", "build_context", "cell_block", "context_budget", "model_context_length",
+           "recent_cells", "summarize", "token_counter"]

@@ -110,6 +110,8 @@ class ChatReply(str):
     thinking: str
     #: with ``--logprobs``: a DataFrame, one row per generated token (token, logprob, probability[, top])
     logprobs: Any
+    #: with ``--docs``: a DataFrame of the chunks sent (n, cite, score, ...), shown as a collapsed list
+    sources: Any = None
 
     def __new__(cls, text: str, *, model: str, thread: str, fmt: str = "markdown", interrupted: bool = False,
                 stats: dict[str, int] | None = None, thinking: str = "", logprobs: Any = None) -> "ChatReply":
@@ -129,7 +131,7 @@ class ChatReply(str):
     def _repr_html_(self) -> str | None:
         if self.fmt != "html":
             return None
-        return str(self) + ("<p><em>[interrupted]</em></p>" if self.interrupted else "")
+        return str(self) + ("<p><em>[interrupted]</em></p>" if self.interrupted else "") + sources_html(self.sources)
 
     def _repr_latex_(self) -> str | None:
         if self.fmt != "math":
@@ -149,10 +151,25 @@ class ChatReply(str):
             body = str(self) or " "
         if self.interrupted:
             body += "\n\n*[interrupted]*"
-        return thinking_block(self.thinking) + body
+        return thinking_block(self.thinking) + body + sources_html(self.sources)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self) + ("\n[interrupted]" if self.interrupted else ""))
+        printer.text(str(self) + ("\n[interrupted]" if self.interrupted else "") + sources_text(self.sources))
+
+
+def sources_html(sources: Any) -> str:
+    """``--docs``: the numbered sources as a collapsed ``<details>`` list below the answer."""
+    if sources is None or not len(sources):
+        return ""
+    items = "".join(f"<li value=\"{n}\"><code>{html.escape(str(cite))}</code></li>"
+                    for n, cite in zip(sources["n"], sources["cite"]))
+    return f"\n\n<details><summary>sources ({len(sources)})</summary><ol>{items}</ol></details>\n"
+
+
+def sources_text(sources: Any) -> str:
+    if sources is None or not len(sources):
+        return ""
+    return "\n\nsources:\n" + "\n".join(f"[{n}] {cite}" for n, cite in zip(sources["n"], sources["cite"]))
 
 
 class RenderedPrompt(str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 # The verb groups register themselves, in the order %ollama help lists them; errorhelp adds fix last.
-from .verbs import VERBS, cache, models, panel, plan, rpc, server, threads, tokens  # noqa: F401, I001 - imported to register
+from .verbs import VERBS, cache, learn, models, panel, plan, rpc, server, threads, tokens  # noqa: F401, I001 - imported to register
 from .cell_log import cell_log
 from .errorhelp import error_log
 from .magics import OllamaMagics

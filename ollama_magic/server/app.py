@@ -1,7 +1,8 @@
 """The FastAPI application: the Engine behind Ollama's native routes and the OpenAI-compatible ones.
 
-Layers, outermost first: the Origin check (403 before CORS, so a foreign page's preflight fails too),
-CORS headers, the Host check (DNS rebinding), the API key, the body limit, JSON bodies, then the routes.
+Layers, outermost first: with metrics on, the HTTP request counter (``metrics_api``); the Origin check
+(403 before CORS, so a foreign page's preflight fails too), CORS headers, the Host check (DNS
+rebinding), the API key, the body limit, JSON bodies, then the routes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi.routing import APIRoute
 from .. import envconfig
 from .._version import __version__
 from ..engine import Engine
-from . import anthropic_api, ollama_api, openai_api, responses_api
+from . import anthropic_api, metrics_api, ollama_api, openai_api, rerank_api, responses_api
 from .bodies import BodyLimit, JSONBodies, max_body_from_env
 from .envelopes import install_error_handlers
 from .guards import BearerAuth, HostGuard, OriginGuard, allowed_origins, origin_regex
@@ -55,9 +56,10 @@ def _openapi_without_422(app: FastAPI) -> dict:
 
 
 def create_app(engine: Engine, *, api_key: str | None = None, origins: str | None = None,
-               max_body: int | None = None) -> FastAPI:
+               max_body: int | None = None, metrics: bool | None = None) -> FastAPI:
     """Build the app. ``api_key`` defaults to $OLLAMA_MAGIC_API_KEY, ``origins`` (extra allowed origins,
-    comma-separated, ``*`` wildcards) to $OLLAMA_ORIGINS, ``max_body`` to $OLLAMA_MAGIC_MAX_BODY."""
+    comma-separated, ``*`` wildcards) to $OLLAMA_ORIGINS, ``max_body`` to $OLLAMA_MAGIC_MAX_BODY,
+    ``metrics`` (serve ``/metrics`` and count HTTP requests: ``metrics_api``) to $OLLAMA_MAGIC_METRICS."""
     app = FastAPI(
         generate_unique_id_function=_operation_id,
         title="ollama-magic",
@@ -68,7 +70,11 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
+    app.include_router(rerank_api.router)
     app.include_router(anthropic_api.router)
+    metrics = metrics if metrics is not None else envconfig.metrics()
+    if metrics:
+        app.include_router(metrics_api.router)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
@@ -82,4 +88,6 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     app.add_middleware(HostGuard)
     app.add_middleware(CORSMiddleware, allow_origin_regex=allowed, allow_methods=["*"], allow_headers=CORS_HEADERS)
     app.add_middleware(OriginGuard, allow_origin_regex=allowed)
+    if metrics:  # outermost: what the guards refuse counts too
+        app.add_middleware(metrics_api.HttpMetrics, metrics=engine.metrics, routes=app.router.routes)
     return app

@@ -1,4 +1,4 @@
-"""The two error envelopes and the handlers that produce them.
+"""The error envelopes and the handlers that produce them.
 
 Ollama's native routes answer ``{"error": "..."}``; its OpenAI-compatible ones answer
 ``{"error": {"message", "type", "param", "code"}}``; Anthropic's Messages API (``/v1/messages``)
@@ -29,6 +29,9 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  404: "not_found_error", 413: "invalid_request_error", 503: "server_overloaded"}
 
 
+#: outside /v1, the rerank paths llama-server serves and Cohere's SDK posts to (``rerank_api``)
+OPENAI_SHAPED_PATHS = ("/rerank", "/reranking", "/v2/rerank")
+
 #: Anthropic's error types by status (its API answers 529 when overloaded; ours says 503, as Ollama's)
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -37,7 +40,7 @@ ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def is_openai_path(path: str) -> bool:
-    return path.startswith(OPENAI_PREFIX)
+    return path.startswith(OPENAI_PREFIX) or path in OPENAI_SHAPED_PATHS
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -100,7 +103,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OllamaMagicError)
     async def our_error(request: Request, exc: OllamaMagicError) -> JSONResponse:
-        return error_response(request.url.path, str(exc), exc.status_code)
+        content = error_content(request.url.path, str(exc), exc.status_code)
+        if is_openai_path(request.url.path):  # OpenAI's param / code / type, where an error names them
+            content["error"].update(getattr(exc, "openai_fields", None) or {})
+        return JSONResponse(content, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,30 +1,43 @@
-"""``POST /v1/responses``: OpenAI's Responses API, stateless as Ollama serves it.
+"""``/v1/responses``: OpenAI's Responses API, stateful as OpenAI's (Ollama's is stateless).
 
 A request (``input`` as text or items, ``instructions``, ``tools``, ``reasoning``, ``text.format``,
 ``max_output_tokens``) becomes one Engine chat; the reply becomes ``output`` items (a reasoning item,
 function calls, the message). Streaming sends Ollama's event sequence: ``response.created``,
 ``response.in_progress``, then per item ``output_item.added`` / deltas / ``output_item.done``, and
-``response.completed``. ``previous_response_id`` is refused: nothing is stored.
+``response.completed``.
+
+``store`` (default true) keeps the response (``store/responses_store.py``); ``previous_response_id``
+puts the stored response's full input and its output before the request's input (its
+``instructions`` are not carried over, as OpenAI documents). ``GET``/``DELETE /v1/responses/{id}`` and
+``GET /v1/responses/{id}/input_items`` read and forget stored responses. A stream is stored when it
+ends: ``completed``, ``failed`` (an engine error mid-stream, with what was produced) or ``cancelled``
+(the client went away, with the text so far).
 """
 
 from __future__ import annotations
 
 import json
-import random
+import logging
+import secrets
+import sqlite3
+import threading
 import time
-from typing import Any, Optional, Union
+from typing import Any, AsyncIterator, Literal, Optional, Union
 
-from fastapi import APIRouter, Request
+import anyio
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..engine import Engine
-from ..errors import InvalidRequest, OllamaMagicError
+from ..errors import InvalidRequest, NotFound, OllamaMagicError
+from ..store.responses_store import ResponseStore, open_store
 from .openai_api import think_from_effort
 from .schemas import ModelNameField, openai_responses, sse_responses
 from .sse import SSE_MEDIA_TYPE
 from .streaming import dumps, in_thread, open_stream
 
+log = logging.getLogger("ollama_magic")
 router = APIRouter(prefix="/v1", tags=["openai"], responses=openai_responses())
 
 
@@ -43,7 +56,25 @@ class ResponsesBody(BaseModel):
     reasoning: Optional[dict[str, Any]] = None
     text: Optional[dict[str, Any]] = None
     truncation: Optional[str] = None
+    #: keep the response for GET and for a later previous_response_id (OpenAI's default: true)
+    store: Optional[bool] = None
     previous_response_id: Optional[str] = None
+
+
+class PreviousResponseNotFound(InvalidRequest):
+    """OpenAI's answer to a ``previous_response_id`` it does not hold: a 400 naming the field."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Previous response with id '{response_id}' not found.")
+        self.openai_fields = {"param": "previous_response_id", "code": "previous_response_not_found"}
+
+
+class ResponseNotFound(NotFound):
+    """OpenAI's 404 for a response id it does not hold (never stored, deleted, evicted, expired)."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id '{response_id}' not found.")
+        self.openai_fields = {"type": "invalid_request_error"}
 
 
 def _text_of(content: Any) -> str:
@@ -65,14 +96,39 @@ def _text_of(content: Any) -> str:
 
 def to_messages(body: ResponsesBody) -> list[dict[str, Any]]:
     """Input items as native chat messages (function calls and their outputs included)."""
+    return items_to_messages(body.instructions, input_items(body.input))
+
+
+def input_items(given: Union[str, list[dict[str, Any]]], response_id: str = "") -> list[dict[str, Any]]:
+    """The request's ``input`` as items, the form stored and listed by ``input_items``: text becomes one
+    user message; a message's text content becomes its one text part. With ``response_id``, an item
+    without an ``id`` gets one made from it (OpenAI lists every input item with an id)."""
+    given = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+    items = []
+    for i, item in enumerate(given):
+        item = dict(item)
+        if "role" in item and not item.get("type"):
+            item["type"] = "message"
+        if item.get("type") == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item["content"]}]
+        if response_id and not item.get("id"):
+            item["id"] = f"{_ITEM_PREFIX.get(item.get('type'), 'item')}_{response_id[5:]}_in{i}"
+        items.append(item)
+    return items
+
+
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def items_to_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``instructions`` (a system message) then ``items`` (input items, or a stored response's output
+    items) as native chat messages: the one conversion for a request and for a stored chain."""
     messages: list[dict[str, Any]] = []
-    if body.instructions:
-        messages.append({"role": "system", "content": body.instructions})
-    if isinstance(body.input, str):
-        messages.append({"role": "user", "content": body.input})
-        return messages
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
     thinking = ""
-    for item in body.input:
+    for item in items:
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             role = item.get("role")
@@ -171,10 +227,11 @@ def _call_item(item_id: str, call: Any, status: str = "completed") -> dict[str, 
 class _Response:
     """The response object, echoing the request as OpenAI does."""
 
-    def __init__(self, body: ResponsesBody) -> None:
+    def __init__(self, body: ResponsesBody, stored: bool = False) -> None:
         self.body = body
-        self.id = f"resp_{random.randrange(10**6):06d}"
+        self.id = f"resp_{secrets.token_hex(24)}"  # a stored id must not be guessable or collide
         self.created = int(time.time())
+        self.stored = stored
 
     def object(self, status: str, output: list[Any], usage: dict[str, Any] | None) -> dict[str, Any]:
         body = self.body
@@ -184,14 +241,14 @@ class _Response:
         return {
             "id": self.id, "object": "response", "created_at": self.created,
             "completed_at": int(time.time()) if status == "completed" else None, "status": status,
-            "incomplete_details": None, "model": body.model, "previous_response_id": None,
+            "incomplete_details": None, "model": body.model, "previous_response_id": body.previous_response_id,
             "instructions": body.instructions, "output": output, "error": None, "tools": body.tools or [],
             "tool_choice": body.tool_choice or "auto", "truncation": body.truncation or "disabled",
             "parallel_tool_calls": True, "text": {"format": (body.text or {}).get("format") or {"type": "text"}},
             "top_p": 1.0 if body.top_p is None else body.top_p, "presence_penalty": 0, "frequency_penalty": 0,
             "top_logprobs": 0, "temperature": 1.0 if body.temperature is None else body.temperature,
             "reasoning": reasoning, "usage": usage, "max_output_tokens": body.max_output_tokens,
-            "max_tool_calls": None, "store": False, "background": False, "service_tier": "default",
+            "max_tool_calls": None, "store": self.stored, "background": False, "service_tier": "default",
             "metadata": {}, "safety_identifier": None, "prompt_cache_key": None,
         }
 
@@ -208,6 +265,8 @@ class _Events:
         self.reasoning = ""
         self.message_id: str | None = None
         self.text = ""
+        #: the response object the last event carried (completed or failed), None before the end
+        self.final: dict[str, Any] | None = None
 
     def event(self, kind: str, **data: Any) -> str:
         data = {"type": kind, "sequence_number": self.sequence, **data}
@@ -280,9 +339,24 @@ class _Events:
                               content_index=0, delta=message.content, logprobs=[])
         if chunk.done:
             out += self._finish_reasoning() + self._finish_message()
-            out += self.event("response.completed",
-                              response=self.response.object("completed", self.done_items, _usage(chunk)))
+            self.final = self.response.object("completed", self.done_items, _usage(chunk))
+            out += self.event("response.completed", response=self.final)
         return out
+
+    def failed(self, exc: OllamaMagicError) -> str:
+        self.final = self.response.object("failed", self.done_items, None)
+        self.final["error"] = {"code": "server_error", "message": str(exc)}
+        return self.event("response.failed", response=self.final)
+
+    def cancelled(self) -> dict[str, Any]:
+        """The response as it stood when the client went away: the finished items, then the message so
+        far, ``incomplete`` (the cancel cut it, even where the engine's last chunk closed it)."""
+        output = list(self.done_items)
+        if self.message_id is not None:
+            output.append(_message_item(self.message_id, self.text))
+        if output and output[-1]["type"] == "message":
+            output[-1] = {**output[-1], "status": "incomplete"}
+        return self.response.object("cancelled", output, None)
 
 
 def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
@@ -297,32 +371,159 @@ def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
     return output
 
 
+_open_lock = threading.Lock()
+
+
+def responses_store(app: FastAPI) -> ResponseStore | None:
+    """The app's store, opened at its first use (so a server that never stores creates no file), or
+    None when its file cannot be opened (then nothing is stored and nothing can be found)."""
+    with _open_lock:
+        if not hasattr(app.state, "responses_store"):
+            app.state.responses_store = open_store()
+        return app.state.responses_store
+
+
+def _keep(store: ResponseStore, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    """Store a response; a write that fails (a full disk) costs the chain, never the answer."""
+    try:
+        store.put(response, items)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("response %s could not be stored: %s", response.get("id"), exc)
+
+
+async def _stored(app: FastAPI, response_id: str) -> Any:
+    store = responses_store(app)
+    return None if store is None else await in_thread(lambda: store.get(response_id))
+
+
 @router.post("/responses", responses=sse_responses())
 async def responses(body: ResponsesBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
-    response = _Response(body)
+    store = responses_store(request.app)
+    keep = store is not None and body.store is not False
+    response = _Response(body, stored=keep)
+    items = input_items(body.input, response.id)
     if body.previous_response_id:
-        raise InvalidRequest("previous_response_id is not supported: this server stores no responses; "
-                             "send the whole conversation as input items")
-    messages, tools, fmt = to_messages(body), _tools(body.tools), _format(body.text)
+        prior = await _stored(request.app, body.previous_response_id)
+        if prior is None:
+            raise PreviousResponseNotFound(body.previous_response_id)
+        items = prior.input_items + prior.response.get("output", []) + items  # its instructions stay behind
+    messages, tools, fmt = items_to_messages(body.instructions, items), _tools(body.tools), _format(body.text)
     think = think_from_effort((body.reasoning or {}).get("effort"))
     call = lambda: engine.chat(body.model, messages, tools=tools, format=fmt, options=_options(body),  # noqa: E731
                                stream=body.stream, think=think, tool_choice=_tool_choice(body.tool_choice))
     result = await in_thread(call, request)  # errors answer in OpenAI's envelope (the app's handlers)
     if not body.stream:
-        return JSONResponse(response.object("completed", _output(response, result), _usage(result)))
+        whole = response.object("completed", _output(response, result), _usage(result))
+        if keep:
+            await in_thread(lambda: _keep(store, whole, items))
+        return JSONResponse(whole)
     events = _Events(response)
-    state = {"started": False}
+    state: dict[str, Any] = {"started": False, "relay": None}
 
-    def encode(chunk: Any) -> str:
+    def encode(chunk: Any) -> str:  # on the stream's own thread
         out = "" if state["started"] else events.start()
         state["started"] = True
-        return out + events.chunk(chunk)
+        out += events.chunk(chunk)
+        relay = state["relay"]
+        # stored before response.completed goes out, as a client may chain at once; not when the relay
+        # was stopped (the client left): then this is the engine ending the cancelled job
+        if chunk.done and keep and not (relay is not None and relay.stop.is_set()):
+            _keep(store, events.final, items)
+        return out
 
-    def encode_error(exc: OllamaMagicError) -> str:
-        failed = response.object("failed", events.done_items, None)
-        failed["error"] = {"code": "server_error", "message": str(exc)}
-        return events.event("response.failed", response=failed)
+    stream, first = await open_stream(result, encode, events.failed)
+    state["relay"] = stream
 
-    stream, first = await open_stream(result, encode, encode_error)
-    return StreamingResponse(stream.body(first), media_type=SSE_MEDIA_TYPE)
+    async def body_then_store() -> AsyncIterator[str]:
+        """The events, then the response stored as the client last saw it: failed when an engine error
+        ended the stream (completed is stored by ``encode``); cancelled (with the text so far) when the
+        client went away (the engine ends a cancelled job with a plain stop, so its last chunk looks done)."""
+        events_out = stream.body(first)
+        ended = False
+        try:
+            async for piece in events_out:
+                yield piece
+            ended = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await events_out.aclose()  # now, not at garbage collection: it cancels the job, joins the thread
+                final = events.final
+                if keep and not (ended and final is not None and final["status"] == "completed"):
+                    kept = final if ended and final is not None else events.cancelled()
+                    await in_thread(lambda: _keep(store, kept, items))
+
+    return StreamingResponse(body_then_store(), media_type=SSE_MEDIA_TYPE)
+
+
+# ---- stored responses ---------------------------------------------------------------------------
+
+
+class ResponseObject(BaseModel):
+    """A stored response as ``POST /v1/responses`` returned it (OpenAI's Response object)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "failed", "cancelled", "incomplete", "in_progress"]
+    model: str
+    instructions: Optional[str] = None
+    previous_response_id: Optional[str] = None
+    output: list[dict[str, Any]]
+    usage: Optional[dict[str, Any]] = None
+    store: bool
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response"]
+    deleted: Literal[True]
+
+
+class ResponseItemList(BaseModel):
+    """One page of a stored response's input items (OpenAI's list shape)."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: Optional[str]
+    last_id: Optional[str]
+    has_more: bool
+
+
+@router.get("/responses/{response_id}", responses={200: {"model": ResponseObject}})
+async def retrieve_response(response_id: str, request: Request) -> JSONResponse:
+    stored = await _stored(request.app, response_id)
+    if stored is None:
+        raise ResponseNotFound(response_id)
+    return JSONResponse(stored.response)
+
+
+@router.delete("/responses/{response_id}", responses={200: {"model": ResponseDeleted}})
+async def delete_response(response_id: str, request: Request) -> JSONResponse:
+    store = responses_store(request.app)
+    if store is None or not await in_thread(lambda: store.delete(response_id)):
+        raise ResponseNotFound(response_id)
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+@router.get("/responses/{response_id}/input_items", responses={200: {"model": ResponseItemList}})
+async def list_input_items(response_id: str, request: Request,
+                           limit: int = Query(20, ge=1, le=100, description="items per page, 1 to 100"),
+                           order: Literal["asc", "desc"] = Query("desc", description="desc: the newest first"),
+                           after: Optional[str] = Query(None, description="the id of the item this page follows"),
+                           include: Optional[list[str]] = Query(None, description="accepted and ignored")
+                           ) -> JSONResponse:
+    """Every input item the response was generated from: the chain's earlier inputs and outputs, then
+    its own input (``instructions`` are not items)."""
+    stored = await _stored(request.app, response_id)
+    if stored is None:
+        raise ResponseNotFound(response_id)
+    items = stored.input_items if order == "asc" else stored.input_items[::-1]
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    page = items[:limit]
+    return JSONResponse({"object": "list", "data": page, "first_id": page[0].get("id") if page else None,
+                         "last_id": page[-1].get("id") if page else None, "has_more": len(items) > limit})

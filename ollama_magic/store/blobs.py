@@ -117,9 +117,10 @@ class BlobStore:
         with open(source, "rb") as fh:
             return self.import_chunks(_read_chunks(fh), expected, progress, os.fstat(fh.fileno()).st_size)
 
-    def adopt(self, staged: Path) -> str:
-        """Move a finished file that was written inside ``blobs/`` (a temp name) to its digest name."""
-        digest = hash_file(staged)
+    def adopt(self, staged: Path, digest: str | None = None) -> str:
+        """Move a finished file that was written inside ``blobs/`` (a temp name) to its digest name
+        (``digest``, when the caller has just hashed it)."""
+        digest = parse_digest(digest) if digest else hash_file(staged)
         os.chmod(staged, 0o644)
         os.replace(staged, self.path(digest))
         fsync_dir(self.directory)

@@ -26,6 +26,8 @@ _SCALARS: dict[int, tuple[str, int]] = {
     _T.UINT32: ("<I", 4), _T.INT32: ("<i", 4), _T.FLOAT32: ("<f", 4), _T.BOOL: ("<?", 1),
     _T.UINT64: ("<Q", 8), _T.INT64: ("<q", 8), _T.FLOAT64: ("<d", 8),
 }
+#: the classification head's output layer, as llama.cpp names it (``cls_out``)
+CLASSIFIER_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.CLS_OUT] + ".weight"
 #: arrays longer than this are summarised (Ollama's /api/show does the same unless verbose)
 SHORT_ARRAY = 5
 
@@ -74,8 +76,19 @@ class GGUFInfo:
 
     @property
     def is_embedding_model(self) -> bool:
-        """Ollama's rule: a model with a pooling type is an embedding model."""
-        return self.arch_value("pooling_type") is not None
+        """Ollama's rule: a model with a pooling type is an embedding model; a reranker is one too."""
+        return self.arch_value("pooling_type") is not None or self.is_reranker
+
+    @property
+    def is_reranker(self) -> bool:
+        """llama.cpp's RANK pooling: the GGUF says so, or it is an encoder (non-causal attention) with a
+        classification head and no pooling type, which is what llama.cpp's converter writes for a
+        ``*ForSequenceClassification`` cross-encoder (llama-server ranks those when started with
+        ``--reranking``; here the file alone decides)."""
+        pooling = self.arch_value("pooling_type")
+        if pooling is not None:
+            return int(pooling) == gguf.PoolingType.RANK
+        return self.arch_value("attention.causal") is False and any(t.name == CLASSIFIER_TENSOR for t in self.tensors)
 
     @property
     def context_length(self) -> int | None:

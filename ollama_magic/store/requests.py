@@ -16,6 +16,7 @@ from ..options import check_options
 from ..types import CreateRequest
 from .modelfile import Modelfile, create_fields
 from .modelfile import parse as parse_modelfile
+from .quantize import parse_quant_type
 
 
 @dataclass
@@ -31,6 +32,8 @@ class CreateSpec:
     licenses: list[str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
+    #: the type to quantize the model's weights to (``parse_quant_type``'s name), or None
+    quantize: str | None = None
 
 
 def to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_dir: Path | None) -> CreateSpec:
@@ -39,9 +42,9 @@ def to_spec(request: CreateRequest | Modelfile | str, *, trusted: bool, base_dir
         request = parse_modelfile(request)
     if isinstance(request, Modelfile):
         request = CreateRequest(**create_fields(request))
-    if request.quantize or request.quantization:
-        raise InvalidRequest("quantization is not supported: create from an already quantized GGUF file")
     spec = CreateSpec()
+    if request.quantize or request.quantization:
+        spec.quantize = parse_quant_type(request.quantize or request.quantization or "")
     if request.modelfile is not None or request.path is not None:
         if request.modelfile is None:
             if not trusted:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from .. import envconfig
 from ..errors import InvalidModelName, InvalidRequest, ModelNotFound, OllamaMagicError
@@ -32,6 +32,7 @@ from .convert import convert_safetensors_dir
 from .gguf_meta import GGUFInfo, gguf_header, human_number, is_gguf, read_gguf
 from .manifests import Layer, Manifest
 from .modelfile import DEFAULT_TEMPLATE, Modelfile
+from .quantize import quantize_blob
 from .requests import CreateSpec, is_file_ref, to_spec
 
 log = logging.getLogger("ollama_magic")
@@ -334,6 +335,7 @@ class ModelStore:
         else:
             raise InvalidRequest("neither 'from' or 'files' was specified")
 
+        replaced: set[str] = set()  # model blobs a quantized one replaces
         if source.record is not None:
             base = source.record
             for layer in base.manifest.layers:
@@ -341,13 +343,21 @@ class ModelStore:
                 if layer.media_type == mt.PARAMS:
                     params = dict(base.parameters)
                     continue  # re-written below, merged with the new parameters
+                if layer.media_type == mt.MODEL and spec.quantize:
+                    inherited = yield from self._quantized(inherited, spec.quantize, replaced)
+                    layers.append(inherited)
+                    continue
                 layers.append(inherited)
                 yield ProgressResponse(status=f"using existing layer {layer.digest}")
         else:
             assert source.digest is not None
             yield ProgressResponse(status="parsing GGUF")
-            layers.append(self._blob_layer(mt.MODEL, source.digest))
-            yield ProgressResponse(status=f"using existing layer {source.digest}")
+            layer = self._blob_layer(mt.MODEL, source.digest)
+            if spec.quantize:
+                layer = yield from self._quantized(layer, spec.quantize, replaced)
+            else:
+                yield ProgressResponse(status=f"using existing layer {source.digest}")
+            layers.append(layer)
 
         adapters = from_files.get(mt.ADAPTER, []) + [
             digest for value in spec.adapters
@@ -402,7 +412,19 @@ class ModelStore:
         config_layer, _ = self._data_layer(mt.CONFIG_MEDIA_TYPE, mt.go_json(config))
         yield ProgressResponse(status="writing manifest")
         self._write_manifest(target, Manifest(config_layer, tuple(layers)))
+        if replaced and not no_prune():
+            self._prune_blobs(replaced)  # an unquantized source no model uses (an upload, an import) goes
         yield ProgressResponse(status="success")
+
+    def _quantized(self, layer: Layer, quantize: str, replaced: set[str]) -> Generator[ProgressResponse, None, Layer]:
+        """``layer``'s weights quantized to ``quantize`` as a new model layer (``quantize_blob``), its
+        source noted in ``replaced``; the layer itself when it already has that type."""
+        digest, existed = yield from quantize_blob(self.blobs, layer.digest, quantize)
+        yield ProgressResponse(status=f"{'using existing' if existed else 'creating new'} layer {digest}")
+        if digest == layer.digest:
+            return layer
+        replaced.add(layer.digest)
+        return self._blob_layer(mt.MODEL, digest)
 
     def copy(self, source: str, destination: str, *, on_missing: OnMissing | None = None) -> None:
         """Copy a model under a new name; blobs are shared, as in Ollama. ``on_missing`` may install

@@ -12,6 +12,7 @@ change the store keep their random names."""
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import schemathesis
@@ -21,7 +22,12 @@ REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/
               "/v1/chat/completions": "gemma3:270m", "/v1/completions": "gemma3:270m",
               "/api/classify": "smollm2:135m",
               "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm",
-              "/v1/messages": "gemma3:270m", "/v1/messages/count_tokens": "gemma3:270m"}
+              "/v1/responses": "smollm2:135m",
+              "/v1/messages": "gemma3:270m", "/v1/messages/count_tokens": "gemma3:270m",
+              **{path: "smollm2:135m" for path in ("/api/rerank", "/v1/rerank", "/v1/reranking", "/rerank",
+                                                   "/reranking", "/v2/rerank")}}
+#: documents a generated rerank request keeps (each is one scoring pass of the chat model)
+MAX_RERANK_DOCUMENTS = 3
 NATIVE_GENERATION = ("/api/generate", "/api/chat")
 OPENAI_GENERATION = ("/v1/chat/completions", "/v1/completions")
 MAX_TOKENS = 2
@@ -64,15 +70,32 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         elif options is None or "options" not in body:
             body["options"] = {"num_predict": MAX_TOKENS}
             bounded_load_options(body["options"])
-    elif path in ("/api/embed", "/api/embeddings", "/api/classify"):
+    if "rerank" in path and isinstance(body.get("documents"), list):
+        body["documents"] = body["documents"][:MAX_RERANK_DOCUMENTS]
+    if path in ("/api/embed", "/api/embeddings", "/api/classify", "/api/rerank"):
         if not isinstance(body.get("options"), dict):
             body["options"] = {}
         bounded_load_options(body["options"])
     elif path in OPENAI_GENERATION:
         body["max_tokens"] = MAX_TOKENS
         body.pop("max_completion_tokens", None)
+    elif path == "/v1/responses":
+        body["max_output_tokens"] = MAX_TOKENS
     elif path == "/v1/messages":
         limit = body.get("max_tokens")  # 377276.0 is an int to the body's schema too
         if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > MAX_TOKENS:
             body["max_tokens"] = MAX_TOKENS  # 0, negatives and fractions keep their 400
     return body
+
+
+#: ids of responses the test stored before the run (CONTRACT_RESPONSE_IDS), so that GET / DELETE
+#: /v1/responses/{id} and its input_items reach the stored ones too, not only the 404 of a random id
+STORED_RESPONSES = itertools.cycle([i for i in os.environ.get("CONTRACT_RESPONSE_IDS", "").split(",") if i] or [None])
+
+
+@schemathesis.hook
+def map_path_parameters(ctx: schemathesis.HookContext, path_parameters: Any) -> Any:
+    stored = next(STORED_RESPONSES)
+    if isinstance(path_parameters, dict) and "response_id" in path_parameters and stored:
+        path_parameters["response_id"] = stored
+    return path_parameters

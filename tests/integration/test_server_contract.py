@@ -27,8 +27,10 @@ SEED = 20261201
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory, clone_registered):
     with Engine(clone_registered(tmp_path_factory.mktemp("contract") / "models")) as engine:
-        with BackgroundServer(engine, port=0) as server:
-            yield server.url
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OLLAMA_MAGIC_METRICS", "1")  # /metrics is documented and checked too
+            with BackgroundServer(engine, port=0) as server:
+                yield server.url
 
 
 def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
@@ -48,10 +50,16 @@ def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
     assert "input_tokens" in doc["components"]["schemas"]["TokenCount"]["properties"]
     for path in ("/api/pull", "/api/push"):  # progress lines, as Ollama's clients read them
         assert "application/x-ndjson" in doc["paths"][path]["post"]["responses"]["200"]["content"]
+    stored = doc["paths"]["/v1/responses/{response_id}"]
+    assert {"get", "delete"} <= set(stored) and "404" in stored["get"]["responses"]
+    assert stored["delete"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ResponseDeleted")
+    assert "/v1/responses/{response_id}/input_items" in doc["paths"]
     bodies = doc["components"]["schemas"]
     assert "insecure" in bodies["ModelBody"]["properties"]  # the strict body lets a pull/push say http
     assert bodies["GenerateBody"]["properties"]["model"]["minLength"] == 1
     assert bodies["GenerateBody"]["properties"]["stream"]["type"] == "boolean"
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 @pytest.mark.skipif(shutil.which("st") is None and not (Path(sys.executable).parent / "st").exists(),
@@ -60,7 +68,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(url: str, tm
                                                                    capsys: pytest.CaptureFixture) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     here = Path(__file__).parent
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "contract_hooks",
+    stored = [requests.post(f"{url}/v1/responses", json={"model": "smollm2:135m", "input": f"Hi {n}",
+                                                        "max_output_tokens": 2}, timeout=120).json()["id"]
+              for n in range(8)]  # some of the routes' cases read (and delete) these
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "contract_hooks", "CONTRACT_RESPONSE_IDS": ",".join(stored),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")]))}
     command = [st, "--no-color", "run", f"{url}/openapi.json", "--checks", CHECKS, "--phases", "examples,fuzzing",
                "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", str(SEED), "--generation-deterministic",

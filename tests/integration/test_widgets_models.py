@@ -239,6 +239,28 @@ def test_create_from_a_gguf_path_with_system_and_parameter(session: NotebookSess
         panel.close()
 
 
+def test_create_quantizes_an_f16_model_with_a_progress_bar(session: NotebookSession) -> None:
+    panel = CreatePanel(session)
+    try:
+        panel.source.value = SOURCE_MODEL
+        panel.base.value = MINILM
+        panel.name.value = "minilm-panel-q8"
+        panel.quantize.value = "q8_0"
+        seen_progress: list[int] = []
+        panel.progress.observe(lambda c: seen_progress.append(c["new"]), names="value")
+        panel.create()
+        finish(panel)
+        assert panel.status.text == "created minilm-panel-q8", panel.errors() or panel.status.text
+        assert session.backend.show("minilm-panel-q8").details.quantization_level == "Q8_0"
+        assert any(0 < p < 100 for p in seen_progress)
+        panel.name.value, panel.base.value = "gemma-requantized", GEMMA
+        panel.create()
+        finish(panel)
+        assert panel.status.text == "quantization is only supported for F16, BF16 and F32 models"
+    finally:
+        panel.close()
+
+
 def test_create_from_an_installed_model_prefills_its_template(session: NotebookSession) -> None:
     panel = CreatePanel(session)
     try:

@@ -267,8 +267,10 @@ def test_stats_report_each_model_s_requests_including_an_expiring_one(make_sched
     scheduler.release(acquire(scheduler, "b"), 300)
     scheduler.unload("a")
     assert scheduler.stats() == [
-        LoadedStats(name="b", embedding=False, active=0, waiting=0, tokens_decoded=0, peak_active=0, expiring=False),
-        LoadedStats(name="a", embedding=False, active=2, waiting=2, tokens_decoded=12, peak_active=0, expiring=True),
+        LoadedStats(name="b", embedding=False, active=0, waiting=0, tokens_decoded=0, peak_active=0, expiring=False,
+                    size=GIB, devices={"CPU": GIB}),
+        LoadedStats(name="a", embedding=False, active=2, waiting=2, tokens_decoded=12, peak_active=0, expiring=True,
+                    size=GIB, devices={"CPU": GIB}),
     ]
 
 

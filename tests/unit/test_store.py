@@ -171,9 +171,9 @@ def test_structured_parameters_are_type_checked(store: ModelStore, tiny_gguf: Pa
         create(store, "x", CreateRequest(from_=str(tiny_gguf), parameters={"bogus": 1}))
 
 
-def test_quantize_is_refused_clearly(store: ModelStore, tiny_gguf: Path) -> None:
-    with pytest.raises(InvalidRequest, match="quantization is not supported"):
-        create(store, "x", CreateRequest(from_=str(tiny_gguf), quantize="q4_K_M"))
+def test_an_unknown_quantize_type_is_refused_clearly(store: ModelStore, tiny_gguf: Path) -> None:
+    with pytest.raises(InvalidRequest, match="unsupported quantization type Q3_K_M - supported types are"):
+        create(store, "x", CreateRequest(from_=str(tiny_gguf), quantize="q3_K_M"))
 
 
 def test_non_gguf_file_is_refused(store: ModelStore, tmp_path: Path) -> None:

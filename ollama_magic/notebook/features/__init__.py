@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import choices, history, image, notebook_context, output, over, tools
+from . import choices, docs, history, image, notebook_context, output, over, tools
 from .base import NOT_ANSWERED, Cell, Feature
 
 FEATURES: tuple[Feature, ...] = (
@@ -13,6 +13,7 @@ FEATURES: tuple[Feature, ...] = (
     choices.FEATURE,           # --choices (with --over: passed on by over)
     tools.FEATURE,             # --tools, --confirm, --tool-choice
     image.FEATURE,             # --image
+    docs.FEATURE,              # --docs, -k: before --context, which wraps the message
     notebook_context.FEATURE,  # --context, --vars: last, since it may load the model to count tokens
 )
 

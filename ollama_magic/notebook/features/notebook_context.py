@@ -28,10 +28,10 @@ def with_context(session: NotebookSession, cells: int, variables: list[str], tex
         return text
     from IPython.display import display
 
-    from ..context import CONTEXT_SHARE, SentWith, build_context, model_context_length, token_counter
+    from ..context import SentWith, build_context, context_budget, token_counter
 
     backend = session.backend
-    budget = int(model_context_length(backend, model, options) * CONTEXT_SHARE)
+    budget = context_budget(backend, model, options)
     context = build_context(session.shell, namespace, cells=cells, names=variables,
                             count_tokens=token_counter(backend, model), budget=budget)
     if context:

@@ -82,7 +82,7 @@ def show(session: NotebookSession, argv: list[str], shell: InteractiveShell | No
     return pd.DataFrame(rows, columns=["section", "key", "value"]).set_index(["section", "key"])
 
 
-@verb("create", "NAME (-f MODELFILE | --from GGUF_OR_MODEL) [--system S] [--template T]")
+@verb("create", "NAME (-f MODELFILE | --from GGUF_OR_MODEL) [--system S] [--template T] [--quantize TYPE]")
 def create(session: NotebookSession, argv: list[str], shell: InteractiveShell | None) -> Text:
     def setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("name")
@@ -91,6 +91,7 @@ def create(session: NotebookSession, argv: list[str], shell: InteractiveShell | 
         source.add_argument("--from", dest="source", help="a GGUF file, a safetensors directory or a model")
         p.add_argument("--system")
         p.add_argument("--template")
+        p.add_argument("-q", "--quantize", help="quantize an F16/BF16/F32 model to q4_K_M, q4_K_S or q8_0")
 
     args = parse("create", argv, setup)
     fields: dict[str, Any] = {}
@@ -103,12 +104,16 @@ def create(session: NotebookSession, argv: list[str], shell: InteractiveShell | 
         fields["system"] = args.system
     if args.template is not None:
         fields["template"] = args.template
+    if args.quantize:
+        fields["quantize"] = args.quantize
     update, close = byte_progress("importing")
+    bars = ProgressBars(lines=False)  # a quantize's progress: a bar
     try:
-        for _status in session.backend.create(args.name, stream=True, on_bytes=update, **fields):
-            pass
+        for status in session.backend.create(args.name, stream=True, on_bytes=update, **fields):
+            bars(status)
     finally:
         close()
+        bars.close()
     return Text(f"created {args.name}")
 
 

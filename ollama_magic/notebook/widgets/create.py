@@ -1,5 +1,6 @@
 """The create panel: a new model from a GGUF file (typed path or upload) or from an installed model,
-with a system prompt, a template and parameters, and a progress bar while the weights are imported.
+with a system prompt, a template, parameters and a type to quantize to, and a progress bar while the
+weights are imported and quantized.
 
 The form is checked in the kernel before anything starts (the name, each parameter, the source), so
 a mistake shows under the field that caused it and nothing is created; what only the backend can
@@ -104,6 +105,9 @@ class CreatePanel(Panel):
         self.add_parameter_button = widgets.Button(description="Add parameter", icon="plus")
         self.parameters_error = StatusLine(hide_when_empty=True)
 
+        self.quantize = widgets.Dropdown(options=[("keep as is", ""), ("q4_K_M", "q4_K_M"), ("q4_K_S", "q4_K_S"),
+                                                  ("q8_0", "q8_0")], value="", description="Quantize",
+                                         tooltip="an F16/BF16/F32 model only")
         self.create_button = widgets.Button(description="Create", button_style="primary", icon="cogs")
         self.progress = widgets.IntProgress(value=0, min=0, max=100, layout=widgets.Layout(width="260px"))
 
@@ -113,7 +117,7 @@ class CreatePanel(Panel):
             self.system, self.system_error.widget,
             self.template, self.template_error.widget,
             widgets.HTML("<b>Parameters</b>"), self.parameters_box, self.add_parameter_button,
-            self.parameters_error.widget,
+            self.parameters_error.widget, self.quantize,
             widgets.HBox([self.create_button, self.progress], layout=widgets.Layout(align_items="center")),
             self.status.widget,
         ])
@@ -208,6 +212,8 @@ class CreatePanel(Panel):
             fields["system"] = self.system.value
         if self.template.value.strip():
             fields["template"] = self.template.value
+        if self.quantize.value:
+            fields["quantize"] = self.quantize.value
         return name, fields, errors
 
     # ---- creating --------------------------------------------------------------------------------
@@ -239,6 +245,9 @@ class CreatePanel(Panel):
             for status in self.session.backend.create(name, stream=True, on_bytes=on_bytes, **fields):
                 if getattr(status, "status", None):
                     self.status.busy(f"{name}: {status.status}")
+                if getattr(status, "total", None) and str(status.status).startswith("quantizing"):
+                    with self._progress_lock:  # a quantize comes after any import: the bar follows it now
+                        self.progress.value = min(100, int(100 * (status.completed or 0) / status.total))
             return name
 
         return self._run(f"creating {name} ...", work, lambda created: self._created(created, fields.get("from_")),

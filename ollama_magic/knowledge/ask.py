@@ -1,0 +1,43 @@
+"""``%%chat --docs``: the retrieved chunks put in front of the message with numbered source tags, as many
+as fit, and the table of them the reply keeps (``reply.sources``).
+
+The fitting is the notebook context's rule (``notebook/context.py``: the model's own tokenizer, the
+same share of its context as ``--context`` gets); the lowest-ranked chunks go first, so the numbers
+the model sees stay 1..n in rank order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+INSTRUCTION = ("Answer the message using the sources below where they hold the answer. Cite each source you "
+               "use by its number in brackets, like [1].")
+SOURCE_COLUMNS = ["n", "cite", "score", "source", "position", "text"]
+
+
+def sources_block(hits: pd.DataFrame) -> str:
+    """The sources as the model reads them: ``[n] cite`` then the chunk's text."""
+    return "\n\n".join(f"[{n}] {cite}\n{text}" for n, (cite, text) in enumerate(zip(hits.cite, hits.text), start=1))
+
+
+def with_sources(message: str, hits: pd.DataFrame) -> str:
+    if hits.empty:
+        return message
+    return f"{INSTRUCTION}\n\nSources:\n{sources_block(hits)}\n\nMessage:\n{message}"
+
+
+def fit_sources(message: str, hits: pd.DataFrame, count_tokens: Callable[[str], int],
+                budget: int) -> tuple[str, pd.DataFrame]:
+    """The message with as many of the best ``hits`` as fit ``budget`` tokens; -> (text, the sources kept,
+    numbered from 1)."""
+    kept = hits.reset_index(drop=True)
+    while len(kept) and count_tokens(with_sources(message, kept)) - count_tokens(message) > budget:
+        kept = kept.iloc[:-1]
+    frame = kept.assign(n=range(1, len(kept) + 1))
+    return with_sources(message, kept), frame.reindex(columns=SOURCE_COLUMNS + [c for c in frame.columns
+                                                                              if c not in SOURCE_COLUMNS])
+
+
+__all__ = ["INSTRUCTION", "SOURCE_COLUMNS", "fit_sources", "sources_block", "with_sources"]

@@ -1,0 +1,188 @@
+"""``%ollama learn`` / search / ``--docs`` without a model: a backend whose vectors are bags of hashed
+words and whose tokens are words, so the chunking, the incremental rules, the index and the sources
+list are checked exactly; tests/integration/test_knowledge.py runs them on all-minilm and SmolLM2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ollama_magic.errors import InvalidRequest, NotFound
+from ollama_magic.knowledge import Index, delete_index, learn, list_indexes, search
+from ollama_magic.knowledge.ask import fit_sources
+from ollama_magic.knowledge.chunking import chunk_text
+from ollama_magic.knowledge.sources import expand, from_cells, from_column, read_file
+from ollama_magic.notebook.display import ChatReply
+
+DIM = 64
+
+
+class WordBackend:
+    """Embeds a text as the unit sum of its words' hashed one-hot vectors; counts what it embeds."""
+
+    def __init__(self, digest: str = "sha256:" + "a" * 64) -> None:
+        self.digest = digest
+        self.embedded: list[str] = []
+
+    def list(self) -> dict:
+        return {"models": [{"model": "all-minilm:latest", "digest": self.digest}]}
+
+    def tokenize(self, model: str, text: str) -> dict:
+        return {"tokens": text.split()}
+
+    def embed(self, model: str, input: list[str], **_: object) -> dict:
+        self.embedded.extend(input)
+        vectors = []
+        for text in input:
+            v = np.zeros(DIM)
+            for word in text.lower().split():
+                v[int(hashlib.md5(word.strip(".,").encode()).hexdigest(), 16) % DIM] += 1
+            vectors.append((v / (np.linalg.norm(v) or 1)).tolist())
+        return {"embeddings": vectors}
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_chunks_hold_at_most_size_tokens_overlap_and_name_their_lines() -> None:
+    text = "\n".join(f"line {i} has five words" for i in range(1, 41))  # 5 tokens a line
+    chunks = chunk_text(text, words, size=50, overlap=10)
+    assert all(c.tokens <= 50 for c in chunks)
+    assert (chunks[0].first_line, chunks[0].last_line) == (1, 10)
+    assert (chunks[1].first_line, chunks[1].last_line) == (9, 18)  # two lines (10 tokens) repeated
+    assert chunks[-1].last_line == 40
+
+
+def test_a_line_longer_than_a_chunk_is_cut_between_sentences() -> None:
+    line = " ".join(f"Sentence {i} is here." for i in range(30))  # 4 words each
+    chunks = chunk_text(line, words, size=20, overlap=0)
+    assert all(c.tokens <= 20 for c in chunks) and len(chunks) >= 6
+    assert all(c.text.endswith(".") for c in chunks)  # no sentence cut in two
+    assert " ".join(c.text for c in chunks).split() == line.split()
+
+
+def test_bad_sizes_are_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_text("x", words, size=16, overlap=16)
+
+
+def _docs(tmp_path: Path) -> Path:
+    (tmp_path / "a.md").write_text("# Alpha\n\nThe alpha reactor runs on blue salt.\n")
+    (tmp_path / "b.py").write_text("def beta():\n    return 'the beta pump is green'\n")
+    notebook = {"cells": [
+        {"cell_type": "markdown", "source": ["Notes"]},
+        {"cell_type": "code", "source": ["x = 1"],
+         "outputs": [{"output_type": "stream", "text": ["gamma is purple\n"]}]},
+    ]}
+    (tmp_path / "n.ipynb").write_text(json.dumps(notebook))
+    pd.DataFrame({"q": ["delta is orange", "epsilon is teal"], "n": [1, 2]}).to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path
+
+
+def test_learn_is_incremental_by_source_and_search_finds_the_fact(tmp_path: Path) -> None:
+    docs = _docs(tmp_path)
+    backend = WordBackend()
+    files = lambda: [read_file(p) for p in expand([str(docs / "*")])]  # noqa: E731
+    first = learn(backend, "kb", files())
+    assert len(first.learned) == 4 and first.chunks_added == 6 and first.embedded == 6
+    hits = search(backend, "kb", "gamma purple", k=2)
+    assert hits.iloc[0].cite.endswith("n.ipynb cell 2") and "gamma is purple" in hits.iloc[0].text
+    assert search(backend, "kb", "epsilon", k=1).iloc[0].cite.endswith("t.csv row 1")
+
+    again = learn(backend, "kb", files())
+    assert again.learned == [] and len(again.unchanged) == 4 and again.embedded == 0
+
+    (docs / "a.md").write_text("# Alpha\n\nThe alpha reactor runs on red salt.\n\nNew line here.\n")
+    changed = learn(backend, "kb", files())
+    assert changed.learned == [str(docs / "a.md")] and changed.chunks_removed == 1
+    assert changed.embedded == 1 and changed.cached == 0
+    assert "red salt" in search(backend, "kb", "alpha reactor salt", k=1).iloc[0].text
+    assert Index.open("kb").count() == 6  # the old chunk of a.md is gone, no duplicate
+
+    (docs / "b.py").unlink()
+    kept = learn(backend, "kb", [read_file(p) for p in expand([str(docs / "*")])])
+    assert Index.open("kb").count() == 6  # without --prune a removed file's chunks stay
+    pruned = learn(backend, "kb", [], prune=True)
+    assert pruned.pruned == [str(docs / "b.py")] and pruned.chunks_removed == 1 and kept.embedded == 0
+    assert "beta" not in " ".join(Index.open("kb").sources().source)
+
+
+def test_a_column_and_cells_are_sources_named_by_index_and_cell(tmp_path: Path) -> None:
+    backend = WordBackend()
+    reviews = pd.Series(["the zeta lamp flickers", "the eta fan hums"], index=["r7", "r9"])
+    learn(backend, "mix", [from_column("reviews", reviews), from_cells("cells", [(3, "theta = 'crimson'")])])
+    assert search(backend, "mix", "eta fan", k=1).iloc[0].cite == "reviews[r9]"
+    assert search(backend, "mix", "theta crimson", k=1).iloc[0].cite == "cell 3"
+
+
+def test_a_pdf_is_learned_page_by_page_and_columns_choose_a_table_s_text(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    plt.rcParams["pdf.fonttype"] = 42  # TrueType text, which pypdf extracts
+    with PdfPages(tmp_path / "manual.pdf") as pdf:
+        for text in ["The lighthouse Pellam stands on granite.", "Page two says the kettle is cobalt."]:
+            figure = plt.figure()
+            figure.text(0.1, 0.5, text)
+            pdf.savefig(figure)
+            plt.close(figure)
+    pd.DataFrame({"id": ["a1", "b2"], "title": ["iota lamp", "kappa drum"],
+                  "body": ["the iota lamp glows", "the kappa drum booms"]}).to_csv(tmp_path / "t.csv", index=False)
+    backend = WordBackend()
+    learn(backend, "pdf", [read_file(tmp_path / "manual.pdf"), read_file(tmp_path / "t.csv", columns=["body"])])
+    assert search(backend, "pdf", "kettle cobalt", k=1).iloc[0].cite.endswith("manual.pdf p. 2")
+    hit = search(backend, "pdf", "kappa drum booms", k=1).iloc[0]
+    assert hit.cite.endswith("t.csv row 1") and "title" not in hit.text and "booms" in hit.text
+    with pytest.raises(InvalidRequest, match="no column 'nope'"):
+        read_file(tmp_path / "t.csv", columns=["nope"])
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    with pytest.raises(InvalidRequest, match="broken.pdf: cannot read this PDF"):
+        read_file(tmp_path / "broken.pdf")
+
+
+def test_list_show_delete_and_another_model_is_refused(tmp_path: Path) -> None:
+    backend = WordBackend()
+    learn(backend, "one", [from_column("s", pd.Series(["iota is gold"]))])
+    listed = list_indexes()
+    assert listed.set_index("name").loc["one", ["model", "chunks", "sources"]].tolist() == ["all-minilm:latest", 1, 1]
+    assert Index.open("one").sources().source.tolist() == ["s"]
+    other = WordBackend(digest="sha256:" + "b" * 64)  # the same name, other weights
+    with pytest.raises(InvalidRequest, match="--rebuild"):
+        search(other, "one", "iota", k=1)
+    with pytest.raises(InvalidRequest, match="--rebuild"):
+        learn(other, "one", [from_column("s", pd.Series(["iota is gold"]))])
+    assert learn(other, "one", [from_column("s", pd.Series(["iota is gold"]))], rebuild=True).chunks_added == 1
+    delete_index("one")
+    with pytest.raises(NotFound, match="no index named 'one'"):
+        search(backend, "one", "iota", k=1)
+    with pytest.raises(InvalidRequest, match="index name"):
+        learn(backend, "../x", [])
+
+
+def test_sources_that_do_not_fit_go_lowest_ranked_first() -> None:
+    hits = pd.DataFrame({"cite": ["a:1", "b:2", "c:3"], "text": ["w " * 10, "w " * 10, "w " * 10],
+                         "score": [0.9, 0.8, 0.7], "source": ["a", "b", "c"], "position": ["1", "2", "3"]})
+    text, kept = fit_sources("question?", hits, words, budget=55)  # 26 + 12 a source
+    assert kept.cite.tolist() == ["a:1", "b:2"] and kept.n.tolist() == [1, 2]
+    assert "[1] a:1" in text and "[2] b:2" in text and "c:3" not in text and text.endswith("question?")
+
+
+def test_a_reply_with_sources_shows_them_collapsed_and_as_text() -> None:
+    reply = ChatReply("It is blue [1].", model="m", thread="main")
+    reply.sources = pd.DataFrame({"n": [1], "cite": ["README.md:3-9"]})
+    assert "<details><summary>sources (1)</summary>" in reply._repr_markdown_()
+    assert "README.md:3-9" in reply._repr_markdown_()
+    text = ChatReply("plain [1]", model="m", thread="main", fmt="text")
+    text.sources = reply.sources
+    printed: list[str] = []
+    text._repr_pretty_(type("P", (), {"text": lambda self, s: printed.append(s)})(), False)
+    assert printed == ["plain [1]\n\nsources:\n[1] README.md:3-9"]
