@@ -207,6 +207,9 @@ class ChatResponse(ollama.ChatResponse):
     debug_info: Optional[DebugInfo] = Field(default=None, alias="_debug_info")
     #: ours: on the final chunk, the oldest messages left out to fit the context (absent: none)
     dropped_messages: Optional[int] = None
+    #: ours, not on the wire (Ollama's done_reason is "stop" either way): the stop string that ended
+    #: the reply, for Anthropic's stop_reason "stop_sequence"
+    stop_sequence: Optional[str] = Field(default=None, exclude=True)
 
 
 class GenerateResponse(ollama.GenerateResponse):

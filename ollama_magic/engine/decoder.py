@@ -80,6 +80,7 @@ class TextAssembler:
         self.emitted = 0  # characters handed on so far
         self.total = 0  # characters decoded so far (handed on + pending)
         self.probs: deque[tuple[int, int, TokenProb]] = deque()  # (start, end) of each token's text
+        self.stopped_by: str | None = None
 
     def add(self, piece: bytes, prob: TokenProb | None = None) -> bool:
         """Append a token's bytes; True when a stop string was hit."""
@@ -94,7 +95,10 @@ class TextAssembler:
             self.probs.append((self.total, self.total + len(new), prob))
         self.total += len(new)
         self.pending += new
+        before = self.pending
         text, self.pending, hit = split_at_stop(self.pending, self.stops)
+        if hit:  # the stop string that ended the reply (Anthropic's stop_sequence names it)
+            self.stopped_by = next(s for s in self.stops if before.startswith(s, len(text)))
         self._hand_on(text, cut=hit)
         return hit
 
@@ -205,6 +209,7 @@ class Sequence:
             done_reason=self.done_reason or "stop", prompt_eval_count=len(self.tokens),
             prompt_eval_duration=max(1, first - self.start), eval_count=len(self.generated),
             eval_duration=max(1, end - first), context=prompt + self.generated, scored=list(self.scored),
+            stop_sequence=self.text.stopped_by,
         )
 
 

@@ -318,13 +318,7 @@ class Engine:
                 req.record, model, req.keep, req.opts, stream,
                 lambda **kw: ChatResponse(message=ChatMessage(role="assistant", content=""), **kw),
             )
-        msgs, pics, tool_dicts, grammar = self._chat_turn(req, msgs, tools, tool_choice)
-        tmpl = self._template(req.record, None)
-        think = self._think(model, tmpl, think, grammar)
-
-        def render(kept: list[dict[str, Any]]) -> str:
-            return tmpl.render_chat(kept, tool_dicts, think=think)
-
+        msgs, pics, tool_dicts, grammar, tmpl, think, render = self._chat_prompt(req, msgs, tools, tool_choice, think)
         text = render(msgs)
         if debug_render_only:
             return self._chat_rendered(req, msgs, render, text, pics)
@@ -333,6 +327,43 @@ class Engine:
                          truncate=truncate, dropped=dropped)
         return self._respond(req, tmpl, text, think, tokens, partial(_chat_chunk, model, dropped), _chat_reply,
                              grammar=grammar, tools=tool_dicts)
+
+    def _chat_prompt(self, req: _Request, msgs: list[dict[str, Any]], tools: Sequence[Any] | None,
+                     tool_choice: str | Mapping[str, Any] | None, think: bool | str | None) -> tuple[Any, ...]:
+        """What a chat's prompt is made of, for ``chat`` and ``count_tokens`` alike: the turn's messages,
+        pictures, tools and grammar (``_chat_turn``), the template, the think setting, and the renderer."""
+        msgs, pics, tool_dicts, grammar = self._chat_turn(req, msgs, tools, tool_choice)
+        tmpl = self._template(req.record, None)
+        think = self._think(req.model, tmpl, think, grammar)
+
+        def render(kept: list[dict[str, Any]]) -> str:
+            return tmpl.render_chat(kept, tool_dicts, think=think)
+
+        return msgs, pics, tool_dicts, grammar, tmpl, think, render
+
+    def count_tokens(self, model: str, messages: Sequence[Any], *, tools: Sequence[Any] | None = None,
+                     think: bool | str | None = None, options: Mapping[str, Any] | None = None,
+                     tool_choice: str | Mapping[str, Any] | None = None, truncate: bool | None = None,
+                     keep_alive: float | str | None = None) -> int:
+        """The prompt tokens ``chat`` with these arguments would feed the model (its
+        ``prompt_eval_count``): the same rendering, fitting and tokenizer, images included, without
+        generating (Anthropic's count_tokens). Loads the model, as counting needs its tokenizer."""
+        req = self._prepare(model, options, keep_alive, stream=False, format=None, shift=None, truncate=truncate,
+                            logprobs=None, top_logprobs=None)
+        msgs = _with_tool_names([self._message(m) for m in messages])
+        msgs, pics, _tools, _grammar, _tmpl, _think, render = self._chat_prompt(req, msgs, tools, tool_choice, think)
+        entry, _ = self._acquire(req.record, req.opts, embedding=False)
+        try:
+            prompt = self._chat_tokens(entry.runner, msgs=msgs, render=render, text=render(msgs), pics=pics,
+                                       opts=req.opts, truncate=truncate, dropped=[0])
+            if isinstance(prompt, list):
+                return len(prompt)
+            try:
+                return len(prompt.tokens)
+            finally:
+                prompt.close()
+        finally:
+            self.scheduler.release(entry, req.keep)
 
     # ---- generate and chat: one path ---------------------------------------------------------
 
@@ -954,7 +985,8 @@ def _chat_chunk(model: str, dropped: list[int], part: ReplyPart | None, fin: Fin
         return ChatResponse(model=model, created_at=now_rfc3339(), message=message, done=False, logprobs=lps)
     return ChatResponse(
         model=model, created_at=now_rfc3339(), message=message, done=True, done_reason=fin.done_reason,
-        logprobs=lps, dropped_messages=dropped[0] or None, **_stats(fin, load_ns, total_ns),
+        logprobs=lps, dropped_messages=dropped[0] or None, stop_sequence=fin.stop_sequence,
+        **_stats(fin, load_ns, total_ns),
     )
 
 

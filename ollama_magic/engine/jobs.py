@@ -144,3 +144,5 @@ class Finished:
     context: list[int]
     #: a choice job's labels' token log probabilities, label by label (see ``GenerationJob.choices``)
     scored: list[list[float]] = field(default_factory=list)
+    #: the stop string that ended the reply (None: end of generation, length, or cancelled)
+    stop_sequence: str | None = None

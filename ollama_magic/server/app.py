@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from .. import envconfig
 from .._version import __version__
 from ..engine import Engine
-from . import metrics_api, ollama_api, openai_api, rerank_api, responses_api
+from . import anthropic_api, metrics_api, ollama_api, openai_api, rerank_api, responses_api
 from .bodies import BodyLimit, JSONBodies, max_body_from_env
 from .envelopes import install_error_handlers
 from .guards import BearerAuth, HostGuard, OriginGuard, allowed_origins, origin_regex
@@ -26,7 +26,8 @@ CORS_HEADERS = ["Authorization", "Content-Type", "User-Agent", "Accept", "X-Requ
                 "x-stainless-arch", "x-stainless-async", "x-stainless-custom-poll-interval",
                 "x-stainless-helper-method", "x-stainless-lang", "x-stainless-os", "x-stainless-package-version",
                 "x-stainless-poll-helper", "x-stainless-retry-count", "x-stainless-runtime",
-                "x-stainless-runtime-version", "x-stainless-timeout"]
+                "x-stainless-runtime-version", "x-stainless-timeout",
+                "x-api-key", "anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access"]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -70,6 +71,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
     app.include_router(rerank_api.router)
+    app.include_router(anthropic_api.router)
     metrics = metrics if metrics is not None else envconfig.metrics()
     if metrics:
         app.include_router(metrics_api.router)

@@ -1,10 +1,12 @@
-"""The two error envelopes and the handlers that produce them.
+"""The error envelopes and the handlers that produce them.
 
 Ollama's native routes answer ``{"error": "..."}``; its OpenAI-compatible ones answer
-``{"error": {"message", "type", "param", "code"}}``. Which one a failure gets depends only on the path,
-so routes raise our exceptions (``ollama_magic.errors``) and never build an error response themselves:
-one handler per kind of failure picks the envelope here. New routes under ``/v1`` get OpenAI's
-envelope, every other path the native one, without a line of their own.
+``{"error": {"message", "type", "param", "code"}}``; Anthropic's Messages API (``/v1/messages``)
+answers ``{"type": "error", "error": {"type", "message"}}``. Which one a failure gets depends only on
+the path, so routes raise our exceptions (``ollama_magic.errors``) and never build an error response
+themselves: one handler per kind of failure picks the envelope here. New routes under ``/v1`` get
+OpenAI's envelope (under ``/v1/messages`` Anthropic's), every other path the native one, without a
+line of their own.
 """
 
 from __future__ import annotations
@@ -30,9 +32,24 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 #: outside /v1, the rerank paths llama-server serves and Cohere's SDK posts to (``rerank_api``)
 OPENAI_SHAPED_PATHS = ("/rerank", "/reranking", "/v2/rerank")
 
+#: Anthropic's error types by status (its API answers 529 when overloaded; ours says 503, as Ollama's)
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
+ANTHROPIC_PREFIX = "/v1/messages"
+
 
 def is_openai_path(path: str) -> bool:
     return path.startswith(OPENAI_PREFIX) or path in OPENAI_SHAPED_PATHS
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
+def anthropic_error_content(message: str, status: int) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def openai_error_content(message: str, status: int) -> dict[str, Any]:
@@ -41,7 +58,10 @@ def openai_error_content(message: str, status: int) -> dict[str, Any]:
 
 
 def error_content(path: str, message: str, status: int) -> dict[str, Any]:
-    """The body of an error answer on ``path``: OpenAI's envelope under /v1, Ollama's elsewhere."""
+    """The body of an error answer on ``path``: Anthropic's under /v1/messages, OpenAI's elsewhere
+    under /v1, Ollama's everywhere else."""
+    if is_anthropic_path(path):
+        return anthropic_error_content(message, status)
     return openai_error_content(message, status) if is_openai_path(path) else {"error": message}
 
 

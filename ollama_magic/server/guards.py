@@ -9,7 +9,8 @@
   the hostname, or ``*.localhost`` / ``*.local`` / ``*.internal``). That stops DNS rebinding, where a
   page's own domain is re-pointed at 127.0.0.1. Bound to any other address (``0.0.0.0``), the server
   was made reachable on purpose and any Host is accepted.
-- **API key**: with one configured, every request needs ``Authorization: Bearer <key>``.
+- **API key**: with one configured, every request needs ``Authorization: Bearer <key>`` or
+  ``x-api-key: <key>`` (how Anthropic's SDKs send it; Claude Code's ANTHROPIC_AUTH_TOKEN is a Bearer).
 
 They are plain ASGI callables rather than ``BaseHTTPMiddleware``, which wraps the response stream in
 its own task and is known to hide client disconnects from streaming routes (Starlette #1706/#1715).
@@ -124,8 +125,17 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
+def given_key(scope: Scope) -> str:
+    """The API key a request carries: ``Authorization: Bearer <key>`` (OpenAI's and Ollama's clients),
+    else ``x-api-key`` (Anthropic's); empty when neither."""
+    given = _header(scope, b"authorization") or ""
+    if given.lower().startswith("bearer "):
+        return given[7:]
+    return _header(scope, b"x-api-key") or ""
+
+
 class BearerAuth:
-    """With an API key configured, 401 unless ``Authorization: Bearer <key>`` (compared in constant time)."""
+    """With an API key configured, 401 unless the request carries it (``given_key``; compared in constant time)."""
 
     def __init__(self, app: ASGIApp, *, api_key: str) -> None:
         self.app = app
@@ -133,9 +143,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") != "OPTIONS":
-            given = _header(scope, b"authorization") or ""
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not secrets.compare_digest(token.encode(), self.key):
-                await send_error(scope, send, "unauthorized: send Authorization: Bearer <api key>", 401)
+            if not secrets.compare_digest(given_key(scope).encode(), self.key):
+                await send_error(scope, send, "unauthorized: send Authorization: Bearer <api key> (or x-api-key)", 401)
                 return
         await self.app(scope, receive, send)

@@ -177,6 +177,16 @@ class OpenAIErrorBody(BaseModel):
     error: OpenAIErrorDetail
 
 
+class AnthropicErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, overloaded_error, api_error...")
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
 # ---- documented responses (what /openapi.json promises; the schemathesis test holds us to it) -----
 
 _ERRORS = {
@@ -201,6 +211,10 @@ def native_responses() -> dict[int | str, dict[str, Any]]:
 
 def openai_responses() -> dict[int | str, dict[str, Any]]:
     return _errors(OpenAIErrorBody)
+
+
+def anthropic_responses() -> dict[int | str, dict[str, Any]]:
+    return _errors(AnthropicErrorBody)
 
 
 def ndjson_responses() -> dict[int | str, dict[str, Any]]:

@@ -23,6 +23,7 @@ REAL_MODEL = {"/api/generate": "gemma3:270m", "/api/chat": "gemma3:270m", "/api/
               "/api/classify": "smollm2:135m",
               "/api/embed": "all-minilm", "/api/embeddings": "all-minilm", "/v1/embeddings": "all-minilm",
               "/v1/responses": "smollm2:135m",
+              "/v1/messages": "gemma3:270m", "/v1/messages/count_tokens": "gemma3:270m",
               **{path: "smollm2:135m" for path in ("/api/rerank", "/v1/rerank", "/v1/reranking", "/rerank",
                                                    "/reranking", "/v2/rerank")}}
 #: documents a generated rerank request keeps (each is one scoring pass of the chat model)
@@ -80,6 +81,10 @@ def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
         body.pop("max_completion_tokens", None)
     elif path == "/v1/responses":
         body["max_output_tokens"] = MAX_TOKENS
+    elif path == "/v1/messages":
+        limit = body.get("max_tokens")  # 377276.0 is an int to the body's schema too
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > MAX_TOKENS:
+            body["max_tokens"] = MAX_TOKENS  # 0, negatives and fractions keep their 400
     return body
 
 

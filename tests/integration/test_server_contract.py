@@ -43,6 +43,11 @@ def test_the_document_documents_real_statuses_and_media_types(url: str) -> None:
     assert "text/event-stream" in chat["responses"]["200"]["content"]
     error = chat["responses"]["400"]["content"]["application/json"]["schema"]
     assert error["$ref"].endswith("/OpenAIErrorBody")
+    messages = doc["paths"]["/v1/messages"]["post"]["responses"]
+    assert messages["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/MessageResponse")
+    assert "text/event-stream" in messages["200"]["content"]
+    assert messages["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/AnthropicErrorBody")
+    assert "input_tokens" in doc["components"]["schemas"]["TokenCount"]["properties"]
     for path in ("/api/pull", "/api/push"):  # progress lines, as Ollama's clients read them
         assert "application/x-ndjson" in doc["paths"][path]["post"]["responses"]["200"]["content"]
     stored = doc["paths"]["/v1/responses/{response_id}"]

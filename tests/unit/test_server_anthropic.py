@@ -1,0 +1,109 @@
+"""Anthropic's Messages API without a model: its error envelope whatever fails (our errors, bad bodies,
+the middleware, a failure mid-stream as the ``anthropic`` SDK sees it), the API key as ``x-api-key``,
+and the stop string the decoder reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import anthropic
+import pytest
+from fastapi.testclient import TestClient
+
+from ollama_magic.engine import Engine
+from ollama_magic.engine.decoder import TextAssembler
+from ollama_magic.errors import EngineError, ServerBusy
+from ollama_magic.server import BackgroundServer, create_app
+from ollama_magic.store import ModelStore
+from ollama_magic.types import ChatMessage, ChatResponse
+
+ASK = {"model": "ghost", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(Engine(ModelStore(tmp_path / "models")), api_key="sekret", origins="", max_body=1000)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_errors_on_v1_messages_are_in_anthropics_envelope(client: TestClient) -> None:
+    key = {"x-api-key": "sekret"}
+    missing = client.post("/v1/messages", json=ASK, headers=key)
+    assert missing.status_code == 404 and missing.json() == {
+        "type": "error", "error": {"type": "not_found_error", "message": 'model "ghost" not found'}}
+    counted = client.post("/v1/messages/count_tokens", json={**ASK, "max_tokens": None}, headers=key)
+    assert counted.status_code == 404 and counted.json()["error"]["type"] == "not_found_error"
+    no_limit = client.post("/v1/messages", json={**ASK, "max_tokens": None}, headers=key)
+    assert no_limit.status_code == 400 and no_limit.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in no_limit.json()["error"]["message"]
+    block = {**ASK, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}
+    unknown = client.post("/v1/messages", json=block, headers=key)
+    assert unknown.status_code == 400 and "document" in unknown.json()["error"]["message"]
+    empty = client.post("/v1/messages", json={**ASK, "messages": [{"role": "user", "content": []}]}, headers=key)
+    assert empty.status_code == 400 and "non-empty content" in empty.json()["error"]["message"]
+    big = client.post("/v1/messages", content=b'{"model": "' + b"x" * 2000 + b'"}', headers=key)
+    assert big.status_code == 413 and big.json()["type"] == "error"
+    assert client.post("/v1/chat/completions", json=ASK, headers=key).json()["error"]["param"] is None  # OpenAI's stays
+
+
+def test_the_api_key_may_come_as_x_api_key_or_bearer(client: TestClient) -> None:
+    assert client.post("/v1/messages", json=ASK, headers={"x-api-key": "sekret"}).status_code == 404
+    assert client.post("/v1/messages", json=ASK, headers={"Authorization": "Bearer sekret"}).status_code == 404
+    assert client.get("/api/tags", headers={"x-api-key": "sekret"}).status_code == 200  # one rule for every route
+    wrong = client.post("/v1/messages", json=ASK, headers={"x-api-key": "guess"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+    assert client.post("/v1/messages", json=ASK).status_code == 401
+
+
+class _FailingEngine:
+    """An engine whose chat stream fails after its first piece, or before it."""
+
+    def __init__(self, early: bool = False) -> None:
+        self.early = early
+
+    def chat(self, model: str, messages: Any, **_: Any) -> Iterator[ChatResponse]:
+        if self.early:
+            raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
+
+        def chunks() -> Iterator[ChatResponse]:
+            yield ChatResponse(model=model, created_at="now", done=False,
+                               message=ChatMessage(role="assistant", content="Hel"))
+            raise EngineError("llama_decode failed")
+
+        return chunks()
+
+
+def test_a_failure_mid_stream_is_an_error_event_the_sdk_raises() -> None:
+    with BackgroundServer(_FailingEngine(), port=0) as srv:  # type: ignore[arg-type]
+        claude = anthropic.Anthropic(base_url=srv.url, api_key="unused", max_retries=0)
+        seen: list[str] = []
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            with claude.messages.stream(model="m", max_tokens=4, messages=[{"role": "user", "content": "hi"}]) as stream:
+                for text in stream.text_stream:
+                    seen.append(text)
+        assert seen == ["Hel"]
+        assert failed.value.body == {"type": "error", "error": {"type": "api_error", "message": "llama_decode failed"}}
+
+
+def test_a_busy_server_is_overloaded_error_before_the_stream() -> None:
+    with BackgroundServer(_FailingEngine(early=True), port=0) as srv:  # type: ignore[arg-type]
+        claude = anthropic.Anthropic(base_url=srv.url, api_key="unused", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as busy:
+            claude.messages.create(model="m", max_tokens=4, messages=[{"role": "user", "content": "hi"}], stream=True)
+        assert busy.value.status_code == 503 and busy.value.body["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("stops, pieces, said, by", [
+    (["END", "@@"], [b"one two E", b"ND three"], "one two ", "END"),
+    (["x", "two"], [b"one two"], "one ", "two"),
+    (["@@"], [b"no stop here"], "no stop here", None),
+])
+def test_the_assembler_names_the_stop_string_that_ended_the_text(stops: list[str], pieces: list[bytes], said: str,
+                                                               by: str | None) -> None:
+    out: list[str] = []
+    text = TextAssembler(stops, lambda t, _probs: out.append(t))
+    hit = [text.add(piece) for piece in pieces][-1]
+    text.finish()
+    assert "".join(out) == said and hit == (by is not None) and text.stopped_by == by
