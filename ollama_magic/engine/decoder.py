@@ -98,7 +98,7 @@ class TextAssembler:
         before = self.pending
         text, self.pending, hit = split_at_stop(self.pending, self.stops)
         if hit:  # the stop string that ended the reply (Anthropic's stop_sequence names it)
-            self.stopped_by = next(s for s in self.stops if before.startswith(s, len(text)))
+            self.stopped_by = next((s for s in self.stops if before.startswith(s, len(text))), None)
         self._hand_on(text, cut=hit)
         return hit
 
