@@ -117,7 +117,9 @@ def test_rerank_reorders_the_candidates_of_search_and_docs(notebook_shell, model
         direct = engine.rerank(SMOL, query, pool.text.tolist(), top_n=2)
         via_engine = engine.search("ranked", query, 2, rerank=SMOL)
     assert hits.text.tolist() == [pool.text[r.index] for r in direct.results] == via_engine.text.tolist()
-    assert hits.score.tolist() == pytest.approx([r.relevance_score for r in direct.results], abs=1e-3)
+    # the reranker's P(yes), not the cosine: equal up to the few hundredths a batch's shape moves a logit by
+    # (this shell's engine has other cells cached than the fresh one; see docs/BENCHMARKS.md, seeded batching)
+    assert hits.score.tolist() == pytest.approx([r.relevance_score for r in direct.results], abs=0.03)
     assert hits.similarity.tolist() == pytest.approx([pool.score[r.index] for r in direct.results], abs=1e-4)
 
     with capture_output():
