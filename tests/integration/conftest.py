@@ -364,3 +364,14 @@ def rpc_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RpcWo
         yield started
     finally:
         _stop([worker.proc for worker in started])
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cross-encoder (``tests/fixtures/tiny_cross_encoder.py``: transformers' weights, converted
+    by llama.cpp's converter when a store creates from it): deterministic scores, one decode a pair."""
+    out = tmp_path_factory.mktemp("cross") / "tiny-cross-encoder"
+    fixture = Path(__file__).parent.parent / "fixtures" / "tiny_cross_encoder.py"
+    done = subprocess.run([sys.executable, str(fixture), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out

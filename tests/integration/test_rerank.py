@@ -40,14 +40,6 @@ EASY = {"What is the capital of France?": ["Bananas are a yellow fruit rich in p
 
 
 @pytest.fixture(scope="module")
-def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cross") / "tiny-cross-encoder"
-    done = subprocess.run([sys.executable, str(FIXTURE), str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out
-
-
-@pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, clone_registered: Callable[[Path], ModelStore],
            cross_encoder_dir: Path) -> Iterator[Engine]:
     with Engine(clone_registered(tmp_path_factory.mktemp("rerank") / "models")) as engine:
