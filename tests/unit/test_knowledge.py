@@ -186,3 +186,58 @@ def test_a_reply_with_sources_shows_them_collapsed_and_as_text() -> None:
     printed: list[str] = []
     text._repr_pretty_(type("P", (), {"text": lambda self, s: printed.append(s)})(), False)
     assert printed == ["plain [1]\n\nsources:\n[1] README.md:3-9"]
+
+
+class FailingBackend(WordBackend):
+    """A backend whose embed fails, as a typo'd or unreachable -m model does."""
+
+    def embed(self, model: str, input: list[str], **_: object) -> dict:
+        raise ConnectionError(f"model {model!r} not found")
+
+
+def test_a_rebuild_whose_embedding_fails_keeps_the_old_index_searchable(tmp_path: Path) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold", "kappa is silver"]))])
+    with pytest.raises(Exception, match="not found"):
+        learn(FailingBackend(), "kb", [from_column("s", pd.Series(["lambda is lead"]))], model="typo", rebuild=True)
+    assert Index.open("kb").count() == 2 and Index.open("kb").info.model == "all-minilm:latest"
+    assert "iota is gold" in search(backend, "kb", "iota gold", k=1).iloc[0].text
+
+
+def test_a_rebuild_with_no_sources_is_refused_and_the_index_kept(tmp_path: Path) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold"]))])
+    with pytest.raises(InvalidRequest, match="--rebuild"):
+        learn(backend, "kb", [], rebuild=True, prune=True)
+    assert Index.open("kb").count() == 1
+
+
+def test_a_changed_source_whose_write_fails_keeps_its_old_chunks(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold", "kappa is silver"]))])
+
+    def broken_add(self: Index, rows: object, vectors: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(Index, "add", broken_add)
+        learn(backend, "kb", [from_column("s", pd.Series(["iota is lead", "kappa is tin"]))])
+    assert Index.open("kb").count() == 2
+    assert "iota is gold" in search(backend, "kb", "iota", k=1).iloc[0].text
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is lead", "kappa is tin"]))])
+    assert sorted(Index.open("kb").table.to_pandas().text) == ["iota is lead", "kappa is tin"]
+
+
+def test_a_replace_cut_off_after_its_add_is_finished_by_the_next_learn(tmp_path: Path) -> None:
+    backend = WordBackend()
+    old = [from_column("s", pd.Series(["iota is gold"]))]
+    learn(backend, "kb", old)
+    index = Index.open("kb")
+    # what a kernel killed between the new rows' append and the old rows' delete leaves: both
+    fresh = from_column("s", pd.Series(["iota is lead"]))
+    index.add({"id": ["x"], "source": ["s"], "kind": [fresh.kind], "position": ["0"], "first_line": [1],
+               "last_line": [1], "text": ["iota is lead"], "digest": ["half-done"]},
+              np.ones((1, DIM), dtype=np.float32) / 8)
+    learn(backend, "kb", old)  # the same content as before: still not "unchanged", the source holds two versions
+    assert Index.open("kb").table.to_pandas().text.tolist() == ["iota is gold"]
