@@ -241,3 +241,25 @@ def test_a_replace_cut_off_after_its_add_is_finished_by_the_next_learn(tmp_path:
               np.ones((1, DIM), dtype=np.float32) / 8)
     learn(backend, "kb", old)  # the same content as before: still not "unchanged", the source holds two versions
     assert Index.open("kb").table.to_pandas().text.tolist() == ["iota is gold"]
+
+
+def test_a_large_k_with_rerank_caps_the_pool_at_what_rerank_takes(tmp_path: Path) -> None:
+    from ollama_magic.engine.rerank import MAX_DOCUMENTS
+
+    backend = WordBackend()
+    learn(backend, "big", [from_column("s", pd.Series([f"item {i} is here" for i in range(MAX_DOCUMENTS + 100)]))])
+    asked: list[int] = []
+
+    def rerank(query: str, texts: list[str]) -> list[float]:
+        asked.append(len(texts))
+        if len(texts) > MAX_DOCUMENTS:
+            raise InvalidRequest(f"too many documents: {len(texts)}; at most {MAX_DOCUMENTS} per request")
+        return [float(len(t)) for t in texts]
+
+    found = search(backend, "big", "item here", k=251, rerank=rerank)
+    assert len(found) == 251 and asked == [MAX_DOCUMENTS]
+    learn(backend, "small", [from_column("t", pd.Series([f"item {i} is there" for i in range(300)]))])
+    both = search(backend, ["big", "small"], "item here", k=100, rerank=rerank)  # 400 + 300 candidates
+    assert len(both) == 100 and asked[-1] == 700
+    search(backend, ["big", "small"], "item here", k=251, rerank=rerank)  # 1000 + 300: the best 1000
+    assert asked[-1] == MAX_DOCUMENTS
