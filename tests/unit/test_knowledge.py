@@ -263,3 +263,9 @@ def test_a_large_k_with_rerank_caps_the_pool_at_what_rerank_takes(tmp_path: Path
     assert len(both) == 100 and asked[-1] == 700
     search(backend, ["big", "small"], "item here", k=251, rerank=rerank)  # 1000 + 300: the best 1000
     assert asked[-1] == MAX_DOCUMENTS
+
+
+def test_docs_whose_sources_do_not_fit_at_all_is_an_error_not_an_uncited_answer() -> None:
+    hits = pd.DataFrame({"cite": ["a:1"], "text": ["w " * 100], "score": [0.9], "source": ["a"], "position": ["1"]})
+    with pytest.raises(InvalidRequest, match="num_ctx"):
+        fit_sources("question?", hits, words, budget=50)
