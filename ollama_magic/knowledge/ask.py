@@ -1,9 +1,9 @@
 """``%%chat --docs``: the retrieved chunks put in front of the message with numbered source tags, as many
 as fit, and the table of them the reply keeps (``reply.sources``).
 
-The fitting is the notebook context's rule (``notebook/context.py``: the model's own tokenizer, the
-same share of its context as ``--context`` gets); the lowest-ranked chunks go first, so the numbers
-the model sees stay 1..n in rank order.
+The fitting is the notebook context's rule (``notebook/context.py``: the model's own tokenizer, and the
+one budget ``--docs`` and ``--context`` share, of which the caller gives the sources' part); the
+lowest-ranked chunks go first, so the numbers the model sees stay 1..n in rank order.
 """
 
 from __future__ import annotations

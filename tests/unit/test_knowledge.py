@@ -269,3 +269,24 @@ def test_docs_whose_sources_do_not_fit_at_all_is_an_error_not_an_uncited_answer(
     hits = pd.DataFrame({"cite": ["a:1"], "text": ["w " * 100], "score": [0.9], "source": ["a"], "position": ["1"]})
     with pytest.raises(InvalidRequest, match="num_ctx"):
         fit_sources("question?", hits, words, budget=50)
+
+
+def test_docs_and_context_together_share_one_budget(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ollama_magic.notebook.features.base import Cell
+    from ollama_magic.notebook.features.docs import FEATURE as DOCS
+    from ollama_magic.notebook.features.notebook_context import FEATURE as CONTEXT
+
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series([f"fact {i} " + "word " * 10 for i in range(6)]))])
+    namespace = {f"v{i}": " ".join(["value"] * 200) for i in range(3)}
+    session = SimpleNamespace(backend=backend, shell=None)
+    cell = Cell(session, None, "fact?", "m", {"num_ctx": 200}, namespace)  # type: ignore[arg-type]
+    args = __import__("argparse").Namespace(docs=["kb"], k=4, rerank=None, context=0, vars=list(namespace))
+    turn = SimpleNamespace(text="fact?")
+    DOCS.apply(turn, args, cell)  # type: ignore[arg-type]
+    assert len(args.docs_sources) >= 1  # --docs kept some sources
+    CONTEXT.apply(turn, args, cell)  # type: ignore[arg-type]
+    assert "Variables:" in turn.text
+    assert words(turn.text) - words("fact?") <= 100  # CONTEXT_SHARE of num_ctx, for both together
