@@ -54,7 +54,6 @@ class Docs(Feature):
         if args.docs is None:
             return
         from ...knowledge.search import reranker
-
         from ..context import context_budget, docs_budget, token_counter
 
         rerank = reranker(cell.session.backend, args.rerank) if args.rerank else None
