@@ -4,8 +4,11 @@
 Why LanceDB: it is an embedded store (a directory of Lance files, no server) whose rows carry their
 vector beside their text and source, so nothing else must be kept consistent with it (FAISS needs a
 sidecar for the texts, and a crash between the two writes leaves them disagreeing); it deletes by
-predicate (``source = '...'``), which is how a changed file's chunks are replaced; every write is an
-atomic new version, so a kernel killed mid-learn leaves the last complete one; and sqlite-vec needs
+predicate (``source = '...'``), which is how a changed file's chunks are replaced; and every write (an
+append, a delete, a whole table overwritten) is an atomic new version. A changed source's new chunks are
+appended before its old ones are deleted, and ``--rebuild`` overwrites the table in one write once every
+vector exists, so a failure or a kernel killed mid-learn never leaves a source without chunks (at worst
+with both versions for a moment, which the next learn of it tidies up). sqlite-vec needs
 ``sqlite3.enable_load_extension``, which some Pythons (macOS's system one) are built without. Search
 is exact (a flat scan): docs/BENCHMARKS.md has its p50/p95 at 100,000 chunks.
 
@@ -96,7 +99,11 @@ class Index:
         return cls(table, info, root or indexes_dir())
 
     @classmethod
-    def create(cls, name: str, *, model: str, identity: str, dim: int, root: Path | None = None) -> Index:
+    def create(cls, name: str, *, model: str, identity: str, dim: int, root: Path | None = None,
+               rows: dict[str, Sequence[Any]] | None = None, vectors: np.ndarray | None = None,
+               overwrite: bool = False) -> Index:
+        """A new index, empty or holding ``rows``; ``overwrite`` replaces an index of that name in one
+        atomic write (``--rebuild``: the old one stays whole until the new one is complete)."""
         import pyarrow as pa
 
         db = _connect(root)
@@ -106,7 +113,8 @@ class Index:
              ("first_line", pa.int32()), ("last_line", pa.int32()), ("text", pa.string()), ("digest", pa.string()),
              ("vector", pa.list_(pa.float32(), dim))],
             metadata={"model": model, "identity": identity, "dim": str(dim), "created": str(time.time())})
-        db.create_table(name, schema=schema)
+        data = _arrow(schema, name, dim, rows, vectors) if rows is not None and vectors is not None else None
+        db.create_table(name, data=data, schema=schema, mode="overwrite" if overwrite else "create")
         return cls.open(name, root)
 
     @staticmethod
@@ -119,8 +127,13 @@ class Index:
         """Each learned source's (kind, digest, chunks): the digest decides whether learning it again
         changes anything."""
         frame = self.table.search().select(["source", "kind", "digest"]).limit(None).to_pandas()
-        counts = frame.groupby(["source", "kind", "digest"]).size()
-        return {source: (kind, digest, int(n)) for (source, kind, digest), n in counts.items()}
+        learned: dict[str, tuple[str, str, int]] = {}
+        for (source, kind, digest), n in frame.groupby(["source", "kind", "digest"]).size().items():
+            if source in learned:  # two versions (a replace cut off before its delete): learn it again
+                learned[source] = (kind, "", learned[source][2] + int(n))
+            else:
+                learned[source] = (kind, digest, int(n))
+        return learned
 
     def sources(self) -> pd.DataFrame:
         """One row per source: kind, chunks, characters."""
@@ -132,21 +145,19 @@ class Index:
                 .reset_index())
 
     def replace(self, source: str, rows: dict[str, Sequence[Any]], vectors: np.ndarray) -> None:
-        """The source's chunks become ``rows`` (one LanceDB delete, then one append)."""
-        self.remove([source])
-        if len(vectors):
-            self.add(rows, vectors)
+        """The source's chunks become ``rows`` (of one digest): the new rows are appended before the
+        old ones are deleted, so a failure at any step leaves the source searchable."""
+        where = f"source = {_literal(source)}"
+        if not len(vectors):
+            self.table.delete(where)
+            return
+        digest = _literal(str(rows["digest"][0]))
+        self.table.delete(f"{where} AND digest = {digest}")  # what a replace cut off before its delete appended
+        self.add(rows, vectors)
+        self.table.delete(f"{where} AND digest != {digest}")
 
     def add(self, rows: dict[str, Sequence[Any]], vectors: np.ndarray) -> None:
-        import pyarrow as pa
-
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[1] != self.info.dim:
-            raise InvalidRequest(f"vectors of length {matrix.shape[-1]} do not fit index {self.info.name!r} "
-                                 f"({self.info.dim})")
-        vector = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), self.info.dim)
-        columns = {name: rows[name] for name in COLUMNS}
-        self.table.add(pa.Table.from_pydict({**columns, "vector": vector}, schema=self.table.schema))
+        self.table.add(_arrow(self.table.schema, self.info.name, self.info.dim, rows, vectors))
 
     def remove(self, sources: Iterable[str]) -> None:
         wanted = list(sources)
@@ -178,6 +189,18 @@ class Index:
 
     def updated(self) -> pd.Timestamp:
         return pd.Timestamp(self.table.list_versions()[-1]["timestamp"])
+
+
+def _arrow(schema: Any, name: str, dim: int, rows: dict[str, Sequence[Any]], vectors: np.ndarray) -> Any:
+    """``rows`` and their vectors as an Arrow table of the index's schema."""
+    import pyarrow as pa
+
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise InvalidRequest(f"vectors of length {matrix.shape[-1]} do not fit index {name!r} ({dim})")
+    vector = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), dim)
+    columns = {column: rows[column] for column in COLUMNS}
+    return pa.Table.from_pydict({**columns, "vector": vector}, schema=schema)
 
 
 def list_indexes(root: Path | None = None) -> pd.DataFrame:

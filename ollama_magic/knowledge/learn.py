@@ -64,25 +64,27 @@ def learn(backend: Backend, name: str, sources: Sequence[Source], *, model: str 
           progress: bool | None = None, root: Path | None = None) -> LearnReport:
     """Learn ``sources`` into index ``name``: changed or new sources replace their chunks, unchanged
     ones are skipped; ``prune`` drops the chunks of files that no longer exist; ``rebuild`` starts the
-    index afresh (the way to change its embedding model)."""
+    index afresh from ``sources`` (the way to change its embedding model).
+
+    A rebuild embeds everything first and only then overwrites the index in one write, so a model
+    that cannot embed (a typo'd ``-m``, a server that is down) leaves the old index as it was; a
+    rebuild with no sources, or sources holding no text, is refused (it would only empty the index)."""
     from ..store.column_cache import model_identity
 
     start = time.perf_counter()
     check_name(name)
     check_sizes(size, overlap)
+    if rebuild and not sources:
+        raise InvalidRequest(f"--rebuild embeds index {name!r} again from the sources you name: give PATH|GLOB..., "
+                             "--over EXPR or --cells (the index is left as it is)")
     identity = model_identity(backend, model) or f"name:{model}"
     index = Index.open(name, root) if Index.exists(name, root) else None
-    if index is not None and rebuild:
-        from .index import delete_index
-
-        delete_index(name, root)
-        index = None
-    if index is not None and index.info.identity != identity:
+    if index is not None and not rebuild and index.info.identity != identity:
         raise InvalidRequest(f"index {name!r} holds vectors of {index.info.model} ({index.info.identity[:19]}), "
                              f"not of {model} ({identity[:19]}): learn with -m {index.info.model}, or --rebuild to "
                              f"embed everything again with {model}")
-    report = LearnReport(name, index.info.model if index else model)
-    known = index.learned() if index is not None else {}
+    report = LearnReport(name, index.info.model if index and not rebuild else model)
+    known = index.learned() if index is not None and not rebuild else {}
     todo: list[tuple[Source, str]] = []
     for source in sources:
         digest = digest_of(source.digest, str(size), str(overlap))
@@ -93,7 +95,18 @@ def learn(backend: Backend, name: str, sources: Sequence[Source], *, model: str 
     count = _counter(backend, model) if todo else None
     chunked = [(source, digest, _chunks(source, count, size, overlap)) for source, digest in todo]
     texts = [chunk.text for _, _, chunks in chunked for chunk, _ in chunks]
+    if rebuild and not texts:
+        raise InvalidRequest(f"--rebuild: the sources hold no text to learn; index {name!r} is left as it is")
     vectors, report.embedded, report.cached = _embed(backend, model, texts, progress)
+    if rebuild:
+        rows = [_rows(source, digest, chunks) for source, digest, chunks in chunked]
+        report.chunks_removed = index.count() if index is not None else 0
+        index = Index.create(name, model=model, identity=identity, dim=vectors.shape[1], root=root, overwrite=True,
+                             rows={column: [v for r in rows for v in r[column]] for column in rows[0]},
+                             vectors=vectors)
+        report.learned = [source.name for source, _, _ in chunked]
+        report.chunks_added = len(texts)
+        chunked = []
     if index is None and len(vectors):
         index = Index.create(name, model=model, identity=identity, dim=vectors.shape[1], root=root)
     at = 0

@@ -25,15 +25,14 @@ if TYPE_CHECKING:
 Reranker = Callable[[str, list[str]], list[float]]
 #: how many candidates a reranked search reads per wanted chunk
 RERANK_POOL = 4
-RESULT_COLUMNS = ["rank", "score", "source", "position", "cite", "text"]
-
 
 
 def search(backend: Backend, names: str | Sequence[str], query: str, k: int = 5, *,
            rerank: Reranker | None = None, root: Path | None = None) -> pd.DataFrame:
     """The ``k`` chunks of the named indexes nearest to ``query`` (best first): rank, score (cosine
     similarity, or the reranker's score), source, position, cite (how a sources list names it), text,
-    and index when several are searched. ``rerank`` reorders a larger pool of candidates first."""
+    and index when several are searched. ``rerank`` reorders a larger pool of candidates first: K x
+    :data:`RERANK_POOL` per index, at most the documents one rerank takes (``MAX_DOCUMENTS``) in all."""
     from ..store.column_cache import model_identity
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -43,7 +42,11 @@ def search(backend: Backend, names: str | Sequence[str], query: str, k: int = 5,
     wanted = [names] if isinstance(names, str) else list(names)
     if not wanted:
         raise InvalidRequest("name at least one index")
-    pool = int(k) * (RERANK_POOL if rerank is not None else 1)
+    pool = int(k)
+    if rerank is not None:
+        from ..engine.rerank import MAX_DOCUMENTS  # what one rerank takes
+
+        pool = min(pool * RERANK_POOL, MAX_DOCUMENTS)
     frames, vectors = [], {}
     for name in wanted:
         index = Index.open(name, root)
@@ -60,6 +63,7 @@ def search(backend: Backend, names: str | Sequence[str], query: str, k: int = 5,
         frames.append(found)
     hits = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, kind="stable")
     if rerank is not None and len(hits):
+        hits = hits.head(MAX_DOCUMENTS)  # several indexes' pools together: still what one rerank takes
         scores = list(rerank(query, hits.text.tolist()))
         if len(scores) != len(hits):
             raise InvalidRequest(f"the reranker gave {len(scores)} scores for {len(hits)} texts")
@@ -104,4 +108,4 @@ def _result(hits: pd.DataFrame, *, several: bool) -> pd.DataFrame:
     return out
 
 
-__all__ = ["RERANK_POOL", "RESULT_COLUMNS", "Reranker", "reranker", "search"]
+__all__ = ["RERANK_POOL", "Reranker", "reranker", "search"]

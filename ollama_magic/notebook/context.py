@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 
     from ..backends import Backend
 
-#: The share of the model's context the attached notebook context may fill (the rest is for the
-#: thread, the message and the answer).
+#: The share of the model's context all attached material together may fill: ``--docs`` sources and
+#: ``--context``/``--vars`` share it (the rest is for the thread, the message and the answer).
 CONTEXT_SHARE = 0.5
+#: With ``--context``/``--vars`` given too, the part of that one budget ``--docs`` sources may take; the
+#: notebook context gets what the sources left (at least the other half).
+DOCS_PART = 0.5
 TEXT_LIMIT = 400
 HEAD_ROWS = 5
 
@@ -175,10 +178,17 @@ def build_context(shell: InteractiveShell, namespace: Mapping[str, Any], *, cell
     return context
 
 
-def context_budget(backend: Backend, model: str, options: Mapping[str, Any]) -> int:
+def context_budget(backend: Backend, model: str, options: Mapping[str, Any], *, spent: int = 0) -> int:
     """The tokens attached material may take (``--context``, ``--docs``): :data:`CONTEXT_SHARE` of the
-    context a chat with ``options`` gets."""
-    return int(model_context_length(backend, model, options) * CONTEXT_SHARE)
+    context a chat with ``options`` gets, less ``spent``, what other attached material already took
+    (``--docs`` sources, when ``--context`` follows them: the two share one budget)."""
+    return max(0, int(model_context_length(backend, model, options) * CONTEXT_SHARE) - spent)
+
+
+def docs_budget(budget: int, *, with_context: bool) -> int:
+    """What of ``budget`` the ``--docs`` sources may take: all of it alone, :data:`DOCS_PART` of it when
+    ``--context``/``--vars`` share it (so neither can leave the other nothing)."""
+    return int(budget * DOCS_PART) if with_context else budget
 
 
 def token_counter(backend: Backend, model: str) -> TokenCounter:
@@ -202,5 +212,6 @@ def _count_with(tokenize: Callable[..., Any], model: str, text: str) -> int:
     return len(tokens if tokens is not None else result)
 
 
-__all__ = ["NotebookContext", "SentWith", "build_context", "cell_block", "context_budget", "model_context_length",
+__all__ = ["CONTEXT_SHARE", "DOCS_PART", "NotebookContext", "SentWith", "build_context", "cell_block", "context_budget",
+           "docs_budget", "model_context_length",
            "recent_cells", "summarize", "token_counter"]

@@ -186,3 +186,107 @@ def test_a_reply_with_sources_shows_them_collapsed_and_as_text() -> None:
     printed: list[str] = []
     text._repr_pretty_(type("P", (), {"text": lambda self, s: printed.append(s)})(), False)
     assert printed == ["plain [1]\n\nsources:\n[1] README.md:3-9"]
+
+
+class FailingBackend(WordBackend):
+    """A backend whose embed fails, as a typo'd or unreachable -m model does."""
+
+    def embed(self, model: str, input: list[str], **_: object) -> dict:
+        raise ConnectionError(f"model {model!r} not found")
+
+
+def test_a_rebuild_whose_embedding_fails_keeps_the_old_index_searchable(tmp_path: Path) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold", "kappa is silver"]))])
+    with pytest.raises(Exception, match="not found"):
+        learn(FailingBackend(), "kb", [from_column("s", pd.Series(["lambda is lead"]))], model="typo", rebuild=True)
+    assert Index.open("kb").count() == 2 and Index.open("kb").info.model == "all-minilm:latest"
+    assert "iota is gold" in search(backend, "kb", "iota gold", k=1).iloc[0].text
+
+
+def test_a_rebuild_with_no_sources_is_refused_and_the_index_kept(tmp_path: Path) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold"]))])
+    with pytest.raises(InvalidRequest, match="--rebuild"):
+        learn(backend, "kb", [], rebuild=True, prune=True)
+    assert Index.open("kb").count() == 1
+
+
+def test_a_changed_source_whose_write_fails_keeps_its_old_chunks(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is gold", "kappa is silver"]))])
+
+    def broken_add(self: Index, rows: object, vectors: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(Index, "add", broken_add)
+        learn(backend, "kb", [from_column("s", pd.Series(["iota is lead", "kappa is tin"]))])
+    assert Index.open("kb").count() == 2
+    assert "iota is gold" in search(backend, "kb", "iota", k=1).iloc[0].text
+    learn(backend, "kb", [from_column("s", pd.Series(["iota is lead", "kappa is tin"]))])
+    assert sorted(Index.open("kb").table.to_pandas().text) == ["iota is lead", "kappa is tin"]
+
+
+def test_a_replace_cut_off_after_its_add_is_finished_by_the_next_learn(tmp_path: Path) -> None:
+    backend = WordBackend()
+    old = [from_column("s", pd.Series(["iota is gold"]))]
+    learn(backend, "kb", old)
+    index = Index.open("kb")
+    # what a kernel killed between the new rows' append and the old rows' delete leaves: both
+    fresh = from_column("s", pd.Series(["iota is lead"]))
+    index.add({"id": ["x"], "source": ["s"], "kind": [fresh.kind], "position": ["0"], "first_line": [1],
+               "last_line": [1], "text": ["iota is lead"], "digest": ["half-done"]},
+              np.ones((1, DIM), dtype=np.float32) / 8)
+    learn(backend, "kb", old)  # the same content as before: still not "unchanged", the source holds two versions
+    assert Index.open("kb").table.to_pandas().text.tolist() == ["iota is gold"]
+
+
+def test_a_large_k_with_rerank_caps_the_pool_at_what_rerank_takes(tmp_path: Path) -> None:
+    from ollama_magic.engine.rerank import MAX_DOCUMENTS
+
+    backend = WordBackend()
+    learn(backend, "big", [from_column("s", pd.Series([f"item {i} is here" for i in range(MAX_DOCUMENTS + 100)]))])
+    asked: list[int] = []
+
+    def rerank(query: str, texts: list[str]) -> list[float]:
+        asked.append(len(texts))
+        if len(texts) > MAX_DOCUMENTS:
+            raise InvalidRequest(f"too many documents: {len(texts)}; at most {MAX_DOCUMENTS} per request")
+        return [float(len(t)) for t in texts]
+
+    found = search(backend, "big", "item here", k=251, rerank=rerank)
+    assert len(found) == 251 and asked == [MAX_DOCUMENTS]
+    learn(backend, "small", [from_column("t", pd.Series([f"item {i} is there" for i in range(300)]))])
+    both = search(backend, ["big", "small"], "item here", k=100, rerank=rerank)  # 400 + 300 candidates
+    assert len(both) == 100 and asked[-1] == 700
+    search(backend, ["big", "small"], "item here", k=251, rerank=rerank)  # 1000 + 300: the best 1000
+    assert asked[-1] == MAX_DOCUMENTS
+
+
+def test_docs_whose_sources_do_not_fit_at_all_is_an_error_not_an_uncited_answer() -> None:
+    hits = pd.DataFrame({"cite": ["a:1"], "text": ["w " * 100], "score": [0.9], "source": ["a"], "position": ["1"]})
+    with pytest.raises(InvalidRequest, match="num_ctx"):
+        fit_sources("question?", hits, words, budget=50)
+
+
+def test_docs_and_context_together_share_one_budget(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ollama_magic.notebook.features.base import Cell
+    from ollama_magic.notebook.features.docs import FEATURE as DOCS
+    from ollama_magic.notebook.features.notebook_context import FEATURE as CONTEXT
+
+    backend = WordBackend()
+    learn(backend, "kb", [from_column("s", pd.Series([f"fact {i} " + "word " * 10 for i in range(6)]))])
+    namespace = {f"v{i}": " ".join(["value"] * 200) for i in range(3)}
+    session = SimpleNamespace(backend=backend, shell=None)
+    cell = Cell(session, None, "fact?", "m", {"num_ctx": 200}, namespace)  # type: ignore[arg-type]
+    args = __import__("argparse").Namespace(docs=["kb"], k=4, rerank=None, context=0, vars=list(namespace))
+    turn = SimpleNamespace(text="fact?")
+    DOCS.apply(turn, args, cell)  # type: ignore[arg-type]
+    assert len(args.docs_sources) >= 1  # --docs kept some sources
+    CONTEXT.apply(turn, args, cell)  # type: ignore[arg-type]
+    assert "Variables:" in turn.text
+    assert words(turn.text) - words("fact?") <= 100  # CONTEXT_SHARE of num_ctx, for both together

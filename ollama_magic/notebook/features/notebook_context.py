@@ -22,8 +22,9 @@ def names(text: str) -> list[str]:
 
 
 def with_context(session: NotebookSession, cells: int, variables: list[str], text: str,
-                 namespace: Mapping[str, Any], model: str, options: Mapping[str, Any]) -> str:
-    """The message with the notebook context in front, shown collapsed."""
+                 namespace: Mapping[str, Any], model: str, options: Mapping[str, Any], *, spent: int = 0) -> str:
+    """The message with the notebook context in front, shown collapsed; it gets the attached-material
+    budget less ``spent``, what ``--docs`` sources already took of it."""
     if not cells and not variables:
         return text
     from IPython.display import display
@@ -31,7 +32,7 @@ def with_context(session: NotebookSession, cells: int, variables: list[str], tex
     from ..context import SentWith, build_context, context_budget, token_counter
 
     backend = session.backend
-    budget = context_budget(backend, model, options)
+    budget = context_budget(backend, model, options, spent=spent)
     context = build_context(session.shell, namespace, cells=cells, names=variables,
                             count_tokens=token_counter(backend, model), budget=budget)
     if context:
@@ -42,13 +43,14 @@ def with_context(session: NotebookSession, cells: int, variables: list[str], tex
 class NotebookContextFeature(Feature):
     def add_flags(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--context", type=int, default=0, metavar="N",
-                            help="attach the code and text outputs of the last N cells")
+                            help="attach the code and text outputs of the last N cells (with --docs: in the "
+                            "budget the sources leave)")
         parser.add_argument("--vars", type=names, default=[], metavar="A,B",
                             help="attach a compact summary of these variables (shape, dtypes, head; values truncated)")
 
     def apply(self, turn: ChatTurn, args: argparse.Namespace, cell: Cell) -> None:
         turn.text = with_context(cell.session, args.context, args.vars, turn.text, cell.namespace, cell.model,
-                                 cell.options)
+                                 cell.options, spent=getattr(args, "docs_tokens", 0))
 
 
 FEATURE = NotebookContextFeature()

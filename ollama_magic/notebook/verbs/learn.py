@@ -29,7 +29,8 @@ def learn(session: NotebookSession, argv: list[str], shell: InteractiveShell | N
         p.add_argument("--overlap", type=int, default=OVERLAP_TOKENS,
                        help=f"tokens a chunk repeats of the one before (default {OVERLAP_TOKENS})")
         p.add_argument("--prune", action="store_true", help="drop the chunks of learned files that no longer exist")
-        p.add_argument("--rebuild", action="store_true", help="start the index afresh (e.g. with another -m model)")
+        p.add_argument("--rebuild", action="store_true", help="start the index afresh from the sources named (e.g. with another -m model); "
+                       "the old index stays until every chunk is embedded")
         p.add_argument("-m", "--model", help="embedding model (default: the session's, all-minilm)")
         p.add_argument("--list", action="store_true", help="every index: model, chunks, sources, bytes, updated")
         p.add_argument("--show", action="store_true", help="NAME's sources and their chunks")
