@@ -155,7 +155,7 @@ def check_output(path: Path, ftype: int, tensor_count: int) -> None:
         raise EngineError(f"quantized file has type {file_type_name(got)}, not {file_type_name(int(ftype))}")
     if info.tensor_count != tensor_count:
         raise EngineError(f"quantized file has {info.tensor_count} tensors, the source {tensor_count}")
-    end = max((t.offset + t.nbytes for t in info.tensors), default=0)  # from the data section's start
+    end = info.data_offset + max((t.offset + t.nbytes for t in info.tensors), default=0)
     if end > path.stat().st_size:
         raise EngineError("quantized file is shorter than its tensors")
 

@@ -109,3 +109,35 @@ def test_the_source_another_model_uses_stays(tmp_path: Path, fake_llama_quantize
     list(store.create("q", CreateRequest(from_="base", quantize="q8_0")))
     assert store.find("q").details.quantization_level == "Q8_0"
     assert store.find("base").model_path.is_file()
+
+
+def write_f16_gguf(path: Path) -> Path:
+    """An F16 GGUF whose one tensor (64x64 F16, 8 KiB) is most of the file."""
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_tensor("token_embd.weight", np.ones((64, 64), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_whole_f16_file_passes_the_check(tmp_path: Path) -> None:
+    from ollama_magic.store.quantize import check_output
+
+    check_output(write_f16_gguf(tmp_path / "f16.gguf"), gguf.LlamaFileType.MOSTLY_F16, 1)
+
+
+def test_a_file_cut_in_its_data_fails_the_check(tmp_path: Path) -> None:
+    """The header is intact, the last bytes of the tensor's data are missing: that file is not
+    adopted as a blob. (Tensor offsets count from the data section, after the header.)"""
+    from ollama_magic.store.quantize import check_output
+
+    path = write_f16_gguf(tmp_path / "f16.gguf")
+    data = path.read_bytes()
+    path.write_bytes(data[:-16])
+    with pytest.raises(EngineError, match="shorter than its tensors"):
+        check_output(path, gguf.LlamaFileType.MOSTLY_F16, 1)
