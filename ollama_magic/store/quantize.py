@@ -49,8 +49,24 @@ _PROGRESS_RE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 # The child: llama.cpp's log to stderr line by line (the parent reads the tensor lines from it), then
 # the quantize. It imports llama_cpp only, never ollama_magic; argv: input, output, ftype.
+# Its stdin is a pipe the parent holds open and never writes: EOF there means the parent is gone (even
+# by SIGKILL, which runs no cleanup), and a thread then ends the child, its half-written output with it,
+# instead of letting it quantize for minutes into a temp file the next store lock deletes. It is the
+# first thing the child does, so a parent that dies during the imports is seen too.
 _CHILD = r"""
-import ctypes, sys
+import os, sys, threading
+
+def _exit_with_parent():
+    sys.stdin.buffer.read()
+    try:
+        os.unlink(sys.argv[2])
+    except OSError:
+        pass
+    os._exit(1)
+
+threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+import ctypes
 import llama_cpp
 
 @llama_cpp.llama_log_callback
@@ -107,11 +123,12 @@ def quantize_blob(blobs: BlobStore, digest: str, quant_type: str) -> Generator[P
 
 def run_quantize(source: Path, target: Path, ftype: int) -> Generator[tuple[int, int], None, None]:
     """Run the child on ``source`` -> ``target``; yields (tensors started, tensors in all) as it logs
-    them. The child is killed if the caller stops early (a closed stream, an interrupt); a child that
+    them. The child is killed if the caller stops early (a closed stream, an interrupt), and ends by
+    itself if the caller's process dies (its stdin pipe reaches EOF); a child that
     fails or aborts raises EngineError with llama.cpp's last words."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(source), str(target), str(int(ftype))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # stdin: see _CHILD
         text=True, encoding="utf-8", errors="replace", bufsize=1,
     )
     tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -128,8 +145,9 @@ def run_quantize(source: Path, target: Path, ftype: int) -> Generator[tuple[int,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        for pipe in (proc.stdin, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     if code != 0 or not target.is_file():
         raise EngineError(f"llama.cpp could not quantize the model: {_failure(tail, code)}")
 

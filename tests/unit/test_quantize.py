@@ -141,3 +141,53 @@ def test_a_file_cut_in_its_data_fails_the_check(tmp_path: Path) -> None:
     path.write_bytes(data[:-16])
     with pytest.raises(EngineError, match="shorter than its tensors"):
         check_output(path, gguf.LlamaFileType.MOSTLY_F16, 1)
+
+
+_PARENT = r"""
+import os, sys
+from pathlib import Path
+from ollama_magic.store.quantize import run_quantize
+print("started", flush=True)
+for _ in run_quantize(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])):
+    pass
+"""
+
+
+def test_the_quantize_child_goes_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A kernel or server killed mid-quantize (SIGKILL, the OOM killer) runs no cleanup: the child
+    must notice by itself and stop, not burn CPU for minutes on a file nobody will adopt. The source
+    is a FIFO nobody writes, so the child is stuck inside llama.cpp's open of it, as it would be in a
+    long quantize."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    source = tmp_path / "source.gguf"
+    os.mkfifo(source)
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(source), str(tmp_path / "out.gguf"),
+                               str(int(gguf.LlamaFileType.MOSTLY_Q8_0))],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    children: list[psutil.Process] = []
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline:
+            children = psutil.Process(parent.pid).children()
+            time.sleep(0.05)
+        assert len(children) == 1
+        time.sleep(3)  # the child is past its imports, blocked in llama.cpp
+        assert children[0].is_running() and children[0].status() != psutil.STATUS_ZOMBIE
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if parent.poll() is None:
+            parent.kill()
