@@ -91,6 +91,15 @@ def parse_quant_type(value: str) -> str:
     return "Q4_K_M" if name == "Q4_K" else name
 
 
+#: The types a model can be quantized to, as Ollama spells them (``q4_K_M``), aliases left out: the
+#: create widget's choices and the CLI's and the notebook verb's help
+QUANTIZED_TYPES: tuple[str, ...] = tuple(sorted(
+    name[0].lower() + name[1:] for name in QUANT_TYPES if name not in SOURCE_TYPES and parse_quant_type(name) == name))
+#: ``create --quantize``'s help text (``ollama_magic create`` and ``%ollama create``)
+QUANTIZE_HELP = (f"quantize an {'/'.join(SOURCE_TYPES)} model to "
+                 f"{', '.join(QUANTIZED_TYPES[:-1])} or {QUANTIZED_TYPES[-1]}")
+
+
 def quantize_blob(blobs: BlobStore, digest: str, quant_type: str) -> Generator[ProgressResponse, None, tuple[str, bool]]:
     """Quantize the model blob ``digest`` to ``quant_type`` (a ``parse_quant_type`` name), yielding
     Ollama's progress; returns (the new blob's digest, whether that blob was already there). A model
@@ -178,5 +187,5 @@ def check_output(path: Path, ftype: int, tensor_count: int) -> None:
         raise EngineError("quantized file is shorter than its tensors")
 
 
-__all__ = ["PROGRESS_DIGEST", "QUANT_TYPES", "SOURCE_REFUSAL", "SOURCE_TYPES", "check_output", "parse_quant_type",
+__all__ = ["PROGRESS_DIGEST", "QUANTIZED_TYPES", "QUANTIZE_HELP", "QUANT_TYPES", "SOURCE_REFUSAL", "SOURCE_TYPES", "check_output", "parse_quant_type",
            "quantize_blob", "run_quantize"]
