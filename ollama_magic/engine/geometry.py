@@ -183,4 +183,4 @@ def geometry(info: _Info) -> Geometry:
     )
 
 
-__all__ = ["Geometry", "KV_TYPES", "geometry", "tensor_group"]
+__all__ = ["KV_TYPES", "Geometry", "geometry", "tensor_group"]
