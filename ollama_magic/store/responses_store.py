@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,4 +131,36 @@ def open_store(path: Path | str | None = None) -> ResponseStore | None:
         return None
 
 
-__all__ = ["ResponseStore", "StoredResponse", "default_path", "open_store"]
+class ResponseStoreOpener:
+    """A server's stored responses, opened at their first use (so a server that never stores creates no
+    file). Call :meth:`get` off the event loop: an open may wait ``busy_timeout`` on the file's lock. A
+    failed open is tried again ``retry_after`` seconds later (a disk mounted late, a lock let go), not
+    given up for the server's life; :meth:`close` at shutdown closes the file, and nothing opens it
+    after that."""
+
+    def __init__(self, path: Path | str | None = None, retry_after: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.retry_after, self.clock = path, retry_after, clock
+        self._lock = threading.Lock()
+        self._store: ResponseStore | None = None
+        self._failed_at: float | None = None
+        self._closed = False
+
+    def get(self) -> ResponseStore | None:
+        """The store, or None while its file cannot be opened (nothing is stored, nothing found)."""
+        with self._lock:
+            if self._store is None and not self._closed and (
+                    self._failed_at is None or self.clock() - self._failed_at >= self.retry_after):
+                self._store = open_store(self.path)
+                self._failed_at = None if self._store is not None else self.clock()
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+__all__ = ["ResponseStore", "ResponseStoreOpener", "StoredResponse", "default_path", "open_store"]
