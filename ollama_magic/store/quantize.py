@@ -57,7 +57,8 @@ _CHILD = r"""
 import os, sys, threading
 
 def _exit_with_parent():
-    sys.stdin.buffer.read()
+    while os.read(0, 512):  # the raw fd: a thread blocked in sys.stdin's reader would stop the exit
+        pass
     try:
         os.unlink(sys.argv[2])
     except OSError:
