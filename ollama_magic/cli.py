@@ -24,6 +24,7 @@ from .hosts import env_host, ollama_host
 from .names import ModelName
 from .store import ModelStore
 from .store.modelfile import read as read_modelfile
+from .store.quantize import QUANTIZE_HELP
 from .store.store import no_prune
 from .types import CreateRequest, RunningModels
 
@@ -288,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = create.add_mutually_exclusive_group(required=True)
     source.add_argument("-f", "--file", help="path to a Modelfile")
     source.add_argument("--from", dest="from_", help="a GGUF file, a safetensors directory or a model name")
-    create.add_argument("-q", "--quantize", help="quantize an F16/BF16/F32 model to q4_K_M, q4_K_S or q8_0")
+    create.add_argument("-q", "--quantize", help=QUANTIZE_HELP)
     create.set_defaults(func=cmd_create)
 
     cp = sub.add_parser("cp", aliases=["copy"], help="copy a model")

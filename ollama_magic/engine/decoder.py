@@ -260,10 +260,6 @@ class Decoder:
             raise EngineError(f"{len(scales)} LoRA scales for a model with {n} adapters")
         return tuple(scales)
 
-    def _use_lora(self, scales: tuple[float, ...]) -> None:
-        if scales != self.lctx.lora:
-            self.lctx.set_lora(scales)
-
     @staticmethod
     def _prefix(slot: Slot, tokens: list[int], lora: tuple[float, ...]) -> int:
         """The prompt tokens ``slot``'s cells hold, as computed under ``lora`` (none under other scales)."""
@@ -353,7 +349,7 @@ class Decoder:
         seq = Sequence(job, out, slot, tokens, reuse, sampler, limit, n_ctx, self._post, lora)
         if media is not None:
             try:
-                self._use_lora(lora)  # its image and text parts are decoded now, under its scales
+                self.lctx.set_lora(lora)  # its image and text parts are decoded now, under its scales
                 self._evaluate_media(seq)
             except BaseException:
                 self.lctx.forget(slot.seq_id, 0)
@@ -475,7 +471,7 @@ class Decoder:
             return
         lora = min(running, key=lambda s: s.start).lora  # the oldest sequence's scales this step
         running = [s for s in running if s.lora == lora]
-        self._use_lora(lora)
+        self.lctx.set_lora(lora)
         self.peak_active = max(self.peak_active, len(running))
         capacity = self.lctx.n_batch  # at least the slot count (LlamaContext sizes it so); bounded anyway
         while True:

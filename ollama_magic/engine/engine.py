@@ -620,6 +620,7 @@ class Engine:
         if dimensions is not None and dimensions < 0:
             raise InvalidRequest("dimensions must be a positive number")
         opts = self._options(record, options)
+        _lora(record, opts)  # checked as on generate (an unknown adapter is a 400); embeddings run at scale 1
         entry, load_ns = self._acquire(record, opts, embedding=True)
         try:  # queued on the model's owner thread, packed with the other embed requests waiting there
             future = entry.runner.submit_embed(texts, truncate is not False) if texts else None
@@ -656,7 +657,9 @@ class Engine:
         """The legacy endpoint: one vector, not normalised (as Ollama's /api/embeddings)."""
         record = self._record(model)
         keep = parse_keep_alive(keep_alive)
-        entry, _ = self._acquire(record, self._options(record, options), embedding=True)
+        opts = self._options(record, options)
+        _lora(record, opts)  # as embed
+        entry, _ = self._acquire(record, opts, embedding=True)
         try:
             if not prompt:
                 return ollama.EmbeddingsResponse(embedding=[])

@@ -35,6 +35,20 @@ _INPUT = ("token_embd", "token_types", "position_embd", "per_layer_token_embd")
 _LAYER_0 = ("rope_freqs",)
 
 
+def tensor_group(name: str, blocks: int) -> int:
+    """Which layer llama.cpp puts tensor ``name`` of a model with ``blocks`` blocks in: its block
+    (0 to blocks - 1), ``blocks`` for the output layer, ``blocks + 1`` for the inputs kept on the CPU.
+    The planner sizes layers by it and ``lora.with_adapters`` counts each adapter pair in its weight's."""
+    match = _BLOCK.match(name)
+    if match and int(match.group(1)) < blocks:
+        return int(match.group(1))
+    if name.startswith(_LAYER_0) and blocks:
+        return 0
+    if name.startswith(_INPUT):
+        return blocks + 1
+    return blocks
+
+
 class _Info(Protocol):
     @property
     def architecture(self) -> str: ...
@@ -135,19 +149,13 @@ def geometry(info: _Info) -> Geometry:
     spans: list[list[int]] = [[1 << 62, 0] for _ in range(blocks + 2)]  # blocks, output, input
     for tensor in info.tensors:
         names.add(tensor.name)
-        match = _BLOCK.match(tensor.name)
-        if match and int(match.group(1)) < blocks:
-            group = int(match.group(1))
+        group = tensor_group(tensor.name, blocks)
+        if group < blocks:
             layer_weights[group] += tensor.nbytes
-        elif tensor.name.startswith(_LAYER_0) and blocks:
-            group = 0
-            layer_weights[0] += tensor.nbytes
-        elif tensor.name.startswith(_INPUT):
-            group = blocks + 1
-            input_weights += tensor.nbytes
-        else:
-            group = blocks
+        elif group == blocks:
             output_weights += tensor.nbytes
+        else:
+            input_weights += tensor.nbytes
         offset = getattr(tensor, "offset", 0)
         spans[group] = [min(spans[group][0], offset), max(spans[group][1], offset + tensor.nbytes)]
     tied = 0
@@ -175,4 +183,4 @@ def geometry(info: _Info) -> Geometry:
     )
 
 
-__all__ = ["Geometry", "KV_TYPES", "geometry"]
+__all__ = ["KV_TYPES", "Geometry", "geometry", "tensor_group"]

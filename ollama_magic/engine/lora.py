@@ -13,7 +13,6 @@ reserves its compute graph again after each change.
 from __future__ import annotations
 
 import ctypes
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,10 +21,7 @@ import llama_cpp
 
 from ..errors import InvalidRequest
 from ..store.adapters import adapter_bytes
-from .geometry import Geometry
-
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
-_INPUT = ("token_embd", "token_types", "position_embd", "per_layer_token_embd")  # as geometry.py's
+from .geometry import Geometry, tensor_group
 
 
 def lora_scales(opts: Mapping[str, Any], n_adapters: int, model: str = "") -> tuple[float, ...]:
@@ -56,13 +52,13 @@ def with_adapters(geom: Geometry, adapters: Sequence[Any]) -> Geometry:
     inputs, outputs = geom.input_weights, geom.output_weights
     for info in adapters:
         for weight, size in adapter_bytes(info).items():
-            match = _BLOCK.match(weight)
-            if match and int(match.group(1)) < geom.block_count:
-                layers[int(match.group(1))] += size
-            elif weight.startswith(_INPUT):
-                inputs += size
-            else:
+            group = tensor_group(weight, geom.block_count)
+            if group < geom.block_count:
+                layers[group] += size
+            elif group == geom.block_count:
                 outputs += size
+            else:
+                inputs += size
     return replace(geom, layer_weights=tuple(layers), input_weights=inputs, output_weights=outputs)
 
 

@@ -127,11 +127,11 @@ def check_adapter(base: GGUFInfo, adapter: GGUFInfo, name: str = "") -> None:
         _check_pair(weight, pair[".lora_a"], pair[".lora_b"], weights[weight], name)
 
 
-def check_adapter_files(model: Path, adapters: list[Path] | tuple[Path, ...], names: list[str] | None = None) -> None:
+def check_adapter_files(model: Path, adapters: list[Path] | tuple[Path, ...]) -> None:
     """:func:`check_adapter` on files (headers cached per blob: cheap enough for every load)."""
     base = gguf_header(model)
-    for i, path in enumerate(adapters):
-        check_adapter(base, gguf_header(Path(path)), names[i] if names else Path(path).name)
+    for path in adapters:
+        check_adapter(base, gguf_header(Path(path)), Path(path).name)
 
 
 def adapter_bytes(info: Any) -> dict[str, int]:

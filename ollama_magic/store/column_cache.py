@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ import pandas as pd
 from .. import envconfig
 from ..files import data_dir
 from ..options import OPTION_TYPES
+from .sqlite_file import SQLiteFile
 
 log = logging.getLogger("ollama_magic")
 
@@ -185,32 +185,17 @@ class ColumnCache:
                  busy_timeout: float = 30.0) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.max_bytes = envconfig.column_cache_size() if max_bytes is None else int(max_bytes)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:  # one transaction, so two kernels creating the file at once do not collide
-            try:
-                self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        self._file = SQLiteFile(self.path, _SCHEMA, busy_timeout)
+        self._db = self._file.db  # used inside self._file.read()/write() only
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __enter__(self) -> "ColumnCache":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _write(self) -> "_Transaction":
-        return _Transaction(self._db, self._lock)
 
     # ---- text -----------------------------------------------------------------------------------
 
@@ -247,18 +232,18 @@ class ColumnCache:
         """Add to ``model``'s persisted hit and miss counters."""
         if not hits and not misses:
             return
-        with self._write():
+        with self._file.write():
             self._db.execute("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
                              "hits = hits + excluded.hits, misses = misses + excluded.misses", (model, hits, misses))
 
     def total_bytes(self) -> int:
         """The entries' bytes as the limit counts them (key + value + :data:`ROW_OVERHEAD` each)."""
-        with self._lock:
+        with self._file.read():
             return int(self._db.execute("SELECT bytes FROM total").fetchone()[0])
 
     def stats(self) -> pd.DataFrame:
         """One row per model: entries, bytes, hits, misses (models with counters but no entries too)."""
-        with self._lock:
+        with self._file.read():
             rows = self._db.execute(
                 "SELECT model, SUM(n), SUM(b), SUM(h), SUM(m) FROM ("
                 " SELECT model, COUNT(*) AS n, SUM(size) AS b, 0 AS h, 0 AS m FROM entries GROUP BY model"
@@ -271,7 +256,7 @@ class ColumnCache:
         """Forget every entry (and counter) of ``model``, or of all models; returns the entries removed.
         Clearing all also gives the file's free pages back to the disk (VACUUM), when no one else is
         writing at that moment."""
-        with self._write():
+        with self._file.write():
             if model is None:
                 removed = self._db.execute("DELETE FROM entries").rowcount
                 self._db.execute("DELETE FROM counters")
@@ -279,7 +264,7 @@ class ColumnCache:
                 removed = self._db.execute("DELETE FROM entries WHERE model = ?", (model,)).rowcount
                 self._db.execute("DELETE FROM counters WHERE model = ?", (model,))
         if model is None:
-            with self._lock:
+            with self._file.read():
                 try:
                     self._db.execute("VACUUM")
                 except sqlite3.OperationalError as exc:  # another kernel is using the file: pages stay free for reuse
@@ -291,7 +276,7 @@ class ColumnCache:
     def _fetch(self, keys: Iterable[str]) -> dict[str, tuple[bytes, int | None]]:
         keys = list(dict.fromkeys(keys))
         found: dict[str, tuple[bytes, int | None]] = {}
-        with self._lock:
+        with self._file.read():
             for start in range(0, len(keys), 500):  # under SQLite's bound-parameter limit
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -300,7 +285,7 @@ class ColumnCache:
                     found[key] = (value, dim)
         if found:
             now, hit = time.time(), list(found)
-            with self._write():
+            with self._file.write():
                 for start in range(0, len(hit), 500):
                     chunk = hit[start:start + 500]
                     self._db.execute(f"UPDATE entries SET used = ? WHERE key IN ({','.join('?' * len(chunk))})",
@@ -311,7 +296,7 @@ class ColumnCache:
         if not rows:
             return
         now = time.time()
-        with self._write():
+        with self._file.write():
             self._db.executemany(
                 "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "model = excluded.model, value = excluded.value, dim = excluded.dim, size = excluded.size, "
@@ -338,27 +323,6 @@ class ColumnCache:
                 freed += size
             self._db.execute(f"DELETE FROM entries WHERE key IN ({','.join('?' * len(drop))})", drop)
             total -= freed
-
-
-class _Transaction:
-    """``with``: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an error) under the connection's lock."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db, self._lock = db, lock
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def __exit__(self, kind: type | None, *exc: object) -> None:
-        try:
-            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self._lock.release()
 
 
 def open_cache(path: Path | str | None = None) -> ColumnCache | None:

@@ -64,6 +64,9 @@ class GGUFInfo:
     tensors: list[TensorInfo] = field(default_factory=list)
     #: key -> its GGUF value type (``gguf.GGUFValueType``): llama.cpp aborts on a key of the wrong type
     value_types: dict[str, int] = field(default_factory=dict)
+    #: where the data section starts in the file (tensor offsets count from here): the end of the
+    #: header rounded up to ``general.alignment``
+    data_offset: int = 0
 
     @property
     def architecture(self) -> str:
@@ -222,4 +225,6 @@ class _Reader:
                 elements *= d
             info.parameter_count += elements
             info.tensors.append(TensorInfo(name, ggml_type, tuple(dims), tensor_nbytes(ggml_type, elements), offset))
+        alignment = int(info.metadata.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT)) or 1
+        info.data_offset = -(-self.pos // alignment) * alignment
         return info

@@ -49,8 +49,25 @@ _PROGRESS_RE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 # The child: llama.cpp's log to stderr line by line (the parent reads the tensor lines from it), then
 # the quantize. It imports llama_cpp only, never ollama_magic; argv: input, output, ftype.
+# Its stdin is a pipe the parent holds open and never writes: EOF there means the parent is gone (even
+# by SIGKILL, which runs no cleanup), and a thread then ends the child, its half-written output with it,
+# instead of letting it quantize for minutes into a temp file the next store lock deletes. It is the
+# first thing the child does, so a parent that dies during the imports is seen too.
 _CHILD = r"""
-import ctypes, sys
+import os, sys, threading
+
+def _exit_with_parent():
+    while os.read(0, 512):  # the raw fd: a thread blocked in sys.stdin's reader would stop the exit
+        pass
+    try:
+        os.unlink(sys.argv[2])
+    except OSError:
+        pass
+    os._exit(1)
+
+threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+import ctypes
 import llama_cpp
 
 @llama_cpp.llama_log_callback
@@ -73,6 +90,15 @@ def parse_quant_type(value: str) -> str:
     if name not in QUANT_TYPES:
         raise InvalidRequest(f"unsupported quantization type {name} - supported types are {_LISTED}")
     return "Q4_K_M" if name == "Q4_K" else name
+
+
+#: The types a model can be quantized to, as Ollama spells them (``q4_K_M``), aliases left out: the
+#: create widget's choices and the CLI's and the notebook verb's help
+QUANTIZED_TYPES: tuple[str, ...] = tuple(sorted(
+    name[0].lower() + name[1:] for name in QUANT_TYPES if name not in SOURCE_TYPES and parse_quant_type(name) == name))
+#: ``create --quantize``'s help text (``ollama_magic create`` and ``%ollama create``)
+QUANTIZE_HELP = (f"quantize an {'/'.join(SOURCE_TYPES)} model to "
+                 f"{', '.join(QUANTIZED_TYPES[:-1])} or {QUANTIZED_TYPES[-1]}")
 
 
 def quantize_blob(blobs: BlobStore, digest: str, quant_type: str) -> Generator[ProgressResponse, None, tuple[str, bool]]:
@@ -107,11 +133,12 @@ def quantize_blob(blobs: BlobStore, digest: str, quant_type: str) -> Generator[P
 
 def run_quantize(source: Path, target: Path, ftype: int) -> Generator[tuple[int, int], None, None]:
     """Run the child on ``source`` -> ``target``; yields (tensors started, tensors in all) as it logs
-    them. The child is killed if the caller stops early (a closed stream, an interrupt); a child that
+    them. The child is killed if the caller stops early (a closed stream, an interrupt), and ends by
+    itself if the caller's process dies (its stdin pipe reaches EOF); a child that
     fails or aborts raises EngineError with llama.cpp's last words."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(source), str(target), str(int(ftype))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # stdin: see _CHILD
         text=True, encoding="utf-8", errors="replace", bufsize=1,
     )
     tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -128,8 +155,9 @@ def run_quantize(source: Path, target: Path, ftype: int) -> Generator[tuple[int,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        for pipe in (proc.stdin, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     if code != 0 or not target.is_file():
         raise EngineError(f"llama.cpp could not quantize the model: {_failure(tail, code)}")
 
@@ -155,10 +183,10 @@ def check_output(path: Path, ftype: int, tensor_count: int) -> None:
         raise EngineError(f"quantized file has type {file_type_name(got)}, not {file_type_name(int(ftype))}")
     if info.tensor_count != tensor_count:
         raise EngineError(f"quantized file has {info.tensor_count} tensors, the source {tensor_count}")
-    end = max((t.offset + t.nbytes for t in info.tensors), default=0)  # from the data section's start
+    end = info.data_offset + max((t.offset + t.nbytes for t in info.tensors), default=0)
     if end > path.stat().st_size:
         raise EngineError("quantized file is shorter than its tensors")
 
 
-__all__ = ["PROGRESS_DIGEST", "QUANT_TYPES", "SOURCE_REFUSAL", "SOURCE_TYPES", "check_output", "parse_quant_type",
+__all__ = ["PROGRESS_DIGEST", "QUANTIZED_TYPES", "QUANTIZE_HELP", "QUANT_TYPES", "SOURCE_REFUSAL", "SOURCE_TYPES", "check_output", "parse_quant_type",
            "quantize_blob", "run_quantize"]

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from .. import envconfig
 from ..files import data_dir
+from .sqlite_file import SQLiteFile
 
 log = logging.getLogger("ollama_magic")
 
@@ -76,18 +77,10 @@ class ResponseStore:
         self.max_count = envconfig.responses_max() if max_count is None else int(max_count)
         self.max_age = envconfig.responses_max_age() if max_age is _UNSET else max_age
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:  # one transaction, so two servers creating the file at once do not collide
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._file = SQLiteFile(self.path, _SCHEMA, busy_timeout)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __enter__(self) -> "ResponseStore":
         return self
@@ -102,35 +95,29 @@ class ResponseStore:
         """Store (or replace) ``response`` under its ``id``, then evict past the bounds, in one transaction."""
         row = (response["id"], self.clock(), json.dumps(response, ensure_ascii=False),
                json.dumps(input_items, ensure_ascii=False))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", row)
-                self._db.execute("DELETE FROM responses WHERE created < ?", (self._cutoff(),))
-                self._db.execute("DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses "
-                                 "ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)", (self.max_count,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._file.write() as db:
+            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", row)
+            db.execute("DELETE FROM responses WHERE created < ?", (self._cutoff(),))
+            db.execute("DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses "
+                       "ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)", (self.max_count,))
 
     def get(self, response_id: str) -> StoredResponse | None:
         """The stored response, or None: never stored, deleted, evicted, or older than the age bound."""
-        with self._lock:
-            row = self._db.execute("SELECT response, input FROM responses WHERE id = ? AND created >= ?",
-                                   (response_id, self._cutoff())).fetchone()
+        with self._file.read() as db:
+            row = db.execute("SELECT response, input FROM responses WHERE id = ? AND created >= ?",
+                             (response_id, self._cutoff())).fetchone()
         return None if row is None else StoredResponse(json.loads(row[0]), json.loads(row[1]))
 
     def delete(self, response_id: str) -> bool:
         """Forget one response; False when there was none to forget (or it was already past its age)."""
-        with self._lock:
-            return self._db.execute("DELETE FROM responses WHERE id = ? AND created >= ?",
-                                    (response_id, self._cutoff())).rowcount > 0
+        with self._file.read() as db:
+            return db.execute("DELETE FROM responses WHERE id = ? AND created >= ?",
+                              (response_id, self._cutoff())).rowcount > 0
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses WHERE created >= ?",
-                                        (self._cutoff(),)).fetchone()[0])
+        with self._file.read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM responses WHERE created >= ?",
+                                  (self._cutoff(),)).fetchone()[0])
 
 
 def open_store(path: Path | str | None = None) -> ResponseStore | None:
@@ -144,4 +131,36 @@ def open_store(path: Path | str | None = None) -> ResponseStore | None:
         return None
 
 
-__all__ = ["ResponseStore", "StoredResponse", "default_path", "open_store"]
+class ResponseStoreOpener:
+    """A server's stored responses, opened at their first use (so a server that never stores creates no
+    file). Call :meth:`get` off the event loop: an open may wait ``busy_timeout`` on the file's lock. A
+    failed open is tried again ``retry_after`` seconds later (a disk mounted late, a lock let go), not
+    given up for the server's life; :meth:`close` at shutdown closes the file, and nothing opens it
+    after that."""
+
+    def __init__(self, path: Path | str | None = None, retry_after: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.retry_after, self.clock = path, retry_after, clock
+        self._lock = threading.Lock()
+        self._store: ResponseStore | None = None
+        self._failed_at: float | None = None
+        self._closed = False
+
+    def get(self) -> ResponseStore | None:
+        """The store, or None while its file cannot be opened (nothing is stored, nothing found)."""
+        with self._lock:
+            if self._store is None and not self._closed and (
+                    self._failed_at is None or self.clock() - self._failed_at >= self.retry_after):
+                self._store = open_store(self.path)
+                self._failed_at = None if self._store is not None else self.clock()
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+__all__ = ["ResponseStore", "ResponseStoreOpener", "StoredResponse", "default_path", "open_store"]

@@ -182,7 +182,8 @@ def url(engine: Engine) -> Iterator[str]:
     ({"lora": {"id": 0, "scale": 1}}, 'option "lora" must be a list of'),
 ])
 def test_a_bad_lora_option_is_a_400_over_http(url: str, options: dict, words: str) -> None:
-    for route, body in (("/api/generate", {"prompt": "hi"}), ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]})):
+    for route, body in (("/api/generate", {"prompt": "hi"}), ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}),
+                        ("/api/embed", {"input": "hi"})):
         reply = requests.post(url + route, json={"model": TUNED, "stream": False, "options": options, **body}, timeout=60)
         assert reply.status_code == 400, reply.text
         assert words in reply.json()["error"]

@@ -29,7 +29,7 @@ class FakeContext:
         self.kv_slots: int | None = None  # decode answers 1 ("no KV slot") above this many entries
         self.adapters: tuple[object, ...] = ()  # LoRA adapters (tests set two)
         self.lora: tuple[float, ...] = ()
-        self.lora_sets: list[tuple[float, ...]] = []  # every set_lora(scales)
+        self.lora_sets: list[tuple[float, ...]] = []  # every change of scales (set_lora, as LlamaContext's)
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> int:
         if len(entries) > self.n_batch:
@@ -66,8 +66,9 @@ class FakeContext:
         pass
 
     def set_lora(self, scales: tuple[float, ...]) -> None:
-        self.lora_sets.append(scales)
-        self.lora = scales
+        if scales != self.lora:
+            self.lora_sets.append(scales)
+            self.lora = scales
 
     def shift(self, seq: int, keep: int, discard: int, n_past: int) -> bool:
         return False

@@ -34,3 +34,27 @@ def test_the_template_cache_keeps_recent_overrides_and_does_not_grow_with_each_n
         assert len(engine._templates) == TEMPLATE_CACHE
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("call", ["embed", "embeddings"])
+def test_an_unknown_lora_adapter_is_refused_on_embed_as_on_generate(store: ModelStore, tmp_path, monkeypatch,
+                                                                     call: str) -> None:
+    """README: an unknown adapter id in ``options.lora`` is a 400, on every route that takes options;
+    it is refused before any model is loaded."""
+    from conftest import write_tiny_gguf
+
+    from ollama_magic.errors import InvalidRequest
+    from ollama_magic.types import CreateRequest
+
+    list(store.create("tiny-embed", CreateRequest(from_=str(write_tiny_gguf(tmp_path / "e.gguf", embedding=True)))))
+    engine = Engine(store)
+    try:
+        def no_load(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("a model was loaded")
+
+        monkeypatch.setattr(engine, "_acquire", no_load)
+        text = {"embed": {"input": "hi"}, "embeddings": {"prompt": "hi"}}[call]
+        with pytest.raises(InvalidRequest, match='option "lora": adapter 0 does not exist: tiny-embed:latest has no adapters'):
+            getattr(engine, call)("tiny-embed", options={"lora": [{"id": 0, "scale": 1}]}, **text)
+    finally:
+        engine.close()

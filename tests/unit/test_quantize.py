@@ -109,3 +109,85 @@ def test_the_source_another_model_uses_stays(tmp_path: Path, fake_llama_quantize
     list(store.create("q", CreateRequest(from_="base", quantize="q8_0")))
     assert store.find("q").details.quantization_level == "Q8_0"
     assert store.find("base").model_path.is_file()
+
+
+def write_f16_gguf(path: Path) -> Path:
+    """An F16 GGUF whose one tensor (64x64 F16, 8 KiB) is most of the file."""
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_tensor("token_embd.weight", np.ones((64, 64), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_whole_f16_file_passes_the_check(tmp_path: Path) -> None:
+    from ollama_magic.store.quantize import check_output
+
+    check_output(write_f16_gguf(tmp_path / "f16.gguf"), gguf.LlamaFileType.MOSTLY_F16, 1)
+
+
+def test_a_file_cut_in_its_data_fails_the_check(tmp_path: Path) -> None:
+    """The header is intact, the last bytes of the tensor's data are missing: that file is not
+    adopted as a blob. (Tensor offsets count from the data section, after the header.)"""
+    from ollama_magic.store.quantize import check_output
+
+    path = write_f16_gguf(tmp_path / "f16.gguf")
+    data = path.read_bytes()
+    path.write_bytes(data[:-16])
+    with pytest.raises(EngineError, match="shorter than its tensors"):
+        check_output(path, gguf.LlamaFileType.MOSTLY_F16, 1)
+
+
+_PARENT = r"""
+import os, sys
+from pathlib import Path
+from ollama_magic.store.quantize import run_quantize
+print("started", flush=True)
+for _ in run_quantize(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])):
+    pass
+"""
+
+
+def test_the_quantize_child_goes_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A kernel or server killed mid-quantize (SIGKILL, the OOM killer) runs no cleanup: the child
+    must notice by itself and stop, not burn CPU for minutes on a file nobody will adopt. The source
+    is a FIFO nobody writes, so the child is stuck inside llama.cpp's open of it, as it would be in a
+    long quantize."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    source = tmp_path / "source.gguf"
+    os.mkfifo(source)
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(source), str(tmp_path / "out.gguf"),
+                               str(int(gguf.LlamaFileType.MOSTLY_Q8_0))],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    children: list[psutil.Process] = []
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline:
+            children = psutil.Process(parent.pid).children()
+            time.sleep(0.05)
+        assert len(children) == 1
+        time.sleep(3)  # the child is past its imports, blocked in llama.cpp
+        assert children[0].is_running() and children[0].status() != psutil.STATUS_ZOMBIE
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if parent.poll() is None:
+            parent.kill()

@@ -112,3 +112,30 @@ def test_threads_and_two_stores_on_one_file_lose_no_write(tmp_path: Path) -> Non
     assert not unseen and len(stores[0]) == len(stores[1]) == 300
     for store in stores:
         store.close()
+
+
+def test_a_failed_open_is_retried_later_not_cached_for_the_servers_life(tmp_path: Path) -> None:
+    """A server whose data disk was not there at its first request stores again once it is, after
+    ``retry_after`` seconds (not on every request: each failed open may wait on the file's lock)."""
+    import sqlite3
+
+    from ollama_magic.store.responses_store import ResponseStoreOpener
+
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the directory goes")
+    clock = Clock()
+    opener = ResponseStoreOpener(blocker / "r.sqlite", retry_after=60, clock=clock)
+    assert opener.get() is None
+    blocker.unlink()
+    clock.now += 59
+    assert opener.get() is None  # not tried again yet
+    clock.now += 1
+    store = opener.get()
+    assert store is not None and opener.get() is store
+    store.put(_response(1), ITEMS)
+    opener.close()  # on the server's shutdown
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.get("resp_1")
+    assert opener.get() is None  # closed for good: a request racing the shutdown opens nothing
+    with ResponseStore(blocker / "r.sqlite") as again:
+        assert again.get("resp_1") is not None

@@ -14,6 +14,7 @@ from ...formatting import EMPTY_STORE_HINT, MODEL_COLUMNS, PS_HEADER, ProgressBa
 from ...store.modelfile import create_fields
 from ...store.modelfile import parse as parse_modelfile
 from ...store.modelfile import read as read_modelfile
+from ...store.quantize import QUANTIZE_HELP
 from . import Text, parse, verb
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def create(session: NotebookSession, argv: list[str], shell: InteractiveShell | 
         source.add_argument("--from", dest="source", help="a GGUF file, a safetensors directory or a model")
         p.add_argument("--system")
         p.add_argument("--template")
-        p.add_argument("-q", "--quantize", help="quantize an F16/BF16/F32 model to q4_K_M, q4_K_S or q8_0")
+        p.add_argument("-q", "--quantize", help=QUANTIZE_HELP)
 
     args = parse("create", argv, setup)
     fields: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 from ...errors import InvalidModelName, ModelNotFound, OllamaMagicError
 from ...names import ModelName
 from ...options import OPTION_TYPES, parse_parameter_text
+from ...store.quantize import QUANTIZED_TYPES, SOURCE_TYPES
 from ._common import Panel, StatusLine, close_tree, error_text
 
 if TYPE_CHECKING:
@@ -105,9 +106,8 @@ class CreatePanel(Panel):
         self.add_parameter_button = widgets.Button(description="Add parameter", icon="plus")
         self.parameters_error = StatusLine(hide_when_empty=True)
 
-        self.quantize = widgets.Dropdown(options=[("keep as is", ""), ("q4_K_M", "q4_K_M"), ("q4_K_S", "q4_K_S"),
-                                                  ("q8_0", "q8_0")], value="", description="Quantize",
-                                         tooltip="an F16/BF16/F32 model only")
+        self.quantize = widgets.Dropdown(options=[("keep as is", ""), *((t, t) for t in QUANTIZED_TYPES)], value="",
+                                         description="Quantize", tooltip=f"an {'/'.join(SOURCE_TYPES)} model only")
         self.create_button = widgets.Button(description="Create", button_style="primary", icon="cogs")
         self.progress = widgets.IntProgress(value=0, min=0, max=100, layout=widgets.Layout(width="260px"))
 
