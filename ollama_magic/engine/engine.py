@@ -955,8 +955,6 @@ def _normalize(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm else vector
 
 
-
-
 def _chat_message(part: ReplyPart) -> ChatMessage:
     return ChatMessage(role="assistant", content=part.content, thinking=part.thinking or None,
                        tool_calls=part.tool_calls or None)
