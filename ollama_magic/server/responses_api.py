@@ -94,11 +94,6 @@ def _text_of(content: Any) -> str:
     raise InvalidRequest("invalid input content")
 
 
-def to_messages(body: ResponsesBody) -> list[dict[str, Any]]:
-    """Input items as native chat messages (function calls and their outputs included)."""
-    return items_to_messages(body.instructions, input_items(body.input))
-
-
 def input_items(given: Union[str, list[dict[str, Any]]], response_id: str = "") -> list[dict[str, Any]]:
     """The request's ``input`` as items, the form stored and listed by ``input_items``: text becomes one
     user message; a message's text content becomes its one text part. With ``response_id``, an item
