@@ -146,6 +146,13 @@ def _think(engine: Engine, body: CountTokensBody) -> bool | str | None:
     return think
 
 
+def _chat_arguments(engine: Engine, body: CountTokensBody) -> tuple[Any, ...]:
+    """The messages, tools, tool choice and think setting ``Engine.chat`` takes; called in a thread, as
+    decoding base64 images (bodies up to the size limit) and looking the model up would stall the
+    event loop and every request on it."""
+    return _chat_messages(body), _tools(body), _tool_choice(body), _think(engine, body)
+
+
 def _options(body: MessagesBody) -> dict[str, Any]:
     """Only what the request sets: the model's own parameters hold otherwise (as Ollama's mapping)."""
     options: dict[str, Any] = {"num_predict": body.max_tokens}
@@ -278,8 +285,7 @@ def _documented(model: type, streams: bool) -> dict[int | str, dict[str, Any]]:
 async def messages(body: MessagesBody, request: Request) -> Response:
     """Anthropic's Messages API on the engine's chat."""
     engine: Engine = request.app.state.engine
-    native, tools, tool_choice = _chat_messages(body), _tools(body), _tool_choice(body)
-    think = await in_thread(lambda: _think(engine, body))
+    native, tools, tool_choice, think = await in_thread(lambda: _chat_arguments(engine, body))
     options = _options(body)
     fmt = body.output_config.format.schema_ if body.output_config and body.output_config.format else None
     result = await in_thread(lambda: engine.chat(body.model, native, tools=tools, options=options, stream=body.stream,
@@ -298,8 +304,7 @@ async def count_tokens(body: CountTokensBody, request: Request) -> Response:
     """The prompt tokens the same request to ``/v1/messages`` would take (its ``usage.input_tokens``),
     counted with the model's tokenizer on the prompt the chat renders; nothing is generated."""
     engine: Engine = request.app.state.engine
-    native, tools, tool_choice = _chat_messages(body), _tools(body), _tool_choice(body)
-    think = await in_thread(lambda: _think(engine, body))
+    native, tools, tool_choice, think = await in_thread(lambda: _chat_arguments(engine, body))
     count = await in_thread(lambda: engine.count_tokens(body.model, native, tools=tools, think=think,
                                                         tool_choice=tool_choice), request)
     return JSONResponse({"input_tokens": count})

@@ -107,3 +107,37 @@ def test_the_assembler_names_the_stop_string_that_ended_the_text(stops: list[str
     hit = [text.add(piece) for piece in pieces][-1]
     text.finish()
     assert "".join(out) == said and hit == (by is not None) and text.stopped_by == by
+
+
+def test_images_are_decoded_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big base64 image takes a while to decode: other requests are answered meanwhile."""
+    import threading
+
+    import httpx
+
+    from ollama_magic.server import anthropic_api
+
+    decoding, release = threading.Event(), threading.Event()
+
+    def slow_decode(data: str) -> bytes:
+        decoding.set()
+        release.wait(10)
+        return b"\x89PNG"
+
+    monkeypatch.setattr(anthropic_api, "from_base64", slow_decode)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}
+    ask = {**ASK, "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is it?"}]}]}
+    with BackgroundServer(Engine(ModelStore(tmp_path / "models")), port=0) as srv:
+        answers: list[int] = []
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            decoding.clear()
+            release.clear()
+            sent = threading.Thread(target=lambda: answers.append(httpx.post(srv.url + path, json=ask, timeout=20).status_code))
+            sent.start()
+            try:
+                assert decoding.wait(10)
+                assert httpx.get(srv.url + "/api/version", timeout=3).status_code == 200  # not behind the decode
+            finally:
+                release.set()
+                sent.join(20)
+        assert answers == [404, 404]  # then the request goes on (model "ghost" is not there)
