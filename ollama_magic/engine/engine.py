@@ -527,10 +527,11 @@ class Engine:
         keep = parse_keep_alive(keep_alive)
         if info.is_reranker:
             entry, _ = self._acquire(record, opts, embedding=True)
-            try:
+            try:  # a client that goes away stops the pairs still to decode (up to MAX_DOCUMENTS of them)
                 ectx = entry.runner.embedding_context()
                 pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
-                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True)
+                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True,
+                                                        cancel=request_cancel_event())
             finally:
                 self.scheduler.release(entry, keep)
             return ranked(model, [row[0] for row in rows], docs, top_n, count)
