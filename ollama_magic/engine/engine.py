@@ -532,6 +532,7 @@ class Engine:
                 pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
                 rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True,
                                                         cancel=request_cancel_event())
+                self.metrics.prompt_read(entry.name, count)  # the chat-model path counts in classify
             finally:
                 self.scheduler.release(entry, keep)
             return ranked(model, [row[0] for row in rows], docs, top_n, count)
