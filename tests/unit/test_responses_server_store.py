@@ -39,7 +39,7 @@ def test_a_locked_file_is_waited_for_off_the_event_loop(tmp_path: Path, path: Pa
             httpx.get(srv.url + "/v1/responses/resp_none", timeout=40).status_code))
         asked.start()
         try:
-            threading.Event().wait(0.5)  # the first use is now waiting for the lock
+            threading.Event().wait(1.0)  # the first use is now waiting for the lock
             assert httpx.get(srv.url + "/api/version", timeout=3).status_code == 200
         finally:
             writer.execute("ROLLBACK")
