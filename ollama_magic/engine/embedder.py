@@ -7,8 +7,10 @@ moment into micro-batches (:func:`embed_jobs`), so concurrent requests share dec
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import llama_cpp
 import numpy as np
@@ -38,6 +40,11 @@ class EmbedJob:
     #: batch's size, so a packed sequence's numbers move by ~1e-3 (f16 weights) with its neighbours;
     #: alone, a pair scores the same in every request, and as llama-server scores it (one per decode)
     alone: bool = False
+    #: the request's cancel event (an HTTP client that went away): set, the texts not yet decoded are not
+    cancel: threading.Event | None = None
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 def tokenize_texts(ectx: EmbeddingContext, texts: list[str], truncate: bool) -> list[list[int]]:
@@ -63,8 +70,9 @@ def embed_jobs(ectx: EmbeddingContext, jobs: list[EmbedJob]) -> int:
 
 
 def _embed_group(ectx: EmbeddingContext, jobs: list[EmbedJob], pack: int | None) -> int:
-    try:
-        matrix, decodes = embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists], pack)
+    try:  # stopped only when every job in it was cancelled (the others still want their vectors)
+        matrix, decodes = embed_packed(ectx, [tokens for job in jobs for tokens in job.token_lists], pack,
+                                       stop=lambda: all(job.cancelled() for job in jobs))
     except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
         for job in jobs:
             if not job.future.done():
@@ -81,8 +89,8 @@ def _embed_group(ectx: EmbeddingContext, jobs: list[EmbedJob], pack: int | None)
     return decodes
 
 
-def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]],
-                 pack_tokens: int | None = None) -> tuple[np.ndarray, int]:
+def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]], pack_tokens: int | None = None,
+                 stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
     """One vector per text (shortest first, several sequences per decode, one seq id each) and the
     number of llama_decode calls that took.
 
@@ -91,7 +99,7 @@ def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]],
     that fits the context is embedded whole. Pooled models give llama.cpp's pooled vector per
     sequence (a reranker's RANK pooling: its ``n_cls_out`` scores); a model whose GGUF says pooling
     NONE gives its last token's vector, as Ollama's runner falls back to when a context has no
-    pooled output.
+    pooled output. ``stop`` is asked before each decode: true, the rest is not decoded (EngineError).
     """
     last_token = ectx.pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE
     out = np.zeros((len(token_lists), ectx.n_embd if last_token else ectx.n_pooled), dtype=np.float32)
@@ -103,6 +111,8 @@ def embed_packed(ectx: EmbeddingContext, token_lists: list[list[int]],
 
     def decode() -> None:
         nonlocal decodes
+        if stop is not None and stop():
+            raise EngineError(f"embedding cancelled after {decodes} of its decodes: the request was cancelled")
         decodes += 1
         ectx.clear()
         code = ectx.decode(entries)

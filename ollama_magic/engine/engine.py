@@ -67,6 +67,11 @@ _as_dict, _tool_dict, _grammar, _trace = requests.as_dict, requests.tool_dict, r
 _with_tool_names, _window = requests.with_tool_names, requests.window
 
 
+def _label_think(tmpl: PromptTemplate) -> bool | None:
+    """Classification's think setting: a thinking model is asked not to think, so the label is its first word."""
+    return False if any(tmpl.thinking_tags) else None
+
+
 @dataclass
 class _Request:
     """What ``generate`` and ``chat`` share once a request is checked: the model, its options and
@@ -479,15 +484,12 @@ class Engine:
         req = self._prepare(model, options, keep_alive, stream=False, format=None, shift=False, truncate=truncate,
                             logprobs=None, top_logprobs=None)
         tmpl = self._template(req.record, None)
-        think = False if any(tmpl.thinking_tags) else None
+        think = _label_think(tmpl)
         if messages is not None:
-            msgs, pics, _tools, _grammar = self._chat_turn(req, [self._message(m) for m in messages], None, None)
+            msgs, pics, _tools, _grammar, _tmpl, _think, render = self._chat_prompt(
+                req, [self._message(m) for m in messages], None, None, think)
             if pics:
                 raise InvalidRequest("classify takes text only: send the messages without images")
-
-            def render(kept: list[dict[str, Any]]) -> str:
-                return tmpl.render_chat(kept, None, think=think)
-
             tokens = partial(self._chat_tokens, msgs=msgs, render=render, text=render(msgs), pics=[], opts=req.opts,
                              truncate=truncate, dropped=[0])
         else:
@@ -527,24 +529,26 @@ class Engine:
         keep = parse_keep_alive(keep_alive)
         if info.is_reranker:
             entry, _ = self._acquire(record, opts, embedding=True)
-            try:
+            try:  # a client that goes away stops the pairs still to decode (up to MAX_DOCUMENTS of them)
                 ectx = entry.runner.embedding_context()
                 pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
-                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True)
+                rows, count = entry.runner.embed_tokens(pairs, docs, normalize=False, alone=True,
+                                                        cancel=request_cancel_event())
+                self.metrics.prompt_read(entry.name, count)  # the chat-model path counts in classify
             finally:
                 self.scheduler.release(entry, keep)
             return ranked(model, [row[0] for row in rows], docs, top_n, count)
         self._require(record, "completion", "rerank")
+        req = self._prepare(model, options, keep_alive, stream=False, format=None, shift=False, truncate=truncate,
+                            logprobs=None, top_logprobs=None)
         entry, _ = self._acquire(record, opts, embedding=False)
-        try:  # fitted once, with the loaded model's tokenizer and the chat template classify renders
-            runner, tmpl = entry.runner, self._template(record, None)
-            think = False if any(tmpl.thinking_tags) else None
+        try:  # fitted once, with the loaded model's tokenizer and the chat prompt classify renders
+            runner = entry.runner
+            think = _label_think(self._template(record, None))
 
-            first = [*record.messages, *([{"role": "system", "content": record.system}] if record.system else [])]
-
-            def prompt_tokens(content: str) -> int:  # as classify renders it: the model's own messages first
-                msgs = [*first, {"role": "user", "content": content}]
-                return len(runner.tokenize(tmpl.render_chat(msgs, None, think=think)))
+            def prompt_tokens(content: str) -> int:
+                msgs, *_, render = self._chat_prompt(req, [{"role": "user", "content": content}], None, None, think)
+                return len(runner.tokenize(render(msgs)))
 
             fitted = [cut_document(lambda text: runner.tokenize(text, add_bos=False), runner.detokenize,
                                    prompt_tokens, query, doc, runner.n_ctx, truncate) for doc in docs]

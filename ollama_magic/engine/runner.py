@@ -386,19 +386,21 @@ class Runner:
         return self.submit_embed_tokens(token_lists, texts, normalize)
 
     def embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
-                     alone: bool = False) -> tuple[list[list[float]], int]:
+                     alone: bool = False, cancel: threading.Event | None = None) -> tuple[list[list[float]], int]:
         """:meth:`embed` for texts tokenized by the caller (see :meth:`submit_embed_tokens`)."""
-        return self._wait(self.submit_embed_tokens(token_lists, texts, normalize, alone))
+        return self._wait(self.submit_embed_tokens(token_lists, texts, normalize, alone, cancel))
 
     def submit_embed_tokens(self, token_lists: list[list[int]], texts: list[str], normalize: bool = True,
-                            alone: bool = False) -> "Future[tuple[list[list[float]], int]]":
+                            alone: bool = False,
+                            cancel: threading.Event | None = None) -> "Future[tuple[list[list[float]], int]]":
         """As :meth:`submit_embed`, for texts tokenized by the caller (a reranker's query-document pairs,
         ``rerank.pair_tokens``), each one that fits one decode of ``embedding_context()``; ``alone``:
-        each in a decode of its own (``EmbedJob.alone``)."""
+        each in a decode of its own (``EmbedJob.alone``); ``cancel`` set, the texts not yet decoded are
+        not (the future then holds an EngineError)."""
         if self._closed:
             raise EngineError(f"model {self.name} was unloaded")
         self._enter_queue()
-        job = EmbedJob(texts, token_lists, normalize, alone=alone)
+        job = EmbedJob(texts, token_lists, normalize, alone=alone, cancel=cancel)
         self._inbox.put(job)
         return job.future
 

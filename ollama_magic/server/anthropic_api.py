@@ -146,6 +146,13 @@ def _think(engine: Engine, body: CountTokensBody) -> bool | str | None:
     return think
 
 
+def _chat_arguments(engine: Engine, body: CountTokensBody) -> tuple[Any, ...]:
+    """The messages, tools, tool choice and think setting ``Engine.chat`` takes; called in a thread, as
+    decoding base64 images (bodies up to the size limit) and looking the model up would stall the
+    event loop and every request on it."""
+    return _chat_messages(body), _tools(body), _tool_choice(body), _think(engine, body)
+
+
 def _options(body: MessagesBody) -> dict[str, Any]:
     """Only what the request sets: the model's own parameters hold otherwise (as Ollama's mapping)."""
     options: dict[str, Any] = {"num_predict": body.max_tokens}
@@ -169,14 +176,17 @@ def _tool_use(call: Any) -> dict[str, Any]:
             "input": dict(call.function.arguments)}
 
 
-def _stop(final: Any, called: bool) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence) of a finished reply."""
+def _stop(final: Any, called: bool, requested: list[str] | None) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence) of a finished reply. Only a stop string of the request's
+    ``stop_sequences`` is named, as Anthropic's API names it; one from the model's own parameters
+    (a Modelfile's ``PARAMETER stop``) ended the turn as the model's end would."""
     if called:
         return "tool_use", None
     if final.done_reason == "length":
         return "max_tokens", None
-    if getattr(final, "stop_sequence", None):
-        return "stop_sequence", final.stop_sequence
+    sequence = getattr(final, "stop_sequence", None)
+    if sequence and sequence in (requested or ()):
+        return "stop_sequence", sequence
     return "end_turn", None
 
 
@@ -184,7 +194,7 @@ def _usage(final: Any) -> dict[str, int]:
     return {"input_tokens": final.prompt_eval_count or 0, "output_tokens": final.eval_count or 0}
 
 
-def _message(ident: str, model: str, result: Any) -> dict[str, Any]:
+def _message(ident: str, model: str, result: Any, stops: list[str] | None) -> dict[str, Any]:
     reply = result.message
     content: list[dict[str, Any]] = []
     if reply.thinking:
@@ -192,7 +202,7 @@ def _message(ident: str, model: str, result: Any) -> dict[str, Any]:
     if reply.content:
         content.append({"type": "text", "text": reply.content})
     content.extend(_tool_use(call) for call in reply.tool_calls or [])
-    reason, sequence = _stop(result, bool(reply.tool_calls))
+    reason, sequence = _stop(result, bool(reply.tool_calls), stops)
     return {"id": ident, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": reason, "stop_sequence": sequence, "usage": _usage(result)}
 
@@ -206,8 +216,8 @@ class _Events:
     block ``content_block_start`` / ``content_block_delta``s / ``content_block_stop``, then
     ``message_delta`` (stop reason, usage) and ``message_stop``."""
 
-    def __init__(self, ident: str, model: str) -> None:
-        self.ident, self.model = ident, model
+    def __init__(self, ident: str, model: str, stops: list[str] | None) -> None:
+        self.ident, self.model, self.stops = ident, model, stops
         self.started = False
         self.index = 0
         self.open: str | None = None  # the kind of block now open: "thinking", "text" or None
@@ -253,7 +263,7 @@ class _Events:
             self.index += 1
             self.called = True
         if chunk.done:
-            reason, sequence = _stop(chunk, self.called)
+            reason, sequence = _stop(chunk, self.called, self.stops)
             out += self._close()
             out += event("message_delta", delta={"stop_reason": reason, "stop_sequence": sequence}, usage=_usage(chunk))
             out += event("message_stop")
@@ -278,16 +288,15 @@ def _documented(model: type, streams: bool) -> dict[int | str, dict[str, Any]]:
 async def messages(body: MessagesBody, request: Request) -> Response:
     """Anthropic's Messages API on the engine's chat."""
     engine: Engine = request.app.state.engine
-    native, tools, tool_choice = _chat_messages(body), _tools(body), _tool_choice(body)
-    think = await in_thread(lambda: _think(engine, body))
+    native, tools, tool_choice, think = await in_thread(lambda: _chat_arguments(engine, body))
     options = _options(body)
     fmt = body.output_config.format.schema_ if body.output_config and body.output_config.format else None
     result = await in_thread(lambda: engine.chat(body.model, native, tools=tools, options=options, stream=body.stream,
                                                  think=think, tool_choice=tool_choice, format=fmt), request)
     ident = _message_id()
     if not body.stream:
-        return JSONResponse(_message(ident, body.model, result))
-    events = _Events(ident, body.model)
+        return JSONResponse(_message(ident, body.model, result, body.stop_sequences))
+    events = _Events(ident, body.model, body.stop_sequences)
     stream, first = await open_stream(result, events.chunk, _error_event)
     return StreamingResponse(stream.body(first), media_type=SSE_MEDIA_TYPE,
                              headers={"Cache-Control": "no-cache"})
@@ -298,8 +307,7 @@ async def count_tokens(body: CountTokensBody, request: Request) -> Response:
     """The prompt tokens the same request to ``/v1/messages`` would take (its ``usage.input_tokens``),
     counted with the model's tokenizer on the prompt the chat renders; nothing is generated."""
     engine: Engine = request.app.state.engine
-    native, tools, tool_choice = _chat_messages(body), _tools(body), _tool_choice(body)
-    think = await in_thread(lambda: _think(engine, body))
+    native, tools, tool_choice, think = await in_thread(lambda: _chat_arguments(engine, body))
     count = await in_thread(lambda: engine.count_tokens(body.model, native, tools=tools, think=think,
                                                         tool_choice=tool_choice), request)
     return JSONResponse({"input_tokens": count})

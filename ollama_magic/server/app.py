@@ -7,8 +7,11 @@ rebinding), the API key, the body limit, JSON bodies, then the routes.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import AsyncIterator
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -55,6 +58,13 @@ def _openapi_without_422(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What the app holds beyond the engine is let go when it stops (the stored responses' file)."""
+    yield
+    await anyio.to_thread.run_sync(responses_api.close_responses_store, app)
+
+
 def create_app(engine: Engine, *, api_key: str | None = None, origins: str | None = None,
                max_body: int | None = None, metrics: bool | None = None) -> FastAPI:
     """Build the app. ``api_key`` defaults to $OLLAMA_MAGIC_API_KEY, ``origins`` (extra allowed origins,
@@ -65,6 +75,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, origins: str | Non
         title="ollama-magic",
         version=__version__,
         description="Ollama's REST API and its OpenAI-compatible endpoints, served by an in-process llama.cpp engine.",
+        lifespan=_lifespan,
     )
     app.state.engine = engine
     app.include_router(ollama_api.router)

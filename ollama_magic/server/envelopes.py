@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
 from ..errors import OllamaMagicError
+from .schemas import RERANK_COMPATIBLE_PATHS
 
 log = logging.getLogger("ollama_magic")
 
@@ -30,7 +31,7 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 
 
 #: outside /v1, the rerank paths llama-server serves and Cohere's SDK posts to (``rerank_api``)
-OPENAI_SHAPED_PATHS = ("/rerank", "/reranking", "/v2/rerank")
+OPENAI_SHAPED_PATHS = tuple(path for path in RERANK_COMPATIBLE_PATHS if not path.startswith(OPENAI_PREFIX))
 
 #: Anthropic's error types by status (its API answers 529 when overloaded; ours says 503, as Ollama's)
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

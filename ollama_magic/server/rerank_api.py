@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from ..engine import Engine
 from ..engine.rerank import MAX_DOCUMENTS
-from .schemas import Body, KeepAlive, ModelNameField, native_responses, openai_responses
+from .schemas import RERANK_COMPATIBLE_PATHS, Body, KeepAlive, ModelNameField, native_responses, openai_responses
 from .streaming import in_thread, ollama_response
 
 router = APIRouter(tags=["rerank"])
-#: the paths of the llama-server/Jina/Cohere shape (the first is the one /openapi.json lists first)
-COMPATIBLE_PATHS = ("/v1/rerank", "/v1/reranking", "/rerank", "/reranking", "/v2/rerank")
+#: the paths of the llama-server/Jina/Cohere shape
+COMPATIBLE_PATHS = RERANK_COMPATIBLE_PATHS
 
 Documents = list[StrictStr]
 

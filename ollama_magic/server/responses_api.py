@@ -94,11 +94,6 @@ def _text_of(content: Any) -> str:
     raise InvalidRequest("invalid input content")
 
 
-def to_messages(body: ResponsesBody) -> list[dict[str, Any]]:
-    """Input items as native chat messages (function calls and their outputs included)."""
-    return items_to_messages(body.instructions, input_items(body.input))
-
-
 def input_items(given: Union[str, list[dict[str, Any]]], response_id: str = "") -> list[dict[str, Any]]:
     """The request's ``input`` as items, the form stored and listed by ``input_items``: text becomes one
     user message; a message's text content becomes its one text part. With ``response_id``, an item
@@ -371,16 +366,60 @@ def _output(response: _Response, result: Any) -> list[dict[str, Any]]:
     return output
 
 
-_open_lock = threading.Lock()
+#: seconds a store file that could not be opened is left alone before it is tried again (a lock
+#: released, a disk freed, a permission fixed come back without a restart)
+REOPEN_AFTER = 30.0
+
+
+class _StoreSlot:
+    """The app's store, opened at its first use (so a server that never stores creates no file) and
+    closed with the app. A file that cannot be opened turns storing off (nothing is stored, nothing
+    found) until ``REOPEN_AFTER`` seconds have passed, then the next use tries again. Opening may
+    wait on another process's lock (the store's busy timeout), so it is called from a thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store: ResponseStore | None = None
+        self._failed_at: float | None = None
+
+    def get(self) -> ResponseStore | None:
+        with self._lock:
+            if self._store is None and (self._failed_at is None
+                                        or time.monotonic() - self._failed_at >= REOPEN_AFTER):
+                self._store = open_store()
+                self._failed_at = None if self._store is not None else time.monotonic()
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
+
+
+_slot_lock = threading.Lock()
+
+
+def _slot(app: FastAPI) -> _StoreSlot:
+    with _slot_lock:
+        if not hasattr(app.state, "responses_slot"):
+            app.state.responses_slot = _StoreSlot()
+        return app.state.responses_slot
 
 
 def responses_store(app: FastAPI) -> ResponseStore | None:
-    """The app's store, opened at its first use (so a server that never stores creates no file), or
-    None when its file cannot be opened (then nothing is stored and nothing can be found)."""
-    with _open_lock:
-        if not hasattr(app.state, "responses_store"):
-            app.state.responses_store = open_store()
-        return app.state.responses_store
+    """The app's store (see ``_StoreSlot``), or None while its file cannot be opened. It may wait on
+    the file's lock: call it from a thread, never on the event loop."""
+    return _slot(app).get()
+
+
+def close_responses_store(app: FastAPI) -> None:
+    """Close the app's store, when it was opened (the app is stopping); a later use opens it again."""
+    _slot(app).close()
+
+
+async def _store(app: FastAPI) -> ResponseStore | None:
+    return await in_thread(lambda: responses_store(app))
 
 
 def _keep(store: ResponseStore, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
@@ -392,14 +431,14 @@ def _keep(store: ResponseStore, response: dict[str, Any], items: list[dict[str, 
 
 
 async def _stored(app: FastAPI, response_id: str) -> Any:
-    store = responses_store(app)
+    store = await _store(app)
     return None if store is None else await in_thread(lambda: store.get(response_id))
 
 
 @router.post("/responses", responses=sse_responses())
 async def responses(body: ResponsesBody, request: Request) -> Response:
     engine: Engine = request.app.state.engine
-    store = responses_store(request.app)
+    store = await _store(request.app)
     keep = store is not None and body.store is not False
     response = _Response(body, stored=keep)
     items = input_items(body.input, response.id)
@@ -502,7 +541,7 @@ async def retrieve_response(response_id: str, request: Request) -> JSONResponse:
 
 @router.delete("/responses/{response_id}", responses={200: {"model": ResponseDeleted}})
 async def delete_response(response_id: str, request: Request) -> JSONResponse:
-    store = responses_store(request.app)
+    store = await _store(request.app)
     if store is None or not await in_thread(lambda: store.delete(response_id)):
         raise ResponseNotFound(response_id)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})

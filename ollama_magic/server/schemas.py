@@ -18,6 +18,9 @@ from ..names import NAME_PATTERN
 INT32_MAX = 2**31 - 1
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+#: the rerank paths of llama-server's (Jina's, Cohere's) shape, served by ``rerank_api`` and answering
+#: in OpenAI's envelope (``envelopes``) also outside /v1; the first is the one /openapi.json lists first
+RERANK_COMPATIBLE_PATHS = ("/v1/rerank", "/v1/reranking", "/rerank", "/reranking", "/v2/rerank")
 
 #: A model name as a request field: never empty (a name too long for a file is refused by ModelName).
 ModelNameField = Annotated[str, Field(min_length=1, description="a model name: [host/][namespace/]model[:tag]",

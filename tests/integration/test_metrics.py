@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -16,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ollama_magic import Engine
 from ollama_magic.server import BackgroundServer
+
+from .test_rerank import cross_encoder_dir  # noqa: F401 - the tiny cross-encoder, built once for this module
 
 pytestmark = pytest.mark.integration
 GEMMA, MINILM = "gemma3:270m", "all-minilm"
@@ -134,6 +137,20 @@ def test_a_classification_counts_its_prompt(url: str) -> None:
                                         "choices": ["yes", "no"]}).json()
     after = scrape(url)
     assert moved(before, after, "ollama_magic_prompt_tokens_total", model="smollm2:135m") == reply["prompt_eval_count"] > 0
+
+
+@pytest.mark.parametrize("model, label", [("tiny-reranker", "tiny-reranker:latest"),
+                                          ("smollm2:135m", "smollm2:135m")])
+def test_a_rerank_counts_its_prompt(engine: Engine, url: str, cross_encoder_dir: Path, model: str,
+                                    label: str) -> None:
+    """Both paths: a cross-encoder's pairs and a chat model's relevance prompts are prompts read."""
+    if engine.store.find(model) is None:
+        engine.create(model, from_=str(cross_encoder_dir))
+    documents = ["paris is the capital of france", "the cat sat on the mat", "bananas are yellow"]
+    before = scrape(url)
+    reply = post(url, "/v1/rerank", {"model": model, "query": "capital of france", "documents": documents}).json()
+    after = scrape(url)
+    assert moved(before, after, "ollama_magic_prompt_tokens_total", model=label) == reply["usage"]["prompt_tokens"] > 0
 
 
 def test_a_running_stream_shows_as_a_busy_slot(url: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,8 +17,9 @@ import pytest
 
 from ollama_magic import Engine
 from ollama_magic.backends import RemoteBackend
-from ollama_magic.engine.rerank import relevance_prompt
-from ollama_magic.errors import InvalidRequest
+from ollama_magic.engine.delivery import CANCEL_SCOPE
+from ollama_magic.engine.rerank import MAX_DOCUMENTS, relevance_prompt
+from ollama_magic.errors import EngineError, InvalidRequest
 from ollama_magic.openai_backend import OpenAIBackend
 from ollama_magic.server.background import BackgroundServer
 from ollama_magic.store import ModelStore
@@ -86,6 +88,24 @@ def test_a_pair_scores_the_same_whatever_documents_come_with_it(engine: Engine) 
     together = by_index(engine.rerank(RERANKER, QUERY, PAIRS))
     alone = [engine.rerank(RERANKER, QUERY, [doc]).results[0].relevance_score for doc in PAIRS]
     assert together == alone
+
+
+def test_a_cancelled_cross_encoder_rerank_stops_early(engine: Engine) -> None:
+    """A client that went away (the request's cancel event, set by the server) stops the pairs still to
+    decode: the rest of a 1000-document request is not worked through for nobody."""
+    engine.rerank(RERANKER, QUERY, PAIRS[:1])  # loaded
+    [entry] = [e for e in engine.scheduler.loaded() if e.key.embedding and e.name.startswith(RERANKER)]
+    before = entry.runner.embed_decodes
+    gone = threading.Event()
+    gone.set()
+    token = CANCEL_SCOPE.set(gone)
+    try:
+        with pytest.raises(EngineError, match="cancelled"):
+            engine.rerank(RERANKER, QUERY, [f"document number {i}" for i in range(MAX_DOCUMENTS)])
+    finally:
+        CANCEL_SCOPE.reset(token)
+    assert entry.runner.embed_decodes - before < 10
+    assert len(engine.rerank(RERANKER, QUERY, PAIRS).results) == len(PAIRS)  # the model still ranks
 
 
 def test_llama_server_gives_the_same_scores_for_the_same_gguf(engine: Engine, url: str, tmp_path: Path) -> None:

@@ -107,6 +107,26 @@ def test_stop_sequences_end_with_stop_sequence_named(claude: anthropic.Anthropic
     assert unmet.stop_reason != "stop_sequence" and unmet.stop_sequence is None
 
 
+def test_a_modelfile_stop_ends_the_turn_and_a_request_stop_is_named(engine: Engine,
+                                                                    claude: anthropic.Anthropic) -> None:
+    """Anthropic names only the request's stop_sequences: a model's own PARAMETER stop that ends the reply
+    is an end_turn (stop_sequence None), the same string sent as a stop_sequence is named."""
+    free = claude.messages.create(model=GEMMA, max_tokens=24, extra_body=GREEDY, messages=HELLO).content[0].text
+    words = [w for w in free.split() if len(w) > 3]
+    assert len(words) >= 3, free
+    stop = words[2]
+    engine.create("stopper", from_=GEMMA, parameters={"stop": [stop]})
+    own = claude.messages.create(model="stopper", max_tokens=24, extra_body=GREEDY, messages=HELLO)
+    assert own.content[0].text == free[: free.index(stop)]  # the model's stop did end it
+    assert own.stop_reason == "end_turn" and own.stop_sequence is None
+    with claude.messages.stream(model="stopper", max_tokens=24, extra_body=GREEDY, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.stop_sequence is None
+    asked = claude.messages.create(model="stopper", max_tokens=24, extra_body=GREEDY, messages=HELLO,
+                                   stop_sequences=[stop])
+    assert asked.stop_reason == "stop_sequence" and asked.stop_sequence == stop
+
+
 def test_tool_use_then_tool_result(claude: anthropic.Anthropic) -> None:
     called = claude.messages.create(model=TOOLY, max_tokens=40, extra_body=GREEDY, messages=ASK, tools=[WEATHER],
                                     tool_choice={"type": "any"})

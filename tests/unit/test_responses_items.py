@@ -3,7 +3,7 @@ model: the one conversion a request and a continued chain share."""
 
 from __future__ import annotations
 
-from ollama_magic.server.responses_api import ResponsesBody, input_items, items_to_messages, to_messages
+from ollama_magic.server.responses_api import ResponsesBody, input_items, items_to_messages
 
 
 def test_text_input_is_one_user_message_item_with_an_id() -> None:
@@ -35,4 +35,4 @@ def test_a_stored_chain_becomes_the_messages_a_stateless_request_would_send() ->
     whole = ResponsesBody(model="m", instructions="Be brief.", input=[
         {"role": "user", "content": "Weather in Paris?"}, *prior_output,
         {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}])
-    assert to_messages(whole) == messages
+    assert items_to_messages(whole.instructions, input_items(whole.input, "resp_3")) == messages  # as the route does

@@ -107,3 +107,68 @@ def test_the_assembler_names_the_stop_string_that_ended_the_text(stops: list[str
     hit = [text.add(piece) for piece in pieces][-1]
     text.finish()
     assert "".join(out) == said and hit == (by is not None) and text.stopped_by == by
+
+
+def test_images_are_decoded_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big base64 image takes a while to decode: other requests are answered meanwhile."""
+    import threading
+
+    import httpx
+
+    from ollama_magic.server import anthropic_api
+
+    decoding, release = threading.Event(), threading.Event()
+
+    def slow_decode(data: str) -> bytes:
+        decoding.set()
+        release.wait(10)
+        return b"\x89PNG"
+
+    monkeypatch.setattr(anthropic_api, "from_base64", slow_decode)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}
+    ask = {**ASK, "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is it?"}]}]}
+    with BackgroundServer(Engine(ModelStore(tmp_path / "models")), port=0) as srv:
+        answers: list[int] = []
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            decoding.clear()
+            release.clear()
+            sent = threading.Thread(target=lambda: answers.append(httpx.post(srv.url + path, json=ask, timeout=20).status_code))
+            sent.start()
+            try:
+                assert decoding.wait(10)
+                assert httpx.get(srv.url + "/api/version", timeout=3).status_code == 200  # not behind the decode
+            finally:
+                release.set()
+                sent.join(20)
+        assert answers == [404, 404]  # then the request goes on (model "ghost" is not there)
+
+
+class _StoppedEngine:
+    """An engine whose reply was ended by the stop string "END" (the model's or the request's)."""
+
+    class store:  # noqa: N801 - what _think looks the model up in
+        @staticmethod
+        def find(name: str) -> None:
+            return None
+
+    def chat(self, model: str, messages: Any, stream: bool = False, **_: Any) -> Any:
+        final = ChatResponse(model=model, created_at="now", done=True, done_reason="stop", stop_sequence="END",
+                             message=ChatMessage(role="assistant", content="one two "))
+        return iter([final]) if stream else final
+
+
+@pytest.mark.parametrize("stops, reason, sequence", [
+    (None, "end_turn", None),  # a Modelfile's PARAMETER stop: Anthropic names only the request's
+    (["END"], "stop_sequence", "END"),
+])
+def test_stop_sequence_names_only_the_requests_stop_sequences(stops: list[str] | None, reason: str,
+                                                              sequence: str | None) -> None:
+    with BackgroundServer(_StoppedEngine(), port=0) as srv:  # type: ignore[arg-type]
+        claude = anthropic.Anthropic(base_url=srv.url, api_key="unused", max_retries=0)
+        args: dict[str, Any] = dict(model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        if stops:
+            args["stop_sequences"] = stops
+        whole = claude.messages.create(**args)
+        with claude.messages.stream(**args) as stream:
+            final = stream.get_final_message()
+        assert (whole.stop_reason, whole.stop_sequence) == (final.stop_reason, final.stop_sequence) == (reason, sequence)
