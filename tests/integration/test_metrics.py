@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from ollama_magic import Engine
 from ollama_magic.server import BackgroundServer
 
-from .test_rerank import cross_encoder_dir  # noqa: F401 - the tiny cross-encoder, built once for this module
 
 pytestmark = pytest.mark.integration
 GEMMA, MINILM = "gemma3:270m", "all-minilm"
