@@ -97,9 +97,11 @@ def test_a_prompt_cached_under_one_scale_is_not_reused_under_another(engine: Eng
         reply = engine.generate(model, PROMPT, raw=True, logprobs=True, options={**GREEDY, **options})
         return [t.logprob for t in reply.logprobs]
 
+    for model in (BASE, TUNED):  # fresh caches: every prompt below is evaluated whole unless reused wrongly
+        engine.generate(model, "", keep_alive=0)
     base = logprobs(BASE)
     logprobs(TUNED, lora_scale=1.0)
-    assert logprobs(TUNED, lora_scale=0.0) == pytest.approx(base, abs=0.01)
+    assert logprobs(TUNED, lora_scale=0.0) == pytest.approx(base, abs=1e-3)
 
 
 def test_embeddings_go_through_the_adapter_too(engine: Engine) -> None:
