@@ -295,18 +295,13 @@ class RemoteBackend:
 
     def classify(self, model: str = "", prompt: str | None = None, *, choices: Sequence[str],
                  **kwargs: Any) -> ClassifyResponse:
-        """/api/classify (ollama-magic servers). Ollama has no such route and answers 404, which is not
-        a missing model: that becomes NotSupported."""
+        """/api/classify (ollama-magic servers; Ollama has none: NotSupported)."""
         body = {k: v for k, v in kwargs.items() if v is not None}
         body.update(model=model, choices=list(choices))
         if prompt is not None:
             body["prompt"] = prompt
-        try:
-            return ClassifyResponse.model_validate(self._post("/api/classify", body))
-        except ModelNotFound:
-            raise
-        except NotFound:
-            raise NotSupported(CANNOT_SCORE_LABELS.format(host=self.host)) from None
+        return ClassifyResponse.model_validate(
+            self._post_ours("/api/classify", body, CANNOT_SCORE_LABELS.format(host=self.host)))
 
     def rerank(self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
                **kwargs: Any) -> RerankResponse:
@@ -315,12 +310,18 @@ class RemoteBackend:
         body.update(model=model, query=query, documents=list(documents))
         if top_n is not None:
             body["top_n"] = top_n
+        return RerankResponse.model_validate(
+            self._post_ours("/api/rerank", body, CANNOT_RERANK.format(host=self.host, route="/api/rerank")))
+
+    def _post_ours(self, path: str, body: Mapping[str, Any], unsupported: str) -> Any:
+        """A route only ollama-magic servers have: Ollama answers it 404, which is not a missing model
+        but a server without the route, so NotSupported(``unsupported``)."""
         try:
-            return RerankResponse.model_validate(self._post("/api/rerank", body))
+            return self._post(path, body)
         except ModelNotFound:
             raise
         except NotFound:
-            raise NotSupported(CANNOT_RERANK.format(host=self.host, route="/api/rerank")) from None
+            raise NotSupported(unsupported) from None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         """A route the ``ollama`` client has no method for; errors become ours as for any call."""
