@@ -525,10 +525,9 @@ class Engine:
         if not info.is_reranker and info.is_embedding_model:
             raise InvalidRequest(f'model "{model}" cannot rank: it is an embedding model without a classifier '
                                  "(llama.cpp's rank pooling); use a reranker (cross-encoder) or a chat model")
-        opts = self._options(record, options)
-        keep = parse_keep_alive(keep_alive)
         if info.is_reranker:
-            entry, _ = self._acquire(record, opts, embedding=True)
+            keep = parse_keep_alive(keep_alive)
+            entry, _ = self._acquire(record, self._options(record, options), embedding=True)
             try:  # a client that goes away stops the pairs still to decode (up to MAX_DOCUMENTS of them)
                 ectx = entry.runner.embedding_context()
                 pairs = [pair_tokens(ectx, query, doc, truncate) for doc in docs]
@@ -541,7 +540,7 @@ class Engine:
         self._require(record, "completion", "rerank")
         req = self._prepare(model, options, keep_alive, stream=False, format=None, shift=False, truncate=truncate,
                             logprobs=None, top_logprobs=None)
-        entry, _ = self._acquire(record, opts, embedding=False)
+        entry, _ = self._acquire(req.record, req.opts, embedding=False)
         try:  # fitted once, with the loaded model's tokenizer and the chat prompt classify renders
             runner = entry.runner
             think = _label_think(self._template(record, None))
@@ -554,7 +553,7 @@ class Engine:
                                    prompt_tokens, query, doc, runner.n_ctx, truncate) for doc in docs]
             width = max(1, min(len(docs), runner.load_options.num_parallel))
         finally:
-            self.scheduler.release(entry, keep)
+            self.scheduler.release(entry, req.keep)
 
         def score(doc: str) -> ClassifyResponse:
             return self.classify(model, messages=[{"role": "user", "content": relevance_prompt(query, doc)}],
